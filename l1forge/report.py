@@ -1,0 +1,241 @@
+"""Self-contained HTML report of a jet-tagging run directory.
+
+Reads `summary.json` blocks (passed in) plus the score files of the run and
+renders `report.html` with plots embedded as base64 PNG. Sections whose inputs
+are missing are omitted.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import pathlib
+import tempfile
+
+import h5py
+import jinja2
+import matplotlib.style
+import mplhep as hep
+import numpy as np
+from matplotlib.figure import Figure
+
+from l1forge import metrics
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("g", "q", "w", "z", "t")
+TEST_SPLIT = 2
+MODELS = (  # (label, score file relative to the run dir)
+    ("GNN teacher", "teachers/gnn/predictions.h5"),
+    ("Transformer teacher", "teachers/transformer/predictions.h5"),
+    ("Student (QKeras)", "students/student/predictions.h5"),
+    ("Baseline", "students/baseline/predictions.h5"),
+)
+EMULATED = "Student (firmware emulation)"
+RESOURCES = ("LUT", "FF", "DSP", "BRAM")
+
+
+def _png(fig, rlabel="") -> str:
+    """Label the main axes and encode the figure as base64 PNG (Agg, no display)."""
+    hep.label.exp_label(exp="l1forge", llabel="Simulation", rlabel=rlabel, ax=fig.axes[0])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _subplots(figsize):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
+
+
+def _read(path: pathlib.Path, *names):
+    with h5py.File(path, "r") as f:
+        return [f[n][()] for n in names]
+
+
+def _scores(run_dir: pathlib.Path, labels, split):
+    """{model label: (labels, logits)} on test jets for every score file present."""
+    test = split == TEST_SPLIT if split is not None and (split == TEST_SPLIT).any() else slice(None)
+    out = {}
+    for name, rel in MODELS:
+        path = run_dir / rel
+        if not path.exists():
+            continue
+        (logits,) = _read(path, "logits")
+        if len(logits) != len(labels):
+            log.warning("%s has %d rows, data has %d: skipped", rel, len(logits), len(labels))
+            continue
+        out[name] = (labels[test], logits[test])
+    emu = run_dir / "emulation/outputs.h5"
+    if emu.exists():
+        logits, index = _read(emu, "emulator", "index")
+        out[EMULATED] = (labels[index], logits)
+    return out
+
+
+def _roc_plot(scores) -> str:
+    fig, ax = _subplots((7, 5.5))
+    for name, (y, logits) in scores.items():
+        eff, rej = metrics.top_vs_qcd_roc(y, logits, CLASSES)
+        if len(eff):
+            ax.plot(eff, rej, label=name, ls="--" if name == EMULATED else "-")
+    ax.set_yscale("log")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("Signal efficiency (t)")
+    ax.set_ylabel("Background rejection 1/$\\varepsilon_B$ (g+q)")
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
+def _confusion_plot(y, logits) -> str:
+    c = metrics.confusion(y, logits, len(CLASSES))
+    fig, ax = _subplots((7.5, 6))
+    im = ax.imshow(c, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(c):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=12,
+                color="white" if v > 0.5 else "black")
+    ax.set_xticks(range(len(CLASSES)), CLASSES)
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.minorticks_off()
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def _agreement_plot(emulator, csim) -> str:
+    fig, ax = _subplots((6, 6))
+    for k, name in enumerate(CLASSES):
+        ax.scatter(csim[:, k], emulator[:, k], s=6, alpha=0.5, label=name)
+    lo, hi = min(csim.min(), emulator.min()), max(csim.max(), emulator.max())
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls=":")
+    ax.set_xlabel("C-simulation output (logit)")
+    ax.set_ylabel("Emulator output (logit)")
+    ax.legend(title="class", fontsize="small", markerscale=2)
+    return _png(fig)
+
+
+def _resources_plot(resources, source) -> str:
+    names = [r for r in RESOURCES if r in resources]
+    values = [resources[r] for r in names]
+    fig, ax = _subplots((7, 4.5))
+    bars = ax.bar(names, values, color="tab:blue")
+    ax.bar_label(bars, labels=[str(v) for v in values])
+    ax.set_yscale("log")
+    ax.set_ylim(0.5, max(max(values), 1) * 5)
+    ax.minorticks_off()
+    ax.set_ylabel("Used")
+    return _png(fig, rlabel=str(source or ""))
+
+
+def _data_section(data: dict | None, labels, split):
+    """Rows (class, train, val, test, total) from the data file, else from summary."""
+    if labels is not None:
+        parts = [labels[split == s] for s in range(3)] if split is not None else []
+        rows = [[c] + [int((p == k).sum()) for p in parts] + [int((labels == k).sum())]
+                for k, c in enumerate(CLASSES)]
+        return {"columns": ["train", "val", "test", "total"] if parts else ["total"], "rows": rows}
+    if data and data.get("per_class"):
+        pc = data["per_class"]
+        pc = pc if isinstance(pc, dict) else dict(zip(CLASSES, pc))
+        return {"columns": ["total"], "rows": [[c, n] for c, n in pc.items()]}
+    return None
+
+
+def _fmt(value, spec=".3f"):
+    """Jinja filter: format a number, em dash for None."""
+    if value is None:
+        return "\u2014"
+    return format(value, spec) if isinstance(value, float) else str(value)
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("l1forge", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt"] = _fmt
+    return env
+
+
+def _model_rows(scores, task):
+    """Metrics table rows, with parameter counts from the summary where known."""
+    student = task.get("student", {}).get("params")
+    params = {
+        "GNN teacher": task.get("teachers", {}).get("gnn", {}).get("params"),
+        "Transformer teacher": task.get("teachers", {}).get("transformer", {}).get("params"),
+        "Student (QKeras)": student,
+        EMULATED: student,
+    }
+    return [{"name": n, "params": params.get(n), **metrics.classification_metrics(y, lg, CLASSES)}
+            for n, (y, lg) in scores.items()]
+
+
+def _emulation_section(run_dir: pathlib.Path, emu: dict | None) -> dict:
+    ctx = {"emulation": emu, "first_mismatch": None, "agreement_png": None, "max_abs_diff": None}
+    if not emu:
+        return ctx
+    if emu.get("first_mismatch"):
+        ctx["first_mismatch"] = json.dumps(emu["first_mismatch"], indent=2)
+    outputs = run_dir / "emulation/outputs.h5"
+    if outputs.exists():
+        with h5py.File(outputs, "r") as f:
+            e, c = f["emulator"][()], f["csim"][()] if "csim" in f else None
+        if c is not None and c.size and c.shape == e.shape:
+            ctx["agreement_png"] = _agreement_plot(e, c)
+            ctx["max_abs_diff"] = float(np.abs(e - c).max())
+    return ctx
+
+
+def _firmware_section(fw: dict | None) -> dict:
+    res = (fw or {}).get("resources") or {}
+    rows = [(r, res[r]) for r in RESOURCES if r in res]
+    png = _resources_plot(res, fw.get("source")) if rows else None
+    return {"firmware": fw, "resources": rows, "resources_png": png}
+
+
+def write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
+    """Render `run_dir/report.html` atomically from `summary` and the run's score files."""
+    run_dir = pathlib.Path(run_dir)
+    task = summary.get("tasks", {}).get("tagging", {})
+    labels = split = None
+    if (run_dir / "data/jets.h5").exists():
+        with h5py.File(run_dir / "data/jets.h5", "r") as f:
+            labels = f["labels"][()].astype(np.int64)
+            split = f["split"][()] if "split" in f else None
+    scores = _scores(run_dir, labels, split) if labels is not None else {}
+    cm_model = EMULATED if EMULATED in scores else "Student (QKeras)"
+
+    with matplotlib.style.context(hep.style.CMS):
+        ctx = {
+            "version": summary.get("version"),
+            "preset": summary.get("preset"),
+            "task": "tagging",
+            "classes": CLASSES,
+            "data_info": task.get("data"),
+            "data": _data_section(task.get("data"), labels, split),
+            "models": _model_rows(scores, task),
+            "student_bits": task.get("student", {}).get("bits"),
+            "roc_png": _roc_plot(scores) if scores else None,
+            "confusion_model": cm_model,
+            "confusion_png": _confusion_plot(*scores[cm_model]) if cm_model in scores else None,
+            **_emulation_section(run_dir, task.get("emulation")),
+            **_firmware_section(task.get("firmware")),
+        }
+
+    html = _env().get_template("report.html.j2").render(**ctx)
+    out = run_dir / "report.html"
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(html)
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return out
