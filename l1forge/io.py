@@ -1,0 +1,78 @@
+"""Atomic artifact writing, shared by every stage (a leaf module: it imports no stage).
+
+An artifact appears under its final name only once it is complete: it is written to a temporary file in the same
+directory and renamed with ``os.replace``. A crash or a kill leaves the previous version (or nothing) in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+import h5py
+import numpy as np
+
+
+class ArtifactError(ValueError):
+    """A missing or malformed artifact; the message is one line naming the file and key."""
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = ""):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = pathlib.Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path, data) -> pathlib.Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return pathlib.Path(path)
+
+
+def write_arrays_atomic(path, arrays: dict, attrs: dict | None = None) -> pathlib.Path:
+    """Write named numpy arrays (and root attributes) to an HDF5 file atomically."""
+    with atomic_path(path, ".h5") as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            for key, value in arrays.items():
+                f.create_dataset(key, data=np.asarray(value), track_times=False)
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+    return pathlib.Path(path)
+
+
+def read_array(path, key: str) -> np.ndarray:
+    """One dataset of an HDF5 file, with a one-line error naming the file and key if it is not there."""
+    path = pathlib.Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if key not in f:
+                raise ArtifactError(f"{path}: dataset '{key}' is missing (has: {', '.join(f.keys())})")
+            return f[key][()]
+    except OSError as err:
+        raise ArtifactError(f"{path}: not a readable HDF5 file ({err.__class__.__name__})") from None
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, pathlib.Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,83 @@
+"""Precision rules shared by students (quantization-aware training), firmware (hls4ml config) and emulation.
+
+One ``Precision`` fixes every bit of a student: the fixed-point type of its inputs, and the widths of its weights,
+biases and activations. QKeras quantizers and the hls4ml configuration are both derived from it, so the type that
+the network is trained for, the type the firmware is built with and the type the emulator reproduces are the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from quantize.fixed import FixedType
+
+DEFAULT_INPUT = FixedType(16, 6, True, "RND_CONV", "SAT")
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """Bit widths of a QKeras student. ``*_integer`` counts integer bits excluding the sign, as QKeras does."""
+
+    input: FixedType = DEFAULT_INPUT
+    weight_bits: int = 6
+    weight_integer: int = 0
+    activation_bits: int = 6
+    activation_integer: int = 0
+
+    def __post_init__(self):
+        if not self.input.signed or self.input.rounding != "RND_CONV" or self.input.overflow != "SAT":
+            # QKeras quantized_bits rounds half to even and saturates: only that input type trains as it runs.
+            raise ValueError(f"input type {self.input} must be signed with RND_CONV rounding and SAT overflow")
+        for name in ("weight_bits", "activation_bits"):
+            if not 2 <= getattr(self, name) <= 32:
+                raise ValueError(f"{name}={getattr(self, name)} must be between 2 and 32")
+
+    # ---- QKeras quantizers (imported lazily: emulation must not need TensorFlow) ---------------------
+    def input_quantizer(self):
+        from qkeras import quantized_bits
+
+        return quantized_bits(self.input.width, self.input.integer - 1, alpha=1)
+
+    def weight_quantizer(self):
+        from qkeras import quantized_bits
+
+        return quantized_bits(self.weight_bits, self.weight_integer, alpha=1)
+
+    def activation_quantizer(self):
+        from qkeras import quantized_relu
+
+        return quantized_relu(self.activation_bits, self.activation_integer)
+
+    def as_dict(self) -> dict:
+        return {
+            "input": self.input.hls(),
+            "weight_bits": self.weight_bits,
+            "weight_integer": self.weight_integer,
+            "activation_bits": self.activation_bits,
+            "activation_integer": self.activation_integer,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Precision":
+        data = dict(data)
+        data["input"] = FixedType.parse(data.get("input", DEFAULT_INPUT.hls()))
+        return cls(**data)
+
+
+def hls_config(model, input_type: FixedType, reuse_factor: int = 1, strategy: str = "Latency", trace: bool = True) -> dict:
+    """hls4ml configuration for ``model``, per layer by name, with the input type fixed by quantize/.
+
+    Every other type is inferred by hls4ml's bit-exact precision propagation from the QKeras quantizers, so no
+    intermediate result is truncated ('auto' never truncates) and the firmware reproduces the QKeras model.
+    """
+    import hls4ml
+
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    config["Model"]["ReuseFactor"] = reuse_factor
+    config["Model"]["Strategy"] = strategy
+    for layer_name, layer in config["LayerName"].items():
+        layer["ReuseFactor"] = reuse_factor
+        layer["Trace"] = trace
+        if layer_name == model.layers[0].name:
+            layer["Precision"] = {"result": input_type.hls()}
+    return config

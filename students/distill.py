@@ -1,0 +1,123 @@
+"""Knowledge distillation of a teacher into a QKeras student, with quantization-aware training.
+
+The loss is ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(labels, student)``
+(Hinton et al. 2015). With no teacher (``teacher_logits=None``) the same network is trained on the hard labels
+alone: that is the baseline distillation has to beat.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
+from quantize.precision import Precision
+from students.model import build_student
+from students.preprocess import Standardizer
+
+
+def distillation_loss(n_classes: int, temperature: float, alpha: float):
+    """Loss on ``y = [one-hot labels | teacher logits]`` (teacher part ignored when alpha == 0)."""
+
+    def loss(y, logits):
+        hard = tf.keras.losses.categorical_crossentropy(y[:, :n_classes], logits, from_logits=True)
+        if alpha == 0:
+            return hard
+        soft_teacher = tf.nn.softmax(y[:, n_classes:] / temperature)
+        log_student = tf.nn.log_softmax(logits / temperature)
+        kl = tf.reduce_sum(soft_teacher * (tf.math.log(soft_teacher + 1e-12) - log_student), axis=-1)
+        return alpha * temperature**2 * kl + (1 - alpha) * hard
+
+    return loss
+
+
+class _RichProgress(tf.keras.callbacks.Callback):
+    def __init__(self, epochs: int, label: str):
+        from rich.progress import Progress
+
+        self.progress = Progress(transient=False)
+        self.epochs, self.label = epochs, label
+
+    def on_train_begin(self, logs=None):
+        self.progress.start()
+        self.task = self.progress.add_task(self.label, total=self.epochs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress.update(self.task, advance=1, description=f"{self.label} val_loss={logs.get('val_loss', 0):.4f}")
+
+    def on_train_end(self, logs=None):
+        self.progress.stop()
+
+
+def train_student(
+    features: np.ndarray,
+    feature_names,
+    labels: np.ndarray,
+    split: np.ndarray,
+    out_dir: pathlib.Path,
+    teacher_logits: np.ndarray | None = None,
+    precision: Precision = Precision(),
+    hidden=(64, 32, 32),
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 3e-3,
+    temperature: float = 2.0,
+    alpha: float = 0.9,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Train on split 0, keep the weights with the best validation loss, write model, logits and history."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tf.keras.utils.set_random_seed(seed)
+    n_classes = int(labels.max()) + 1
+    train, val = split == 0, split == 1
+    scaler = Standardizer.fit(features[train], feature_names)
+    x = scaler(features)
+    y = np.eye(n_classes, dtype=np.float32)[labels]
+    alpha_used = alpha if teacher_logits is not None else 0.0
+    if teacher_logits is not None:
+        y = np.concatenate([y, teacher_logits.astype(np.float32)], axis=1)
+
+    model = build_student(x.shape[1], n_classes, hidden, precision)
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(lr),
+        loss=distillation_loss(n_classes, temperature, alpha_used),
+    )
+    callbacks = [
+        tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(3, epochs // 5), restore_best_weights=True),
+        tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, epochs // 10)),
+    ]
+    if progress:
+        callbacks.append(_RichProgress(epochs, "distill" if alpha_used else "baseline"))
+    start = time.perf_counter()
+    history = model.fit(
+        x[train], y[train], validation_data=(x[val], y[val]), epochs=epochs, batch_size=batch_size,
+        callbacks=callbacks, verbose=0, shuffle=True,
+    )
+    seconds = time.perf_counter() - start
+    logits = model.predict(x, batch_size=4096, verbose=0)
+
+    with atomic_path(out_dir / "model.h5", ".h5") as tmp:
+        model.save(tmp, include_optimizer=False, save_format="h5")
+    scaler.save(out_dir / "preprocess.json")
+    write_arrays_atomic(out_dir / "predictions.h5", {"logits": logits.astype(np.float32)})
+    val_loss = history.history["val_loss"]
+    result = {
+        "params": int(model.count_params()),
+        "bits": precision.as_dict(),
+        "hidden": list(hidden),
+        "distilled": teacher_logits is not None,
+        "temperature": temperature,
+        "alpha": alpha_used,
+        "epochs_run": len(val_loss),
+        "best_epoch": int(np.argmin(val_loss)),
+        "best_val_loss": float(np.min(val_loss)),
+        "seconds": seconds,
+        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+    }
+    write_json_atomic(out_dir / "history.json", result)
+    return result
