@@ -1,0 +1,52 @@
+"""Bit-for-bit comparison of the emulator with the hls4ml C-simulation of the same firmware."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from emulation.emulator import Emulator
+
+
+def compare_with_csim(emulator: Emulator, csim_predict, x: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Run both on ``x`` (float64), time them, and count events whose outputs differ in any bit.
+
+    ``csim_predict`` is the compiled C-simulation's ``predict`` (hls4ml returns the ap_fixed outputs as doubles,
+    exact for widths up to 53 bits), so equality of doubles is equality of bits.
+    Returns (stats, emulator outputs, C-sim outputs).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    start = time.perf_counter()
+    emu = emulator.predict(x)
+    t_emu = time.perf_counter() - start
+    start = time.perf_counter()
+    csim = np.asarray(csim_predict(x), dtype=np.float64).reshape(emu.shape)
+    t_csim = time.perf_counter() - start
+    bad = np.flatnonzero(np.any(emu != csim, axis=tuple(range(1, emu.ndim))))
+    stats = {
+        "events_checked": int(len(x)),
+        "mismatches": int(len(bad)),
+        "emulator_events_per_s": len(x) / t_emu,
+        "csim_events_per_s": len(x) / t_csim,
+        "first_mismatch": None if len(bad) == 0 else {"event": int(bad[0])},
+    }
+    return stats, emu, csim
+
+
+def first_differing_layer(emulator: Emulator, trace: dict, x_event: np.ndarray) -> dict | None:
+    """Compare one event layer by layer with an hls4ml ``trace`` ({layer name: outputs}) of the same event.
+
+    Returns {"layer", "index", "emulator", "csim"} for the first layer (in execution order) that differs.
+    """
+    _, values = emulator.run(np.asarray(x_event, dtype=np.float64)[None], keep_layers=True)
+    for layer in emulator.layers:
+        if layer.name not in trace:
+            continue
+        ours = layer.result.to_float(values[layer.name][0]).ravel()
+        theirs = np.asarray(trace[layer.name], dtype=np.float64).reshape(-1)[: ours.size]
+        diff = np.flatnonzero(ours != theirs)
+        if diff.size:
+            i = int(diff[0])
+            return {"layer": layer.name, "index": i, "emulator": float(ours[i]), "csim": float(theirs[i])}
+    return None

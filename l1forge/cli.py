@@ -1,0 +1,80 @@
+"""The ``l1forge`` command: every stage of the flow, or all of them (``l1forge run``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import sys
+from typing import Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.logging import RichHandler  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+
+OUT = typer.Option(pathlib.Path("runs/demo"), "--out", "-o", help="Run directory.")
+PRESET = typer.Option("demo", "--preset", "-p", help="smoke | demo | full")
+CONFIG = typer.Option(None, "--config", "-c", help="YAML file overriding the preset.")
+TASK = typer.Option("tagging", "--task", help="Task (tagging).")
+FORCE = typer.Option(False, "--force", help="Redo stages even if they are up to date.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def _flow(task, preset, config, out, force, quiet):
+    from l1forge.config import load_config
+    from l1forge.pipeline import Flow
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    return Flow(load_config(preset, config, task), out, progress=not quiet, force=force)
+
+
+def _stage(name: str):
+    def command(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG,
+                task: str = TASK, force: bool = FORCE, quiet: bool = QUIET):
+        flow = _flow(task, preset, config, out, force, quiet)
+        getattr(flow, name)()
+
+    command.__doc__ = f"Run the '{name}' stage in the run directory (earlier stages must be done)."
+    return command
+
+
+for _name in ("generate", "teach", "distill", "synthesize", "emulate", "report"):
+    app.command(_name)(_stage(_name))
+
+
+@app.command()
+def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
+        force: bool = FORCE, quiet: bool = QUIET):
+    """Run the whole flow; stages whose inputs and configuration did not change are skipped."""
+    flow = _flow(task, preset, config, out, force, quiet)
+    summary = flow.run_all()
+    block = summary["tasks"][task]
+    emulation = block.get("emulation", {})
+    console.print(
+        f"[bold]done[/]: {out}/summary.json, {out}/report.html; "
+        f"student top-vs-QCD AUC {block['student']['firmware_metrics']['top_vs_qcd_auc']:.3f} (firmware), "
+        f"C-sim mismatches {emulation.get('mismatches')} of {emulation.get('events_checked')}"
+    )
+
+
+def main():
+    """Entry point with one-line errors for bad input (full tracebacks with L1FORGE_DEBUG=1)."""
+    try:
+        app(standalone_mode=False)
+    except Exception as err:  # noqa: BLE001 - the CLI boundary turns every failure into one line
+        if os.environ.get("L1FORGE_DEBUG"):
+            raise
+        import click
+
+        if isinstance(err, click.exceptions.Exit):
+            sys.exit(err.exit_code)
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        console.print(f"[red]error:[/] {err}")
+        sys.exit(1)

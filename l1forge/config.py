@@ -1,0 +1,123 @@
+"""Run configuration: presets (smoke, demo, full) plus an optional YAML file of overrides, validated by pydantic.
+
+Unknown keys and wrong types are errors that name the file and the key (``extra="forbid"`` everywhere).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Literal
+
+import pydantic
+import yaml
+
+from firmware.hls import FirmwareSettings
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message is one line naming the file and key."""
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    n_per_class: int = pydantic.Field(2000, ge=10)
+    seed: int = pydantic.Field(1, ge=1)
+    workers: int = pydantic.Field(2, ge=1)
+    pt_min: float = 800.0
+    pt_max: float = 1200.0
+    mpi: bool = True
+
+
+class TeacherConfig(_Strict):
+    kinds: list[Literal["gnn", "transformer"]] = ["gnn", "transformer"]
+    size: Literal["smoke", "demo", "full"] = "demo"
+    epochs: int = pydantic.Field(10, ge=1)
+    batch_size: int = pydantic.Field(256, ge=1)
+    lr: float = 1e-3
+    max_steps: int | None = None
+    seed: int = 0
+
+
+class StudentConfig(_Strict):
+    hidden: list[int] = [64, 32, 32]
+    input_type: str = "fixed<16,6,RND_CONV,SAT>"
+    weight_bits: int = 6
+    weight_integer: int = 0
+    activation_bits: int = 6
+    activation_integer: int = 0
+    teacher: Literal["best", "gnn", "transformer"] = "best"
+    temperature: float = pydantic.Field(2.0, gt=0)
+    alpha: float = pydantic.Field(0.9, ge=0, le=1)
+    epochs: int = pydantic.Field(40, ge=1)
+    batch_size: int = pydantic.Field(256, ge=1)
+    lr: float = 3e-3
+    seed: int = 0
+
+
+class EmulationConfig(_Strict):
+    max_events: int | None = None  # test jets checked against the C-sim (None: all)
+
+
+class RunConfig(_Strict):
+    task: Literal["tagging"] = "tagging"
+    preset: str = "demo"
+    data: DataConfig = DataConfig()
+    teachers: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    firmware: FirmwareSettings = FirmwareSettings()
+    emulation: EmulationConfig = EmulationConfig()
+
+
+PRESETS: dict[str, dict] = {
+    # seconds per stage: for tests and CI
+    "smoke": {
+        "data": {"n_per_class": 150, "mpi": False},
+        "teachers": {"size": "smoke", "epochs": 2, "batch_size": 64},
+        "student": {"epochs": 5, "batch_size": 64},
+    },
+    # minutes: the README's `make run`
+    "demo": {
+        "data": {"n_per_class": 2000},
+        "teachers": {"size": "demo", "epochs": 8},
+        "student": {"epochs": 40},
+    },
+    # the real thing: >= 100k jets per class, full-size teachers
+    "full": {
+        "data": {"n_per_class": 100000},
+        "teachers": {"size": "full", "epochs": 30, "batch_size": 512},
+        "student": {"epochs": 100, "batch_size": 1024},
+    },
+}
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(preset: str = "demo", path: pathlib.Path | None = None, task: str = "tagging") -> RunConfig:
+    """The preset, overridden by the YAML file at ``path`` if given."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
+    data = _merge(PRESETS[preset], {"preset": preset, "task": task})
+    source = "preset " + preset
+    if path is not None:
+        source = str(path)
+        try:
+            extra = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read YAML ({err.__class__.__name__})") from None
+        if not isinstance(extra, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        data = _merge(data, extra)
+    try:
+        return RunConfig.model_validate(data)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{source}: key '{key}': {first['msg']}") from None

@@ -1,0 +1,252 @@
+"""The jet-tagging flow: generate -> teach -> distill -> synthesize -> emulate -> report, resumable stage by stage."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+
+from l1forge import __version__
+from l1forge.config import RunConfig
+from l1forge.io import read_array, write_arrays_atomic, write_json_atomic
+from l1forge.metrics import classification_metrics
+from l1forge.rundir import RunDir
+
+log = logging.getLogger("l1forge")
+
+STAGES = ("generate", "teach", "distill", "synthesize", "emulate", "report")
+
+
+def _jets(run: RunDir):
+    from events.schema import read_jets
+
+    return read_jets(run.data)
+
+
+def _test_metrics(jets, logits) -> dict:
+    test = jets.split == 2
+    return classification_metrics(jets.labels[test], logits[test], jets.class_names)
+
+
+class Flow:
+    """Runs stages of one configuration in one run directory, skipping those already done."""
+
+    def __init__(self, cfg: RunConfig, out: pathlib.Path, progress: bool = True, force: bool = False):
+        self.cfg, self.run, self.progress, self.force = cfg, RunDir(out), progress, force
+        self.timings: dict[str, float] = {}
+
+    # ---- bookkeeping ---------------------------------------------------------------------------------
+    def _stage(self, name: str, config, upstream: list[str], outputs: list[pathlib.Path], fn) -> dict:
+        fingerprint = self.run.fingerprint(name, config, [self.run.state.get(u, {}).get("fingerprint") for u in upstream])
+        if not self.force and self.run.done(name, fingerprint, outputs):
+            log.info("%s: up to date, skipped", name)
+            return self.run.result(name)
+        missing = [u for u in upstream if u not in self.run.state]
+        if missing:
+            raise RuntimeError(f"stage '{name}' needs '{missing[0]}' first (run `l1forge {missing[0].split('.')[0]}`)")
+        log.info("%s: running", name)
+        start = time.perf_counter()
+        result = fn()
+        result["stage_seconds"] = time.perf_counter() - start
+        self.run.record(name, fingerprint, result)
+        return result
+
+    def run_all(self, until: str = "report") -> dict:
+        for stage in STAGES[: STAGES.index(until) + 1]:
+            getattr(self, stage)()
+        return self.summary()
+
+    # ---- stages ----------------------------------------------------------------------------------------
+    def generate(self) -> dict:
+        from events.jets import generate_jets
+
+        d = self.cfg.data
+
+        def work():
+            return generate_jets(
+                self.run.data, d.n_per_class, seed=d.seed, workers=d.workers,
+                pt_range=(d.pt_min, d.pt_max), mpi=d.mpi, progress=self.progress,
+            )
+
+        return self._stage("generate", d, [], [self.run.data], work)
+
+    def teach(self) -> dict:
+        return {kind: self._teach_one(kind) for kind in self.cfg.teachers.kinds}
+
+    def _teach_one(self, kind: str) -> dict:
+        from teachers.train import train_teacher
+
+        t = self.cfg.teachers
+        out = self.run.teacher(kind)
+
+        def work():
+            jets = _jets(self.run)
+            result = train_teacher(
+                kind, jets.constituents, jets.n_constituents, jets.labels, jets.split, out,
+                size=t.size, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed,
+                max_steps=t.max_steps, progress=self.progress,
+            )
+            result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
+            return result
+
+        return self._stage(f"teach.{kind}", t, ["generate"], [out / "predictions.h5", out / "model.onnx"], work)
+
+    def _chosen_teacher(self) -> str:
+        choice = self.cfg.student.teacher
+        if choice != "best":
+            return choice
+        trained = {k: self.run.state[f"teach.{k}"]["result"] for k in self.cfg.teachers.kinds if f"teach.{k}" in self.run.state}
+        if not trained:
+            raise RuntimeError("stage 'distill' needs a trained teacher first (run `l1forge teach`)")
+        return min(trained, key=lambda k: trained[k]["best_val_loss"])
+
+    def distill(self) -> dict:
+        from quantize.fixed import FixedType
+        from quantize.precision import Precision
+        from students.distill import train_student
+
+        s = self.cfg.student
+        precision = Precision(
+            FixedType.parse(s.input_type), s.weight_bits, s.weight_integer, s.activation_bits, s.activation_integer
+        )
+
+        def work(out: pathlib.Path, teacher: str | None):
+            def fn():
+                jets = _jets(self.run)
+                logits = read_array(self.run.teacher(teacher) / "predictions.h5", "logits") if teacher else None
+                result = train_student(
+                    jets.features, jets.feature_names, jets.labels, jets.split, out, teacher_logits=logits,
+                    precision=precision, hidden=tuple(s.hidden), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+                    temperature=s.temperature, alpha=s.alpha, seed=s.seed, progress=self.progress,
+                )
+                result["teacher"] = teacher
+                result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
+                return result
+
+            return fn
+
+        outputs = lambda out: [out / "model.h5", out / "predictions.h5", out / "preprocess.json"]  # noqa: E731
+        teacher = self._chosen_teacher()
+        student = self._stage(
+            "distill.student", s, ["generate", f"teach.{teacher}"], outputs(self.run.student), work(self.run.student, teacher)
+        )
+        baseline = self._stage("distill.baseline", s, ["generate"], outputs(self.run.baseline), work(self.run.baseline, None))
+        return {"student": student, "baseline": baseline}
+
+    def synthesize(self) -> dict:
+        f = self.cfg.firmware
+
+        def work():
+            from firmware.estimate import estimate
+            from firmware.graph import read_graph, write_graph
+            from firmware.hls import convert
+            from quantize.fixed import FixedType
+            from students.model import load_qkeras_model
+
+            model = load_qkeras_model(self.run.student / "model.h5")
+            start = time.perf_counter()
+            hls_model = convert(model, FixedType.parse(self.cfg.student.input_type), f, self.run.hls_project)
+            compile_s = time.perf_counter() - start
+            graph_path = write_graph(hls_model, self.run.firmware)
+            graph, _ = read_graph(graph_path)
+            report = estimate(graph, f.clock_mhz)
+            block = {
+                "project_dir": str(self.run.hls_project),
+                "backend": f.backend,
+                "part": f.part,
+                "clock_mhz": f.clock_mhz,
+                "io_type": f.io_type,
+                "strategy": f.strategy,
+                "reuse_factor": f.reuse_factor,
+                **report,
+                "convert_compile_seconds": compile_s,
+            }
+            write_json_atomic(self.run.firmware / "firmware.json", block)
+            return block
+
+        outputs = [self.run.firmware / "graph.json", self.run.firmware / "firmware.json", self.run.hls_project]
+        return self._stage("synthesize", f, ["distill.student"], outputs, work)
+
+    def emulate(self) -> dict:
+        e = self.cfg.emulation
+
+        def work():
+            import hls4ml
+
+            from emulation.compare import compare_with_csim
+            from emulation.emulator import Emulator
+            from firmware.hls import quiet_call
+            from students.preprocess import Standardizer
+
+            jets = _jets(self.run)
+            index = np.flatnonzero(jets.split == 2)[: e.max_events]
+            x = Standardizer.load(self.run.student / "preprocess.json")(jets.features[index]).astype(np.float64)
+            emulator = Emulator.from_file(self.run.firmware / "graph.json")
+            project = hls4ml.converters.link_existing_project(str(self.run.hls_project))
+            quiet_call(project.compile)
+            stats, emu, csim = compare_with_csim(emulator, project.predict, x)
+            if stats["mismatches"]:
+                stats["first_mismatch"] = self._locate_mismatch(emulator, x, stats["first_mismatch"]["event"], index)
+            write_arrays_atomic(self.run.emulation / "outputs.h5", {"emulator": emu, "csim": csim, "index": index})
+            stats["metrics"] = classification_metrics(jets.labels[index], emu, jets.class_names)
+            write_json_atomic(self.run.emulation / "emulation.json", stats)
+            return stats
+
+        return self._stage("emulate", e, ["synthesize"], [self.run.emulation / "outputs.h5"], work)
+
+    def _locate_mismatch(self, emulator, x: np.ndarray, event: int, index: np.ndarray) -> dict:
+        """Re-convert with tracing in a scratch directory and name the first layer whose output differs."""
+        from emulation.compare import first_differing_layer
+        from firmware.hls import convert, quiet_call
+        from quantize.fixed import FixedType
+        from students.model import load_qkeras_model
+
+        model = load_qkeras_model(self.run.student / "model.h5")
+        with tempfile.TemporaryDirectory() as tmp:
+            hls_model = convert(model, FixedType.parse(self.cfg.student.input_type), self.cfg.firmware, pathlib.Path(tmp) / "p")
+            trace = quiet_call(hls_model.trace, x[event : event + 1])[1]
+        where = first_differing_layer(emulator, {k: v[0] for k, v in trace.items()}, x[event])
+        return {"event": event, "jet_index": int(index[event]), **(where or {"layer": None})}
+
+    def report(self) -> pathlib.Path:
+        from l1forge.report import write_report
+
+        summary = self.summary()
+        write_json_atomic(self.run.root / "summary.json", summary)
+        return write_report(self.run.root, summary)
+
+    # ---- summary.json --------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        state = self.run.state
+        result = lambda name: state.get(name, {}).get("result")  # noqa: E731
+        task: dict = {}
+        if data := result("generate"):
+            task["data"] = {**data, "files": {"jets": str(self.run.data)}}
+        teachers = {k: result(f"teach.{k}") for k in ("gnn", "transformer") if result(f"teach.{k}")}
+        if teachers:
+            task["teachers"] = {
+                k: {"params": r["params"], "size": r["size"], "metrics": r["metrics"], "onnx": str(self.run.teacher(k) / "model.onnx"),
+                    "onnx_max_abs_diff": r.get("onnx_max_abs_diff"), "train_jets_per_s": r.get("train_jets_per_s")}
+                for k, r in teachers.items()
+            }
+        if student := result("distill.student"):
+            baseline = result("distill.baseline") or {}
+            task["student"] = {
+                "params": student["params"],
+                "bits": student["bits"],
+                "hidden": student["hidden"],
+                "teacher": student["teacher"],
+                "metrics": student["metrics"],
+                "baseline_metrics": baseline.get("metrics"),
+            }
+        if firmware := result("synthesize"):
+            task["firmware"] = {k: v for k, v in firmware.items() if k != "layers"}
+        if emulation := result("emulate"):
+            task["emulation"] = {k: emulation[k] for k in ("events_checked", "mismatches", "emulator_events_per_s", "csim_events_per_s", "first_mismatch")}
+            if "student" in task:
+                task["student"]["firmware_metrics"] = emulation["metrics"]
+        timings = {name: entry["result"].get("stage_seconds") for name, entry in state.items()}
+        return {"version": __version__, "preset": self.cfg.preset, "tasks": {self.cfg.task: task}, "stage_seconds": timings}

@@ -1,0 +1,124 @@
+"""The emulator against the real hls4ml C-simulation, bit for bit."""
+
+import pathlib
+
+import hls4ml
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from emulation.compare import compare_with_csim, first_differing_layer
+from emulation.emulator import EmulationError, Emulator
+from firmware.graph import UnsupportedLayerError, read_graph, write_graph
+from firmware.hls import FirmwareSettings, convert, quiet_call
+from quantize.precision import Precision, hls_config
+from students.model import build_student
+
+
+def _random_student(hidden, seed):
+    model = build_student(16, 5, hidden=hidden)
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape) for w in model.get_weights()])
+    return model
+
+
+def _inputs(n, seed):
+    """Normal inputs plus a block far outside the input range (saturation) and exact ties of the input type."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=3.0, size=(n, 16))
+    x[: n // 10] *= 40.0
+    x[n // 10 : n // 5] = np.round(x[n // 10 : n // 5] * 2**10) / 2**10 + 2**-11
+    return x
+
+
+@pytest.fixture(scope="module")
+def student_firmware(tmp_path_factory):
+    """The flow's student (random weights and biases), converted as the flow converts it."""
+    model = _random_student((64, 32, 32), seed=0)
+    project = tmp_path_factory.mktemp("fw") / "hls"
+    hls_model = convert(model, Precision().input, FirmwareSettings(), project)
+    return model, hls_model, Emulator.from_file(write_graph(hls_model, project))
+
+
+def test_emulator_is_bit_exact_with_csim(student_firmware):
+    model, hls_model, emulator = student_firmware
+    x = _inputs(6000, seed=1)
+    stats, emu, csim = compare_with_csim(emulator, hls_model.predict, x)
+    assert stats["events_checked"] == 6000
+    assert stats["mismatches"] == 0, stats["first_mismatch"]
+    assert np.array_equal(emu, csim)
+    # The firmware really computes something: outputs vary and track the QKeras model.
+    assert np.std(emu) > 0.1
+    assert np.corrcoef(emu.ravel(), model.predict(x, verbose=0).ravel())[0, 1] > 0.99
+
+
+def test_fast_and_stepwise_dense_agree(student_firmware):
+    _, _, emulator = student_firmware
+    x = _inputs(500, seed=2)
+    fast = emulator.predict(x)
+    for layer in emulator.layers:
+        if layer.op == "dense":
+            assert layer.params["fast"]
+            layer.params["fast"] = False
+    try:
+        assert np.array_equal(emulator.predict(x), fast)
+    finally:
+        for layer in emulator.layers:
+            if layer.op == "dense":
+                layer.params["fast"] = True
+
+
+def test_narrow_saturating_accumulators(tmp_path):
+    """User-chosen types (no bit-exact inference): rounded products, SAT/SAT_SYM and extra linear layers."""
+    model = _random_student((8,), seed=3)
+    config = hls_config(model, Precision().input)
+    config["LayerName"]["dense1"]["Precision"].update(accum="fixed<12,3,RND,SAT>", result="fixed<10,3,RND_CONV,SAT>")
+    config["LayerName"]["logits"]["Precision"].update(accum="fixed<8,2,TRN,WRAP>", result="fixed<8,2,RND,SAT_SYM>")
+    hls_model = hls4ml.converters.convert_from_keras_model(
+        model, hls_config=config, output_dir=str(tmp_path / "hls"), backend="Vitis", io_type="io_parallel"
+    )
+    quiet_call(hls_model.compile)
+    emulator = Emulator.from_file(write_graph(hls_model, tmp_path / "hls"))
+    assert not any(layer.params["fast"] for layer in emulator.layers if layer.op == "dense")
+    stats, _, _ = compare_with_csim(emulator, hls_model.predict, _inputs(3000, seed=4))
+    assert stats["mismatches"] == 0
+
+
+def test_first_differing_layer_is_named(student_firmware):
+    _, hls_model, emulator = student_firmware
+    x = _inputs(3, seed=5)
+    _, trace = quiet_call(hls_model.trace, x[:1])
+    trace = {name: out[0] for name, out in trace.items()}
+    assert first_differing_layer(emulator, trace, x[0]) is None
+    trace["dense2"] = trace["dense2"] + 2.0**-8  # a corrupted layer output is found and named
+    found = first_differing_layer(emulator, trace, x[0])
+    assert found["layer"] == "dense2" and found["index"] == 0
+
+
+def test_bad_inputs_raise_one_line_errors(student_firmware):
+    _, _, emulator = student_firmware
+    x = _inputs(4, seed=6)
+    x[2, 3] = np.nan
+    with pytest.raises(EmulationError, match="NaN/Inf .*event 2"):
+        emulator.predict(x)
+    with pytest.raises(EmulationError, match=r"shape \(15,\)"):
+        emulator.predict(np.zeros((3, 15)))
+
+
+def test_unsupported_layer_is_named(tmp_path):
+    inputs = tf.keras.Input((4,), name="x")
+    outputs = tf.keras.layers.Softmax(name="probabilities")(tf.keras.layers.Dense(3, name="fc")(inputs))
+    hls_model = hls4ml.converters.convert_from_keras_model(
+        tf.keras.Model(inputs, outputs), output_dir=str(tmp_path / "hls"), backend="Vitis"
+    )
+    with pytest.raises(UnsupportedLayerError, match="'probabilities'.*Softmax"):
+        write_graph(hls_model, tmp_path)
+
+
+def test_graph_file_round_trip(student_firmware, tmp_path):
+    _, hls_model, emulator = student_firmware
+    graph, weights = read_graph(write_graph(hls_model, tmp_path))
+    assert [layer["op"] for layer in graph["layers"]] == ["input"] + ["dense", "relu"] * 3 + ["dense"]
+    assert weights["dense1/weight"].shape == (16, 64)
+    assert graph["outputs"] == ["logits"]
+    assert pathlib.Path(tmp_path / "graph_weights.npz").exists()
