@@ -1,0 +1,1 @@
+"""Event generation: Pythia8 + FastJet jet-tagging samples (events.jets) and their HDF5 schema (events.schema)."""

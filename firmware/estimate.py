@@ -2,10 +2,12 @@
 
 This is an *estimate*, not a synthesis result, and is labelled so everywhere it is reported. Method (per layer):
 
-* dense, Latency strategy, reuse factor R: ``ceil(n_nonzero / R)`` multipliers (constant zero weights are
-  optimised away by HLS). A product goes to a DSP48 when both operands are wider than ``DSP_MIN_BITS`` bits (DSP48E2
-  is 27x18), otherwise into LUTs at ``LUT_PER_PRODUCT_BIT`` LUTs per product bit (a x w). Each output adds its
-  ``n_in`` products in an adder tree of ``ceil(log2(n_in + 1))`` levels (bias included): ``acc_bits`` LUTs per adder.
+* dense, Latency strategy, reuse factor R: weights are constants, so HLS removes zero weights and builds each
+  product by a constant as shifts and adds: ``d - 1`` adders of the product width, where ``d`` is the number of
+  non-zero digits of the weight in canonical signed-digit form (a power of two costs nothing). A product goes to a
+  DSP48 instead when both operands are wider than ``DSP_MIN_BITS`` bits (DSP48E2 is 27x18). Each output adds its
+  non-zero products and the bias in an adder tree of ``ceil(log2(n_in + 1))`` levels: ``acc_bits`` LUTs per adder.
+  With R > 1, one multiplier (and adder) serves R weights.
   Latency: multiplier stage (1 cycle in LUTs, ``DSP_CYCLES`` in a DSP), adder tree at ``ADDERS_PER_CYCLE`` levels per
   cycle, one output register, all times R. FFs: every stage registers its n_out accumulators.
 * relu / linear: one register stage of the layer width, 1 LUT per output bit for relu.
@@ -20,23 +22,31 @@ import math
 
 from quantize.fixed import FixedType
 
+import numpy as np
+
 DSP_MIN_BITS = 10
 DSP_CYCLES = 3
-LUT_PER_PRODUCT_BIT = 0.6
 ADDERS_PER_CYCLE = 3
 METHOD = (
-    "first-order model: multipliers = nonzero weights / reuse factor (DSP if both operands > 10 bits, else "
-    "0.6 LUT per product bit), adder trees of log2(n_in) levels at 3 levels per cycle, one register per layer"
+    "first-order model: constant multiplications as shift-and-add (canonical signed digits) or DSP48 when both "
+    "operands exceed 10 bits, adder trees of log2(n_in) levels at 3 levels per cycle, one register per layer"
 )
 
 
-def estimate(graph: dict, clock_mhz: float) -> dict:
+def csd_digits(codes: np.ndarray) -> np.ndarray:
+    """Non-zero digits of each integer in canonical signed-digit (non-adjacent) form."""
+    x = np.abs(np.asarray(codes, dtype=np.int64))
+    c = (x >> 1) ^ (x + (x >> 1))
+    return np.array([int(v).bit_count() for v in c.ravel()]).reshape(x.shape)
+
+
+def estimate(graph: dict, weights: dict, clock_mhz: float) -> dict:
     """{"latency_cycles", "latency_ns", "ii_cycles", "resources": {...}, "layers": [...], "source", "method"}."""
     types = {layer["name"]: FixedType.parse(layer["result_t"]) for layer in graph["layers"]}
     rows = []
     for layer in graph["layers"]:
         if layer["op"] == "dense":
-            rows.append(_dense(layer, types[layer["inputs"][0]]))
+            rows.append(_dense(layer, types[layer["inputs"][0]], weights[f"{layer['name']}/weight"]))
         elif layer["op"] in ("relu", "linear"):
             bits = types[layer["name"]].width * math.prod(layer["shape"])
             lut = bits if layer["op"] == "relu" else 0
@@ -54,7 +64,7 @@ def estimate(graph: dict, clock_mhz: float) -> dict:
     }
 
 
-def _dense(layer: dict, x_type: FixedType) -> dict:
+def _dense(layer: dict, x_type: FixedType, weight_values: np.ndarray) -> dict:
     w_type, acc_type = FixedType.parse(layer["weight_t"]), FixedType.parse(layer["accum_t"])
     reuse = layer["reuse_factor"]
     n_in, n_out = layer["n_in"], layer["n_out"]
@@ -63,8 +73,10 @@ def _dense(layer: dict, x_type: FixedType) -> dict:
     levels = math.ceil(math.log2(n_in + 1))
     mult_cycles = DSP_CYCLES if in_dsp else 1
     cycles = (mult_cycles + math.ceil(levels / ADDERS_PER_CYCLE) + 1) * reuse
-    lut_mult = 0 if in_dsp else multipliers * x_type.width * w_type.width * LUT_PER_PRODUCT_BIT
-    lut_add = math.ceil(n_in / reuse) * n_out * acc_type.width
+    digits = csd_digits(w_type.from_float(weight_values))
+    shift_adds = np.clip(digits - 1, 0, None).sum()
+    lut_mult = 0 if in_dsp else shift_adds * (x_type.width + w_type.width) / reuse
+    lut_add = multipliers * acc_type.width
     ff = (math.ceil(levels / ADDERS_PER_CYCLE) + 1) * n_out * acc_type.width
     return {
         "name": layer["name"],

@@ -6,6 +6,7 @@ import logging
 import os
 import pathlib
 import sys
+import warnings
 from typing import Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -29,7 +30,9 @@ def _flow(task, preset, config, out, force, quiet):
     from l1forge.config import load_config
     from l1forge.pipeline import Flow
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    logging.getLogger("l1forge").setLevel(logging.INFO)
+    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     return Flow(load_config(preset, config, task), out, progress=not quiet, force=force)
 
 
@@ -63,18 +66,11 @@ def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.
 
 
 def main():
-    """Entry point with one-line errors for bad input (full tracebacks with L1FORGE_DEBUG=1)."""
+    """Entry point: any failure becomes one line on stderr and exit code 1 (tracebacks with L1FORGE_DEBUG=1)."""
     try:
-        app(standalone_mode=False)
+        app()
     except Exception as err:  # noqa: BLE001 - the CLI boundary turns every failure into one line
         if os.environ.get("L1FORGE_DEBUG"):
             raise
-        import click
-
-        if isinstance(err, click.exceptions.Exit):
-            sys.exit(err.exit_code)
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {err}", soft_wrap=True, highlight=False)
         sys.exit(1)

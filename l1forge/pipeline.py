@@ -151,8 +151,7 @@ class Flow:
             hls_model = convert(model, FixedType.parse(self.cfg.student.input_type), f, self.run.hls_project)
             compile_s = time.perf_counter() - start
             graph_path = write_graph(hls_model, self.run.firmware)
-            graph, _ = read_graph(graph_path)
-            report = estimate(graph, f.clock_mhz)
+            report = estimate(*read_graph(graph_path), f.clock_mhz)
             block = {
                 "project_dir": str(self.run.hls_project),
                 "backend": f.backend,

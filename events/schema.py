@@ -1,0 +1,149 @@
+"""HDF5 jet-sample schema "l1forge.jets/1": atomic writer and validating reader."""
+
+import dataclasses
+import os
+import pathlib
+
+import h5py
+import numpy as np
+
+SCHEMA = "l1forge.jets/1"
+MAX_CONSTITUENTS = 64
+N_FEATURES = 16
+CONSTITUENT_NAMES = ("pt", "deta", "dphi", "energy")
+JET_NAMES = ("pt", "eta", "phi", "mass")
+SPLITS = {"train": 0, "val": 1, "test": 2}
+# name -> (shape after N, numpy dtype)
+DATASETS = {
+    "constituents": ((MAX_CONSTITUENTS, len(CONSTITUENT_NAMES)), np.float32),
+    "n_constituents": ((), np.int16),
+    "features": ((N_FEATURES,), np.float32),
+    "labels": ((), np.int8),
+    "jet": ((len(JET_NAMES),), np.float32),
+    "split": ((), np.int8),
+}
+
+
+class DataError(ValueError):
+    """A jet file that does not follow the schema; the message is one line naming the file and the culprit."""
+
+
+@dataclasses.dataclass
+class JetSample:
+    path: pathlib.Path
+    constituents: np.ndarray
+    n_constituents: np.ndarray
+    features: np.ndarray
+    feature_names: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+    jet: np.ndarray
+    split: np.ndarray
+    attrs: dict
+
+    def subset(self, which: str) -> "JetSample":
+        """The jets of one split: "train", "val" or "test"."""
+        if which not in SPLITS:
+            raise ValueError(f"split must be one of {sorted(SPLITS)}, not {which!r}")
+        rows = self.split == SPLITS[which]
+        return dataclasses.replace(
+            self, constituents=self.constituents[rows], n_constituents=self.n_constituents[rows],
+            features=self.features[rows], labels=self.labels[rows], jet=self.jet[rows], split=self.split[rows],
+        )
+
+
+def write_jets(path: pathlib.Path, arrays: dict, feature_names, class_names, attrs: dict) -> None:
+    """Write the datasets and attributes atomically (temp file in the same directory, then os.replace).
+
+    Byte-deterministic: no timestamps (track_times=False) and nothing time-dependent in attributes.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for name, (_, dtype) in DATASETS.items():
+                data = np.ascontiguousarray(arrays[name], dtype=dtype)
+                chunked = dict(chunks=True, compression="gzip", compression_opts=4, shuffle=True) if len(data) else {}
+                f.create_dataset(name, data=data, track_times=False, **chunked)
+            f["features"].attrs["names"] = list(feature_names)
+            f["labels"].attrs["class_names"] = list(class_names)
+            f["jet"].attrs["names"] = list(JET_NAMES)
+            f["constituents"].attrs["names"] = list(CONSTITUENT_NAMES)
+            f.attrs["schema"] = SCHEMA
+            for key, value in attrs.items():
+                f.attrs[key] = value
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fail(path, message):
+    raise DataError(f"{path}: {message}")
+
+
+def _shape_text(shape):
+    return "(N,)" if not shape else "(N, " + ", ".join(map(str, shape)) + ")"
+
+
+def _read_dataset(f, path, name, n):
+    """The dataset as a numpy array, checked against DATASETS; n is the row count fixed by earlier datasets."""
+    if name not in f or not isinstance(f[name], h5py.Dataset):
+        _fail(path, f"dataset '{name}' is missing")
+    ds, (shape, dtype) = f[name], DATASETS[name]
+    if ds.ndim != 1 + len(shape) or ds.shape[1:] != shape:
+        _fail(path, f"dataset '{name}' has shape {ds.shape}, expected {_shape_text(shape)}")
+    if n is not None and ds.shape[0] != n:
+        _fail(path, f"dataset '{name}' has {ds.shape[0]} rows, expected N = {n} like 'constituents'")
+    if ds.dtype.kind != np.dtype(dtype).kind:
+        _fail(path, f"dataset '{name}' has dtype {ds.dtype}, expected {np.dtype(dtype)}")
+    return ds[()].astype(dtype, copy=False), ds.shape[0]
+
+
+def _check_finite(path, name, data):
+    bad = ~np.isfinite(data)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        _fail(path, f"dataset '{name}' contains {int(bad.sum())} NaN/Inf values (first at row {row})")
+
+
+def _names(path, obj, dataset, key, count):
+    if key not in obj.attrs:
+        _fail(path, f"dataset '{dataset}' lacks attribute '{key}'")
+    names = [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(obj.attrs[key])]
+    if count is not None and len(names) != count:
+        _fail(path, f"attribute '{key}' of dataset '{dataset}' has {len(names)} names, expected {count}")
+    return names
+
+
+def read_jets(path) -> JetSample:
+    """Read and validate a jet file; raises DataError on anything that breaks the schema."""
+    path = pathlib.Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable HDF5 file ({' '.join(str(exc).split())})") from None
+    with f:
+        if f.attrs.get("schema") != SCHEMA:
+            _fail(path, f"attribute 'schema' is {f.attrs.get('schema')!r}, expected {SCHEMA!r}")
+        data, n = {}, None
+        for name in DATASETS:
+            data[name], n = _read_dataset(f, path, name, n)
+        feature_names = _names(path, f["features"], "features", "names", N_FEATURES)
+        class_names = _names(path, f["labels"], "labels", "class_names", None)
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    for name in ("features", "constituents", "jet"):
+        _check_finite(path, name, data[name])
+    bad = (data["labels"] < 0) | (data["labels"] >= len(class_names))
+    if bad.any():
+        _fail(path, f"dataset 'labels' has {int(bad.sum())} values outside 0..{len(class_names) - 1} "
+                    f"(first at row {int(np.argmax(bad))})")
+    bad = ~np.isin(data["split"], list(SPLITS.values()))
+    if bad.any():
+        _fail(path, f"dataset 'split' has {int(bad.sum())} values outside {{0, 1, 2}} (first at row {int(np.argmax(bad))})")
+    bad = (data["n_constituents"] < 0) | (data["n_constituents"] > MAX_CONSTITUENTS)
+    if bad.any():
+        _fail(path, f"dataset 'n_constituents' has {int(bad.sum())} values outside 0..{MAX_CONSTITUENTS} "
+                    f"(first at row {int(np.argmax(bad))})")
+    return JetSample(path=path, feature_names=feature_names, class_names=class_names, attrs=attrs, **data)

@@ -1,0 +1,100 @@
+"""The l1forge command end to end on the smoke preset: real Pythia, real training, real hls4ml C-sim."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import pytest
+
+L1FORGE = [sys.executable, "-c", "from l1forge.cli import main; main()"]
+
+
+def l1forge(*args, timeout=900):
+    return subprocess.run([*L1FORGE, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """A smoke run killed in the middle of a stage, then resumed to the end."""
+    out = tmp_path_factory.mktemp("run")
+    proc = subprocess.Popen([*L1FORGE, "run", "--preset", "smoke", "--out", str(out), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = out / "state.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and "teach.gnn" in json.loads(state.read_text()):
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # kills it inside 'teach.transformer' (or later)
+    proc.wait()
+    killed_state = json.loads(state.read_text())
+    resumed = l1forge("run", "--preset", "smoke", "--out", out, "-q")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return out, killed_state, resumed
+
+
+def test_summary_schema_and_results(smoke_run):
+    out, _, _ = smoke_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"version", "preset", "tasks"} <= summary.keys() and summary["preset"] == "smoke"
+    task = summary["tasks"]["tagging"]
+    assert task["data"]["n_jets"] == 5 * 150
+    for kind in ("gnn", "transformer"):
+        assert task["teachers"][kind]["params"] > 0
+        assert {"accuracy", "auc", "rejection_at_30", "rejection_at_50"} <= task["teachers"][kind]["metrics"].keys()
+    student = task["student"]
+    assert student["bits"]["weight_bits"] == 6 and student["params"] > 1000
+    assert student["metrics"]["accuracy"] > 0.3  # 5 classes: chance is 0.2
+    assert student["baseline_metrics"]["accuracy"] > 0.3
+    firmware = task["firmware"]
+    assert firmware["source"] == "estimate" and firmware["latency_cycles"] > 0 and firmware["ii_cycles"] == 1
+    assert set(firmware["resources"]) == {"LUT", "FF", "DSP", "BRAM"}
+    emulation = task["emulation"]
+    with h5py.File(out / "data" / "jets.h5") as f:
+        n_test = int((f["split"][()] == 2).sum())
+    assert emulation["events_checked"] == n_test and emulation["mismatches"] == 0
+    assert emulation["emulator_events_per_s"] > 0 and emulation["csim_events_per_s"] > 0
+    assert (out / "firmware" / "hls_project" / "firmware").is_dir()
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html
+
+
+def test_killed_run_resumes_only_unfinished_stages(smoke_run):
+    out, killed_state, resumed = smoke_run
+    final = json.loads((out / "state.json").read_text())
+    for stage, entry in killed_state.items():
+        assert final[stage] == entry  # finished before the kill: not redone
+        assert f"{stage}: up to date" in resumed.stderr
+    assert "teach.transformer" not in killed_state or "emulate" not in killed_state
+    again = l1forge("run", "--preset", "smoke", "--out", out, "-q")
+    assert again.returncode == 0
+    assert again.stderr.count("up to date") == len(final)
+
+
+def test_unknown_config_key_is_one_line_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("student:\n  weight_bitz: 4\n")
+    res = l1forge("generate", "--preset", "smoke", "--config", bad, "--out", tmp_path / "run")
+    assert res.returncode == 1
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "bad.yaml" in lines[0] and "student.weight_bitz" in lines[0]
+
+
+def test_corrupt_data_file_is_named(smoke_run, tmp_path):
+    out, _, _ = smoke_run
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    with h5py.File(out / "data" / "jets.h5") as src, h5py.File(run / "data" / "jets.h5", "w") as dst:
+        for key in src:
+            if key != "features":
+                src.copy(key, dst)
+        dst.attrs.update(src.attrs)
+    (run / "state.json").write_text((out / "state.json").read_text())
+    res = l1forge("distill", "--preset", "smoke", "--out", run)
+    assert res.returncode == 1
+    assert "jets.h5" in res.stderr and "features" in res.stderr
+    assert not (run / "students" / "student" / "model.h5").exists()
