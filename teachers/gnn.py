@@ -1,0 +1,93 @@
+"""ParticleNet-style teacher: EdgeConv blocks on a dynamic k-NN graph.
+
+The first block finds neighbours in (deta, dphi), later blocks in their input
+feature space. Padded particles are pushed to a huge distance and, if still picked
+(jets with <= k real particles), marked invalid; outputs are masked and pooled
+over real particles only. Works for any number of slots P, so callers may crop
+batches to their longest jet.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .features import Standardize, particle_features
+
+FAR = 1e9
+
+
+def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (B, P, C) gathered at idx (B, P, k) -> (B, P, k, C)."""
+    b, p, c = x.shape
+    base = torch.arange(b).view(b, 1, 1) * p
+    return x.reshape(b * p, c)[(idx + base).flatten()].view(b, p, idx.shape[-1], c)
+
+
+def knn(points: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (B, P, k) of each point's nearest other real points, and their validity (B, P, k)."""
+    p = points.shape[1]
+    sq = (points**2).sum(-1)
+    d = sq.unsqueeze(2) + sq.unsqueeze(1) - 2.0 * points @ points.transpose(1, 2)
+    d = d + FAR * (1.0 - mask).unsqueeze(1) + FAR * torch.eye(p, dtype=d.dtype)
+    idx = d.topk(min(k, p), dim=-1, largest=False).indices
+    not_self = (idx != torch.arange(p).view(1, p, 1)).to(mask.dtype)
+    return idx, gather(mask.unsqueeze(-1), idx).squeeze(-1) * not_self
+
+
+def _bn(norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    """BatchNorm over the last dimension of (..., C)."""
+    return norm(x.reshape(-1, x.shape[-1])).view(x.shape)
+
+
+class EdgeConv(nn.Module):
+    """EdgeConv: ReLU MLP on edges (x_i, x_j - x_i), averaged over valid neighbours, plus a shortcut.
+
+    The first edge layer is linear in (x_i, x_j), so it is applied per point and gathered.
+    For CPU speed, batch norm acts per point (after aggregation), not per edge.
+    """
+
+    def __init__(self, c_in: int, channels: tuple[int, ...], k: int):
+        super().__init__()
+        self.k = k
+        self.self_lin = nn.Linear(c_in, channels[0])
+        self.nbr_lin = nn.Linear(c_in, channels[0], bias=False)
+        self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(channels[:-1], channels[1:]))
+        self.norm = nn.BatchNorm1d(channels[-1])
+        self.shortcut = nn.Linear(c_in, channels[-1], bias=False)
+        self.shortcut_norm = nn.BatchNorm1d(channels[-1])
+
+    def forward(self, points, x, mask):
+        """points (B, P, D), x (B, P, C), mask (B, P) -> (B, P, C_out), zero on padded slots."""
+        idx, valid = knn(points, mask, self.k)
+        nbr = self.nbr_lin(x)
+        h = torch.relu((self.self_lin(x) - nbr).unsqueeze(2) + gather(nbr, idx))
+        for layer in self.mlp:
+            h = torch.relu(layer(h))
+        h = (h * valid.unsqueeze(-1)).sum(2) / valid.sum(-1, keepdim=True).clamp(min=1.0)
+        out = torch.relu(_bn(self.norm, h) + _bn(self.shortcut_norm, self.shortcut(x)))
+        return out * mask.unsqueeze(-1)
+
+
+class ParticleNet(nn.Module):
+    """forward(particles (B, P, 4), mask (B, P)) -> logits (B, n_classes)."""
+
+    def __init__(self, k: int = 16, blocks=((64, 64, 64), (128, 128, 128), (256, 256, 256)), fc: int = 256,
+                 dropout: float = 0.1, n_classes: int = 5):
+        super().__init__()
+        self.features = Standardize(particle_features, 7)
+        self.edge_convs = nn.ModuleList()
+        c = 7
+        for channels in blocks:
+            self.edge_convs.append(EdgeConv(c, tuple(channels), k))
+            c = channels[-1]
+        self.head = nn.Sequential(nn.Linear(c, fc), nn.ReLU(), nn.Dropout(dropout), nn.Linear(fc, n_classes))
+
+    def forward(self, particles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.features(particles, mask)
+        points = particles[..., 1:3] * mask.unsqueeze(-1)
+        for conv in self.edge_convs:
+            x = conv(points, x, mask)
+            points = x
+        pooled = x.sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        return self.head(pooled)

@@ -1,0 +1,44 @@
+"""Named model sizes and the model factory."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .gnn import ParticleNet
+from .transformer import ParticleTransformer
+
+SIZES: dict[str, dict[str, dict]] = {
+    "gnn": {
+        "smoke": dict(k=8, blocks=((16, 16),), fc=16, dropout=0.0),
+        "demo": dict(k=12, blocks=((32, 32, 32), (64, 64, 64)), fc=64, dropout=0.1),
+        "full": dict(k=16, blocks=((64, 64, 64), (128, 128, 128), (256, 256, 256)), fc=256, dropout=0.1),
+    },
+    "transformer": {
+        "smoke": dict(dim=16, heads=2, blocks=1, cls_blocks=1, ffn=32, embed=(16,), pair_embed=(8,), dropout=0.0),
+        "demo": dict(dim=32, heads=4, blocks=2, cls_blocks=1, ffn=64, embed=(32,), pair_embed=(16, 16), dropout=0.1),
+        "full": dict(dim=128, heads=8, blocks=6, cls_blocks=2, ffn=512, embed=(128, 128), pair_embed=(64, 64, 64),
+                     dropout=0.1),
+    },
+}
+_CLASSES = {"gnn": ParticleNet, "transformer": ParticleTransformer}
+
+
+def build_model(kind: str, size: str = "demo", **hparams) -> nn.Module:
+    """Build a teacher from its kind and size name; `hparams` override the size's settings."""
+    if kind not in SIZES:
+        raise ValueError(f"unknown teacher kind {kind!r}; expected one of {tuple(SIZES)}")
+    if size not in SIZES[kind]:
+        raise ValueError(f"unknown size {size!r}; expected one of {tuple(SIZES[kind])}")
+    return _CLASSES[kind](**{**SIZES[kind][size], **hparams})
+
+
+def fit_normalization(model: nn.Module, constituents, mask) -> None:
+    """Set the model's input standardisation (particle and, if present, pair features) from these jets."""
+    for norm in (model.features, getattr(model, "pair_features", None)):
+        if norm is not None:
+            norm.fit(constituents, mask)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,134 @@
+"""Teachers: real (short) training on the smoke jets, ONNX parity, parameter budgets, masking invariances."""
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from events.schema import read_jets
+from teachers.features import make_mask
+from teachers.models import build_model, count_params, fit_normalization
+from teachers.train import KINDS, load_teacher, predict_logits, train_teacher
+
+torch.set_num_threads(min(2, os.cpu_count()))
+
+
+@pytest.fixture(scope="module")
+def jets(smoke_jets):
+    return read_jets(smoke_jets)
+
+
+def _train_loss(model, jets):
+    train = jets.subset("train")
+    logits = torch.from_numpy(predict_logits(model, train.constituents, train.n_constituents))
+    return float(F.cross_entropy(logits, torch.from_numpy(train.labels.astype(np.int64))))
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def trained(request, jets, tmp_path_factory):
+    kind = request.param
+    out = tmp_path_factory.mktemp(f"teacher_{kind}")
+    result = train_teacher(kind, jets.constituents, jets.n_constituents, jets.labels, jets.split, out,
+                           size="smoke", epochs=3, batch_size=64, lr=1e-2, seed=0, max_steps=30, progress=False)
+    return kind, out, result
+
+
+def test_training_lowers_train_loss(trained, jets):
+    kind, out, result = trained
+    torch.manual_seed(0)
+    untrained = build_model(kind, "smoke")
+    train = jets.subset("train")
+    fit_normalization(untrained, train.constituents, make_mask(train.n_constituents))
+    before, after = _train_loss(untrained, jets), _train_loss(load_teacher(out), jets)
+    assert after < before - 0.05, (before, after)
+    assert result["kind"] == kind and result["size"] == "smoke"
+    assert result["params"] == count_params(load_teacher(out))
+    assert result["train_jets_per_s"] > 0 and 1 <= result["best_epoch"] <= len(result["history"])
+
+
+def test_artefacts(trained, jets):
+    kind, out, result = trained
+    n = len(jets.labels)
+    with h5py.File(out / "predictions.h5") as f:
+        logits = f["logits"][:]
+        assert (f.attrs["kind"], f.attrs["size"]) == (kind, "smoke")
+    assert logits.shape == (n, 5) and logits.dtype == np.float32 and np.isfinite(logits).all()
+    np.testing.assert_allclose(logits, predict_logits(load_teacher(out), jets.constituents, jets.n_constituents),
+                               atol=1e-5)
+    history = json.loads((out / "history.json").read_text())
+    assert history == result["history"]
+    assert {"train_loss", "val_loss", "val_accuracy", "seconds", "jets_per_s"} <= set(history[0])
+    assert result["best_val_loss"] == min(h["val_loss"] for h in history)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_onnx_matches_torch(trained, jets):
+    import onnxruntime as ort
+
+    kind, out, result = trained
+    assert result["onnx_max_abs_diff"] < 1e-4
+    test = jets.subset("test")
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"particles": test.constituents, "mask": make_mask(test.n_constituents)})[0]
+    want = predict_logits(load_teacher(out), test.constituents, test.n_constituents)
+    assert got.shape == (len(test.labels), 5)
+    assert np.abs(got - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("kind,minimum", [("gnn", 100_000), ("transformer", 500_000)])
+def test_full_size_parameter_budget(kind, minimum):
+    assert count_params(build_model(kind, "full")) >= minimum
+    assert count_params(build_model(kind, "smoke")) < count_params(build_model(kind, "demo")) < minimum
+
+
+def _eval_model(kind, jets):
+    torch.manual_seed(1)
+    model = build_model(kind, "smoke").eval()
+    fit_normalization(model, jets.constituents, make_mask(jets.n_constituents))
+    return model
+
+
+def _logits(model, x, n):
+    with torch.no_grad():
+        return model(torch.from_numpy(x), torch.from_numpy(make_mask(n, x.shape[1]))).numpy()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_padded_slots_do_not_matter(kind, jets):
+    model = _eval_model(kind, jets)
+    x, n = jets.constituents[:64].copy(), jets.n_constituents[:64].copy()
+    n[:4] = [1, 2, 3, 5]  # fewer real particles than GNN neighbours
+    x *= make_mask(n)[..., None]
+    ref = _logits(model, x, n)
+    assert np.isfinite(ref).all()
+    rng = np.random.default_rng(0)
+    junk = x.copy()
+    for i, k in enumerate(n):
+        junk[i, k:] = rng.normal(0, 5, (64 - k, 4))[rng.permutation(64 - k)]
+    np.testing.assert_allclose(_logits(model, junk, n), ref, rtol=0, atol=1e-6)
+    cropped = x[:, : int(n.max())]  # training crops batches to the longest jet
+    np.testing.assert_allclose(_logits(model, np.ascontiguousarray(cropped), n), ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_real_particle_permutation_invariance(kind, jets):
+    model = _eval_model(kind, jets)
+    x, n = jets.constituents[:64], jets.n_constituents[:64]
+    rng = np.random.default_rng(1)
+    perm = x.copy()
+    for i, k in enumerate(n):
+        perm[i, :k] = x[i, rng.permutation(k)]
+    np.testing.assert_allclose(_logits(model, perm, n), _logits(model, x, n), rtol=0, atol=1e-5)
+
+
+def test_deterministic_given_seed(jets, tmp_path):
+    runs = [train_teacher("gnn", jets.constituents, jets.n_constituents, jets.labels, jets.split, tmp_path / str(i),
+                          size="smoke", epochs=1, batch_size=128, max_steps=3, seed=5, progress=False)
+            for i in range(2)]
+    assert runs[0]["best_val_loss"] == runs[1]["best_val_loss"]
+    with h5py.File(tmp_path / "0" / "predictions.h5") as a, h5py.File(tmp_path / "1" / "predictions.h5") as b:
+        np.testing.assert_array_equal(a["logits"][:], b["logits"][:])
