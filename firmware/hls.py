@@ -38,11 +38,20 @@ def _quiet():
         yield
 
 
-def convert(model, input_type: FixedType, settings: FirmwareSettings, project_dir: pathlib.Path, compile: bool = True):
+def convert(
+    model,
+    input_type: FixedType | None,
+    settings: FirmwareSettings,
+    project_dir: pathlib.Path,
+    compile: bool = True,
+    user_config: dict | None = None,
+):
     """Convert ``model`` with hls4ml into ``project_dir`` (replaced if present); optionally compile the C-sim.
 
-    Conversion uses the per-layer config from quantize/ and ``bit_exact=True``: with both, hls4ml keeps the QKeras
-    quantizers (a lone ``bit_exact`` or a lone name config drops some of them).
+    By default conversion uses the per-layer config from quantize/ and ``bit_exact=True``: with both, hls4ml keeps
+    the QKeras quantizers (a lone ``bit_exact`` or a lone name config drops some of them) and infers every other
+    type exactly. A ``user_config`` (an hls4ml config dict) is used as given, without bit-exact inference, so
+    that the precisions it sets are the ones built.
     """
     import hls4ml
 
@@ -51,7 +60,7 @@ def convert(model, input_type: FixedType, settings: FirmwareSettings, project_di
     project_dir = pathlib.Path(project_dir)
     if project_dir.exists():
         shutil.rmtree(project_dir)
-    config = hls_config(model, input_type, settings.reuse_factor, settings.strategy)
+    config = user_config or hls_config(model, input_type, settings.reuse_factor, settings.strategy)
     with _quiet():
         hls_model = hls4ml.converters.convert_from_keras_model(
             model,
@@ -62,7 +71,7 @@ def convert(model, input_type: FixedType, settings: FirmwareSettings, project_di
             part=settings.part,
             clock_period=settings.clock_period_ns,
             io_type=settings.io_type,
-            bit_exact=True,
+            bit_exact=user_config is None,
         )
         if compile:
             hls_model.compile()

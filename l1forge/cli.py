@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -15,6 +16,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.logging import RichHandler  # noqa: E402
 
+warnings.filterwarnings("ignore", category=UserWarning, module="keras")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
 
@@ -32,7 +34,6 @@ def _flow(task, preset, config, out, force, quiet):
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
     logging.getLogger("l1forge").setLevel(logging.INFO)
-    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     return Flow(load_config(preset, config, task), out, progress=not quiet, force=force)
 
 
@@ -46,8 +47,35 @@ def _stage(name: str):
     return command
 
 
-for _name in ("generate", "teach", "distill", "synthesize", "emulate", "report"):
+for _name in ("generate", "teach", "distill", "synthesize", "report"):
     app.command(_name)(_stage(_name))
+
+
+@app.command()
+def emulate(
+    out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
+    force: bool = FORCE, quiet: bool = QUIET,
+    model: Optional[pathlib.Path] = typer.Option(None, help="A saved QKeras/Keras model (.h5 or SavedModel) instead of the flow's student."),
+    data: Optional[pathlib.Path] = typer.Option(None, help="Inputs for --model: .npy or HDF5."),
+    dataset: Optional[str] = typer.Option(None, help="HDF5 dataset key of --data."),
+    hls_config: Optional[pathlib.Path] = typer.Option(None, help="hls4ml config (YAML/JSON) for --model; used as given."),
+    input_type: Optional[str] = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,RND_CONV,SAT>'."),
+    check_csim: bool = typer.Option(False, help="Also compile the hls4ml C-sim, compare every event, exit 1 on any mismatch."),
+    output: Optional[pathlib.Path] = typer.Option(None, help="Write the emulated outputs (.npy or .h5)."),
+    json_out: Optional[pathlib.Path] = typer.Option(None, "--json", help="Write the check's numbers as JSON."),
+):
+    """Emulate the flow's firmware bit for bit against its C-sim, or any user model with --model/--data."""
+    if model is None:
+        _stage("emulate")(out, preset, config, task, force, quiet)
+        return
+    if data is None:
+        raise typer.BadParameter("--model needs --data")
+    from emulation.standalone import emulate_model
+
+    stats = emulate_model(model, data, dataset, hls_config, input_type, check_csim=check_csim, output=output, json_path=json_out)
+    typer.echo(json.dumps(stats, indent=2))
+    if check_csim and stats["mismatches"]:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -57,15 +57,11 @@ class Precision:
             "activation_integer": self.activation_integer,
         }
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "Precision":
-        data = dict(data)
-        data["input"] = FixedType.parse(data.get("input", DEFAULT_INPUT.hls()))
-        return cls(**data)
 
-
-def hls_config(model, input_type: FixedType, reuse_factor: int = 1, strategy: str = "Latency", trace: bool = True) -> dict:
-    """hls4ml configuration for ``model``, per layer by name, with the input type fixed by quantize/.
+def hls_config(
+    model, input_type: FixedType | None, reuse_factor: int = 1, strategy: str = "Latency", trace: bool = True
+) -> dict:
+    """hls4ml configuration for ``model``, per layer by name, with the input type fixed by quantize/ (if given).
 
     Every other type is inferred by hls4ml's bit-exact precision propagation from the QKeras quantizers, so no
     intermediate result is truncated ('auto' never truncates) and the firmware reproduces the QKeras model.
@@ -78,6 +74,6 @@ def hls_config(model, input_type: FixedType, reuse_factor: int = 1, strategy: st
     for layer_name, layer in config["LayerName"].items():
         layer["ReuseFactor"] = reuse_factor
         layer["Trace"] = trace
-        if layer_name == model.layers[0].name:
+        if input_type is not None and layer_name == model.layers[0].name:
             layer["Precision"] = {"result": input_type.hls()}
     return config

@@ -98,3 +98,25 @@ def test_corrupt_data_file_is_named(smoke_run, tmp_path):
     assert res.returncode == 1
     assert "jets.h5" in res.stderr and "features" in res.stderr
     assert not (run / "students" / "student" / "model.h5").exists()
+
+
+def test_emulate_a_user_model_against_csim(tmp_path):
+    import numpy as np
+
+    from students.model import build_student
+
+    model = build_student(16, 5, hidden=(8,))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape) for w in model.get_weights()])
+    model.save(tmp_path / "user.h5")
+    with h5py.File(tmp_path / "inputs.h5", "w") as f:
+        f["x"] = rng.normal(scale=5.0, size=(2000, 16))
+        f["other"] = np.zeros(3)
+    res = l1forge("emulate", "--model", tmp_path / "user.h5", "--data", tmp_path / "inputs.h5", "--dataset", "x",
+                  "--check-csim", "--json", tmp_path / "check.json", "--output", tmp_path / "out.npy")
+    assert res.returncode == 0, res.stderr[-2000:]
+    stats = json.loads((tmp_path / "check.json").read_text())
+    assert stats["events_checked"] == 2000 and stats["mismatches"] == 0
+    assert np.load(tmp_path / "out.npy").shape == (2000, 5)
+    res = l1forge("emulate", "--model", tmp_path / "user.h5", "--data", tmp_path / "inputs.h5")
+    assert res.returncode == 1 and "inputs.h5" in res.stderr and "--dataset" in res.stderr
