@@ -38,6 +38,7 @@ class TeacherConfig(_Strict):
     batch_size: int = pydantic.Field(256, ge=1)
     lr: float = 1e-3
     max_steps: int | None = None
+    jet_features: bool = True  # teachers also see the 16 high-level features the student gets
     seed: int = 0
 
 
@@ -81,7 +82,7 @@ PRESETS: dict[str, dict] = {
     # minutes: the README's `make run`
     "demo": {
         "data": {"n_per_class": 2000},
-        "teachers": {"size": "demo", "epochs": 8},
+        "teachers": {"size": "demo", "epochs": 10, "lr": 2e-3},
         "student": {"epochs": 40},
     },
     # the real thing: >= 100k jets per class, full-size teachers

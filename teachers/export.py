@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import torch
 
-ONNX_INPUTS = ("particles", "mask")
+ONNX_INPUTS = ("particles", "mask", "jet_features")
 ONNX_OUTPUT = "logits"
 ONNX_TOLERANCE = 1e-4
 
@@ -29,25 +29,28 @@ def atomic_path(path: pathlib.Path):
             os.remove(tmp)
 
 
-def export_onnx(model: torch.nn.Module, path: pathlib.Path, particles: np.ndarray, mask: np.ndarray) -> float:
+def export_onnx(model: torch.nn.Module, path: pathlib.Path, particles: np.ndarray, mask: np.ndarray,
+                jet_features: np.ndarray | None = None) -> float:
     """Export `model` (eval mode) to ONNX at `path`; return max |onnx - torch| on the given batch.
 
-    Inputs: particles (B, P, 4) float32 raw constituents, mask (B, P) float32; output logits (B, n_classes).
+    Inputs: particles (B, P, 4) float32 raw constituents, mask (B, P) float32 and, for teachers that use them,
+    jet_features (B, G) float32 (raw, standardised inside); output logits (B, n_classes).
     Raises RuntimeError if the difference exceeds ONNX_TOLERANCE.
     """
     import onnxruntime as ort
 
     model.eval()
-    x = torch.from_numpy(np.ascontiguousarray(particles, np.float32))
-    m = torch.from_numpy(np.ascontiguousarray(mask, np.float32))
-    batch = {name: {0: "batch"} for name in (*ONNX_INPUTS, ONNX_OUTPUT)}
+    arrays = [a for a in (particles, mask, jet_features) if a is not None]
+    tensors = [torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in arrays]
+    names = list(ONNX_INPUTS[: len(tensors)])
+    batch = {name: {0: "batch"} for name in (*names, ONNX_OUTPUT)}
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed except the batch axis
-        torch.onnx.export(model, (x[:2], m[:2]), str(tmp), input_names=list(ONNX_INPUTS), output_names=[ONNX_OUTPUT],
-                          dynamic_axes=batch, opset_version=17, dynamo=False)
+        torch.onnx.export(model, tuple(t[:2] for t in tensors), str(tmp), input_names=names,
+                          output_names=[ONNX_OUTPUT], dynamic_axes=batch, opset_version=17, dynamo=False)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = session.run([ONNX_OUTPUT], {"particles": x.numpy(), "mask": m.numpy()})[0]
-        diff = float(np.max(np.abs(got - model(x, m).numpy())))
+        got = session.run([ONNX_OUTPUT], {n: t.numpy() for n, t in zip(names, tensors)})[0]
+        diff = float(np.max(np.abs(got - model(*tensors).numpy())))
         if not diff < ONNX_TOLERANCE:
             raise RuntimeError(f"ONNX export of {path} differs from torch by {diff:.3g} > {ONNX_TOLERANCE}")
     return diff

@@ -98,3 +98,26 @@ class Standardize(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         f, v = self.fn(x, mask)
         return (f - self.mean) / self.std * v.unsqueeze(-1)
+
+
+class JetFeatures(nn.Module):
+    """Jet-level (high-level) features: standardised with train-set buffers, then embedded by a small MLP.
+
+    Teachers see them beside the constituents, so a teacher is never blind to what the student is given.
+    """
+
+    def __init__(self, n_features: int, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        self.embed = nn.Sequential(nn.Linear(n_features, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU())
+
+    @torch.no_grad()
+    def fit(self, features: np.ndarray) -> None:
+        f = torch.from_numpy(np.asarray(features, np.float64))
+        std = f.std(0)
+        self.mean.copy_(f.mean(0))
+        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.embed((features - self.mean) / self.std)

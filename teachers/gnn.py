@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .features import Standardize, particle_features
+from .features import JetFeatures, Standardize, particle_features
 
 FAR = 1e9
 
@@ -70,10 +70,10 @@ class EdgeConv(nn.Module):
 
 
 class ParticleNet(nn.Module):
-    """forward(particles (B, P, 4), mask (B, P)) -> logits (B, n_classes)."""
+    """forward(particles (B, P, 4), mask (B, P)[, jet_features (B, G)]) -> logits (B, n_classes)."""
 
     def __init__(self, k: int = 16, blocks=((64, 64, 64), (128, 128, 128), (256, 256, 256)), fc: int = 256,
-                 dropout: float = 0.1, n_classes: int = 5):
+                 dropout: float = 0.1, n_classes: int = 5, n_globals: int = 0):
         super().__init__()
         self.features = Standardize(particle_features, 7)
         self.edge_convs = nn.ModuleList()
@@ -81,13 +81,17 @@ class ParticleNet(nn.Module):
         for channels in blocks:
             self.edge_convs.append(EdgeConv(c, tuple(channels), k))
             c = channels[-1]
+        self.jet = JetFeatures(n_globals, fc) if n_globals else None
+        c += fc if n_globals else 0
         self.head = nn.Sequential(nn.Linear(c, fc), nn.ReLU(), nn.Dropout(dropout), nn.Linear(fc, n_classes))
 
-    def forward(self, particles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, particles: torch.Tensor, mask: torch.Tensor, jet_features: torch.Tensor | None = None):
         x = self.features(particles, mask)
         points = particles[..., 1:3] * mask.unsqueeze(-1)
         for conv in self.edge_convs:
             x = conv(points, x, mask)
             points = x
         pooled = x.sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        if self.jet is not None:
+            pooled = torch.cat([pooled, self.jet(jet_features)], dim=1)
         return self.head(pooled)

@@ -32,11 +32,13 @@ def build_model(kind: str, size: str = "demo", **hparams) -> nn.Module:
     return _CLASSES[kind](**{**SIZES[kind][size], **hparams})
 
 
-def fit_normalization(model: nn.Module, constituents, mask) -> None:
-    """Set the model's input standardisation (particle and, if present, pair features) from these jets."""
+def fit_normalization(model: nn.Module, constituents, mask, jet_features=None) -> None:
+    """Set the model's input standardisation (particle, pair and jet features, where present) from these jets."""
     for norm in (model.features, getattr(model, "pair_features", None)):
         if norm is not None:
             norm.fit(constituents, mask)
+    if model.jet is not None:
+        model.jet.fit(jet_features)
 
 
 def count_params(model: nn.Module) -> int:

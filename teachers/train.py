@@ -21,42 +21,48 @@ KINDS = ("gnn", "transformer")
 ONNX_CHECK_JETS = 256
 
 
-def _batch(constituents, mask, idx):
-    """Tensors for jets idx, cropped to the longest jet in the batch (padded slots never matter)."""
+def _batch(constituents, mask, jet_features, idx):
+    """Model inputs for jets idx, constituents cropped to the longest jet in the batch (padding never matters)."""
     m = mask[idx]
     p = max(int(m.sum(1).max()), 1)
-    return torch.from_numpy(constituents[idx, :p]), torch.from_numpy(m[:, :p])
+    inputs = (torch.from_numpy(constituents[idx, :p]), torch.from_numpy(m[:, :p]))
+    return inputs if jet_features is None else (*inputs, torch.from_numpy(jet_features[idx]))
+
+
+def _as_float32(array):
+    return None if array is None else np.ascontiguousarray(array, np.float32)
 
 
 def predict_logits(model: torch.nn.Module, constituents: np.ndarray, n_constituents: np.ndarray,
-                   batch_size: int = 1024) -> np.ndarray:
+                   jet_features: np.ndarray | None = None, batch_size: int = 1024) -> np.ndarray:
     """Logits (N, n_classes) float32 in input order, with the model in eval mode."""
-    constituents = np.ascontiguousarray(constituents, np.float32)
+    constituents, jet_features = _as_float32(constituents), _as_float32(jet_features)
     mask = make_mask(n_constituents, constituents.shape[1])
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(constituents), batch_size):
-            out.append(model(*_batch(constituents, mask, np.arange(i, min(i + batch_size, len(mask))))).numpy())
+            idx = np.arange(i, min(i + batch_size, len(mask)))
+            out.append(model(*_batch(constituents, mask, jet_features, idx)).numpy())
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 5), np.float32)
 
 
-def _evaluate(model, constituents, mask, labels, idx, batch_size):
+def _evaluate(model, constituents, mask, jet_features, labels, idx, batch_size):
     """Mean cross-entropy and accuracy on jets idx."""
     model.eval()
     loss, correct = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(idx), batch_size):
             b = idx[i : i + batch_size]
-            logits = model(*_batch(constituents, mask, b))
+            logits = model(*_batch(constituents, mask, jet_features, b))
             y = torch.from_numpy(labels[b])
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
     return loss / len(idx), correct / len(idx)
 
 
-def _save_model(model, kind, size, path):
-    hparams = SIZES[kind][size]
+def _save_model(model, kind, size, n_globals, path):
+    hparams = {**SIZES[kind][size], "n_globals": n_globals}
     with atomic_path(path) as tmp:
         torch.save({"state_dict": model.state_dict(), "kind": kind, "size": size, "hyperparameters": hparams}, tmp)
 
@@ -72,9 +78,10 @@ def load_teacher(out_dir: pathlib.Path) -> torch.nn.Module:
 def train_teacher(kind: str, constituents: np.ndarray, n_constituents: np.ndarray, labels: np.ndarray,
                   split: np.ndarray, out_dir: pathlib.Path, size: str = "demo", epochs: int = 10,
                   batch_size: int = 256, lr: float = 1e-3, seed: int = 0, max_steps: int | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, jet_features: np.ndarray | None = None) -> dict:
     """Train on split==0, keep the epoch with the lowest split==1 loss, write artefacts to out_dir.
 
+    `jet_features` (N, G), if given, are high-level jet features the teacher sees beside the constituents.
     `max_steps` caps the total number of optimiser steps (training stops mid-epoch; that
     epoch is still validated). See teachers/README.md for the output files.
     """
@@ -88,7 +95,8 @@ def train_teacher(kind: str, constituents: np.ndarray, n_constituents: np.ndarra
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    constituents = np.ascontiguousarray(constituents, np.float32)
+    constituents, jet_features = _as_float32(constituents), _as_float32(jet_features)
+    n_globals = 0 if jet_features is None else jet_features.shape[1]
     mask = make_mask(n_constituents, constituents.shape[1])
     labels = np.asarray(labels).astype(np.int64)
     split = np.asarray(split)
@@ -96,8 +104,9 @@ def train_teacher(kind: str, constituents: np.ndarray, n_constituents: np.ndarra
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"need training and validation jets, got {len(train_idx)} and {len(val_idx)}")
 
-    model = build_model(kind, size)
-    fit_normalization(model, constituents[train_idx], mask[train_idx])
+    model = build_model(kind, size, n_globals=n_globals)
+    fit_normalization(model, constituents[train_idx], mask[train_idx],
+                      None if jet_features is None else jet_features[train_idx])
     steps_per_epoch = -(-len(train_idx) // batch_size)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
@@ -118,7 +127,7 @@ def train_teacher(kind: str, constituents: np.ndarray, n_constituents: np.ndarra
                 if step >= total:
                     break
                 b = order[i : i + batch_size]
-                loss = F.cross_entropy(model(*_batch(constituents, mask, b)), torch.from_numpy(labels[b]))
+                loss = F.cross_entropy(model(*_batch(constituents, mask, jet_features, b)), torch.from_numpy(labels[b]))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -129,7 +138,7 @@ def train_teacher(kind: str, constituents: np.ndarray, n_constituents: np.ndarra
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{epochs} loss {losses[-1]:.3f}")
             seconds = time.time() - t0
             train_seconds, train_jets = train_seconds + seconds, train_jets + seen
-            val_loss, val_acc = _evaluate(model, constituents, mask, labels, val_idx, 4 * batch_size)
+            val_loss, val_acc = _evaluate(model, constituents, mask, jet_features, labels, val_idx, 4 * batch_size)
             history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                             "val_accuracy": val_acc, "seconds": seconds, "jets_per_s": seen / seconds})
             bar.update(task, info=f"epoch {epoch + 1}/{epochs} val loss {val_loss:.3f} acc {val_acc:.3f}")
@@ -138,10 +147,11 @@ def train_teacher(kind: str, constituents: np.ndarray, n_constituents: np.ndarra
 
     model.load_state_dict(best_state)
     model.eval()
-    _save_model(model, kind, size, out_dir / "model.pt")
+    _save_model(model, kind, size, n_globals, out_dir / "model.pt")
     check = val_idx[:ONNX_CHECK_JETS]
-    onnx_diff = export_onnx(model, out_dir / "model.onnx", constituents[check], mask[check])
-    logits = predict_logits(model, constituents, n_constituents)
+    onnx_diff = export_onnx(model, out_dir / "model.onnx", constituents[check], mask[check],
+                            None if jet_features is None else jet_features[check])
+    logits = predict_logits(model, constituents, n_constituents, jet_features)
     with atomic_path(out_dir / "predictions.h5") as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("logits", data=logits)
         f.attrs["kind"], f.attrs["size"] = kind, size

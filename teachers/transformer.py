@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .features import Standardize, pair_features, particle_features
+from .features import JetFeatures, Standardize, pair_features, particle_features
 
 NEG = -1e9
 
@@ -62,13 +62,14 @@ class Block(nn.Module):
 
 
 class ParticleTransformer(nn.Module):
-    """forward(particles (B, P, 4), mask (B, P)) -> logits (B, n_classes)."""
+    """forward(particles (B, P, 4), mask (B, P)[, jet_features (B, G)]) -> logits (B, n_classes)."""
 
     def __init__(self, dim: int = 128, heads: int = 8, blocks: int = 6, cls_blocks: int = 2, ffn: int = 512,
                  embed: tuple[int, ...] = (128, 128), pair_embed: tuple[int, ...] = (64, 64), dropout: float = 0.1,
-                 n_classes: int = 5):
+                 n_classes: int = 5, n_globals: int = 0):
         super().__init__()
         self.features = Standardize(particle_features, 7)
+        self.jet = JetFeatures(n_globals, dim) if n_globals else None
         self.pair_features = Standardize(pair_features, 4)
         self.embed = _mlp((7, *embed, dim))
         self.pair_embed = nn.Sequential(_mlp((4, *pair_embed), norm=False), nn.Linear(pair_embed[-1], heads))
@@ -77,9 +78,9 @@ class ParticleTransformer(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.cls_blocks = nn.ModuleList(Block(dim, heads, ffn, 0.0) for _ in range(cls_blocks))
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, n_classes)
+        self.head = nn.Linear(dim * (2 if n_globals else 1), n_classes)
 
-    def forward(self, particles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, particles: torch.Tensor, mask: torch.Tensor, jet_features: torch.Tensor | None = None):
         key_bias = (NEG * (1.0 - mask)).view(mask.shape[0], 1, 1, -1)  # (B, 1, 1, P)
         x = self.embed(self.features(particles, mask)) * mask.unsqueeze(-1)
         bias = self.pair_embed(self.pair_features(particles, mask)).permute(0, 3, 1, 2) + key_bias
@@ -90,4 +91,7 @@ class ParticleTransformer(nn.Module):
         cls_bias = torch.cat([torch.zeros_like(key_bias[..., :1]), key_bias], dim=-1)  # cls key always visible
         for block in self.cls_blocks:
             cls = block(cls, torch.cat([cls, x], dim=1), cls_bias)
-        return self.head(self.norm(cls[:, 0]))
+        out = self.norm(cls[:, 0])
+        if self.jet is not None:
+            out = torch.cat([out, self.jet(jet_features)], dim=1)
+        return self.head(out)

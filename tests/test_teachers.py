@@ -22,28 +22,35 @@ def jets(smoke_jets):
     return read_jets(smoke_jets)
 
 
-def _train_loss(model, jets):
+def _features(jets, with_features):
+    return jets.features if with_features else None
+
+
+def _train_loss(model, jets, with_features):
     train = jets.subset("train")
-    logits = torch.from_numpy(predict_logits(model, train.constituents, train.n_constituents))
+    logits = torch.from_numpy(predict_logits(model, train.constituents, train.n_constituents,
+                                             _features(train, with_features)))
     return float(F.cross_entropy(logits, torch.from_numpy(train.labels.astype(np.int64))))
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module", params=[(k, True) for k in KINDS] + [("gnn", False)], ids=lambda p: f"{p[0]}-{p[1]}")
 def trained(request, jets, tmp_path_factory):
-    kind = request.param
+    """A trained smoke teacher, with the jet-level features beside the constituents (as the flow does) or not."""
+    kind, with_features = request.param
     out = tmp_path_factory.mktemp(f"teacher_{kind}")
     result = train_teacher(kind, jets.constituents, jets.n_constituents, jets.labels, jets.split, out,
-                           size="smoke", epochs=3, batch_size=64, lr=1e-2, seed=0, max_steps=30, progress=False)
-    return kind, out, result
+                           size="smoke", epochs=3, batch_size=64, lr=1e-2, seed=0, max_steps=30, progress=False,
+                           jet_features=_features(jets, with_features))
+    return kind, out, result, with_features
 
 
 def test_training_lowers_train_loss(trained, jets):
-    kind, out, result = trained
+    kind, out, result, with_features = trained
     torch.manual_seed(0)
-    untrained = build_model(kind, "smoke")
     train = jets.subset("train")
-    fit_normalization(untrained, train.constituents, make_mask(train.n_constituents))
-    before, after = _train_loss(untrained, jets), _train_loss(load_teacher(out), jets)
+    untrained = build_model(kind, "smoke", n_globals=train.features.shape[1] if with_features else 0)
+    fit_normalization(untrained, train.constituents, make_mask(train.n_constituents), _features(train, with_features))
+    before, after = _train_loss(untrained, jets, with_features), _train_loss(load_teacher(out), jets, with_features)
     assert after < before - 0.05, (before, after)
     assert result["kind"] == kind and result["size"] == "smoke"
     assert result["params"] == count_params(load_teacher(out))
@@ -51,14 +58,14 @@ def test_training_lowers_train_loss(trained, jets):
 
 
 def test_artefacts(trained, jets):
-    kind, out, result = trained
+    kind, out, result, with_features = trained
     n = len(jets.labels)
     with h5py.File(out / "predictions.h5") as f:
         logits = f["logits"][:]
         assert (f.attrs["kind"], f.attrs["size"]) == (kind, "smoke")
     assert logits.shape == (n, 5) and logits.dtype == np.float32 and np.isfinite(logits).all()
-    np.testing.assert_allclose(logits, predict_logits(load_teacher(out), jets.constituents, jets.n_constituents),
-                               atol=1e-5)
+    reloaded = predict_logits(load_teacher(out), jets.constituents, jets.n_constituents, _features(jets, with_features))
+    np.testing.assert_allclose(logits, reloaded, atol=1e-5)
     history = json.loads((out / "history.json").read_text())
     assert history == result["history"]
     assert {"train_loss", "val_loss", "val_accuracy", "seconds", "jets_per_s"} <= set(history[0])
@@ -69,12 +76,15 @@ def test_artefacts(trained, jets):
 def test_onnx_matches_torch(trained, jets):
     import onnxruntime as ort
 
-    kind, out, result = trained
+    kind, out, result, with_features = trained
     assert result["onnx_max_abs_diff"] < 1e-4
     test = jets.subset("test")
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {"particles": test.constituents, "mask": make_mask(test.n_constituents)})[0]
-    want = predict_logits(load_teacher(out), test.constituents, test.n_constituents)
+    feeds = {"particles": test.constituents, "mask": make_mask(test.n_constituents)}
+    if with_features:
+        feeds["jet_features"] = test.features
+    got = session.run(["logits"], feeds)[0]
+    want = predict_logits(load_teacher(out), test.constituents, test.n_constituents, _features(test, with_features))
     assert got.shape == (len(test.labels), 5)
     assert np.abs(got - want).max() < 1e-4
 
