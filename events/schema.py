@@ -1,11 +1,12 @@
 """HDF5 jet-sample schema "l1forge.jets/1": atomic writer and validating reader."""
 
 import dataclasses
-import os
 import pathlib
 
 import h5py
 import numpy as np
+
+from l1forge.io import atomic_path
 
 SCHEMA = "l1forge.jets/1"
 MAX_CONSTITUENTS = 64
@@ -57,10 +58,7 @@ def write_jets(path: pathlib.Path, arrays: dict, feature_names, class_names, att
 
     Byte-deterministic: no timestamps (track_times=False) and nothing time-dependent in attributes.
     """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, ".h5") as tmp:
         with h5py.File(tmp, "w") as f:
             for name, (_, dtype) in DATASETS.items():
                 data = np.ascontiguousarray(arrays[name], dtype=dtype)
@@ -73,10 +71,6 @@ def write_jets(path: pathlib.Path, arrays: dict, feature_names, class_names, att
             f.attrs["schema"] = SCHEMA
             for key, value in attrs.items():
                 f.attrs[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _fail(path, message):

@@ -62,6 +62,13 @@ class EmulationConfig(_Strict):
     max_events: int | None = None  # test jets checked against the C-sim (None: all)
 
 
+class TriggerConfig(_Strict):
+    """The algorithm's slot in the 40 MHz trigger (defaults and sources: emulation/lhc.py)."""
+
+    budget_ns: float = pydantic.Field(1000.0, gt=0)
+    n_bunches: int = pydantic.Field(2760, ge=1, le=3564)
+
+
 class RunConfig(_Strict):
     task: Literal["tagging"] = "tagging"
     preset: str = "demo"
@@ -70,6 +77,7 @@ class RunConfig(_Strict):
     student: StudentConfig = StudentConfig()
     firmware: FirmwareSettings = FirmwareSettings()
     emulation: EmulationConfig = EmulationConfig()
+    trigger: TriggerConfig = TriggerConfig()
 
 
 PRESETS: dict[str, dict] = {

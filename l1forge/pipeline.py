@@ -243,7 +243,11 @@ class Flow:
                 "baseline_metrics": baseline.get("metrics"),
             }
         if firmware := result("synthesize"):
+            from emulation.trigger import check_timing
+
             task["firmware"] = {k: v for k, v in firmware.items() if k != "layers"}
+            timing = check_timing(firmware["latency_ns"], firmware["ii_cycles"], firmware["clock_mhz"], self.cfg.trigger.budget_ns)
+            task["trigger"] = {**timing, "n_bunches": self.cfg.trigger.n_bunches, "timing_source": firmware["source"]}
         if emulation := result("emulate"):
             task["emulation"] = {k: emulation[k] for k in ("events_checked", "mismatches", "emulator_events_per_s", "csim_events_per_s", "first_mismatch")}
             if "student" in task:

@@ -11,9 +11,7 @@ import base64
 import io
 import json
 import logging
-import os
 import pathlib
-import tempfile
 
 import h5py
 import jinja2
@@ -23,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from l1forge import metrics
+from l1forge.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -226,16 +225,11 @@ def write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
             "confusion_png": _confusion_plot(*scores[cm_model]) if cm_model in scores else None,
             **_emulation_section(run_dir, task.get("emulation")),
             **_firmware_section(task.get("firmware")),
+            "trigger": task.get("trigger"),
         }
 
     html = _env().get_template("report.html.j2").render(**ctx)
     out = run_dir / "report.html"
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(html)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(out) as tmp:
+        tmp.write_text(html, encoding="utf-8")
     return out

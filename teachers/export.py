@@ -1,32 +1,18 @@
-"""Atomic file writes and ONNX export with onnxruntime verification."""
+"""ONNX export with onnxruntime verification."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pathlib
-import uuid
 import warnings
 
 import numpy as np
 import torch
 
+from l1forge.io import atomic_path
+
 ONNX_INPUTS = ("particles", "mask", "jet_features")
 ONNX_OUTPUT = "logits"
 ONNX_TOLERANCE = 1e-4
-
-
-@contextlib.contextmanager
-def atomic_path(path: pathlib.Path):
-    """Yield a temporary path in path's directory; on success os.replace it onto path."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def export_onnx(model: torch.nn.Module, path: pathlib.Path, particles: np.ndarray, mask: np.ndarray,

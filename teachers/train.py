@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .export import atomic_path, export_onnx
+from l1forge.io import atomic_path
+
+from .export import export_onnx
 from .features import make_mask
 from .models import SIZES, build_model, count_params, fit_normalization
 

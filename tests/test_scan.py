@@ -1,0 +1,100 @@
+"""Design-space scan: process-pool results equal serial ones, Pareto front, plotting, executors by name."""
+
+import importlib.util
+import math
+
+import pytest
+
+from firmware.scan import ScanPoint, StudentEstimate, executor_from_name, pareto_front, plot_pareto, scan
+
+
+def tiny_evaluate(point: ScanPoint) -> dict:
+    """Cheap, deterministic and picklable (module level): more bits cost LUTs, reuse costs latency."""
+    bits = point.weight_bits + point.activation_bits
+    return {
+        "metric": 1.0 - 1.0 / bits,
+        "LUT": 100 * bits // point.reuse_factor,
+        "latency_ns": 4.0 * (3 + point.reuse_factor),
+        "bits": bits,
+    }
+
+
+def parameter_count(model) -> float:
+    """A caller's metric for the real evaluator (the lead will pass a trained-accuracy metric here)."""
+    return model.count_params()
+
+
+POINTS = [ScanPoint(4, 4, 1), ScanPoint(6, 6, 2), ScanPoint(8, 6, 4)]
+
+
+def test_scan_process_pool_equals_serial():
+    expected = [{**vars(p), **tiny_evaluate(p)} for p in POINTS]
+    assert scan(POINTS, tiny_evaluate) == expected
+
+
+def test_scan_with_a_given_executor_and_missing_keys():
+    pool = executor_from_name("local")
+    with pool:
+        assert scan(POINTS[:2], tiny_evaluate, executor=pool) == scan(POINTS[:2], tiny_evaluate, executor=_Serial())
+    with pytest.raises(ValueError, match=r"evaluation of ScanPoint\(.*\) has no LUT, latency_ns"):
+        scan(POINTS[:1], _metric_only, executor=_Serial())
+
+
+def _metric_only(point):
+    return {"metric": 1.0}
+
+
+class _Serial:
+    """The smallest executor: the concurrent.futures ``map`` interface, in this process."""
+
+    def map(self, fn, *iterables):
+        return map(fn, *iterables)
+
+
+def test_executor_by_name_errors():
+    with pytest.raises(ValueError, match="unknown executor 'slurm'"):
+        executor_from_name("slurm")
+    for name, module in (("dask", "distributed"), ("ray", "ray")):
+        if importlib.util.find_spec(module) is None:
+            with pytest.raises(RuntimeError, match=f"needs the '{module}' package") as err:
+                executor_from_name(name)
+            assert "\n" not in str(err.value)
+
+
+def test_pareto_front_removes_dominated_and_keeps_ties():
+    rows = [
+        {"name": "a", "metric": 0.90, "LUT": 1000, "latency_ns": 50},
+        {"name": "b", "metric": 0.80, "LUT": 500, "latency_ns": 50},
+        {"name": "c", "metric": 0.80, "LUT": 600, "latency_ns": 50},  # dominated by b (more LUT)
+        {"name": "d", "metric": 0.85, "LUT": 1000, "latency_ns": 60},  # dominated by a
+        {"name": "e", "metric": 0.95, "LUT": 2000, "latency_ns": 20},
+        {"name": "f", "metric": 0.80, "LUT": 500, "latency_ns": 50},  # tie with b: neither dominates
+        {"name": "g", "metric": 0.80, "LUT": 500, "latency_ns": 55},  # dominated by b (slower only)
+    ]
+    assert [r["name"] for r in pareto_front(rows)] == ["b", "f", "a", "e"]
+    # without latency, g ties b and f; c and d stay dominated
+    assert [r["name"] for r in pareto_front(rows, minimize=("LUT",))] == ["b", "f", "g", "a", "e"]
+    assert pareto_front([]) == []
+
+
+def test_plot_pareto(tmp_path):
+    from matplotlib.figure import Figure
+
+    rows = scan(POINTS, tiny_evaluate, executor=_Serial())
+    fig = Figure()
+    ax = fig.add_subplot()
+    points = plot_pareto(ax, rows, pareto_front(rows))
+    assert len(points.get_offsets()) == len(rows)
+    assert ax.get_xlabel() == "LUT" and ax.get_legend() is not None
+    fig.savefig(tmp_path / "pareto.png")
+
+
+def test_real_student_point_end_to_end():
+    """One point through the real evaluator, in the default (spawned) process pool, equals the serial call."""
+    evaluate = StudentEstimate(parameter_count, n_inputs=8, n_outputs=3, hidden=(8,))
+    point = ScanPoint(weight_bits=4, activation_bits=4, reuse_factor=2)
+    [row] = scan([point], evaluate)
+    assert row == {**vars(point), **evaluate(point)}
+    assert row["metric"] == 8 * 8 + 8 + 8 * 3 + 3
+    assert row["source"] == "estimate" and row["ii_cycles"] == 2
+    assert row["LUT"] > 0 and math.isclose(row["latency_ns"], row["latency_cycles"] * 1000 / 240.0)
