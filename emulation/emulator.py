@@ -1,25 +1,42 @@
 """Bit-accurate numpy emulator of an hls4ml io_parallel design, built from the firmware graph (firmware/graph.py).
 
-Every tensor is carried as int64 codes of its C++ ap_fixed type. Each operation repeats what the nnet_utils C++
-does, in the same order of quantization steps:
+Every tensor is carried as int64 codes of its C++ ap_fixed type, shaped (events, *layer shape). Each operation
+repeats what the nnet_utils C++ does, in the same order of quantization steps:
 
 * dense (``nnet::dense_latency``): ``mult = (accum_t)(x * w)``, ``acc = (accum_t)bias``, ``acc += mult`` for each
   input in order, ``res = (res_t)acc``. When no product is rounded and no partial sum can leave the accumulator
   range (checked from the types, not the data), or the accumulator wraps (modular addition is order-free), the
   whole layer is one exact matrix product; float64 BLAS is used while every partial sum stays below 2**53.
+* conv1d (``conv_1d_latency_cl`` / ``pointwise_conv_1d_latency_cl``, io_parallel "linebuffer"): the same dense
+  accumulation on each output pixel's zero-padded window, inputs ordered (tap, channel); kernel size 1 is a dense
+  applied per particle and takes the same fast path.
 * relu: ``res = x > 0 ? (res_t)x : 0``; linear: ``res = (res_t)x``.
+* table (sigmoid, tanh): ``index = clamp((int)(x * N / R) + R/2 * N / R)`` with R = 16 (sigmoid) or 8 (tanh), C
+  truncations and 32-bit ints as written; the table is built as ``init_*_table`` builds it, in float with the
+  host libm (as the compiled C-simulation does) and then converted to ``table_t``.
+* hard_sigmoid / hard_tanh: ``y = slope * x + shift`` exact, clipped to [0, 1] (``2y - 1`` for tanh), ``(res_t)y``.
+* softmax (latency, stable, legacy): the exp and inverse tables of ``init_exp_table`` / ``init_invert_table``
+  (``*_legacy``), indexed by the top bits of the input (stable: of ``inp_norm_t(max - x)``), summed in ``accum_t``
+  with the C++ balanced adder tree, ``res = (res_t)(exp * inv_table[top bits of (inv_inp_t)sum])``.
+* batchnorm: ``res = (res_t)(x * scale + bias)``, exact inside; global_max: ``(res_t)(accum_t)max``;
+  global_average: ``acc = (accum_t)(acc + x)`` in order, ``acc /= n`` (truncating), ``(res_t)acc``.
+* add / subtract / average / maximum / minimum: exact two-input result, then ``(res_t)``; concatenate: each input
+  cast to ``res_t``; reshape (Flatten/Reshape): the same codes in the new shape.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import pathlib
 
 import numpy as np
 
-from quantize.fixed import FixedType
+from quantize.fixed import MAX_WIDTH, FixedType, FixedTypeError
 
 EXACT_FLOAT = 2.0**53
+_HUGE = 2.0**1000  # what ap_fixed(double) makes of +-inf: a power of two beyond every range (WRAP -> 0, SAT -> max)
 
 
 class EmulationError(ValueError):
@@ -36,18 +53,111 @@ class _Layer:
     params: dict = dataclasses.field(default_factory=dict)
 
 
+# ---- C++ arithmetic helpers -----------------------------------------------------------------------------
+def _libm(name: str):
+    """The host libm's single-precision ``name`` (expf, tanhf) as a numpy ufunc on float32 arrays."""
+    fn = getattr(ctypes.CDLL(ctypes.util.find_library("m")), name)
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    ufunc = np.frompyfunc(fn, 1, 1)
+    return lambda x: ufunc(np.asarray(x, dtype=np.float32)).astype(np.float32)
+
+
+def _to_fixed(t: FixedType, values) -> np.ndarray:
+    """``(t)value`` for a float or double value, infinities included."""
+    v = np.asarray(values, dtype=np.float64)
+    return t.from_float(np.where(np.isinf(v), np.copysign(_HUGE, v), v))
+
+
+def _ceillog2(x: int) -> int:
+    return 1 if x <= 2 else 1 + _ceillog2((x + 1) // 2)
+
+
+def _floorlog2(x: int) -> int:
+    return 0 if x < 2 else 1 + _floorlog2(x // 2)
+
+
+def _int32(v: np.ndarray) -> np.ndarray:
+    return (v + 2**31) % 2**32 - 2**31
+
+
+def _trunc_div(num: np.ndarray, den: int) -> np.ndarray:
+    """C integer division (towards zero) by a positive ``den``."""
+    return np.sign(num) * (np.abs(num) // den)
+
+
+def _index_divisor(frac: int, size: int, span: int) -> tuple[int, int]:
+    """(m, d) with ``(int)(x * size / span) == trunc(code * m / d) << max(-frac, 0)``, m / d reduced."""
+    den = span << max(frac, 0)
+    g = np.gcd(size, den)
+    return size // g, den // g
+
+
+def _table_index(codes: np.ndarray, frac: int, size: int, span: int, offset: int) -> np.ndarray:
+    """``index = (int)(x * size / span) + offset`` clamped to [0, size), in C ints, as nnet_activation.h does it.
+
+    ``x * size / span`` is an ap_fixed division that keeps x's fractional bits (truncating towards zero); the
+    conversion to int truncates again and keeps the low 32 bits.
+    """
+    mult, den = _index_divisor(frac, size, span)
+    rounded = _trunc_div(codes * mult, den) << max(-frac, 0)
+    return np.clip(_int32(_int32(rounded) + offset), 0, size - 1)
+
+
+def _centred_offset(size: int, span: int) -> int:
+    """``span / 2 * size / span`` in unsigned 32-bit arithmetic."""
+    return ((span // 2) * size % 2**32) // span
+
+
+def _table_input(t: FixedType, size: int) -> np.ndarray:
+    """``softmax_real_val_from_idx``: the value of ``t`` whose top ceillog2(size) bits are the index, as float."""
+    n = _ceillog2(size)
+    if n > t.width:
+        raise FixedTypeError(f"a table of {size} entries is addressed by more bits than {t} has")
+    raw = np.arange(size, dtype=np.int64) << (t.width - n)
+    if t.signed:
+        raw = np.where(raw > t.max_code, raw - (1 << t.width), raw)
+    return t.to_float(raw).astype(np.float32)
+
+
+def _top_bits(codes: np.ndarray, t: FixedType, size: int) -> np.ndarray:
+    """``softmax_idx_from_real_val``: the top ceillog2(size) bits of the raw bit pattern."""
+    return (codes & ((1 << t.width) - 1)) >> (t.width - _ceillog2(size))
+
+
+def _init_x(size: int, half_range: float) -> np.ndarray:
+    """``float in_val = 2 * R * (ii - float(N) / 2.0) / float(N)`` of the init_*_table functions."""
+    ii = np.arange(size, dtype=np.float64)
+    return (2 * half_range * (ii - size / 2.0) / size).astype(np.float32)
+
+
+def _tree_sum(cols: list, t: FixedType) -> np.ndarray:
+    """``nnet::reduce`` with ``Op_add<t>``: a balanced tree, each addition cast to ``t``."""
+    n = len(cols)
+    if n == 1:
+        return cols[0]
+    left = 1 << _floorlog2(n - 1)
+    return t.from_codes(_tree_sum(cols[:left], t) + _tree_sum(cols[left:], t), t.frac)
+
+
+def _aligned(a: np.ndarray, fa: int, b: np.ndarray, fb: int) -> tuple[np.ndarray, np.ndarray, int]:
+    frac = max(fa, fb)
+    return a << (frac - fa), b << (frac - fb), frac
+
+
 class Emulator:
     """Runs the firmware graph on float inputs; ``run`` returns the output codes (and per-layer codes)."""
 
     def __init__(self, graph: dict, weights: dict):
         self.graph = graph
-        self.layers = [self._prepare(spec, weights) for spec in graph["layers"]]
-        self._types = {layer.name: layer.result for layer in self.layers}
-        for layer in self.layers:
-            if layer.op == "dense":
-                self._plan_dense(layer, self._types[layer.inputs[0]])
         self.input_names = list(graph["inputs"])
         self.output_names = list(graph["outputs"])
+        if len(self.input_names) != 1:
+            raise EmulationError(f"the emulator takes one model input, the firmware has {self.input_names}")
+        self.layers, self._types = [], {}
+        for spec in graph["layers"]:
+            layer = self._prepare(spec, weights)
+            self.layers.append(layer)
+            self._types[layer.name] = layer.result
         self.input_type = self._types[self.input_names[0]]
         self.output_types = [self._types[name] for name in self.output_names]
 
@@ -60,25 +170,42 @@ class Emulator:
     # ---- load time: everything that depends only on the graph --------------------------------------
     def _prepare(self, spec: dict, weights: dict) -> _Layer:
         name, op = spec["name"], spec.get("op")
-        try:
-            result = FixedType.parse(spec["result_t"])
-        except ValueError as err:
-            raise EmulationError(f"layer '{name}': {err}") from None
-        layer = _Layer(name, op, list(spec.get("inputs", [])), result, spec)
-        if op == "dense":
-            self._prepare_dense(layer, weights)
-        elif op not in ("input", "relu", "linear"):
+        if op not in self._OPS and op != "input":
             raise EmulationError(f"layer '{name}' ({spec.get('class_name')}, op {op!r}) is not supported by the emulator")
+        try:
+            layer = _Layer(name, op, list(spec.get("inputs", [])), FixedType.parse(spec["result_t"]), spec)
+            prepare = getattr(self, f"_prepare_{op}", None)
+            if prepare is not None:
+                prepare(layer, [self._types[i] for i in layer.inputs], weights)
+        except FixedTypeError as err:
+            raise EmulationError(f"layer '{name}': {err}") from None
         return layer
 
-    def _prepare_dense(self, layer: _Layer, weights: dict):
+    @staticmethod
+    def _types_of(layer: _Layer, *keys) -> list:
+        return [FixedType.parse(layer.spec[k]) for k in keys]
+
+    @staticmethod
+    def _need_bits(layer: _Layer, bits: int, what: str):
+        if bits > MAX_WIDTH:
+            raise EmulationError(f"layer '{layer.name}': {what} needs {bits} bits, beyond the {MAX_WIDTH} emulated")
+
+    def _check_index(self, layer: _Layer, x_t: FixedType, size: int, span: int):
+        mult, _ = _index_divisor(x_t.frac, size, span)
+        self._need_bits(layer, x_t.width + int(mult).bit_length() + max(-x_t.frac, 0), "the table index")
+
+    def _prepare_dense(self, layer: _Layer, in_types: list, weights: dict):
         spec = layer.spec
         if spec["product"] != "mult":
             raise EmulationError(f"layer '{layer.name}': product '{spec['product']}' is not supported by the emulator")
-        wt, bt, at = (FixedType.parse(spec[k]) for k in ("weight_t", "bias_t", "accum_t"))
+        wt, bt, at = self._types_of(layer, "weight_t", "bias_t", "accum_t")
         w = wt.from_float(weights[f"{layer.name}/weight"])
         b = bt.from_float(weights[f"{layer.name}/bias"])
+        self._need_bits(layer, in_types[0].width + wt.width, "a product")
         layer.params = {"w": w, "w_t": wt, "b_acc": at.from_codes(b, bt.frac), "acc_t": at}
+        self._plan_dense(layer, in_types[0])
+
+    _prepare_conv1d = _prepare_dense
 
     @staticmethod
     def _plan_dense(layer: _Layer, x_type: FixedType):
@@ -95,6 +222,89 @@ class Emulator:
         p["float_ok"] = col_sum < EXACT_FLOAT
         p["w_float"] = w.astype(np.float64)
 
+    def _prepare_table(self, layer: _Layer, in_types: list, weights: dict):
+        spec = layer.spec
+        (table_t,) = self._types_of(layer, "table_t")
+        size, fn = spec["table_size"], spec["function"]
+        if fn == "sigmoid":  # sigmoid_fcn_float: 1.0 / (1 + std::exp(-x)) in float, returned as float
+            e = _libm("expf")(-_init_x(size, 8.0))
+            values = (1.0 / (np.float32(1) + e).astype(np.float64)).astype(np.float32)
+        else:  # tanh(float) of in_val in [-4, 4)
+            values = _libm("tanhf")(_init_x(size, 4.0))
+        span = 16 if fn == "sigmoid" else 8
+        self._check_index(layer, in_types[0], size, span)
+        layer.params = {"table": _to_fixed(table_t, values), "table_t": table_t, "span": span}
+
+    def _prepare_hard_sigmoid(self, layer: _Layer, in_types: list, weights: dict):
+        slope_t, shift_t = self._types_of(layer, "slope_t", "shift_t")
+        x_t = in_types[0]
+        frac = max(x_t.frac + slope_t.frac, shift_t.frac)
+        self._need_bits(layer, max(x_t.integer + slope_t.integer, shift_t.integer) + frac + 2, "slope * x + shift")
+        layer.params = {
+            "slope": int(slope_t.from_float(layer.spec["slope"])),
+            "slope_frac": slope_t.frac,
+            "shift": int(shift_t.from_float(layer.spec["shift"])) << (frac - shift_t.frac),
+            "frac": frac,
+        }
+
+    _prepare_hard_tanh = _prepare_hard_sigmoid
+
+    def _prepare_softmax(self, layer: _Layer, in_types: list, weights: dict):
+        spec = layer.spec
+        impl, n_exp, n_inv = spec["implementation"], spec["exp_table_size"], spec["inv_table_size"]
+        expf = _libm("expf")
+        if impl == "legacy":
+            (table_t,) = self._types_of(layer, "table_t")
+            in_val = 64.0 * np.arange(n_inv, dtype=np.float64) / np.float32(n_inv)
+            inv = np.divide(1.0, in_val.astype(np.float32), out=np.zeros(n_inv), where=in_val > 0)
+            layer.params = {
+                "exp": _to_fixed(table_t, expf(_init_x(n_exp, 8.0))),
+                "inv": _to_fixed(table_t, inv),
+                "table_t": table_t,
+            }
+            self._check_index(layer, FixedType(in_types[0].width + 1, in_types[0].integer + 1), n_exp, 16)
+            self._check_index(layer, table_t, n_inv, 64)
+            return
+        exp_t, inv_t, acc_t, inv_inp_t = self._types_of(layer, "exp_table_t", "inv_table_t", "accum_t", "inv_inp_t")
+        address_t = FixedType.parse(spec["inp_norm_t"]) if impl == "stable" else in_types[0]
+        x = _table_input(address_t, n_exp) * np.float32(spec["exp_scale"])
+        with np.errstate(divide="ignore"):
+            inv = np.float32(1) / _table_input(inv_inp_t, n_inv)
+        self._need_bits(layer, acc_t.width + inv_t.width, "exp * inv")
+        layer.params = {
+            "exp": _to_fixed(exp_t, expf(-x if impl == "stable" else x)),
+            "inv": _to_fixed(inv_t, inv),
+            "exp_t": exp_t,
+            "inv_t": inv_t,
+            "acc_t": acc_t,
+            "inv_inp_t": inv_inp_t,
+            "address_t": address_t,
+        }
+
+    def _prepare_batchnorm(self, layer: _Layer, in_types: list, weights: dict):
+        scale_t, bias_t = self._types_of(layer, "scale_t", "bias_t")
+        n = int(np.prod(layer.spec["shape"]))
+        pick = np.arange(n) % len(weights[f"{layer.name}/scale"])  # n_filt: per channel, channels innermost
+        frac = max(in_types[0].frac + scale_t.frac, bias_t.frac)
+        self._need_bits(layer, max(in_types[0].integer + scale_t.integer, bias_t.integer) + frac + 2, "x * scale + bias")
+        layer.params = {
+            "scale": scale_t.from_float(weights[f"{layer.name}/scale"])[pick],
+            "bias": bias_t.from_float(weights[f"{layer.name}/bias"])[pick] << (frac - bias_t.frac),
+            "shift": frac - in_types[0].frac - scale_t.frac,
+            "frac": frac,
+        }
+
+    def _prepare_global_average(self, layer: _Layer, in_types: list, weights: dict):
+        layer.params = {"acc_t": FixedType.parse(layer.spec["accum_t"])}
+
+    _prepare_global_max = _prepare_global_average
+
+    def _prepare_add(self, layer: _Layer, in_types: list, weights: dict):
+        a, b = in_types
+        self._need_bits(layer, max(a.integer, b.integer) + max(a.frac, b.frac) + 2, "the exact sum")
+
+    _prepare_subtract = _prepare_average = _prepare_maximum = _prepare_minimum = _prepare_add
+
     # ---- run time --------------------------------------------------------------------------------
     def run(self, x, keep_layers: bool = False):
         """Output codes for float inputs ``x`` (n, ...); with ``keep_layers`` also {layer: codes}."""
@@ -110,15 +320,9 @@ class Emulator:
             if layer.op == "input":
                 values[layer.name] = layer.result.from_float(x)
                 continue
-            (src,) = layer.inputs
-            codes, src_type = values[src], self._types[src]
-            if layer.op == "dense":
-                out = self._dense(layer, codes, src_type)
-            elif layer.op == "relu":
-                out = np.where(codes > 0, layer.result.from_codes(codes, src_type.frac), 0)
-            else:
-                out = layer.result.from_codes(codes, src_type.frac)
-            values[layer.name] = out
+            srcs = [(values[i], self._types[i]) for i in layer.inputs]
+            out = self._OPS[layer.op](self, layer, *srcs)
+            values[layer.name] = out.reshape((len(x), *layer.spec["shape"]))
             if not keep_layers:
                 self._release(values, layer)
         outputs = [values[name] for name in self.output_names]
@@ -134,7 +338,19 @@ class Emulator:
         for key in [k for k in values if k not in needed and k != done.name]:
             del values[key]
 
-    def _dense(self, layer: _Layer, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+    # ---- ops: (layer, (codes, type) per input) -> result codes -----------------------------------------
+    def _linear(self, layer: _Layer, src) -> np.ndarray:
+        return layer.result.from_codes(src[0], src[1].frac)
+
+    def _relu(self, layer: _Layer, src) -> np.ndarray:
+        return np.where(src[0] > 0, layer.result.from_codes(src[0], src[1].frac), 0)
+
+    def _reshape(self, layer: _Layer, src) -> np.ndarray:
+        return src[0]
+
+    def _dense(self, layer: _Layer, src) -> np.ndarray:
+        x, x_type = src
+        x = x.reshape(len(x), -1)
         p = layer.params
         acc_t = p["acc_t"]
         if p["fast"]:
@@ -155,3 +371,114 @@ class Emulator:
             mult = acc_t.from_codes(x[:, i : i + 1] * w[i], prod_frac)
             acc = acc_t.from_codes(acc + mult, acc_t.frac)
         return acc
+
+    def _conv1d(self, layer: _Layer, src) -> np.ndarray:
+        """The dense accumulation on each output pixel's window (taps outer, channels inner), zeros as padding."""
+        s = layer.spec
+        x = src[0].reshape(len(src[0]), s["in_width"], s["n_chan"])
+        x = np.pad(x, ((0, 0), (s["pad_left"], s["pad_right"]), (0, 0)))
+        taps = np.arange(s["out_width"])[:, None] * s["stride_width"] + np.arange(s["filt_width"])
+        windows = x[:, taps, :].reshape(len(x) * s["out_width"], -1)
+        return self._dense(layer, (windows, src[1]))
+
+    def _table(self, layer: _Layer, src) -> np.ndarray:
+        p = layer.params
+        size = len(p["table"])
+        index = _table_index(src[0], src[1].frac, size, p["span"], _centred_offset(size, p["span"]))
+        return layer.result.from_codes(p["table"][index], p["table_t"].frac)
+
+    def _hard_sigmoid(self, layer: _Layer, src, tanh: bool = False) -> np.ndarray:
+        p = layer.params
+        frac = p["frac"]
+        y = (src[0] * p["slope"] << (frac - src[1].frac - p["slope_frac"])) + p["shift"]
+        y = np.clip(y, 0, 1 << frac)
+        if tanh:
+            y = 2 * y - (1 << frac)
+        return layer.result.from_codes(y, frac)
+
+    def _hard_tanh(self, layer: _Layer, src) -> np.ndarray:
+        return self._hard_sigmoid(layer, src, tanh=True)
+
+    def _softmax(self, layer: _Layer, src) -> np.ndarray:
+        x, x_t = src
+        if layer.spec["implementation"] == "legacy":
+            return self._softmax_legacy(layer, x, x_t)
+        p = layer.params
+        if layer.spec["implementation"] == "stable":  # d = (inp_norm_t)(max - x)
+            x = p["address_t"].from_codes(x.max(axis=-1, keepdims=True) - x, x_t.frac)
+        exp_res = p["acc_t"].from_codes(p["exp"][_top_bits(x, p["address_t"], len(p["exp"]))], p["exp_t"].frac)
+        total = _tree_sum([exp_res[..., i] for i in range(exp_res.shape[-1])], p["acc_t"])
+        total = p["inv_inp_t"].from_codes(total, p["acc_t"].frac)
+        inv = p["inv"][_top_bits(total, p["inv_inp_t"], len(p["inv"]))]
+        return layer.result.from_codes(exp_res * inv[..., None], p["acc_t"].frac + p["inv_t"].frac)
+
+    @staticmethod
+    def _softmax_legacy(layer: _Layer, x: np.ndarray, x_t: FixedType) -> np.ndarray:
+        p = layer.params
+        table_t, n, n_exp = p["table_t"], x.shape[-1], len(p["exp"])
+        one = table_t.from_float(1.0)
+        exp_res = np.zeros_like(x)
+        for i in range(n):
+            for j in range(n):
+                index = _table_index(x[..., j] - x[..., i], x_t.frac, n_exp, 16, _centred_offset(n_exp, 16))
+                diff = one if i == j else p["exp"][index]
+                exp_res[..., i] = table_t.from_codes(exp_res[..., i] + diff, table_t.frac)
+        inv = p["inv"][_table_index(exp_res, table_t.frac, len(p["inv"]), 64, 0)]
+        return layer.result.from_codes(inv, table_t.frac)
+
+    def _batchnorm(self, layer: _Layer, src) -> np.ndarray:
+        p = layer.params
+        x = src[0].reshape(len(src[0]), -1)
+        return layer.result.from_codes(((x * p["scale"]) << p["shift"]) + p["bias"], p["frac"])
+
+    def _global_max(self, layer: _Layer, src) -> np.ndarray:
+        acc_t = layer.params["acc_t"]
+        return layer.result.from_codes(acc_t.from_codes(src[0].max(axis=1), src[1].frac), acc_t.frac)
+
+    def _global_average(self, layer: _Layer, src) -> np.ndarray:
+        x, x_t = src
+        acc_t = layer.params["acc_t"]
+        acc = np.zeros((len(x), x.shape[-1]), dtype=np.int64)
+        for i in range(x.shape[1]):
+            a, b, frac = _aligned(acc, acc_t.frac, x[:, i], x_t.frac)
+            acc = acc_t.from_codes(a + b, frac)
+        acc = acc_t.from_codes(_trunc_div(acc, x.shape[1]), acc_t.frac)
+        return layer.result.from_codes(acc, acc_t.frac)
+
+    def _merge(self, layer: _Layer, a_src, b_src) -> np.ndarray:
+        a, b, frac = _aligned(a_src[0], a_src[1].frac, b_src[0], b_src[1].frac)
+        op = layer.op
+        if op == "add":
+            out = a + b
+        elif op == "subtract":
+            out = a - b
+        elif op == "average":  # (a + b) * ap_ufixed<1,0>(0.5)
+            out, frac = a + b, frac + 1
+        else:
+            out = np.maximum(a, b) if op == "maximum" else np.minimum(a, b)
+        return layer.result.from_codes(out, frac)
+
+    def _concatenate(self, layer: _Layer, *srcs) -> np.ndarray:
+        parts = [layer.result.from_codes(codes, t.frac) for codes, t in srcs]
+        return np.concatenate(parts, axis=layer.spec["axis"])
+
+    _OPS = {
+        "dense": _dense,
+        "conv1d": _conv1d,
+        "relu": _relu,
+        "linear": _linear,
+        "table": _table,
+        "hard_sigmoid": _hard_sigmoid,
+        "hard_tanh": _hard_tanh,
+        "softmax": _softmax,
+        "batchnorm": _batchnorm,
+        "global_max": _global_max,
+        "global_average": _global_average,
+        "add": _merge,
+        "subtract": _merge,
+        "average": _merge,
+        "maximum": _merge,
+        "minimum": _merge,
+        "concatenate": _concatenate,
+        "reshape": _reshape,
+    }

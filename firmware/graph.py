@@ -14,12 +14,26 @@ Schema ``l1forge.firmware-graph/1``::
 op ``input``: ``result_t`` is the input type (floats are converted into it as ap_fixed(double) does).
 op ``dense``: ``n_in``, ``n_out``, ``accum_t``, ``weight_t``, ``bias_t``, ``product`` (hls4ml product kind),
 ``strategy``, ``reuse_factor``, ``n_nonzero``; weights ``<name>/weight`` (n_in, n_out) and ``<name>/bias``.
-op ``relu`` / ``linear``: elementwise, ``result_t``.
+op ``conv1d`` (Conv1D / PointwiseConv1D, io_parallel "linebuffer"): the dense keys plus ``implementation``,
+``in_width``, ``n_chan``, ``filt_width``, ``n_filt``, ``stride_width``, ``out_width``, ``pad_left``, ``pad_right``;
+weight (filt_width * n_chan, n_filt), rows ordered (tap, channel) as the C++ indexes them.
+op ``relu`` / ``linear`` / ``reshape`` (Flatten, Reshape): elementwise or a new shape, ``result_t``.
+op ``table`` (Activation sigmoid/tanh): ``function``, ``table_size``, ``table_t``.
+op ``hard_sigmoid`` / ``hard_tanh`` (QKeras quantized_sigmoid/tanh): ``slope``, ``shift``, ``slope_t``, ``shift_t``.
+op ``softmax`` (last axis): ``implementation`` (latency, stable, legacy), ``exp_table_size``, ``inv_table_size``,
+``exp_scale``, ``exp_table_t``, ``inv_table_t``, ``accum_t``, ``inv_inp_t``, ``inp_norm_t``, ``table_t`` (legacy),
+all read from the C++ config struct hls4ml writes.
+op ``batchnorm``: ``scale_t``, ``bias_t``; weights ``<name>/scale`` and ``<name>/bias`` (per channel or element).
+op ``global_max`` / ``global_average`` (GlobalPooling1D): ``accum_t``.
+op ``add`` / ``subtract`` / ``average`` / ``maximum`` / ``minimum`` (Merge, two inputs) and ``concatenate``
+(``axis``, counting the batch axis as Keras does).
+Any other layer raises UnsupportedLayerError naming the layer and its class.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import pathlib
 
 import numpy as np
@@ -42,6 +56,81 @@ def _weight_values(var) -> np.ndarray:
     return np.array([float(text) for text in var], dtype=np.float64).reshape(var.data.shape)
 
 
+_MERGE_OPS = ("add", "subtract", "average", "maximum", "minimum")
+_MAX_TABLE = 1 << 24
+_CONV_KEYS = ("in_width", "n_chan", "filt_width", "n_filt", "stride_width", "out_width", "pad_left", "pad_right")
+
+
+def _unsupported(layer, why: str = "") -> UnsupportedLayerError:
+    detail = f" ({layer.get_attr('activation')})" if layer.get_attr("activation") else ""
+    why = f": {why}" if why else ""
+    return UnsupportedLayerError(
+        f"layer '{layer.name}' of type {layer.class_name}{detail} is not supported by the l1forge emulator{why}"
+    )
+
+
+def _config(layer) -> dict:
+    """``static const`` values and typedefs of the layer's C++ config struct (the last one, as hls4ml writes it)."""
+    text = str(layer.get_attr("config_cpp", "")).split("struct ")[-1]
+    types = {t.name: _type(t) for t in layer.types.values()}
+    values = {m[1]: m[2].strip() for m in re.finditer(r"static (?:const|constexpr) [\w:]+ (\w+) = ([^;]+);", text)}
+    values.update({m[2]: types.get(m[1], m[1]) for m in re.finditer(r"typedef (.+?) (\w+);", text)})
+    return values
+
+
+def _table_size(layer, size) -> int:
+    size = int(size)
+    if not 1 <= size <= _MAX_TABLE:
+        raise _unsupported(layer, f"table size {size} is outside 1..{_MAX_TABLE}")
+    return size
+
+
+def _dense_types(layer, backend, w, b) -> dict:
+    in_type = layer.get_input_variable().type.precision
+    return dict(
+        accum_t=_type(layer.types["accum_t"]),
+        weight_t=_type(w.type),
+        bias_t=_type(b.type),
+        product=backend.product_type(in_type, w.type.precision),
+        strategy=str(layer.get_attr("strategy", "latency")).lower(),
+        reuse_factor=int(layer.get_attr("reuse_factor", 1)),
+        n_nonzero=int(np.count_nonzero(w.data)),
+    )
+
+
+def _activation(layer, entry: dict):
+    act = str(layer.get_attr("activation", "relu")).lower()
+    cfg = _config(layer)
+    if act in ("relu", "linear"):
+        entry["op"] = act
+    elif act in ("sigmoid", "tanh"):
+        entry.update(op="table", function=act, table_size=_table_size(layer, cfg["table_size"]), table_t=cfg["table_t"])
+    elif act in ("hard_sigmoid", "hard_tanh"):
+        entry.update(
+            op=act,
+            slope=float(layer.get_attr("slope")),
+            shift=float(layer.get_attr("shift")),
+            slope_t=_type(layer.types["slope_t"]),
+            shift_t=_type(layer.types["shift_t"]),
+        )
+    elif act == "softmax" and int(cfg.get("n_inner", 1)) == 1:
+        impl = cfg["implementation"].rsplit("::", 1)[-1]
+        if impl not in ("latency", "stable", "legacy"):
+            raise _unsupported(layer, f"softmax implementation '{impl}'")
+        entry.update(
+            op="softmax",
+            implementation=impl,
+            exp_table_size=_table_size(layer, cfg["exp_table_size"]),
+            inv_table_size=_table_size(layer, cfg["inv_table_size"]),
+            exp_scale=float(cfg["exp_scale"]),
+            # legacy reads CONFIG_T::table_t, which the softmax config never sets: nnet::activ_config's ap_fixed<18,8>
+            table_t=cfg.get("table_t", "ap_fixed<18,8>"),
+            **{k: cfg[k] for k in ("exp_table_t", "inv_table_t", "accum_t", "inv_inp_t", "inp_norm_t")},
+        )
+    else:
+        raise _unsupported(layer)
+
+
 def _describe(layer, backend) -> tuple[dict, dict]:
     cls = layer.class_name
     out = layer.get_output_variable()
@@ -55,29 +144,40 @@ def _describe(layer, backend) -> tuple[dict, dict]:
     weights = {}
     if cls == "Input":
         entry["op"] = "input"
-    elif cls == "Dense":
+    elif cls in ("Dense", "Conv1D", "PointwiseConv1D"):
         w, b = layer.weights["weight"], layer.weights["bias"]
-        in_type = layer.get_input_variable().type.precision
-        entry.update(
-            op="dense",
-            n_in=int(layer.get_attr("n_in")),
-            n_out=int(layer.get_attr("n_out")),
-            accum_t=_type(layer.types["accum_t"]),
-            weight_t=_type(w.type),
-            bias_t=_type(b.type),
-            product=backend.product_type(in_type, w.type.precision),
-            strategy=str(layer.get_attr("strategy", "latency")).lower(),
-            reuse_factor=int(layer.get_attr("reuse_factor", 1)),
-            n_nonzero=int(np.count_nonzero(w.data)),
-        )
-        weights[f"{layer.name}/weight"] = _weight_values(w)
+        entry.update(_dense_types(layer, backend, w, b))
+        if cls == "Dense":
+            entry.update(op="dense", n_in=int(layer.get_attr("n_in")), n_out=int(layer.get_attr("n_out")))
+        else:
+            entry.update(
+                op="conv1d",
+                implementation=str(layer.get_attr("implementation", "linebuffer")).lower(),
+                **{k: int(layer.get_attr(k)) for k in _CONV_KEYS},
+            )
+            if entry["implementation"] != "linebuffer" or int(layer.get_attr("dilation", 1)) != 1:
+                raise _unsupported(layer, f"conv implementation '{entry['implementation']}' or dilation")
+        weights[f"{layer.name}/weight"] = _weight_values(w).reshape(-1, w.data.shape[-1])
         weights[f"{layer.name}/bias"] = _weight_values(b)
-    elif cls in ("Activation", "ReLU") and layer.get_attr("activation", "relu").lower() in ("relu", "linear"):
-        entry["op"] = layer.get_attr("activation", "relu").lower()
+    elif cls in ("Activation", "ReLU", "HardActivation", "Softmax"):
+        _activation(layer, entry)
+    elif cls == "BatchNormalization":
+        s, b = layer.weights["scale"], layer.weights["bias"]
+        entry.update(op="batchnorm", scale_t=_type(s.type), bias_t=_type(b.type))
+        weights[f"{layer.name}/scale"] = _weight_values(s).ravel()
+        weights[f"{layer.name}/bias"] = _weight_values(b).ravel()
+    elif cls == "GlobalPooling1D" and layer.get_attr("pool_op") in ("Max", "Average"):
+        entry.update(op="global_" + layer.get_attr("pool_op").lower(), accum_t=_type(layer.types["accum_t"]))
+    elif cls == "Merge" and layer.get_attr("op") in _MERGE_OPS:
+        entry["op"] = layer.get_attr("op")
+    elif cls == "Concatenate":
+        entry.update(op="concatenate", axis=int(layer.get_attr("axis", -1)))
+    elif cls == "Reshape":
+        entry["op"] = "reshape"
     else:
-        detail = f" ({layer.get_attr('activation')})" if layer.get_attr("activation") else ""
-        raise UnsupportedLayerError(f"layer '{layer.name}' of type {cls}{detail} is not supported by the l1forge emulator")
+        raise _unsupported(layer)
     return entry, weights
+
 
 
 def describe_model(hls_model) -> tuple[dict, dict]:

@@ -47,8 +47,42 @@ def _stage(name: str):
     return command
 
 
-for _name in ("generate", "teach", "distill", "synthesize", "report"):
+for _name in ("generate", "teach", "distill", "report"):
     app.command(_name)(_stage(_name))
+
+
+@app.command()
+def synthesize(
+    out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
+    force: bool = FORCE, quiet: bool = QUIET,
+    model: Optional[pathlib.Path] = typer.Option(None, help="A saved QKeras/Keras model (.h5 or SavedModel) instead of the flow's student."),
+    hls_config: Optional[pathlib.Path] = typer.Option(None, help="hls4ml config (YAML/JSON) for --model; used as given."),
+    input_type: Optional[str] = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,RND_CONV,SAT>'."),
+    reuse_factor: Optional[int] = typer.Option(None, help="Override the reuse factor."),
+    strategy: Optional[str] = typer.Option(None, help="Override the strategy (Latency | Resource)."),
+    vendor: bool = typer.Option(False, help="Run C synthesis with Vitis/Vivado HLS (must be on PATH) and use its reports."),
+):
+    """hls4ml project + compiled C-sim + latency/resources, for the flow's student or any model (--model)."""
+    overrides = {k: v for k, v in {"reuse_factor": reuse_factor, "strategy": strategy}.items() if v is not None}
+    if model is None:
+        flow = _flow(task, preset, config, out, force, quiet)
+        flow.cfg.firmware = flow.cfg.firmware.model_copy(update=overrides)
+        flow.synthesize(vendor=vendor)
+        return
+    from emulation.standalone import load_hls_config
+    from firmware.build import build_firmware
+    from l1forge import __version__
+    from l1forge.config import load_config
+    from l1forge.io import write_json_atomic
+    from quantize.fixed import FixedType
+    from students.model import load_qkeras_model
+
+    settings = load_config(preset, config, task).firmware.model_copy(update=overrides)
+    user_config = load_hls_config(hls_config) if hls_config else None
+    block = build_firmware(load_qkeras_model(model), FixedType.parse(input_type) if input_type else None, settings, out,
+                           user_config=user_config, vendor=vendor)
+    write_json_atomic(out / "summary.json", {"version": __version__, "tasks": {"user": {"model": str(model), "firmware": block}}})
+    typer.echo(json.dumps({k: block[k] for k in ("latency_cycles", "latency_ns", "ii_cycles", "resources", "source")}))
 
 
 @app.command()
@@ -76,6 +110,37 @@ def emulate(
     typer.echo(json.dumps(stats, indent=2))
     if check_csim and stats["mismatches"]:
         raise typer.Exit(1)
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+@app.command()
+def scan(
+    out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
+    force: bool = FORCE, quiet: bool = QUIET,
+    bits: str = typer.Option("4,6,8", help="Bit widths of weights and activations, comma-separated."),
+    reuse: str = typer.Option("1,2,4", help="Reuse factors, comma-separated."),
+    executor: str = typer.Option("local", help="local (process pool) | dask | ray"),
+    address: Optional[str] = typer.Option(None, help="Scheduler address of an existing Dask or Ray cluster."),
+):
+    """Scan bit widths x reuse factors of the student; Pareto front of accuracy vs LUTs vs latency (report)."""
+    from firmware.scan import executor_from_name
+
+    flow = _flow(task, preset, config, out, force, quiet)
+    pool = executor_from_name(executor, address)
+    try:
+        result = flow.scan(_ints(bits), _ints(reuse), pool)
+    finally:
+        getattr(pool, "shutdown", getattr(pool, "close", lambda: None))()
+    flow.report()
+    for point in result["front"]:
+        console.print(f"front: {point['weight_bits']} bits, reuse {point['reuse_factor']}: accuracy {point['metric']:.3f}, "
+                      f"{point['LUT']:.0f} LUT, {point['latency_ns']:.1f} ns", highlight=False)
 
 
 @app.command()

@@ -137,38 +137,19 @@ class Flow:
         baseline = self._stage("distill.baseline", s, ["generate"], outputs(self.run.baseline), work(self.run.baseline, None))
         return {"student": student, "baseline": baseline}
 
-    def synthesize(self) -> dict:
+    def synthesize(self, vendor: bool = False) -> dict:
         f = self.cfg.firmware
 
         def work():
-            from firmware.estimate import estimate
-            from firmware.graph import read_graph, write_graph
-            from firmware.hls import convert
+            from firmware.build import build_firmware
             from quantize.fixed import FixedType
             from students.model import load_qkeras_model
 
             model = load_qkeras_model(self.run.student / "model.h5")
-            start = time.perf_counter()
-            hls_model = convert(model, FixedType.parse(self.cfg.student.input_type), f, self.run.hls_project)
-            compile_s = time.perf_counter() - start
-            graph_path = write_graph(hls_model, self.run.firmware)
-            report = estimate(*read_graph(graph_path), f.clock_mhz)
-            block = {
-                "project_dir": str(self.run.hls_project),
-                "backend": f.backend,
-                "part": f.part,
-                "clock_mhz": f.clock_mhz,
-                "io_type": f.io_type,
-                "strategy": f.strategy,
-                "reuse_factor": f.reuse_factor,
-                **report,
-                "convert_compile_seconds": compile_s,
-            }
-            write_json_atomic(self.run.firmware / "firmware.json", block)
-            return block
+            return build_firmware(model, FixedType.parse(self.cfg.student.input_type), f, self.run.firmware, vendor=vendor)
 
         outputs = [self.run.firmware / "graph.json", self.run.firmware / "firmware.json", self.run.hls_project]
-        return self._stage("synthesize", f, ["distill.student"], outputs, work)
+        return self._stage("synthesize", {"firmware": f, "vendor": vendor}, ["distill.student"], outputs, work)
 
     def emulate(self) -> dict:
         e = self.cfg.emulation
@@ -211,6 +192,22 @@ class Flow:
         where = first_differing_layer(emulator, {k: v[0] for k, v in trace.items()}, x[event])
         return {"event": event, "jet_index": int(index[event]), **(where or {"layer": None})}
 
+    def scan(self, weight_bits=(4, 6, 8), reuse_factors=(1, 2, 4), executor=None) -> dict:
+        """Design-space scan of the student (not part of ``run``): accuracy vs estimated LUTs vs latency."""
+        from l1forge.design_scan import run_scan, scan_points
+
+        points = scan_points(weight_bits, reuse_factors)
+        teacher = self._chosen_teacher()
+        student = self.cfg.student.model_dump()
+
+        def work():
+            result = run_scan(self.run.root, teacher, student, self.cfg.firmware, points, executor)
+            write_json_atomic(self.run.root / "scan" / "scan.json", result)
+            return result
+
+        config = {"points": [list(p.__dict__.values()) for p in points], "student": student, "firmware": self.cfg.firmware}
+        return self._stage("scan", config, ["generate", f"teach.{teacher}"], [self.run.root / "scan" / "scan.json"], work)
+
     def report(self) -> pathlib.Path:
         from l1forge.report import write_report
 
@@ -246,11 +243,15 @@ class Flow:
             from emulation.trigger import check_timing
 
             task["firmware"] = {k: v for k, v in firmware.items() if k != "layers"}
-            timing = check_timing(firmware["latency_ns"], firmware["ii_cycles"], firmware["clock_mhz"], self.cfg.trigger.budget_ns)
+            timing = check_timing(
+                firmware["latency_ns"], firmware["ii_cycles"], firmware["clock_mhz"], self.cfg.trigger.budget_ns
+            )
             task["trigger"] = {**timing, "n_bunches": self.cfg.trigger.n_bunches, "timing_source": firmware["source"]}
         if emulation := result("emulate"):
             task["emulation"] = {k: emulation[k] for k in ("events_checked", "mismatches", "emulator_events_per_s", "csim_events_per_s", "first_mismatch")}
             if "student" in task:
                 task["student"]["firmware_metrics"] = emulation["metrics"]
+        if scan := result("scan"):
+            task["scan"] = {k: scan[k] for k in ("metric", "points", "front")}
         timings = {name: entry["result"].get("stage_seconds") for name, entry in state.items()}
         return {"version": __version__, "preset": self.cfg.preset, "tasks": {self.cfg.task: task}, "stage_seconds": timings}

@@ -130,6 +130,18 @@ def _resources_plot(resources, source) -> str:
     return _png(fig, rlabel=str(source or ""))
 
 
+def _scan_section(scan: dict | None) -> dict:
+    """Pareto front of the design-space scan (accuracy vs estimated LUTs, latency as colour)."""
+    if not scan:
+        return {"scan": None}
+    from firmware.scan import plot_pareto
+
+    fig, ax = _subplots((8, 5))
+    plot_pareto(ax, scan["points"], scan["front"])
+    ax.set_ylabel(f"Test {scan['metric']} (QKeras)")
+    return {"scan": scan, "scan_png": _png(fig, rlabel="estimate")}
+
+
 def _data_section(data: dict | None, labels, split):
     """Rows (class, train, val, test, total) from the data file, else from summary."""
     if labels is not None:
@@ -226,6 +238,7 @@ def write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
             **_emulation_section(run_dir, task.get("emulation")),
             **_firmware_section(task.get("firmware")),
             "trigger": task.get("trigger"),
+            **_scan_section(task.get("scan")),
         }
 
     html = _env().get_template("report.html.j2").render(**ctx)

@@ -68,8 +68,13 @@ def train_student(
     alpha: float = 0.9,
     seed: int = 0,
     progress: bool = True,
+    model=None,
 ) -> dict:
-    """Train on split 0, keep the weights with the best validation loss, write model, logits and history."""
+    """Train on split 0, keep the weights with the best validation loss, write model, logits and history.
+
+    ``model`` (built by ``build_student``) is trained in place if given; otherwise one is built from
+    ``hidden`` and ``precision``.
+    """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(seed)
@@ -82,7 +87,7 @@ def train_student(
     if teacher_logits is not None:
         y = np.concatenate([y, teacher_logits.astype(np.float32)], axis=1)
 
-    model = build_student(x.shape[1], n_classes, hidden, precision)
+    model = model or build_student(x.shape[1], n_classes, hidden, precision)
     model.compile(
         optimizer=tf.keras.optimizers.Adam(lr),
         loss=distillation_loss(n_classes, temperature, alpha_used),

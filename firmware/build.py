@@ -1,0 +1,51 @@
+"""One firmware build: hls4ml project + compiled C-sim + firmware graph + latency/resource numbers."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+from firmware.estimate import estimate
+from firmware.graph import read_graph, write_graph
+from firmware.hls import FirmwareSettings, convert
+from firmware.parts import utilisation
+from firmware.vendor import run_vendor_synthesis
+from l1forge.io import write_json_atomic
+from quantize.fixed import FixedType
+
+
+def build_firmware(
+    model,
+    input_type: FixedType | None,
+    settings: FirmwareSettings,
+    out_dir: pathlib.Path,
+    user_config: dict | None = None,
+    vendor: bool = False,
+) -> dict:
+    """Build ``model`` into ``out_dir/hls_project`` and write ``out_dir/{graph.json, firmware.json}``.
+
+    Returns the summary.json firmware block. Latency and resources come from the vendor reports when
+    ``vendor`` is set (C synthesis with the vendor tool, which must be on PATH), otherwise from the estimate.
+    """
+    out_dir = pathlib.Path(out_dir)
+    project = out_dir / "hls_project"
+    start = time.perf_counter()
+    hls_model = convert(model, input_type, settings, project, user_config=user_config)
+    compile_s = time.perf_counter() - start
+    report = estimate(*read_graph(write_graph(hls_model, out_dir)), settings.clock_mhz)
+    if vendor:
+        report = {**run_vendor_synthesis(hls_model), "layers": report["layers"], "estimate": report["resources"]}
+    block = {
+        "project_dir": str(project),
+        "backend": settings.backend,
+        "part": settings.part,
+        "clock_mhz": settings.clock_mhz,
+        "io_type": settings.io_type,
+        "strategy": settings.strategy,
+        "reuse_factor": settings.reuse_factor,
+        **report,
+        "utilisation_percent": utilisation(report["resources"], settings.part),
+        "convert_compile_seconds": compile_s,
+    }
+    write_json_atomic(out_dir / "firmware.json", block)
+    return block
