@@ -9,7 +9,7 @@ from firmware.estimate import estimate
 from firmware.graph import read_graph, write_graph
 from firmware.hls import FirmwareSettings, convert
 from firmware.parts import utilisation
-from firmware.vendor import run_vendor_synthesis
+from firmware.vendor import require_vendor_tools, run_vendor_synthesis
 from l1forge.io import write_json_atomic
 from quantize.fixed import FixedType
 
@@ -27,6 +27,8 @@ def build_firmware(
     Returns the summary.json firmware block. Latency and resources come from the vendor reports when
     ``vendor`` is set (C synthesis with the vendor tool, which must be on PATH), otherwise from the estimate.
     """
+    if vendor:
+        require_vendor_tools(settings.backend)  # before minutes of conversion, not after
     out_dir = pathlib.Path(out_dir)
     project = out_dir / "hls_project"
     start = time.perf_counter()

@@ -48,9 +48,8 @@ def find_vendor_tool() -> str | None:
     return next((tool for tool in _TOOLS if shutil.which(tool)), None)
 
 
-def run_vendor_synthesis(hls_model, logic: bool = False) -> dict:
-    """C synthesis (and Vivado logic synthesis if ``logic``) of a written hls4ml project; its parsed reports."""
-    backend = hls_model.config.backend.name
+def require_vendor_tools(backend: str, logic: bool = False) -> None:
+    """Raise a one-line RuntimeError unless the tools an hls4ml ``backend`` build needs are on PATH."""
     if backend.lower() not in _BACKEND_TOOL:
         raise ValueError(f"vendor synthesis supports the hls4ml Vitis and Vivado backends, not {backend}")
     needed = [_BACKEND_TOOL[backend.lower()]] + (["vivado"] if logic else [])
@@ -59,6 +58,11 @@ def run_vendor_synthesis(hls_model, logic: bool = False) -> dict:
             f"no Vivado/Vitis HLS on PATH: the hls4ml {backend} build needs "
             f"{' and '.join(missing)}; use the estimate (firmware/estimate.py) or install the AMD tools"
         )
+
+
+def run_vendor_synthesis(hls_model, logic: bool = False) -> dict:
+    """C synthesis (and Vivado logic synthesis if ``logic``) of a written hls4ml project; its parsed reports."""
+    require_vendor_tools(hls_model.config.backend.name, logic)
     hls_model.build(csim=False, synth=True, vsynth=logic)
     return parse_reports(hls_model.config.get_output_dir())
 

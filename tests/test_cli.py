@@ -120,3 +120,29 @@ def test_emulate_a_user_model_against_csim(tmp_path):
     assert np.load(tmp_path / "out.npy").shape == (2000, 5)
     res = l1forge("emulate", "--model", tmp_path / "user.h5", "--data", tmp_path / "inputs.h5")
     assert res.returncode == 1 and "inputs.h5" in res.stderr and "--dataset" in res.stderr
+
+
+def test_scan_writes_a_pareto_front(smoke_run):
+    out, _, _ = smoke_run
+    res = l1forge("scan", "--preset", "smoke", "--out", out, "--bits", "4,6", "--reuse", "1", "-q")
+    assert res.returncode == 0, res.stderr[-2000:]
+    scan = json.loads((out / "summary.json").read_text())["tasks"]["tagging"]["scan"]
+    assert [(p["weight_bits"], p["reuse_factor"]) for p in scan["points"]] == [(4, 1), (6, 1)]
+    assert all(0.2 < p["metric"] <= 1 and p["LUT"] > 0 for p in scan["points"])
+    lut = {p["weight_bits"]: p["LUT"] for p in scan["points"]}
+    assert lut[4] < lut[6]  # narrower multipliers cost fewer LUTs
+    assert scan["front"] and "Design-space scan" in (out / "report.html").read_text()
+
+
+def test_synthesize_a_user_model(tmp_path):
+    from students.model import build_student
+
+    build_student(16, 5, hidden=(8,)).save(tmp_path / "user.h5")
+    res = l1forge("synthesize", "--model", tmp_path / "user.h5", "--out", tmp_path / "fw", "--reuse-factor", "2")
+    assert res.returncode == 0, res.stderr[-2000:]
+    firmware = json.loads((tmp_path / "fw" / "summary.json").read_text())["tasks"]["user"]["firmware"]
+    assert firmware["reuse_factor"] == 2 and firmware["ii_cycles"] == 2 and firmware["source"] == "estimate"
+    assert 0 < firmware["utilisation_percent"]["LUT"] < 100
+    assert list((tmp_path / "fw" / "hls_project" / "firmware").glob("*.so"))  # the C-sim was compiled
+    res = l1forge("synthesize", "--model", tmp_path / "user.h5", "--out", tmp_path / "fw2", "--vendor")
+    assert res.returncode == 1 and "no Vivado/Vitis HLS on PATH" in res.stderr
