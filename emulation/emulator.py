@@ -33,6 +33,7 @@ import pathlib
 
 import numpy as np
 
+from emulation.fastpath import FastPath
 from quantize.fixed import MAX_WIDTH, FixedType, FixedTypeError
 
 EXACT_FLOAT = 2.0**53
@@ -160,6 +161,7 @@ class Emulator:
             self._types[layer.name] = layer.result
         self.input_type = self._types[self.input_names[0]]
         self.output_types = [self._types[name] for name in self.output_names]
+        self.fast = FastPath.build(self)
 
     @classmethod
     def from_file(cls, graph_json) -> "Emulator":
@@ -306,15 +308,22 @@ class Emulator:
     _prepare_subtract = _prepare_average = _prepare_maximum = _prepare_minimum = _prepare_add
 
     # ---- run time --------------------------------------------------------------------------------
-    def run(self, x, keep_layers: bool = False):
-        """Output codes for float inputs ``x`` (n, ...); with ``keep_layers`` also {layer: codes}."""
-        x = np.asarray(x, dtype=np.float64)
+    def _checked(self, x) -> np.ndarray:
+        x = np.asarray(x)
         expected = tuple(self.layers[0].spec["shape"])
         if x.shape[1:] != expected:
             raise EmulationError(f"input has shape {x.shape[1:]} per event, the firmware expects {expected}")
         if not np.all(np.isfinite(x)):
             bad = np.argwhere(~np.isfinite(x))[0]
             raise EmulationError(f"input contains NaN/Inf (first at event {bad[0]})")
+        return x
+
+    def run(self, x, keep_layers: bool = False):
+        """Output codes for float inputs ``x`` (n, ...); with ``keep_layers`` also {layer: codes}.
+
+        This is the reference path, layer by layer in int64; ``predict`` takes the fast path where there is one.
+        """
+        x = self._checked(x).astype(np.float64)
         values = {}
         for layer in self.layers:
             if layer.op == "input":
@@ -331,7 +340,8 @@ class Emulator:
 
     def predict(self, x) -> np.ndarray:
         """Float outputs (the values of the output codes), as ``hls_model.predict`` returns them."""
-        return self.output_types[0].to_float(self.run(x))
+        codes = self.fast.run(self._checked(x)) if self.fast else self.run(x)
+        return self.output_types[0].to_float(codes)
 
     def _release(self, values: dict, done: _Layer):
         needed = {i for layer in self.layers for i in layer.inputs if layer is not done} | set(self.output_names)

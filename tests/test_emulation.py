@@ -111,3 +111,28 @@ def test_graph_file_round_trip(student_firmware, tmp_path):
     assert weights["dense1/weight"].shape == (16, 64)
     assert graph["outputs"] == ["logits"]
     assert pathlib.Path(tmp_path / "graph_weights.npz").exists()
+
+
+def test_fast_path_equals_reference_path(student_firmware):
+    """The streaming float plan and the layer-by-layer int64 path give the same codes, saturation included."""
+    _, _, emulator = student_firmware
+    assert emulator.fast is not None
+    x = _inputs(40000, seed=7)  # several chunks, run on threads
+    np.testing.assert_array_equal(emulator.fast.run(x), emulator.run(x))
+
+
+def test_fast_path_handles_wrapping_inputs(tmp_path):
+    """hls4ml's default input type wraps: huge inputs keep their residues exactly on the fast path."""
+    model = _random_student((8,), seed=8)
+    config = hls_config(model, None)  # the default fixed<16,6> (TRN, WRAP) input
+    hls_model = hls4ml.converters.convert_from_keras_model(
+        model, hls_config=config, output_dir=str(tmp_path / "hls"), backend="Vitis", io_type="io_parallel"
+    )
+    quiet_call(hls_model.compile)
+    emulator = Emulator.from_file(write_graph(hls_model, tmp_path / "hls"))
+    assert emulator.fast is not None and emulator.input_type.overflow == "WRAP"
+    x = _inputs(3000, seed=9)
+    x[:50] *= 1e12
+    stats, _, _ = compare_with_csim(emulator, hls_model.predict, x)
+    assert stats["mismatches"] == 0
+    np.testing.assert_array_equal(emulator.fast.run(x), emulator.run(x))
