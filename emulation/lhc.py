@@ -24,6 +24,8 @@ BUNCH_SLOTS = 3564  # 25 ns slots per turn
 REVOLUTION_KHZ = 11.2456  # project convention; 40.079 MHz / 3564 = 11.2455 kHz
 HL_LHC_BUNCHES = 2760  # HL-LHC TDR, CERN-2020-010 (project default)
 RUN3_BUNCHES = 2544  # 2018 filling schemes, colliding at IP1/IP5
+HL_LHC_PILEUP = 200  # HL-LHC ultimate: about 200 pp interactions per crossing (HL-LHC TDR, CERN-2020-010)
+SIGMA_INEL_MB = 78.93  # pp inelastic cross section at 14 TeV, Pythia8 SoftQCD:inelastic (shared/pythia_cards.md)
 
 
 @dataclasses.dataclass(frozen=True)

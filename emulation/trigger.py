@@ -20,7 +20,15 @@ import math
 import numpy as np
 from scipy.special import betaincinv
 
-from emulation.lhc import BX_CLOCK_MHZ, HL_LHC_BUNCHES, AlgorithmBudget, clocks_per_crossing, zero_bias_rate_khz
+from emulation.lhc import (
+    BX_CLOCK_MHZ,
+    HL_LHC_BUNCHES,
+    HL_LHC_PILEUP,
+    SIGMA_INEL_MB,
+    AlgorithmBudget,
+    clocks_per_crossing,
+    zero_bias_rate_khz,
+)
 
 ONE_SIGMA_CL = math.erf(1 / math.sqrt(2))  # 0.6827
 _DEFAULT = AlgorithmBudget("default")
@@ -268,6 +276,29 @@ class StreamingRateCounter:
 
 
 # ---- summary and plot -----------------------------------------------------------------------------------------------
+def zero_bias_mixture(samples: dict, pileup: float = HL_LHC_PILEUP, sigma_inel_mb: float = SIGMA_INEL_MB):
+    """Scores and weights of a zero-bias stream made of hard-process samples and the crossings they miss.
+
+    ``samples`` maps a name to (scores, cross section in mb of the events those scores stand for). With ``pileup``
+    interactions per crossing, a process of cross section sigma occurs in a fraction pileup * sigma / sigma_inel of
+    the crossings; each of its N scores gets weight pileup * sigma / sigma_inel / N. Every other crossing is one
+    extra entry of weight 1 - sum(weights) scored below everything, so it never fires: the weighted firing
+    fraction is then the fraction of all crossings, as ``rate_khz`` expects. Valid while the processes are rare
+    (fractions << 1) and a crossing rarely holds two of them.
+    """
+    scores, weights = [], []
+    for name, (s, sigma_mb) in samples.items():
+        s = _scores(s, f"scores of '{name}'")
+        scores.append(s)
+        weights.append(np.full(len(s), _positive(pileup, "pileup") * _positive(sigma_mb, f"sigma of '{name}'")
+                               / _positive(sigma_inel_mb, "sigma_inel_mb") / len(s)))
+    scores, weights = np.concatenate(scores), np.concatenate(weights)
+    quiet = 1.0 - weights.sum()
+    if quiet <= 0:
+        raise ValueError("the samples fill more than every crossing: they are not rare processes")
+    return np.append(scores, scores.min() - 1.0), np.append(weights, quiet)
+
+
 def trigger_summary(
     background_scores,
     signal_scores: dict[str, np.ndarray],

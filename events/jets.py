@@ -115,7 +115,11 @@ def _batch_jets(batch, cls: str, jetdef, pt_range):
 
 
 def generate_chunk(cls: str, n_jets: int, pythia_seed: int, settings: list[str], pt_range) -> dict:
-    """Generate events until exactly n_jets jets of class cls are found; one Pythia instance, one process."""
+    """Generate events until exactly n_jets jets of class cls are found; one Pythia instance, one process.
+
+    Besides the jet arrays, returns the cross section of this chunk's accepted jets, ``sigma_mb`` = Pythia's
+    generated cross section (mb) x accepted jets per generated event.
+    """
     pythia = pythia8mc.Pythia("", False)
     for line in [*settings, "Random:setSeed = on", f"Random:seed = {pythia_seed}"]:
         if not pythia.readString(line):
@@ -134,7 +138,8 @@ def generate_chunk(cls: str, n_jets: int, pythia_seed: int, settings: list[str],
                 n_found += len(found["jet"])
             if n_events >= 2000 and n_found == 0:
                 raise RuntimeError(f"no {cls} jets with pT in {pt_range} GeV after {n_events} events")
-    return {k: np.concatenate([p[k] for p in parts])[:n_jets] for k in parts[0]}
+    jets_sigma_mb = pythia.infoPython().sigmaGen() * n_found / n_events
+    return {**{k: np.concatenate([p[k] for p in parts])[:n_jets] for k in parts[0]}, "sigma_mb": jets_sigma_mb}
 
 
 def _assign_split(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -198,7 +203,10 @@ def generate_jets(out: pathlib.Path, n_per_class: int, seed: int = 1, workers: i
     cuts = {"pt_range_gev": list(pt_range), "abs_eta_max": ETA_MAX, "min_constituents": MIN_CONSTITUENTS,
             "truth_match_dr": R_JET, "chunk_jets": CHUNK_JETS, "events_per_batch": EVENTS_PER_BATCH,
             "split_fractions": list(SPLIT_FRACTIONS), "mpi": mpi}
+    # Cross section of the accepted jets of each class (mean over its chunks): weights for trigger rates.
+    sigma = {cls: float(np.mean([r["sigma_mb"] for r, t in zip(results, tasks) if t[0] == cls])) for cls in CLASSES}
     attrs = {
+        "jet_cross_section_mb": json.dumps(sigma, sort_keys=True),
         "l1forge_version": importlib.metadata.version("l1forge"),
         "seed": seed,
         "generator": f"pythia8mc {importlib.metadata.version('pythia8mc')}",

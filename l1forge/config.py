@@ -67,6 +67,8 @@ class TriggerConfig(_Strict):
 
     budget_ns: float = pydantic.Field(1000.0, gt=0)
     n_bunches: int = pydantic.Field(2760, ge=1, le=3564)
+    pileup: float = pydantic.Field(200.0, gt=0)
+    target_rate_khz: float = pydantic.Field(0.001, gt=0)  # 1 Hz: QCD jets of 800-1200 GeV alone give ~11 Hz
 
 
 class RunConfig(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 import tempfile
@@ -173,10 +174,42 @@ class Flow:
                 stats["first_mismatch"] = self._locate_mismatch(emulator, x, stats["first_mismatch"]["event"], index)
             write_arrays_atomic(self.run.emulation / "outputs.h5", {"emulator": emu, "csim": csim, "index": index})
             stats["metrics"] = classification_metrics(jets.labels[index], emu, jets.class_names)
+            stats["trigger"] = self._trigger_rates(jets, index, emu)
             write_json_atomic(self.run.emulation / "emulation.json", stats)
             return stats
 
         return self._stage("emulate", e, ["synthesize"], [self.run.emulation / "outputs.h5"], work)
+
+    def _trigger_rates(self, jets, index: np.ndarray, logits: np.ndarray) -> dict | None:
+        """A boosted-top trigger on the emulated firmware: rate from the QCD jets, efficiency for top jets.
+
+        Score: logit_t - max(logit_g, logit_q), computable in firmware without exponentials. The zero-bias stream
+        is the QCD (g, q) jets weighted by their Pythia cross sections at the configured pileup, plus the crossings
+        without such a jet (emulation.trigger.zero_bias_mixture). Rate curve: emulation/trigger.h5.
+        """
+        from emulation.trigger import rate_curve, trigger_summary, zero_bias_mixture
+
+        if "jet_cross_section_mb" not in jets.attrs:
+            return None
+        t, firmware = self.cfg.trigger, self.run.result("synthesize")
+        sigma = json.loads(jets.attrs["jet_cross_section_mb"])
+        cls = {name: i for i, name in enumerate(jets.class_names)}
+        labels = jets.labels[index]
+        score = logits[:, cls["t"]] - np.maximum(logits[:, cls["g"]], logits[:, cls["q"]])
+        scores, weights = zero_bias_mixture({c: (score[labels == cls[c]], sigma[c]) for c in ("g", "q")}, t.pileup)
+        thresholds, rate, err = rate_curve(scores, weights, t.n_bunches, np.unique(score))
+        write_arrays_atomic(self.run.emulation / "trigger.h5", {"threshold": thresholds, "rate_khz": rate, "rate_khz_err": err})
+        block = trigger_summary(
+            scores, {"t": score[labels == cls["t"]]}, firmware["latency_ns"], firmware["ii_cycles"],
+            firmware["clock_mhz"], t.budget_ns, t.target_rate_khz, t.n_bunches, weights,
+        )
+        return {
+            **block,
+            "score": "logit_t - max(logit_g, logit_q)",
+            "background": "QCD jets (g, q) weighted by their Pythia cross sections, plus crossings without one",
+            "pileup": t.pileup,
+            "qcd_rate_khz": float(rate_curve(scores, weights, t.n_bunches, [scores.min()])[1][0]),
+        }
 
     def _locate_mismatch(self, emulator, x: np.ndarray, event: int, index: np.ndarray) -> dict:
         """Re-convert with tracing in a scratch directory and name the first layer whose output differs."""
@@ -247,6 +280,8 @@ class Flow:
                 firmware["latency_ns"], firmware["ii_cycles"], firmware["clock_mhz"], self.cfg.trigger.budget_ns
             )
             task["trigger"] = {**timing, "n_bunches": self.cfg.trigger.n_bunches, "timing_source": firmware["source"]}
+            if (emulation := result("emulate")) and emulation.get("trigger"):
+                task["trigger"].update(emulation["trigger"])
         if emulation := result("emulate"):
             task["emulation"] = {k: emulation[k] for k in ("events_checked", "mismatches", "emulator_events_per_s", "csim_events_per_s", "first_mismatch")}
             if "student" in task:

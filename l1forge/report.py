@@ -130,6 +130,20 @@ def _resources_plot(resources, source) -> str:
     return _png(fig, rlabel=str(source or ""))
 
 
+def _trigger_section(run_dir: pathlib.Path, trigger: dict | None) -> dict:
+    """Timing checks, and the rate-versus-threshold curve of the emulated trigger score if it was computed."""
+    path = run_dir / "emulation" / "trigger.h5"
+    if not trigger or "threshold" not in trigger or not path.exists():
+        return {"trigger": trigger, "rate_png": None}
+    from emulation.trigger import plot_rate_curve
+
+    thresholds, rate, err = _read(path, "threshold", "rate_khz", "rate_khz_err")
+    fig, ax = _subplots((8, 5))
+    plot_rate_curve(ax, thresholds, rate, err, trigger.get("target_rate_khz"))
+    ax.set_xlabel(f"Threshold on {trigger['score']} (firmware emulation)")
+    return {"trigger": trigger, "rate_png": _png(fig, rlabel=f"pileup {trigger['pileup']:g}")}
+
+
 def _scan_section(scan: dict | None) -> dict:
     """Pareto front of the design-space scan (accuracy vs estimated LUTs, latency as colour)."""
     if not scan:
@@ -237,7 +251,7 @@ def write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
             "confusion_png": _confusion_plot(*scores[cm_model]) if cm_model in scores else None,
             **_emulation_section(run_dir, task.get("emulation")),
             **_firmware_section(task.get("firmware")),
-            "trigger": task.get("trigger"),
+            **_trigger_section(run_dir, task.get("trigger")),
             **_scan_section(task.get("scan")),
         }
 

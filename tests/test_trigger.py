@@ -222,3 +222,17 @@ def test_streaming_rejects_mixed_weighting():
         counter.add([0.5], [1.0])
     with pytest.raises(ValueError, match="target_khz"):
         counter.threshold_for_rate(1e9)
+
+
+def test_zero_bias_mixture_by_hand():
+    """Two rare samples at pileup 200: each crossing fraction is pileup * sigma / sigma_inel, the rest never fires."""
+    from emulation.trigger import rate_khz, zero_bias_mixture
+
+    scores, weights = zero_bias_mixture({"a": ([1.0, 3.0], 1e-6), "b": ([2.0, 4.0, 5.0, 6.0], 2e-6)}, 200, 80.0)
+    pa, pb = 200 * 1e-6 / 80 / 2, 200 * 2e-6 / 80 / 4
+    np.testing.assert_allclose(weights[:6], [pa, pa, pb, pb, pb, pb])
+    assert scores[-1] < 1.0 and weights[-1] == pytest.approx(1 - 2 * pa - 4 * pb)
+    rate, _ = rate_khz(scores, 2.5, weights, n_bunches=2760)  # fires: a=3, b=4, 5, 6
+    assert rate == pytest.approx((pa + 3 * pb) * 2760 * 11.2456)
+    with pytest.raises(ValueError, match="not rare"):
+        zero_bias_mixture({"a": ([1.0], 1.0)}, 200, 80.0)
