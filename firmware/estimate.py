@@ -1,62 +1,110 @@
-"""First-order latency and resource estimate of an hls4ml io_parallel design, from the firmware graph.
+"""Latency and resource estimate of an hls4ml design from the firmware graph, calibrated on published reports.
 
-This is an *estimate*, not a synthesis result, and is labelled so everywhere it is reported. Method (per layer):
+This is an *estimate*, not a synthesis result, and is labelled so everywhere it is reported. It targets what the
+HLS C synthesis reports (Vivado/Vitis HLS ``csynth``) for UltraScale+ parts; constants are in ``CONSTANTS`` and
+were fitted by ``firmware.calibration.fit`` on the points of ``firmware/calibration_points.json`` (errors there).
+Every layer gets a row ``{"name", "op", "cycles", "ii", "LUT", "FF", "DSP", "BRAM"}``. Method, per op:
 
-* dense, Latency strategy, reuse factor R: weights are constants, so HLS removes zero weights and builds each
-  product by a constant as shifts and adds: ``d - 1`` adders of the product width, where ``d`` is the number of
-  non-zero digits of the weight in canonical signed-digit form (a power of two costs nothing). A product goes to a
-  DSP48 instead when both operands are wider than ``DSP_MIN_BITS`` bits (DSP48E2 is 27x18). Each output adds its
-  non-zero products and the bias in an adder tree of ``ceil(log2(n_in + 1))`` levels: ``acc_bits`` LUTs per adder.
-  With R > 1, one multiplier (and adder) serves R weights.
-  Latency: multiplier stage (1 cycle in LUTs, ``DSP_CYCLES`` in a DSP), adder tree at ``ADDERS_PER_CYCLE`` levels per
-  cycle, one output register, all times R. FFs: every stage registers its n_out accumulators.
-* relu / linear: one register stage of the layer width, 1 LUT per output bit for relu.
-* Initiation interval: the largest reuse factor (Latency strategy pipelines the whole design at II = R).
-
-The constants are rules of thumb for UltraScale+ at 200-240 MHz; a calibrated model is tracked separately.
+* dense / conv1d (``nnet_dense_latency.h``, ``nnet_conv1d_latency.h``), Latency strategy, reuse factor R: weights
+  are constants, zero weights cost nothing. A product goes to a DSP48 when the input is wider than
+  ``dsp_min_bits`` and the weight code has more than ``dsp_min_weight_bits`` significant bits; otherwise it is
+  shift-and-add: ``d - 1`` adders of the product width, ``d`` the non-zero digits of the weight in canonical
+  signed-digit form. Each output adds its products and the bias in an adder tree (``acc_bits`` per adder).
+  LUT = ``lut_per_bit`` x (shift-add + adder-tree bits) / R, plus an R:1 input multiplexer when R > 1;
+  DSP = DSP products / R; FF = ``ff_per_acc_bit`` x n_out x acc_bits (pipeline registers of the accumulators).
+  Cycles = 1 + ceil((t_mult + levels x ``add_ns``) / clock period), levels = ceil(log2(n_in + 1)), t_mult =
+  ``dsp_ns`` or ``lut_mult_ns``; R > 1 adds R - 1 cycles and II = R (the pipeline is II = R).
+  conv1d is this dense on one (filt_width x n_chan) window per output pixel, pixels pipelined at II = R, so
+  ``(out_width - 1) x R`` more cycles and II = out_width x R.
+* dense, Resource strategy (``nnet_dense_resource.h``): ceil(n_in x n_out / R) general multipliers (DSP when both
+  operands exceed ``dsp_min_bits``, else ``lut_per_mult_bit2`` LUTs per partial-product bit), one accumulator per
+  multiplier; with R > 1 the weights are a ``ROM_nP_BRAM`` reshaped to width n_in x n_out / R and depth R:
+  BRAM18 = ceil(width x weight_bits / 36) x ceil(R / 512). Cycles = R + the multiplier and adder pipeline, II = R.
+* relu: ``relu_lut_per_bit`` LUTs per output bit, combinational (0 cycles); linear / reshape / concatenate: free.
+* table (sigmoid, tanh): one ROM read per element, a dual-port BRAM18 serves two elements; 2 cycles.
+* softmax (latency/stable/legacy): exp ROM read per element, an adder tree, one inverse ROM read and one multiply
+  per element (DSP when wide); stable adds a max tree. Cycles = 1 + ceil((levels x add_ns + t_mult) / period).
+* batchnorm: one constant multiply (as dense) and add per element; hard_sigmoid / hard_tanh: shift-add and clip;
+  add / subtract / average: one adder per element; maximum / minimum: comparator and multiplexer; global
+  pooling: an adder/comparator tree per channel. These are 1-cycle first-order rows (not calibrated).
+* io_stream (``graph["io_type"]``, default io_parallel): every layer is a dataflow process that also reads and
+  writes its streams (+2 cycles); dense is not pipelined there (II = its latency, as in the reference report);
+  each inter-layer stream is a FIFO per channel (``fifo_ff`` FFs and ``fifo_lut`` LUTs when shallow, BRAM18 when
+  its depth x width exceeds 1024 bits). Design II = largest layer II + 1 (dataflow handshake).
+* Any op not listed gets a zero-cost row with ``"note": "not modelled"``.
 """
 
 from __future__ import annotations
 
 import math
 
-from quantize.fixed import FixedType
-
 import numpy as np
 
-DSP_MIN_BITS = 10
-DSP_CYCLES = 3
-ADDERS_PER_CYCLE = 3
+from quantize.fixed import FixedType
+
+CONSTANTS = {
+    "dsp_min_bits": 10,
+    "dsp_min_weight_bits": 5,
+    "lut_per_bit": 0.90,
+    "lut_per_mult_bit2": 0.6,
+    "ff_per_acc_bit": 4.8,
+    "relu_lut_per_bit": 1.75,
+    "dsp_ns": 2.0,
+    "lut_mult_ns": 1.0,
+    "add_ns": 0.3,
+    "fifo_ff": 5,
+    "fifo_lut": 28,
+}
 METHOD = (
-    "first-order model: constant multiplications as shift-and-add (canonical signed digits) or DSP48 when both "
-    "operands exceed 10 bits, adder trees of log2(n_in) levels at 3 levels per cycle, one register per layer"
+    "calibrated first-order model of HLS C synthesis: constant products as DSP48 or canonical-signed-digit "
+    "shift-and-add, adder trees timed against the clock period, reuse factor sharing, BRAM weight ROMs for the "
+    "Resource strategy, table ROMs, io_stream FIFOs (firmware/estimate.py docstring; errors in firmware/calibration.py)"
 )
+_BRAM_BITS = 18 * 1024
+_ARITH = ("add", "subtract", "average")
 
 
 def csd_digits(codes: np.ndarray) -> np.ndarray:
     """Non-zero digits of each integer in canonical signed-digit (non-adjacent) form."""
     x = np.abs(np.asarray(codes, dtype=np.int64))
     c = (x >> 1) ^ (x + (x >> 1))
-    return np.array([int(v).bit_count() for v in c.ravel()]).reshape(x.shape)
+    return np.array([int(v).bit_count() for v in c.ravel()], dtype=np.int64).reshape(x.shape)
 
 
-def estimate(graph: dict, weights: dict, clock_mhz: float) -> dict:
+def significant_bits(codes: np.ndarray) -> np.ndarray:
+    """Bits of each |code| between its highest and lowest set bit (0 for zero): the width a multiplier sees."""
+    x = np.abs(np.asarray(codes, dtype=np.int64)).ravel()
+    bits = [int(v).bit_length() - ((int(v) & -int(v)).bit_length() - 1) if v else 0 for v in x]
+    return np.array(bits, dtype=np.int64).reshape(np.shape(codes))
+
+
+def estimate(graph: dict, weights: dict, clock_mhz: float, constants: dict | None = None) -> dict:
     """{"latency_cycles", "latency_ns", "ii_cycles", "resources": {...}, "layers": [...], "source", "method"}."""
+    k = {**CONSTANTS, **(constants or {})}
+    period = 1000.0 / clock_mhz
+    stream = graph.get("io_type", "io_parallel") == "io_stream"
     types = {layer["name"]: FixedType.parse(layer["result_t"]) for layer in graph["layers"]}
+    sizes = {layer["name"]: math.prod(layer["shape"]) for layer in graph["layers"]}
+    outputs = set(graph.get("outputs", []))
     rows = []
     for layer in graph["layers"]:
-        if layer["op"] == "dense":
-            rows.append(_dense(layer, types[layer["inputs"][0]], weights[f"{layer['name']}/weight"]))
-        elif layer["op"] in ("relu", "linear"):
-            bits = types[layer["name"]].width * math.prod(layer["shape"])
-            lut = bits if layer["op"] == "relu" else 0
-            rows.append({"name": layer["name"], "cycles": 1, "ii": 1, "LUT": lut, "FF": bits, "DSP": 0, "BRAM": 0})
+        src = layer["inputs"][0] if layer["inputs"] and layer["inputs"][0] in types else None
+        x = (types.get(src), sizes.get(src, 0))
+        row = {"name": layer["name"], "op": layer["op"], **_layer(layer, x, types[layer["name"]], weights, k, period)}
+        if stream and layer["op"] != "input":
+            row["cycles"] += 2
+            if layer["op"] in ("dense", "conv1d"):
+                row["ii"] = max(row["ii"], row["cycles"])
+            if layer["name"] not in outputs:
+                _add_fifo(row, layer, types[layer["name"]], k)
+        rows.append(row)
     cycles = sum(r["cycles"] for r in rows)
-    totals = {k: int(round(sum(r[k] for r in rows))) for k in ("LUT", "FF", "DSP", "BRAM")}
+    ii = max((r["ii"] for r in rows), default=1) + (1 if stream else 0)
+    totals = {key: int(round(sum(r[key] for r in rows))) for key in ("LUT", "FF", "DSP", "BRAM")}
     return {
         "latency_cycles": cycles,
-        "latency_ns": cycles * 1000.0 / clock_mhz,
-        "ii_cycles": max((r["ii"] for r in rows), default=1),
+        "latency_ns": cycles * period,
+        "ii_cycles": ii,
         "resources": totals,
         "layers": rows,
         "source": "estimate",
@@ -64,26 +112,137 @@ def estimate(graph: dict, weights: dict, clock_mhz: float) -> dict:
     }
 
 
-def _dense(layer: dict, x_type: FixedType, weight_values: np.ndarray) -> dict:
-    w_type, acc_type = FixedType.parse(layer["weight_t"]), FixedType.parse(layer["accum_t"])
+def _row(cycles=0, ii=1, lut=0.0, ff=0.0, dsp=0, bram=0, **extra) -> dict:
+    return {"cycles": int(cycles), "ii": int(ii), "LUT": lut, "FF": ff, "DSP": dsp, "BRAM": bram, **extra}
+
+
+def _levels(n: int) -> int:
+    return math.ceil(math.log2(n)) if n > 1 else 0
+
+
+def _layer(layer: dict, x: tuple, res_type: FixedType, weights: dict, k: dict, period: float) -> dict:
+    """The row of one layer; ``x`` is (type, number of elements) of its first input."""
+    (x_type, n_in), op, n = x, layer["op"], math.prod(layer["shape"])
+    bits = res_type.width * n
+    if op in ("input", "linear", "reshape", "concatenate"):
+        return _row()
+    if op == "relu":
+        return _row(lut=k["relu_lut_per_bit"] * bits)
+    if op in ("dense", "conv1d"):
+        w = weights[f"{layer['name']}/weight"]
+        if layer["strategy"] == "resource":
+            return _dense_resource(layer, x_type, w, k, period)
+        return _dense_latency(layer, x_type, w, k, period)
+    if op == "table":
+        t_bits = FixedType.parse(layer["table_t"]).width
+        return _row(2, lut=k["lut_per_bit"] * bits, bram=_rom_bram(n, layer["table_size"] * t_bits))
+    if op == "softmax":
+        return _softmax(layer, x_type, n, k, period)
+    if op == "batchnorm":
+        return _batchnorm(layer, x_type, res_type, weights, k, period)
+    if op in ("hard_sigmoid", "hard_tanh"):
+        return _row(1, lut=3 * k["lut_per_bit"] * bits, ff=bits)
+    if op in _ARITH:
+        return _row(1, lut=k["lut_per_bit"] * bits, ff=bits)
+    if op in ("maximum", "minimum"):
+        return _row(1, lut=2 * k["lut_per_bit"] * bits, ff=bits)
+    if op in ("global_max", "global_average"):
+        acc = FixedType.parse(layer["accum_t"]).width
+        levels = _levels(max(n_in // max(n, 1), 1))
+        extra = 1 if op == "global_average" else 0
+        return _row(1 + extra + math.ceil(levels * k["add_ns"] / period), lut=k["lut_per_bit"] * (n_in - n) * acc,
+                    ff=bits)
+    return _row(note="not modelled")
+
+
+def _rom_bram(reads: int, rom_bits: int) -> int:
+    """BRAM18 for ``reads`` parallel reads of one ROM: a dual-port block serves two; none for tiny ROMs (LUTs)."""
+    return 0 if rom_bits <= 1024 else math.ceil(reads / 2) * math.ceil(rom_bits / _BRAM_BITS)
+
+
+def _dense_latency(layer: dict, x_type: FixedType, w: np.ndarray, k: dict, period: float) -> dict:
+    w_type, acc = FixedType.parse(layer["weight_t"]), FixedType.parse(layer["accum_t"]).width
     reuse = layer["reuse_factor"]
-    n_in, n_out = layer["n_in"], layer["n_out"]
-    multipliers = math.ceil(layer["n_nonzero"] / reuse)
-    in_dsp = x_type.width > DSP_MIN_BITS and w_type.width > DSP_MIN_BITS
-    levels = math.ceil(math.log2(n_in + 1))
-    mult_cycles = DSP_CYCLES if in_dsp else 1
-    cycles = (mult_cycles + math.ceil(levels / ADDERS_PER_CYCLE) + 1) * reuse
-    digits = csd_digits(w_type.from_float(weight_values))
-    shift_adds = np.clip(digits - 1, 0, None).sum()
-    lut_mult = 0 if in_dsp else shift_adds * (x_type.width + w_type.width) / reuse
-    lut_add = multipliers * acc_type.width
-    ff = (math.ceil(levels / ADDERS_PER_CYCLE) + 1) * n_out * acc_type.width
-    return {
-        "name": layer["name"],
-        "cycles": cycles,
-        "ii": reuse,
-        "LUT": lut_mult + lut_add,
-        "FF": ff,
-        "DSP": multipliers if in_dsp else 0,
-        "BRAM": 0,
-    }
+    n_in, n_out = w.shape
+    codes = w_type.from_float(w)
+    in_dsp = (x_type.width > k["dsp_min_bits"]) & (significant_bits(codes) > k["dsp_min_weight_bits"])
+    digits = csd_digits(codes)
+    shift_add_bits = (np.clip(digits - 1, 0, None) * ~in_dsp).sum() * (x_type.width + w_type.width)
+    tree_bits = np.count_nonzero(codes) * acc
+    mux = x_type.width * math.ceil(n_in * n_out / reuse) * math.ceil(reuse / 4) if reuse > 1 else 0
+    t_mult = k["dsp_ns"] if in_dsp.any() else k["lut_mult_ns"]
+    base = 1 + math.ceil((t_mult + _levels(n_in + 1) * k["add_ns"]) / period)
+    pixels = layer.get("out_width", 1)
+    return _row(
+        base + reuse - 1 + (pixels - 1) * reuse,
+        pixels * reuse,
+        lut=k["lut_per_bit"] * (shift_add_bits + tree_bits) / reuse + mux,
+        ff=k["ff_per_acc_bit"] * n_out * acc,
+        dsp=math.ceil(int(in_dsp.sum()) / reuse),
+    )
+
+
+def _dense_resource(layer: dict, x_type: FixedType, w: np.ndarray, k: dict, period: float) -> dict:
+    w_type, acc = FixedType.parse(layer["weight_t"]), FixedType.parse(layer["accum_t"]).width
+    reuse = layer["reuse_factor"]
+    n_in, n_out = w.shape
+    mults = math.ceil(n_in * n_out / reuse)
+    in_dsp = x_type.width > k["dsp_min_bits"] and w_type.width > k["dsp_min_bits"]
+    lut_mult = 0 if in_dsp else k["lut_per_mult_bit2"] * x_type.width * w_type.width * mults
+    mux = x_type.width * mults * math.ceil(reuse / 4) if reuse > 1 else 0
+    bram = math.ceil(mults * w_type.width / 36) * math.ceil(reuse / 512) if reuse > 1 else 0
+    t_mult = k["dsp_ns"] if in_dsp else k["lut_mult_ns"]
+    pipeline = 1 + math.ceil((t_mult + (1 + _levels(max(mults // n_out, 1))) * k["add_ns"]) / period)
+    pixels = layer.get("out_width", 1)
+    return _row(
+        reuse + pipeline + (pixels - 1) * reuse,
+        pixels * reuse,
+        lut=lut_mult + k["lut_per_bit"] * mults * acc + mux,
+        ff=k["ff_per_acc_bit"] * n_out * acc,
+        dsp=mults if in_dsp else 0,
+        bram=bram,
+    )
+
+
+def _softmax(layer: dict, x_type: FixedType, n: int, k: dict, period: float) -> dict:
+    exp_t = FixedType.parse(layer.get("exp_table_t", layer["table_t"]))
+    inv_t = FixedType.parse(layer.get("inv_table_t", layer["table_t"]))
+    acc = FixedType.parse(layer["accum_t"]).width
+    wide = exp_t.width > k["dsp_min_bits"] and inv_t.width > k["dsp_min_bits"]
+    levels = _levels(n) * (2 if layer["implementation"] == "stable" else 1)
+    t_mult = k["dsp_ns"] if wide else k["lut_mult_ns"]
+    bram = _rom_bram(n, layer["exp_table_size"] * exp_t.width) + _rom_bram(1, layer["inv_table_size"] * inv_t.width)
+    lut_mult = 0 if wide else k["lut_per_mult_bit2"] * exp_t.width * inv_t.width * n
+    return _row(
+        1 + math.ceil((levels * k["add_ns"] + t_mult) / period),
+        lut=k["lut_per_bit"] * levels * n * acc + lut_mult,
+        ff=(n + 1) * acc,
+        dsp=n if wide else 0,
+        bram=bram,
+    )
+
+
+def _batchnorm(layer: dict, x_type: FixedType, res_type: FixedType, weights: dict, k: dict, period: float) -> dict:
+    s_type = FixedType.parse(layer["scale_t"])
+    n = math.prod(layer["shape"])
+    codes = s_type.from_float(np.resize(np.ravel(weights[f"{layer['name']}/scale"]), n))
+    in_dsp = (x_type.width > k["dsp_min_bits"]) & (significant_bits(codes) > k["dsp_min_weight_bits"])
+    shift_add = (np.clip(csd_digits(codes) - 1, 0, None) * ~in_dsp).sum() * (x_type.width + s_type.width)
+    t_mult = k["dsp_ns"] if in_dsp.any() else k["lut_mult_ns"]
+    return _row(
+        1 + math.ceil((t_mult + k["add_ns"]) / period),
+        lut=k["lut_per_bit"] * (shift_add + n * res_type.width),
+        ff=n * res_type.width,
+        dsp=int(in_dsp.sum()),
+    )
+
+
+def _add_fifo(row: dict, layer: dict, res_type: FixedType, k: dict) -> None:
+    """One FIFO per stream channel (last axis), as deep as the stream has elements (1 for a flat layer)."""
+    shape = layer["shape"]
+    channels, depth = shape[-1], math.prod(shape[:-1])
+    if depth * res_type.width > 1024:
+        row["BRAM"] += channels * math.ceil(depth * res_type.width / _BRAM_BITS)
+    else:
+        row["FF"] += k["fifo_ff"] * channels
+        row["LUT"] += k["fifo_lut"] * channels

@@ -51,9 +51,15 @@ def _type(var_type) -> str:
     return str(var_type.precision)
 
 
-def _weight_values(var) -> np.ndarray:
+def _weight_values(var, layer) -> np.ndarray:
     """The values the C++ is initialised with: hls4ml's text literals, parsed back to float64."""
-    return np.array([float(text) for text in var], dtype=np.float64).reshape(var.data.shape)
+    texts = list(var)
+    if texts and texts[0].startswith("{"):  # {sign, exponent} pairs: hls4ml's power-of-two (exponent) weights
+        raise UnsupportedLayerError(
+            f"layer '{layer.name}' of type {layer.class_name}: power-of-two weights (e.g. QKeras alpha='auto_po2') "
+            "are not supported by the emulator"
+        )
+    return np.array([float(text) for text in texts], dtype=np.float64).reshape(var.data.shape)
 
 
 _MERGE_OPS = ("add", "subtract", "average", "maximum", "minimum")
@@ -157,15 +163,15 @@ def _describe(layer, backend) -> tuple[dict, dict]:
             )
             if entry["implementation"] != "linebuffer" or int(layer.get_attr("dilation", 1)) != 1:
                 raise _unsupported(layer, f"conv implementation '{entry['implementation']}' or dilation")
-        weights[f"{layer.name}/weight"] = _weight_values(w).reshape(-1, w.data.shape[-1])
-        weights[f"{layer.name}/bias"] = _weight_values(b)
+        weights[f"{layer.name}/weight"] = _weight_values(w, layer).reshape(-1, w.data.shape[-1])
+        weights[f"{layer.name}/bias"] = _weight_values(b, layer)
     elif cls in ("Activation", "ReLU", "HardActivation", "Softmax"):
         _activation(layer, entry)
-    elif cls == "BatchNormalization":
+    elif cls in ("BatchNormalization", "ApplyAlpha"):  # ApplyAlpha: the scale of QKeras alpha quantizers
         s, b = layer.weights["scale"], layer.weights["bias"]
         entry.update(op="batchnorm", scale_t=_type(s.type), bias_t=_type(b.type))
-        weights[f"{layer.name}/scale"] = _weight_values(s).ravel()
-        weights[f"{layer.name}/bias"] = _weight_values(b).ravel()
+        weights[f"{layer.name}/scale"] = _weight_values(s, layer).ravel()
+        weights[f"{layer.name}/bias"] = _weight_values(b, layer).ravel()
     elif cls == "GlobalPooling1D" and layer.get_attr("pool_op") in ("Max", "Average"):
         entry.update(op="global_" + layer.get_attr("pool_op").lower(), accum_t=_type(layer.types["accum_t"]))
     elif cls == "Merge" and layer.get_attr("op") in _MERGE_OPS:

@@ -92,7 +92,7 @@ PRESETS: dict[str, dict] = {
     # minutes: the README's `make run`
     "demo": {
         "data": {"n_per_class": 2000},
-        "teachers": {"size": "demo", "epochs": 10, "lr": 2e-3},
+        "teachers": {"size": "demo", "epochs": 12, "batch_size": 128, "lr": 3e-3},
         "student": {"epochs": 40},
     },
     # the real thing: >= 100k jets per class, full-size teachers

@@ -136,3 +136,35 @@ def test_fast_path_handles_wrapping_inputs(tmp_path):
     stats, _, _ = compare_with_csim(emulator, hls_model.predict, x)
     assert stats["mismatches"] == 0
     np.testing.assert_array_equal(emulator.fast.run(x), emulator.run(x))
+
+
+@pytest.mark.parametrize("alpha", ["auto", "auto_po2"])
+def test_qkeras_alpha_scales(tmp_path, alpha):
+    """Per-channel alpha scales become an ApplyAlpha layer: float scales are emulated bit for bit, power-of-two
+    scales (hls4ml's exponent weights) are refused by name, never emulated wrongly."""
+    import tensorflow as tf
+    from qkeras import QActivation, QDense, quantized_bits, quantized_relu
+
+    from firmware.graph import UnsupportedLayerError
+
+    inputs = tf.keras.Input((16,), name="x")
+    h = QDense(16, kernel_quantizer=quantized_bits(6, 0, alpha=alpha), bias_quantizer=quantized_bits(6, 0, alpha=1), name="d1")(inputs)
+    h = QActivation(quantized_relu(6, 2), name="r1")(h)
+    outputs = QDense(5, kernel_quantizer=quantized_bits(4, 0, alpha=alpha), bias_quantizer=quantized_bits(6, 0, alpha=1), name="d2")(h)
+    model = tf.keras.Model(inputs, outputs)
+    rng = np.random.default_rng(10)
+    model.set_weights([rng.normal(scale=0.7, size=w.shape) for w in model.get_weights()])
+    model.predict(rng.normal(size=(8, 16)), verbose=0)  # QKeras fixes the alpha scales on a call
+    hls_model = hls4ml.converters.convert_from_keras_model(
+        model, hls_config=hls_config(model, Precision().input), output_dir=str(tmp_path / "hls"), backend="Vitis",
+        io_type="io_parallel",
+    )
+    if alpha == "auto_po2":
+        with pytest.raises(UnsupportedLayerError, match="'d1_alpha' of type ApplyAlpha: power-of-two"):
+            write_graph(hls_model, tmp_path / "hls")
+        return
+    quiet_call(hls_model.compile)
+    emulator = Emulator.from_file(write_graph(hls_model, tmp_path / "hls"))
+    assert "batchnorm" in [layer.op for layer in emulator.layers]
+    stats, _, _ = compare_with_csim(emulator, hls_model.predict, _inputs(3000, seed=11))
+    assert stats["mismatches"] == 0
