@@ -26,6 +26,9 @@ CONFIG = typer.Option(None, "--config", "-c", help="YAML file overriding the pre
 TASK = typer.Option("tagging", "--task", help="Task (tagging).")
 FORCE = typer.Option(False, "--force", help="Redo stages even if they are up to date.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+MODEL = typer.Option(None, help="A saved QKeras/Keras model (.h5 or SavedModel) instead of the flow's student.")
+HLS_CONFIG = typer.Option(None, help="hls4ml config (YAML/JSON) for --model; used as given.")
+INPUT_TYPE = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,RND_CONV,SAT>'.")
 
 
 def _flow(task, preset, config, out, force, quiet):
@@ -55,9 +58,9 @@ for _name in ("generate", "teach", "distill", "report"):
 def synthesize(
     out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
     force: bool = FORCE, quiet: bool = QUIET,
-    model: Optional[pathlib.Path] = typer.Option(None, help="A saved QKeras/Keras model (.h5 or SavedModel) instead of the flow's student."),
-    hls_config: Optional[pathlib.Path] = typer.Option(None, help="hls4ml config (YAML/JSON) for --model; used as given."),
-    input_type: Optional[str] = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,RND_CONV,SAT>'."),
+    model: Optional[pathlib.Path] = MODEL,
+    hls_config: Optional[pathlib.Path] = HLS_CONFIG,
+    input_type: Optional[str] = INPUT_TYPE,
     reuse_factor: Optional[int] = typer.Option(None, help="Override the reuse factor."),
     strategy: Optional[str] = typer.Option(None, help="Override the strategy (Latency | Resource)."),
     vendor: bool = typer.Option(False, help="Run C synthesis with Vitis/Vivado HLS (must be on PATH) and use its reports."),
@@ -89,11 +92,11 @@ def synthesize(
 def emulate(
     out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
     force: bool = FORCE, quiet: bool = QUIET,
-    model: Optional[pathlib.Path] = typer.Option(None, help="A saved QKeras/Keras model (.h5 or SavedModel) instead of the flow's student."),
+    model: Optional[pathlib.Path] = MODEL,
     data: Optional[pathlib.Path] = typer.Option(None, help="Inputs for --model: .npy or HDF5."),
     dataset: Optional[str] = typer.Option(None, help="HDF5 dataset key of --data."),
-    hls_config: Optional[pathlib.Path] = typer.Option(None, help="hls4ml config (YAML/JSON) for --model; used as given."),
-    input_type: Optional[str] = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,RND_CONV,SAT>'."),
+    hls_config: Optional[pathlib.Path] = HLS_CONFIG,
+    input_type: Optional[str] = INPUT_TYPE,
     check_csim: bool = typer.Option(False, help="Also compile the hls4ml C-sim, compare every event, exit 1 on any mismatch."),
     output: Optional[pathlib.Path] = typer.Option(None, help="Write the emulated outputs (.npy or .h5)."),
     json_out: Optional[pathlib.Path] = typer.Option(None, "--json", help="Write the check's numbers as JSON."),
