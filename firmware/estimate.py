@@ -45,10 +45,10 @@ from quantize.fixed import FixedType
 CONSTANTS = {
     "dsp_min_bits": 10,
     "dsp_min_weight_bits": 5,
-    "lut_per_bit": 0.90,
+    "lut_per_bit": 0.70,
     "lut_per_mult_bit2": 0.6,
-    "ff_per_acc_bit": 4.8,
-    "relu_lut_per_bit": 1.75,
+    "ff_per_acc_bit": 5.06,
+    "relu_lut_per_bit": 1.76,
     "dsp_ns": 2.0,
     "lut_mult_ns": 1.0,
     "add_ns": 0.3,
@@ -205,8 +205,8 @@ def _dense_resource(layer: dict, x_type: FixedType, w: np.ndarray, k: dict, peri
 
 
 def _softmax(layer: dict, x_type: FixedType, n: int, k: dict, period: float) -> dict:
-    exp_t = FixedType.parse(layer.get("exp_table_t", layer["table_t"]))
-    inv_t = FixedType.parse(layer.get("inv_table_t", layer["table_t"]))
+    exp_t = FixedType.parse(layer["exp_table_t"])
+    inv_t = FixedType.parse(layer["inv_table_t"])
     acc = FixedType.parse(layer["accum_t"]).width
     wide = exp_t.width > k["dsp_min_bits"] and inv_t.width > k["dsp_min_bits"]
     levels = _levels(n) * (2 if layer["implementation"] == "stable" else 1)

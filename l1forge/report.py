@@ -195,6 +195,7 @@ def _model_rows(scores, task):
         "GNN teacher": task.get("teachers", {}).get("gnn", {}).get("params"),
         "Transformer teacher": task.get("teachers", {}).get("transformer", {}).get("params"),
         "Student (QKeras)": student,
+        "Baseline": student,  # the same network, trained on labels alone
         EMULATED: student,
     }
     return [{"name": n, "params": params.get(n), **metrics.classification_metrics(y, lg, CLASSES)}
