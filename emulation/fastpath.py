@@ -66,13 +66,15 @@ def _overflow(y: np.ndarray, t: FixedType) -> np.ndarray:
     return y
 
 
-def _cast(y: np.ndarray, t: FixedType, shift: int, lo_bound: int, hi_bound: int) -> np.ndarray:
+def _cast(y: np.ndarray, t: FixedType, shift: int, lo_bound: int, hi_bound: int, prescaled: bool = False) -> np.ndarray:
     """In place: codes ``y`` with ``shift`` more fractional bits than ``t`` -> codes of ``t``.
 
     ``lo_bound``/``hi_bound`` bound the input codes; overflow handling is skipped when they prove it idle.
+    ``prescaled``: the 2**-shift scaling was already folded into the weights of the dense layer before.
     """
     if shift > 0:
-        y *= 2.0**-shift  # exact
+        if not prescaled:
+            y *= 2.0**-shift  # exact
         _round(y, t.rounding)
         lo_bound, hi_bound = lo_bound >> shift, -((-hi_bound) >> shift)
     elif shift < 0:
@@ -81,6 +83,17 @@ def _cast(y: np.ndarray, t: FixedType, shift: int, lo_bound: int, hi_bound: int)
     if lo_bound >= t.min_code and hi_bound <= t.max_code:
         return y
     return _overflow(y, t)
+
+
+def _fold_scalings(steps: list) -> None:
+    """Fold an elementwise step's 2**-shift scaling into the dense layer before it when that layer's own cast is
+    the identity (no shift, no possible overflow): one pass less over the data, still exact (powers of two)."""
+    for prev, step in zip(steps, steps[1:]):
+        if prev[0] == "dense" and step[0] == "elementwise" and step[2] > 0 and not step[1]:
+            _, w, b, shift, res_t, lo, hi = prev
+            if shift == 0 and lo >= res_t.min_code and hi <= res_t.max_code:
+                prev[1], prev[2] = w * 2.0 ** -step[2], b * 2.0 ** -step[2]
+                step[6] = True
 
 
 class FastPath:
@@ -111,17 +124,21 @@ class FastPath:
                 x_max = max(-bound[0], bound[1])
                 worst = int(np.abs(p["b_acc"]).max(initial=0)) + (int(np.abs(w).sum(axis=0).max(initial=0)) * x_max << p["shift"])
                 largest = max(largest, worst)
-                steps.append(("dense", w.astype(np.float64) * 2.0 ** p["shift"], p["b_acc"].astype(np.float64),
-                              acc_t.frac - layer.result.frac, layer.result, -worst, worst))
+                steps.append(["dense", w.astype(np.float64) * 2.0 ** p["shift"], p["b_acc"].astype(np.float64),
+                              acc_t.frac - layer.result.frac, layer.result, -worst, worst])
             else:
-                src_t = emulator._types[layer.inputs[0]]
-                lo = max(bound[0], 0) if layer.op == "relu" else bound[0]
-                steps.append((layer.op, src_t.frac - layer.result.frac, layer.result, lo, bound[1]))
+                src_t, res_t = emulator._types[layer.inputs[0]], layer.result
+                # relu into an unsigned saturating type: the cast's clip at 0 is the relu (rounding keeps signs)
+                by_clip = layer.op == "relu" and not res_t.signed and res_t.overflow in ("SAT", "SAT_SYM")
+                zero_first = layer.op == "relu" and not by_clip
+                lo = max(bound[0], 0) if zero_first else bound[0]
+                steps.append(["elementwise", zero_first, src_t.frac - res_t.frac, res_t, lo, bound[1], False])
             bound = (layer.result.min_code, layer.result.max_code)
             largest = max(largest, abs(bound[0]), bound[1])
         if largest >= FLOAT64_EXACT:
             return None
         dtype = np.float32 if largest < FLOAT32_EXACT else np.float64
+        _fold_scalings(steps)
         steps = [tuple(s.astype(dtype) if isinstance(s, np.ndarray) else s for s in step) for step in steps]
         return cls(steps, t, dtype, threads or min(2, os.cpu_count() or 1))
 
@@ -138,10 +155,10 @@ class FastPath:
                 acc += b
                 y = _cast(acc, res_t, shift, lo, hi)
             else:
-                op, shift, res_t, lo, hi = step
-                if op == "relu":
+                _, zero_first, shift, res_t, lo, hi, prescaled = step
+                if zero_first:
                     np.maximum(y, 0, out=y)
-                y = _cast(y, res_t, shift, lo, hi)
+                y = _cast(y, res_t, shift, lo, hi, prescaled)
         return y
 
     def run(self, x: np.ndarray) -> np.ndarray:
