@@ -199,6 +199,7 @@ def describe_model(hls_model) -> tuple[dict, dict]:
     graph = {
         "schema": SCHEMA,
         "project_name": hls_model.config.get_project_name(),
+        "io_type": hls_model.config.get_config_value("IOType"),
         "inputs": list(hls_model.inputs),
         "outputs": [_producer(hls_model, name) for name in hls_model.outputs],
         "layers": layers,
