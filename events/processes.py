@@ -1,0 +1,138 @@
+"""Pythia processes of the anomaly-detection streams, settings validation, and reproducible parallel chunks.
+
+Settings are the ones verified in shared/pythia_cards.md (pythia8mc 8.317.2, 14 TeV).
+"""
+
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import pathlib
+import sys
+import zlib
+
+import numpy as np
+import pythia8mc
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+SQRT_S_GEV = 14000.0
+COMMON_SETTINGS = (f"Beams:eCM = {SQRT_S_GEV:.1f}", "Print:quiet = on", "Next:numberCount = 0", "Check:event = off")
+MINBIAS_SETTINGS = ("SoftQCD:inelastic = on",)  # Pythia defaults otherwise: MPI on
+QCD_PTHAT_BINS = ((30, 100), (100, 300), (300, None))  # GeV; the minimum-bias stream vetoes pTHat >= 30
+
+
+def _qcd(lo, hi):
+    return ["HardQCD:all = on", f"PhaseSpace:pTHatMin = {lo}."] + ([f"PhaseSpace:pTHatMax = {hi}."] if hi else [])
+
+
+BACKGROUNDS: dict[str, list[str]] = {
+    **{f"qcd_pthat{lo}" + (f"_{hi}" if hi else ""): _qcd(lo, hi) for lo, hi in QCD_PTHAT_BINS},
+    "wlnu": ["WeakSingleBoson:ffbar2W = on", "24:onMode = off", "24:onIfAny = 11 13 15"],
+    "zll": ["WeakSingleBoson:ffbar2gmZ = on", "WeakZ0:gmZmode = 2", "23:onMode = off", "23:onIfAny = 11 13 15"],
+    "ttbar": ["Top:gg2ttbar = on", "Top:qqbar2ttbar = on"],
+}
+SIGNALS: dict[str, list[str]] = {
+    "a50_4l": ["Higgs:useBSM = on", "HiggsBSM:gg2A3 = on", "36:m0 = 50.", "36:mWidth = 0.01", "36:mMin = 40.",
+               "36:mMax = 60.", "36:onMode = off", "36:addChannel = 1 0.5 100 23 23", "23:mMin = 1.",
+               "23:onMode = off", "23:onIfAny = 11 13"],
+    "lq80_btau": ["LeptoQuark:all = on", "42:m0 = 80.", "42:mMin = 20.", "42:0:products = 5 -15"],
+    "h60_tautau": ["HiggsSM:gg2H = on", "25:m0 = 60.", "25:mMin = 20.", "25:onMode = off", "25:onIfMatch = 15 -15"],
+    "hplus60_taunu": ["Higgs:useBSM = on", "HiggsBSM:ffbar2H+- = on", "HiggsBSM:bg2H+-t = on", "37:m0 = 60.",
+                      "37:mMin = 20.", "37:onMode = off", "37:onIfAny = 15"],
+}
+_FLAG_WORDS = {"on", "off", "yes", "no", "true", "false", "ok", "1", "0"}
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence file descriptor 1 (Pythia prints its own multi-line errors there)."""
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _check_line(pythia, line: str, where: str) -> None:
+    key, sep, value = line.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{where}: expected 'Key = value', got {line!r}")
+    if key.strip().lower().startswith("random:"):
+        raise ValueError(f"{where}: setting {line!r} is not allowed (seeds derive from the master seed)")
+    with _quiet_stdout():
+        ok = pythia.readString(line)
+    # Pythia reads any word as a flag value (anything but on/yes/true/ok/1 is off): catch typos
+    if not ok or (pythia.settings.isFlag(key.strip()) and value.strip().lower() not in _FLAG_WORDS):
+        raise ValueError(f"{where}: Pythia rejects setting {line.strip()!r} (unknown key or bad value)")
+
+
+def check_settings(settings, source: str) -> None:
+    """Validate each 'Key = value' line with readString on a fresh, uninitialised Pythia; one-line ValueError."""
+    pythia = pythia8mc.Pythia("", False)
+    for line in settings:
+        _check_line(pythia, line, source)
+
+
+def read_process_file(path) -> list[str]:
+    """Settings of a user process file: one `Key = value` per line, `#` comments; errors read "FILE:LINE: ..."."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read process file ({exc.__class__.__name__})") from None
+    pythia, settings = pythia8mc.Pythia("", False), []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            _check_line(pythia, line, f"{path}:{number}")
+            settings.append(line)
+    if not settings:
+        raise ValueError(f"{path}: no settings in process file")
+    return settings
+
+
+def chunk_seeds(seed: int, name: str, chunk: int) -> tuple[int, np.random.Generator]:
+    """Pythia seed (1..900_000_000) and numpy generator of one chunk, from (master seed, sample name, chunk)."""
+    pythia_ss, numpy_ss = np.random.SeedSequence([seed, zlib.crc32(name.encode()), chunk]).spawn(2)
+    return int(pythia_ss.generate_state(1)[0]) % 900_000_000 + 1, np.random.default_rng(numpy_ss)
+
+
+def new_pythia(settings, pythia_seed: int, label: str):
+    """An initialised Pythia with the given settings and seed; RuntimeError naming `label` otherwise."""
+    pythia = pythia8mc.Pythia("", False)
+    for line in [*settings, "Random:setSeed = on", f"Random:seed = {pythia_seed}"]:
+        if not pythia.readString(line):
+            raise RuntimeError(f"{label}: Pythia rejected setting {line!r}")
+    if not pythia.init():
+        raise RuntimeError(f"{label}: Pythia init failed (is a process switched on?)")
+    return pythia
+
+
+def run_chunks(fn, tasks: list[tuple], sizes: list[int], workers: int, label: str, progress: bool) -> list:
+    """[fn(*task) for task in tasks], in task order, on `workers` forked processes (in-process for 1)."""
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not progress)
+    results = [None] * len(tasks)
+    if workers == 1:
+        with bar:
+            task_id = bar.add_task(label, total=sum(sizes))
+            for i, task in enumerate(tasks):
+                results[i] = fn(*task)
+                bar.advance(task_id, sizes[i])
+        return results
+    # fork: workers inherit module state (the pileup library); all start on the first submit, before the bar's thread
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {pool.submit(fn, *task): i for i, task in enumerate(tasks)}
+        with bar:
+            task_id = bar.add_task(label, total=sum(sizes))
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.advance(task_id, sizes[futures[future]])
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    return results
