@@ -1,7 +1,7 @@
 """A streaming fast path for the common firmware shape: input -> (dense -> relu | linear)* in io_parallel.
 
-Codes are carried as floats holding exact integers: float32 while every value the layer can produce (bounded
-from the types and the weights at load time) stays below 2**24, float64 below 2**53. A dense layer on the fast
+Codes are carried as floats holding exact integers, layer by layer: float32 while every value the layer can produce
+(bounded from the types and the weights at load time) stays below 2**24, float64 below 2**53. A dense layer on the fast
 path is exact by construction (``Emulator._plan_dense``: no product rounded, no partial sum overflowing), so its
 accumulator is one BLAS product plus the bias; every cast to a result type is done on those exact integers with
 the type's rounding mode (floor / rint = ties-to-even / ...) and overflow mode (clip / wrap). The result is the
@@ -137,10 +137,13 @@ class FastPath:
             largest = max(largest, abs(bound[0]), bound[1])
         if largest >= FLOAT64_EXACT:
             return None
-        dtype = np.float32 if largest < FLOAT32_EXACT else np.float64
         _fold_scalings(steps)
-        steps = [tuple(s.astype(dtype) if isinstance(s, np.ndarray) else s for s in step) for step in steps]
-        return cls(steps, t, dtype, threads or min(2, os.cpu_count() or 1))
+        for step in steps:  # each dense layer in float32 if all it can produce is exact there, else float64
+            if step[0] == "dense":
+                dtype = np.float32 if max(-step[5], step[6]) < FLOAT32_EXACT else np.float64
+                step[1], step[2] = step[1].astype(dtype), step[2].astype(dtype)
+        input_dtype = np.float32 if max(-t.min_code, t.max_code) < FLOAT32_EXACT else np.float64
+        return cls([tuple(step) for step in steps], t, input_dtype, threads or min(2, os.cpu_count() or 1))
 
     def _chunk(self, x: np.ndarray) -> np.ndarray:
         t = self.input_type
@@ -151,7 +154,7 @@ class FastPath:
         for step in self.steps:
             if step[0] == "dense":
                 _, w, b, shift, res_t, lo, hi = step
-                acc = y @ w
+                acc = y.astype(w.dtype, copy=False) @ w
                 acc += b
                 y = _cast(acc, res_t, shift, lo, hi)
             else:
