@@ -1,10 +1,11 @@
 """Emulator vs hls4ml C-sim vs QKeras, side by side on the same events, for the jet-tagger-sized student.
 
-    python benchmarks/emulator_speed.py [--events 1000000] [--csim-events 50000] [--json FILE]
+    python benchmarks/emulator_speed.py [--events 1000000] [--csim-events 50000] [--json FILE] [--run DIR]
 
-The student is the flow's 16-64-32-32-5 network with 6-bit weights and activations (random weights and biases:
-speed does not depend on their values). The emulator's outputs are checked bit for bit against the C-sim on the
-events the C-sim runs; the benchmark fails if any differs.
+The student is the flow's 16-64-32-32-5 network with 6-bit weights and activations: with ``--run DIR`` the trained
+student of that run directory (its firmware graph, compiled HLS project and QKeras model), otherwise one with
+random weights and biases. The emulator's outputs are checked bit for bit against the C-sim on the events the
+C-sim runs; the benchmark fails if any differs.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--csim-events", type=int, default=50_000)
     parser.add_argument("--hidden", default="64,32,32")
     parser.add_argument("--json", type=pathlib.Path)
+    parser.add_argument("--run", type=pathlib.Path, help="a run directory whose trained student to measure")
     args = parser.parse_args(argv)
 
     from emulation.compare import compare_with_csim
@@ -48,12 +50,23 @@ def main(argv=None) -> dict:
     from students.model import build_student
 
     rng = np.random.default_rng(0)
-    model = build_student(16, 5, tuple(int(h) for h in args.hidden.split(",")))
-    model.set_weights([rng.normal(scale=0.5, size=w.shape) for w in model.get_weights()])
     x = rng.normal(scale=2.0, size=(args.events, 16))
     with tempfile.TemporaryDirectory() as tmp:
-        hls_model = convert(model, Precision().input, FirmwareSettings(), pathlib.Path(tmp) / "hls")
-        emulator = Emulator.from_file(write_graph(hls_model, pathlib.Path(tmp) / "hls"))
+        if args.run:
+            import hls4ml
+
+            from firmware.hls import quiet_call
+            from students.model import load_qkeras_model
+
+            model = load_qkeras_model(args.run / "students" / "student" / "model.h5")
+            hls_model = hls4ml.converters.link_existing_project(str(args.run / "firmware" / "hls_project"))
+            quiet_call(hls_model.compile)
+            emulator = Emulator.from_file(args.run / "firmware" / "graph.json")
+        else:
+            model = build_student(16, 5, tuple(int(h) for h in args.hidden.split(",")))
+            model.set_weights([rng.normal(scale=0.5, size=w.shape) for w in model.get_weights()])
+            hls_model = convert(model, Precision().input, FirmwareSettings(), pathlib.Path(tmp) / "hls")
+            emulator = Emulator.from_file(write_graph(hls_model, pathlib.Path(tmp) / "hls"))
         check, _, _ = compare_with_csim(emulator, hls_model.predict, x[: args.csim_events])
     if check["mismatches"]:
         raise SystemExit(f"emulator differs from the C-sim on {check['mismatches']} events: {check['first_mismatch']}")
@@ -64,6 +77,7 @@ def main(argv=None) -> dict:
         "csim_events_per_s": check["csim_events_per_s"],
         "qkeras_events_per_s": _rate(lambda v: model.predict(v, batch_size=8192, verbose=0), x),
         "mismatches": check["mismatches"],
+        "model": str(args.run / "students" / "student" / "model.h5") if args.run else "random weights",
         "cores": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))
