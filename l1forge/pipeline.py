@@ -285,9 +285,8 @@ class Flow:
             timing = check_timing(
                 firmware["latency_ns"], firmware["ii_cycles"], firmware["clock_mhz"], self.cfg.trigger.budget_ns
             )
-            task["trigger"] = {**timing, "n_bunches": self.cfg.trigger.n_bunches, "timing_source": firmware["source"]}
-            if (emulation := result("emulate")) and emulation.get("trigger"):
-                task["trigger"].update(emulation["trigger"])
+            rates = (result("emulate") or {}).get("trigger") or {}
+            task["trigger"] = {**rates, **timing, "n_bunches": self.cfg.trigger.n_bunches, "timing_source": firmware["source"]}
         if emulation := result("emulate"):
             task["emulation"] = {k: emulation[k] for k in ("events_checked", "mismatches", "emulator_events_per_s", "csim_events_per_s", "first_mismatch")}
             if "student" in task:

@@ -117,16 +117,23 @@ def _agreement_plot(emulator, csim) -> str:
     return _png(fig)
 
 
-def _resources_plot(resources, source) -> str:
-    names = [r for r in RESOURCES if r in resources]
-    values = [resources[r] for r in names]
-    fig, ax = _subplots((7, 4.5))
-    bars = ax.bar(names, values, color="tab:blue")
-    ax.bar_label(bars, labels=[str(v) for v in values])
-    ax.set_yscale("log")
-    ax.set_ylim(0.5, max(max(values), 1) * 5)
-    ax.minorticks_off()
-    ax.set_ylabel("Used")
+def _utilisation_plot(layers: list, part: str, source) -> str:
+    """Per-resource utilisation of the part (%), stacked by layer."""
+    from firmware.parts import utilisation
+
+    fig, ax = _subplots((8, 4.5))
+    left = np.zeros(len(RESOURCES))
+    for row in layers:
+        pct = utilisation({r: row.get(r, 0) for r in RESOURCES}, part)
+        values = np.array([pct[r] for r in RESOURCES])
+        if values.any():
+            ax.barh(RESOURCES, values, left=left, label=row["name"])
+            left += values
+    for i, total in enumerate(left):
+        ax.text(total, i, f" {total:.2g}%", va="center")
+    ax.set_xlabel(f"Utilisation of {part} (%)")
+    ax.set_xlim(0, max(left.max(), 1e-3) * 1.3)
+    ax.legend(fontsize="xx-small", ncols=2, loc="upper right")
     return _png(fig, rlabel=str(source or ""))
 
 
@@ -218,11 +225,15 @@ def _emulation_section(run_dir: pathlib.Path, emu: dict | None) -> dict:
     return ctx
 
 
-def _firmware_section(fw: dict | None) -> dict:
+def _firmware_section(run_dir: pathlib.Path, fw: dict | None) -> dict:
+    """Totals with their share of the part, per-layer rows (from firmware/firmware.json) and the utilisation plot."""
     res = (fw or {}).get("resources") or {}
-    rows = [(r, res[r]) for r in RESOURCES if r in res]
-    png = _resources_plot(res, fw.get("source")) if rows else None
-    return {"firmware": fw, "resources": rows, "resources_png": png}
+    pct = (fw or {}).get("utilisation_percent") or {}
+    rows = [(r, res[r], pct.get(r)) for r in RESOURCES if r in res]
+    path = run_dir / "firmware" / "firmware.json"
+    layers = json.loads(path.read_text()).get("layers", []) if fw and path.exists() else []
+    png = _utilisation_plot(layers, fw["part"], fw.get("source")) if layers and pct else None
+    return {"firmware": fw, "resources": rows, "layers": layers, "resources_png": png}
 
 
 def write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
@@ -251,7 +262,7 @@ def write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
             "confusion_model": cm_model,
             "confusion_png": _confusion_plot(*scores[cm_model]) if cm_model in scores else None,
             **_emulation_section(run_dir, task.get("emulation")),
-            **_firmware_section(task.get("firmware")),
+            **_firmware_section(run_dir, task.get("firmware")),
             **_trigger_section(run_dir, task.get("trigger")),
             **_scan_section(task.get("scan")),
         }

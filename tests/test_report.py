@@ -1,6 +1,7 @@
 """Report renderer on a synthetic run directory (random scores are fine here)."""
 
 import copy
+import json
 
 import h5py
 import numpy as np
@@ -32,6 +33,10 @@ def run_dir(tmp_path):
     csim = emu.copy()
     csim[3, 1] += 0.125
     _h5(tmp_path / "emulation/outputs.h5", emulator=emu, csim=csim, index=index)
+    layers = [{"name": "dense1", "op": "dense", "cycles": 3, "ii": 1, "LUT": 40000, "FF": 20000, "DSP": 300, "BRAM": 0},
+              {"name": "relu1", "op": "relu", "cycles": 0, "ii": 1, "LUT": 8213, "FF": 1077, "DSP": 12, "BRAM": 4}]
+    (tmp_path / "firmware").mkdir()
+    (tmp_path / "firmware" / "firmware.json").write_text(json.dumps({"layers": layers}))
     return tmp_path
 
 
@@ -47,6 +52,7 @@ SUMMARY = {
                      "part": "xcvu13p-flga2577-2-e",
                      "clock_mhz": 200.0, "latency_cycles": 17, "latency_ns": 85.0, "ii_cycles": 1,
                      "resources": {"LUT": 48213, "FF": 21077, "DSP": 312, "BRAM": 4},
+                     "utilisation_percent": {"LUT": 2.79, "FF": 0.61, "DSP": 2.54, "BRAM": 0.07},
                      "source": "estimate", "method": "hls4ml per-layer model"},
         "emulation": {"events_checked": M, "mismatches": 1, "emulator_events_per_s": 1.5e6,
                       "csim_events_per_s": 2.1e3,
@@ -65,6 +71,7 @@ def test_full_report(run_dir):
         assert f">{title}</h2>" in html
     assert html.count("data:image/png;base64,") == 4
     assert "48213" in html and "ESTIMATE" in html and "hls4ml per-layer model" in html
+    assert "2.8% of the part" in html and "<td>relu1</td>" in html  # utilisation and the per-layer table
     assert "Mismatching events" in html and f">1</span>\n  out of {M} checked" in html
     assert "First mismatch" in html and "0.625" in html
     for model in ("GNN teacher", "Transformer teacher", "Student (QKeras)", "Baseline",
