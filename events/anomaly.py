@@ -20,7 +20,7 @@ from events.l1objects import N_OBJECTS, Particles, l1_objects, true_met
 from events.pileup import build_pileup_library, overlay, particles_from_batch
 from events.processes import (BACKGROUNDS, COMMON_SETTINGS, MINBIAS_SETTINGS, QCD_PTHAT_BINS, SIGNALS, SQRT_S_GEV,
                               check_settings, chunk_seeds, new_pythia, run_chunks)
-from events.schema import DataError
+from events.schema import checked_dataset, fail, open_h5
 from l1forge.io import atomic_path
 
 SCHEMA = "l1forge.anomaly/1"
@@ -194,21 +194,10 @@ def generate_anomaly(out: pathlib.Path, n_background: int, n_signal: int, seed: 
             "events_per_s": len(sample) / seconds, "library_seconds": library_seconds, "path": pathlib.Path(out)}
 
 
-def _fail(path, message):
-    raise DataError(f"{path}: {message}")
-
-
 def _dataset(f, path, name, shape, kind, n):
-    if name not in f or not isinstance(f[name], h5py.Dataset):
-        _fail(path, f"dataset '{name}' is missing")
-    ds = f[name]
-    if ds.ndim != 1 + len(shape) or ds.shape[1:] != shape:
-        expected = "(N" + "".join(f", {d}" for d in shape) + ("," if not shape else "") + ")"
-        _fail(path, f"dataset '{name}' has shape {ds.shape}, expected {expected}")
-    if n is not None and ds.shape[0] != n:
-        _fail(path, f"dataset '{name}' has {ds.shape[0]} rows, expected N = {n} like 'Particles'")
+    ds = checked_dataset(f, path, name, shape, n, "Particles")
     if ds.dtype.kind not in kind:
-        _fail(path, f"dataset '{name}' has dtype {ds.dtype}, expected a {'float' if kind == 'f' else 'integer'} type")
+        fail(path, f"dataset '{name}' has dtype {ds.dtype}, expected a {'float' if kind == 'f' else 'integer'} type")
     data = ds[()]
     if kind == "f":
         _check(path, name, ~np.isfinite(data), "NaN/Inf values")
@@ -218,7 +207,7 @@ def _dataset(f, path, name, shape, kind, n):
 def _check(path, name, bad, what):
     rows = bad.reshape(len(bad), -1).any(axis=1)
     if rows.any():
-        _fail(path, f"dataset '{name}' has {int(rows.sum())} row(s) with {what} (first at row {int(np.argmax(rows))})")
+        fail(path, f"dataset '{name}' has {int(rows.sum())} row(s) with {what} (first at row {int(np.argmax(rows))})")
 
 
 def read_anomaly(path, signal: bool = False) -> AnomalySample:
@@ -228,11 +217,7 @@ def read_anomaly(path, signal: bool = False) -> AnomalySample:
     test) or background (split 60/20/20 by a fixed seed). Raises DataError (one line, naming file and dataset).
     """
     path = pathlib.Path(path)
-    try:
-        f = h5py.File(path, "r")
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable HDF5 file ({' '.join(str(exc).split())})") from None
-    with f:
+    with open_h5(path) as f:
         objects = _dataset(f, path, "Particles", (N_OBJECTS, 4), "f", None).astype(np.float32)
         n = len(objects)
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
@@ -242,17 +227,17 @@ def read_anomaly(path, signal: bool = False) -> AnomalySample:
             split = np.full(n, 2, np.int8) if signal else _split(sample, flags, 0)
         else:
             if attrs.get("schema") != SCHEMA:
-                _fail(path, f"attribute 'schema' is {attrs.get('schema')!r}, expected {SCHEMA!r}")
+                fail(path, f"attribute 'schema' is {attrs.get('schema')!r}, expected {SCHEMA!r}")
             sample = _dataset(f, path, "sample", (), "iu", n).astype(np.int16)
             weight = _dataset(f, path, "weight", (), "f", n).astype(np.float64)
             split = _dataset(f, path, "split", (), "iu", n).astype(np.int8)
             true = _dataset(f, path, "true_met", (), "f", n).astype(np.float32)
             if "sample_names" not in attrs or "sample_is_signal" not in attrs:
-                _fail(path, "attribute 'sample_names' or 'sample_is_signal' is missing")
+                fail(path, "attribute 'sample_names' or 'sample_is_signal' is missing")
             names = [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(attrs["sample_names"])]
             flags = np.atleast_1d(attrs["sample_is_signal"]).astype(bool)
             if len(flags) != len(names):
-                _fail(path, f"attribute 'sample_is_signal' has {len(flags)} entries for {len(names)} sample names")
+                fail(path, f"attribute 'sample_is_signal' has {len(flags)} entries for {len(names)} sample names")
             _check(path, "sample", (sample < 0) | (sample >= len(names)), f"values outside 0..{len(names) - 1}")
             _check(path, "weight", weight < 0, "negative values")
             _check(path, "split", ~np.isin(split, list(SPLITS.values())), "values outside {0, 1, 2}")

@@ -1,25 +1,21 @@
 """Jet-tagging samples (g, q, W, Z, top jets near 1 TeV) from Pythia8 + FastJet, generated reproducibly in parallel."""
 
-import concurrent.futures
 import importlib.metadata
 import json
-import multiprocessing
 import pathlib
 import time
 
 import awkward as ak
 import fastjet
 import numpy as np
-import pythia8mc
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from threadpoolctl import threadpool_limits
 
 from events import schema
+from events.processes import COMMON_SETTINGS, SQRT_S_GEV, new_pythia, run_chunks
 from events.substructure import FEATURE_NAMES, jet_features, padded_kinematics, pt_eta_phi, wrap_phi
 from events.truth import EventRecord, match_label
 
 CLASSES = ("g", "q", "w", "z", "t")
-SQRT_S_GEV = 14000.0
 R_JET = 0.8
 ETA_MAX = 2.5
 MIN_CONSTITUENTS = 3
@@ -28,7 +24,6 @@ CHUNK_JETS = 500          # jets per work unit; part of the seed derivation, so 
 EVENTS_PER_BATCH = 32     # events per pythia.nextBatch call; also part of the output definition
 PTHAT_WINDOW = (0.8, 1.2)  # PhaseSpace:pTHatMin/Max as fractions of the jet pT window's low/high edges
 _HADRONIC = "1 2 3 4 5"
-COMMON_SETTINGS = (f"Beams:eCM = {SQRT_S_GEV:.1f}", "Print:quiet = on", "Next:numberCount = 0", "Check:event = off")
 PROCESS_SETTINGS = {
     "g": ("HardQCD:all = on",),
     "q": ("HardQCD:all = on",),
@@ -120,12 +115,7 @@ def generate_chunk(cls: str, n_jets: int, pythia_seed: int, settings: list[str],
     Besides the jet arrays, returns the cross section of this chunk's accepted jets, ``sigma_mb`` = Pythia's
     generated cross section (mb) x accepted jets per generated event.
     """
-    pythia = pythia8mc.Pythia("", False)
-    for line in [*settings, "Random:setSeed = on", f"Random:seed = {pythia_seed}"]:
-        if not pythia.readString(line):
-            raise RuntimeError(f"Pythia rejected setting {line!r}")
-    if not pythia.init():
-        raise RuntimeError(f"Pythia init failed for class {cls!r}")
+    pythia = new_pythia(settings, pythia_seed, f"class {cls!r}")
     jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, R_JET)
     parts, n_found, n_events = [], 0, 0
     with threadpool_limits(1):
@@ -154,11 +144,6 @@ def _assign_split(labels: np.ndarray, seed: int) -> np.ndarray:
     return split
 
 
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(TextColumn("generating jets"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not enabled)
-
-
 def generate_jets(out: pathlib.Path, n_per_class: int, seed: int = 1, workers: int = 2,
                   pt_range=(800.0, 1200.0), mpi: bool = True, progress: bool = True) -> dict:
     """Generate n_per_class jets of each class in CLASSES and write them to `out` (schema l1forge.jets/1).
@@ -176,27 +161,7 @@ def generate_jets(out: pathlib.Path, n_per_class: int, seed: int = 1, workers: i
     settings = {cls: class_settings(cls, pt_range, mpi) for cls in CLASSES}
     tasks = [(cls, min(CHUNK_JETS, n_per_class - first), chunk_seed(seed, cls, k), settings[cls], pt_range)
              for cls in CLASSES for k, first in enumerate(range(0, n_per_class, CHUNK_JETS))]
-    results = [None] * len(tasks)
-    if workers == 1:
-        with _progress_bar(progress) as bar:
-            task_id = bar.add_task("jets", total=n_per_class * len(CLASSES))
-            for i, task in enumerate(tasks):
-                results[i] = generate_chunk(*task)
-                bar.advance(task_id, task[1])
-    else:
-        # fork (no re-import of __main__, so scripts need no main guard); all workers start on the first
-        # submit, before the progress bar starts its refresh thread
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {pool.submit(generate_chunk, *task): i for i, task in enumerate(tasks)}
-            with _progress_bar(progress) as bar:
-                task_id = bar.add_task("jets", total=n_per_class * len(CLASSES))
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        results[futures[future]] = future.result()
-                        bar.advance(task_id, tasks[futures[future]][1])
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+    results = run_chunks(generate_chunk, tasks, [t[1] for t in tasks], workers, "generating jets", progress)
     arrays = {k: np.concatenate([r[k] for r in results]) for k in ("constituents", "n_constituents", "features", "jet")}
     arrays["labels"] = np.repeat(np.arange(len(CLASSES), dtype=np.int8), n_per_class)
     arrays["split"] = _assign_split(arrays["labels"], seed)

@@ -73,25 +73,41 @@ def write_jets(path: pathlib.Path, arrays: dict, feature_names, class_names, att
                 f.attrs[key] = value
 
 
-def _fail(path, message):
+def fail(path, message):
+    """Raise DataError("path: message")."""
     raise DataError(f"{path}: {message}")
+
+
+def open_h5(path: pathlib.Path) -> h5py.File:
+    """The HDF5 file at `path`, open for reading; DataError if it is not one."""
+    try:
+        return h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable HDF5 file ({' '.join(str(exc).split())})") from None
 
 
 def _shape_text(shape):
     return "(N,)" if not shape else "(N, " + ", ".join(map(str, shape)) + ")"
 
 
+def checked_dataset(f, path, name: str, shape: tuple, n: int | None, first: str) -> h5py.Dataset:
+    """Dataset `name` of f, present with shape (N, *shape) and, unless n is None, N = n rows like dataset `first`."""
+    if name not in f or not isinstance(f[name], h5py.Dataset):
+        fail(path, f"dataset '{name}' is missing")
+    ds = f[name]
+    if ds.ndim != 1 + len(shape) or ds.shape[1:] != shape:
+        fail(path, f"dataset '{name}' has shape {ds.shape}, expected {_shape_text(shape)}")
+    if n is not None and ds.shape[0] != n:
+        fail(path, f"dataset '{name}' has {ds.shape[0]} rows, expected N = {n} like '{first}'")
+    return ds
+
+
 def _read_dataset(f, path, name, n):
     """The dataset as a numpy array, checked against DATASETS; n is the row count fixed by earlier datasets."""
-    if name not in f or not isinstance(f[name], h5py.Dataset):
-        _fail(path, f"dataset '{name}' is missing")
-    ds, (shape, dtype) = f[name], DATASETS[name]
-    if ds.ndim != 1 + len(shape) or ds.shape[1:] != shape:
-        _fail(path, f"dataset '{name}' has shape {ds.shape}, expected {_shape_text(shape)}")
-    if n is not None and ds.shape[0] != n:
-        _fail(path, f"dataset '{name}' has {ds.shape[0]} rows, expected N = {n} like 'constituents'")
+    shape, dtype = DATASETS[name]
+    ds = checked_dataset(f, path, name, shape, n, "constituents")
     if ds.dtype.kind != np.dtype(dtype).kind:
-        _fail(path, f"dataset '{name}' has dtype {ds.dtype}, expected {np.dtype(dtype)}")
+        fail(path, f"dataset '{name}' has dtype {ds.dtype}, expected {np.dtype(dtype)}")
     return ds[()].astype(dtype, copy=False), ds.shape[0]
 
 
@@ -99,28 +115,24 @@ def _check_finite(path, name, data):
     bad = ~np.isfinite(data)
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
-        _fail(path, f"dataset '{name}' contains {int(bad.sum())} NaN/Inf values (first at row {row})")
+        fail(path, f"dataset '{name}' contains {int(bad.sum())} NaN/Inf values (first at row {row})")
 
 
 def _names(path, obj, dataset, key, count):
     if key not in obj.attrs:
-        _fail(path, f"dataset '{dataset}' lacks attribute '{key}'")
+        fail(path, f"dataset '{dataset}' lacks attribute '{key}'")
     names = [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(obj.attrs[key])]
     if count is not None and len(names) != count:
-        _fail(path, f"attribute '{key}' of dataset '{dataset}' has {len(names)} names, expected {count}")
+        fail(path, f"attribute '{key}' of dataset '{dataset}' has {len(names)} names, expected {count}")
     return names
 
 
 def read_jets(path) -> JetSample:
     """Read and validate a jet file; raises DataError on anything that breaks the schema."""
     path = pathlib.Path(path)
-    try:
-        f = h5py.File(path, "r")
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable HDF5 file ({' '.join(str(exc).split())})") from None
-    with f:
+    with open_h5(path) as f:
         if f.attrs.get("schema") != SCHEMA:
-            _fail(path, f"attribute 'schema' is {f.attrs.get('schema')!r}, expected {SCHEMA!r}")
+            fail(path, f"attribute 'schema' is {f.attrs.get('schema')!r}, expected {SCHEMA!r}")
         data, n = {}, None
         for name in DATASETS:
             data[name], n = _read_dataset(f, path, name, n)
@@ -131,13 +143,13 @@ def read_jets(path) -> JetSample:
         _check_finite(path, name, data[name])
     bad = (data["labels"] < 0) | (data["labels"] >= len(class_names))
     if bad.any():
-        _fail(path, f"dataset 'labels' has {int(bad.sum())} values outside 0..{len(class_names) - 1} "
+        fail(path, f"dataset 'labels' has {int(bad.sum())} values outside 0..{len(class_names) - 1} "
                     f"(first at row {int(np.argmax(bad))})")
     bad = ~np.isin(data["split"], list(SPLITS.values()))
     if bad.any():
-        _fail(path, f"dataset 'split' has {int(bad.sum())} values outside {{0, 1, 2}} (first at row {int(np.argmax(bad))})")
+        fail(path, f"dataset 'split' has {int(bad.sum())} values outside {{0, 1, 2}} (first at row {int(np.argmax(bad))})")
     bad = (data["n_constituents"] < 0) | (data["n_constituents"] > MAX_CONSTITUENTS)
     if bad.any():
-        _fail(path, f"dataset 'n_constituents' has {int(bad.sum())} values outside 0..{MAX_CONSTITUENTS} "
+        fail(path, f"dataset 'n_constituents' has {int(bad.sum())} values outside 0..{MAX_CONSTITUENTS} "
                     f"(first at row {int(np.argmax(bad))})")
     return JetSample(path=path, feature_names=feature_names, class_names=class_names, attrs=attrs, **data)

@@ -8,7 +8,6 @@ alone: that is the baseline distillation has to beat.
 from __future__ import annotations
 
 import pathlib
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -17,6 +16,7 @@ from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
 from quantize.precision import Precision
 from students.model import build_student
 from students.preprocess import Standardizer
+from students.training import fit_with_early_stopping
 
 
 def distillation_loss(n_classes: int, temperature: float, alpha: float):
@@ -32,24 +32,6 @@ def distillation_loss(n_classes: int, temperature: float, alpha: float):
         return alpha * temperature**2 * kl + (1 - alpha) * hard
 
     return loss
-
-
-class _RichProgress(tf.keras.callbacks.Callback):
-    def __init__(self, epochs: int, label: str):
-        from rich.progress import Progress
-
-        self.progress = Progress(transient=False)
-        self.epochs, self.label = epochs, label
-
-    def on_train_begin(self, logs=None):
-        self.progress.start()
-        self.task = self.progress.add_task(self.label, total=self.epochs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.progress.update(self.task, advance=1, description=f"{self.label} val_loss={logs.get('val_loss', 0):.4f}")
-
-    def on_train_end(self, logs=None):
-        self.progress.stop()
 
 
 def train_student(
@@ -92,25 +74,15 @@ def train_student(
         optimizer=tf.keras.optimizers.Adam(lr),
         loss=distillation_loss(n_classes, temperature, alpha_used),
     )
-    callbacks = [
-        tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(3, epochs // 5), restore_best_weights=True),
-        tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, epochs // 10)),
-    ]
-    if progress:
-        callbacks.append(_RichProgress(epochs, "distill" if alpha_used else "baseline"))
-    start = time.perf_counter()
-    history = model.fit(
-        x[train], y[train], validation_data=(x[val], y[val]), epochs=epochs, batch_size=batch_size,
-        callbacks=callbacks, verbose=0, shuffle=True,
+    fitted = fit_with_early_stopping(
+        model, (x[train], y[train]), (x[val], y[val]), epochs, batch_size, progress, "distill" if alpha_used else "baseline"
     )
-    seconds = time.perf_counter() - start
     logits = model.predict(x, batch_size=4096, verbose=0)
 
     with atomic_path(out_dir / "model.h5", ".h5") as tmp:
         model.save(tmp, include_optimizer=False, save_format="h5")
     scaler.save(out_dir / "preprocess.json")
     write_arrays_atomic(out_dir / "predictions.h5", {"logits": logits.astype(np.float32)})
-    val_loss = history.history["val_loss"]
     result = {
         "params": int(model.count_params()),
         "bits": precision.as_dict(),
@@ -118,11 +90,7 @@ def train_student(
         "distilled": teacher_logits is not None,
         "temperature": temperature,
         "alpha": alpha_used,
-        "epochs_run": len(val_loss),
-        "best_epoch": int(np.argmin(val_loss)),
-        "best_val_loss": float(np.min(val_loss)),
-        "seconds": seconds,
-        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        **fitted,
     }
     write_json_atomic(out_dir / "history.json", result)
     return result

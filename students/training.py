@@ -1,0 +1,49 @@
+"""The Keras training loop shared by every student: early stopping on validation loss, a rich progress bar."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import tensorflow as tf
+
+
+class RichProgress(tf.keras.callbacks.Callback):
+    """One rich progress bar over the epochs, showing the validation loss."""
+
+    def __init__(self, epochs: int, label: str):
+        from rich.progress import Progress
+
+        self.progress = Progress(transient=False)
+        self.epochs, self.label = epochs, label
+
+    def on_train_begin(self, logs=None):
+        self.progress.start()
+        self.task = self.progress.add_task(self.label, total=self.epochs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress.update(self.task, advance=1, description=f"{self.label} val_loss={logs.get('val_loss', 0):.4f}")
+
+    def on_train_end(self, logs=None):
+        self.progress.stop()
+
+
+def fit_with_early_stopping(model, train: tuple, val: tuple, epochs: int, batch_size: int, progress: bool, label: str) -> dict:
+    """Fit a compiled model, keep the weights with the best validation loss; the history block of history.json."""
+    callbacks = [
+        tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(3, epochs // 5), restore_best_weights=True),
+        tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, epochs // 10)),
+    ]
+    if progress:
+        callbacks.append(RichProgress(epochs, label))
+    start = time.perf_counter()
+    history = model.fit(*train, validation_data=val, epochs=epochs, batch_size=batch_size, callbacks=callbacks,
+                        verbose=0, shuffle=True).history
+    val_loss = history["val_loss"]
+    return {
+        "epochs_run": len(val_loss),
+        "best_epoch": int(np.argmin(val_loss)),
+        "best_val_loss": float(np.min(val_loss)),
+        "seconds": time.perf_counter() - start,
+        "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+    }
