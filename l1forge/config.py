@@ -62,6 +62,21 @@ class EmulationConfig(_Strict):
     max_events: int | None = None  # test jets checked against the C-sim (None: all)
 
 
+class AnomalyConfig(_Strict):
+    """The anomaly task: zero-bias stream and signals (events/anomaly.py), student and baseline sizes, L1 rates."""
+
+    n_background: int = pydantic.Field(20000, ge=12)
+    n_signal: int = pydantic.Field(2000, ge=1)
+    pileup: float = pydantic.Field(60.0, ge=0)
+    library_events: int = pydantic.Field(20000, ge=1)
+    hard_mpi: bool = True
+    processes: list[str] = []  # files of Pythia settings: extra signal processes (`l1forge generate --process`)
+    student_hidden: list[int] = [32, 16]
+    ae_latent: int = 8
+    ae_hidden: list[int] = [32]
+    rates_khz: list[float] = [1.0, 10.0]
+
+
 class TriggerConfig(_Strict):
     """The algorithm's slot in the 40 MHz trigger (defaults and sources: emulation/lhc.py)."""
 
@@ -72,7 +87,7 @@ class TriggerConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    task: Literal["tagging"] = "tagging"
+    task: Literal["tagging", "anomaly"] = "tagging"
     preset: str = "demo"
     data: DataConfig = DataConfig()
     teachers: TeacherConfig = TeacherConfig()
@@ -80,12 +95,14 @@ class RunConfig(_Strict):
     firmware: FirmwareSettings = FirmwareSettings()
     emulation: EmulationConfig = EmulationConfig()
     trigger: TriggerConfig = TriggerConfig()
+    anomaly: AnomalyConfig = AnomalyConfig()
 
 
 PRESETS: dict[str, dict] = {
     # seconds per stage: for tests and CI
     "smoke": {
         "data": {"n_per_class": 150, "mpi": False},
+        "anomaly": {"n_background": 400, "n_signal": 40, "pileup": 10, "library_events": 400, "hard_mpi": False},
         "teachers": {"size": "smoke", "epochs": 2, "batch_size": 64},
         "student": {"epochs": 5, "batch_size": 64},
     },

@@ -38,6 +38,10 @@ class Flow:
     def __init__(self, cfg: RunConfig, out: pathlib.Path, progress: bool = True, force: bool = False):
         self.cfg, self.run, self.progress, self.force = cfg, RunDir(out), progress, force
 
+    @property
+    def data_path(self) -> pathlib.Path:
+        return self.run.data
+
     # ---- bookkeeping ---------------------------------------------------------------------------------
     def _stage(self, name: str, config, upstream: list[str], outputs: list[pathlib.Path], fn) -> dict:
         fingerprint = self.run.fingerprint(name, config, [self.run.state.get(u, {}).get("fingerprint") for u in upstream])
@@ -104,15 +108,19 @@ class Flow:
             raise RuntimeError("stage 'distill' needs a trained teacher first (run `l1forge teach`)")
         return min(trained, key=lambda k: trained[k]["best_val_loss"])
 
-    def distill(self) -> dict:
+    def _precision(self):
+        """The student's bits, from the configuration (quantize/ owns the rules)."""
         from quantize.fixed import FixedType
         from quantize.precision import Precision
+
+        s = self.cfg.student
+        return Precision(FixedType.parse(s.input_type), s.weight_bits, s.weight_integer, s.activation_bits, s.activation_integer)
+
+    def distill(self) -> dict:
         from students.distill import train_student
 
         s = self.cfg.student
-        precision = Precision(
-            FixedType.parse(s.input_type), s.weight_bits, s.weight_integer, s.activation_bits, s.activation_integer
-        )
+        precision = self._precision()
 
         def work(out: pathlib.Path, teacher: str | None):
             def fn():
@@ -162,22 +170,12 @@ class Flow:
         e = self.cfg.emulation
 
         def work():
-            import hls4ml
-
-            from emulation.compare import compare_with_csim
-            from emulation.emulator import Emulator
-            from firmware.hls import quiet_call
             from students.preprocess import Standardizer
 
             jets = _jets(self.run)
             index = np.flatnonzero(jets.split == 2)[: e.max_events]
             x = Standardizer.load(self.run.student / "preprocess.json")(jets.features[index]).astype(np.float64)
-            emulator = Emulator.from_file(self.run.firmware / "graph.json")
-            project = hls4ml.converters.link_existing_project(str(self.run.hls_project))
-            quiet_call(project.compile)
-            stats, emu, csim = compare_with_csim(emulator, project.predict, x)
-            if stats["mismatches"]:
-                stats["first_mismatch"] = self._locate_mismatch(emulator, x, stats["first_mismatch"]["event"], index)
+            stats, emu, csim = self._compare(x, index)
             write_arrays_atomic(self.run.emulation / "outputs.h5", {"emulator": emu, "csim": csim, "index": index})
             stats["metrics"] = classification_metrics(jets.labels[index], emu, jets.class_names)
             stats["trigger"] = self._trigger_rates(jets, index, emu)
@@ -185,6 +183,22 @@ class Flow:
             return stats
 
         return self._stage("emulate", e, ["synthesize"], [self.run.emulation / "outputs.h5"], work)
+
+    def _compare(self, x: np.ndarray, index: np.ndarray):
+        """Emulator vs the compiled C-sim of the firmware project on inputs ``x`` (rows ``index`` of the data)."""
+        import hls4ml
+
+        from emulation.compare import compare_with_csim
+        from emulation.emulator import Emulator
+        from firmware.hls import quiet_call
+
+        emulator = Emulator.from_file(self.run.firmware / "graph.json")
+        project = hls4ml.converters.link_existing_project(str(self.run.hls_project))
+        quiet_call(project.compile)
+        stats, emu, csim = compare_with_csim(emulator, project.predict, x)
+        if stats["mismatches"]:
+            stats["first_mismatch"] = self._locate_mismatch(emulator, x, stats["first_mismatch"]["event"], index)
+        return stats, emu, csim
 
     def _trigger_rates(self, jets, index: np.ndarray, logits: np.ndarray) -> dict | None:
         """A boosted-top trigger on the emulated firmware: rate from the QCD jets, efficiency for top jets.
@@ -260,7 +274,7 @@ class Flow:
         result = lambda name: state.get(name, {}).get("result")  # noqa: E731
         task: dict = {}
         if data := result("generate"):
-            task["data"] = {**data, "files": {"jets": str(self.run.data)}}
+            task["data"] = {**data, "files": {"events": str(self.data_path)}}
         teachers = {k: result(f"teach.{k}") for k in ("gnn", "transformer") if result(f"teach.{k}")}
         if teachers:
             task["teachers"] = {

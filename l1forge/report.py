@@ -107,12 +107,13 @@ def _confusion_plot(y, logits) -> str:
 
 def _agreement_plot(emulator, csim) -> str:
     fig, ax = _subplots((6, 6))
-    for k, name in enumerate(CLASSES):
+    names = CLASSES if emulator.shape[1] == len(CLASSES) else [f"output {k}" for k in range(emulator.shape[1])]
+    for k, name in enumerate(names):
         ax.scatter(csim[:, k], emulator[:, k], s=6, alpha=0.5, label=name)
     lo, hi = min(csim.min(), emulator.min()), max(csim.max(), emulator.max())
     ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls=":")
-    ax.set_xlabel("C-simulation output (logit)")
-    ax.set_ylabel("Emulator output (logit)")
+    ax.set_xlabel("C-simulation output")
+    ax.set_ylabel("Emulator output")
     ax.legend(title="class", fontsize="small", markerscale=2)
     return _png(fig)
 
@@ -236,9 +237,25 @@ def _firmware_section(run_dir: pathlib.Path, fw: dict | None) -> dict:
     return {"firmware": fw, "resources": rows, "layers": layers, "resources_png": png}
 
 
+def _anomaly_rows(task: dict) -> list:
+    """(model, signal, AUC, {rate: efficiency}) for every model and signal of the anomaly task."""
+    models = {f"{k.upper() if k == 'gnn' else k.capitalize()} teacher": t.get("metrics") for k, t in task.get("teachers", {}).items()}
+    student = task.get("student", {})
+    models.update({"Student (QKeras)": student.get("metrics"), "Baseline autoencoder": student.get("baseline_metrics"),
+                   EMULATED: student.get("firmware_metrics")})
+    return [(name, signal, m["auc"], m["efficiency"])
+            for name, metrics in models.items() if metrics for signal, m in metrics["signals"].items()]
+
+
 def write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
     """Render `run_dir/report.html` atomically from `summary` and the run's score files."""
-    run_dir = pathlib.Path(run_dir)
+    with matplotlib.style.context(hep.style.CMS):
+        return _write_report(pathlib.Path(run_dir), summary)
+
+
+def _write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
+    if "anomaly" in summary.get("tasks", {}):
+        return _render(run_dir, summary, "anomaly", {"anomaly_rows": _anomaly_rows(summary["tasks"]["anomaly"])})
     task = summary.get("tasks", {}).get("tagging", {})
     labels = split = None
     if (run_dir / "data/jets.h5").exists():
@@ -248,25 +265,31 @@ def write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
     scores = _scores(run_dir, labels, split) if labels is not None else {}
     cm_model = EMULATED if EMULATED in scores else "Student (QKeras)"
 
-    with matplotlib.style.context(hep.style.CMS):
-        ctx = {
-            "version": summary.get("version"),
-            "preset": summary.get("preset"),
-            "task": "tagging",
-            "classes": CLASSES,
-            "data_info": task.get("data"),
-            "data": _data_section(task.get("data"), labels, split),
-            "models": _model_rows(scores, task),
-            "student_bits": task.get("student", {}).get("bits"),
-            "roc_png": _roc_plot(scores) if scores else None,
-            "confusion_model": cm_model,
-            "confusion_png": _confusion_plot(*scores[cm_model]) if cm_model in scores else None,
-            **_emulation_section(run_dir, task.get("emulation")),
-            **_firmware_section(run_dir, task.get("firmware")),
-            **_trigger_section(run_dir, task.get("trigger")),
-            **_scan_section(task.get("scan")),
-        }
+    return _render(run_dir, summary, "tagging", {
+        "classes": CLASSES,
+        "data_info": task.get("data"),
+        "data": _data_section(task.get("data"), labels, split),
+        "models": _model_rows(scores, task),
+        "student_bits": task.get("student", {}).get("bits"),
+        "roc_png": _roc_plot(scores) if scores else None,
+        "confusion_model": cm_model,
+        "confusion_png": _confusion_plot(*scores[cm_model]) if cm_model in scores else None,
+    })
 
+
+def _render(run_dir: pathlib.Path, summary: dict, name: str, task_ctx: dict) -> pathlib.Path:
+    """The sections every task shares (emulation, firmware, trigger, scan) plus the task's own, written atomically."""
+    task = summary.get("tasks", {}).get(name, {})
+    ctx = {
+        "version": summary.get("version"),
+        "preset": summary.get("preset"),
+        "task": name,
+        **task_ctx,
+        **_emulation_section(run_dir, task.get("emulation")),
+        **_firmware_section(run_dir, task.get("firmware")),
+        **_trigger_section(run_dir, task.get("trigger")),
+        **_scan_section(task.get("scan")),
+    }
     html = _env().get_template("report.html.j2").render(**ctx)
     out = run_dir / "report.html"
     with atomic_path(out) as tmp:

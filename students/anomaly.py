@@ -26,10 +26,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 from qkeras import QActivation, QDense
-from sklearn.metrics import roc_auc_score
 
-from emulation.lhc import HL_LHC_BUNCHES
-from emulation.trigger import signal_efficiency, threshold_for_rate
 from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
 from quantize.precision import Precision
 from students.model import build_student
@@ -176,30 +173,3 @@ def train_ae_baseline(objects, split, out_dir, background_mask, precision: Preci
 
 
 # ---- metrics --------------------------------------------------------------------------------------------------------
-def anomaly_metrics(scores_bkg, weights_bkg, scores_by_signal: dict, rates_khz=(1.0, 10.0),
-                    n_bunches: int = HL_LHC_BUNCHES) -> dict:
-    """Per signal: AUC against the weighted background and efficiency at each fixed L1 rate.
-
-    weights_bkg are per-crossing weights (e.g. read_anomaly's fractions of crossings); signal events count equally.
-    The threshold for a rate is ``threshold_for_rate`` on the weighted background (fires on score > threshold).
-    Returns {"thresholds": {"<rate>kHz": {"threshold", "rate_khz"}}, "signals": {name: {"auc", "efficiency":
-    {"<rate>kHz": eff}, "efficiency_err": {"<rate>kHz": [down, up]}}}}.
-    """
-    scores_bkg = np.asarray(scores_bkg, np.float64)
-    weights_bkg = np.asarray(weights_bkg, np.float64)
-    cuts = {}
-    for rate in rates_khz:
-        threshold, achieved, _ = threshold_for_rate(scores_bkg, rate, weights_bkg, n_bunches)
-        cuts[f"{rate:g}kHz"] = {"threshold": float(threshold), "rate_khz": float(achieved)}
-    signals = {}
-    for name, scores in scores_by_signal.items():
-        scores = np.asarray(scores, np.float64)
-        labels = np.r_[np.zeros(len(scores_bkg)), np.ones(len(scores))]
-        weights = np.r_[weights_bkg / weights_bkg.sum(), np.full(len(scores), 1.0 / len(scores))]
-        entry = {"auc": float(roc_auc_score(labels, np.r_[scores_bkg, scores], sample_weight=weights)),
-                 "efficiency": {}, "efficiency_err": {}}
-        for key, cut in cuts.items():
-            eff, err = signal_efficiency(scores, cut["threshold"])
-            entry["efficiency"][key], entry["efficiency_err"][key] = eff, [float(e) for e in err]
-        signals[name] = entry
-    return {"thresholds": cuts, "signals": signals}

@@ -146,3 +146,28 @@ def test_synthesize_a_user_model(tmp_path):
     assert list((tmp_path / "fw" / "hls_project" / "firmware").glob("*.so"))  # the C-sim was compiled
     res = l1forge("synthesize", "--model", tmp_path / "user.h5", "--out", tmp_path / "fw2", "--vendor")
     assert res.returncode == 1 and "no Vivado/Vitis HLS on PATH" in res.stderr
+
+
+def test_anomaly_flow_end_to_end(tmp_path):
+    """--task anomaly on smoke: zero-bias stream + signals (one from a user process file), VAE teachers, student,
+    firmware bit-exact against the C-sim, efficiencies at fixed rate; a bad process file is named by file and line."""
+    process = tmp_path / "zprime.cmnd"
+    process.write_text("# a user signal\nNewGaugeBoson:ffbar2gmZZprime = on\nZprime:gmZmode = 3\n32:m0 = 1000.\n"
+                       "32:onMode = off\n32:onIfAny = 11 13\n")
+    out = tmp_path / "run"
+    res = l1forge("run", "--task", "anomaly", "--preset", "smoke", "--out", out, "--process", process, "-q")
+    assert res.returncode == 0, res.stderr[-3000:]
+    task = json.loads((out / "summary.json").read_text())["tasks"]["anomaly"]
+    assert "zprime" in task["data"]["per_sample"]
+    assert task["emulation"]["mismatches"] == 0 and task["emulation"]["events_checked"] > 100
+    signals = task["student"]["firmware_metrics"]["signals"]
+    assert set(signals) >= {"a50_4l", "lq80_btau", "h60_tautau", "hplus60_taunu", "zprime"}
+    assert max(s["auc"] for s in signals.values()) > 0.6  # some signal stands out from the zero-bias stream
+    for kind in ("gnn", "transformer"):
+        assert task["teachers"][kind]["metrics"]["signals"]
+    assert task["trigger"]["latency_ok"] and task["trigger"]["ii_ok"] and task["trigger"]["rate_khz"] <= 10.0
+    assert "Anomaly detection: efficiency at fixed L1 rate" in (out / "report.html").read_text()
+
+    process.write_text("NewGaugeBoson:ffbar2gmZZprime = on\nZprime:noSuchSetting = 3\n")
+    res = l1forge("generate", "--task", "anomaly", "--preset", "smoke", "--out", tmp_path / "bad", "--process", process)
+    assert res.returncode == 1 and "zprime.cmnd:2" in res.stderr and "noSuchSetting" in res.stderr

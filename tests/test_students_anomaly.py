@@ -14,9 +14,18 @@ from emulation.trigger import check_timing
 from firmware.estimate import estimate
 from firmware.graph import read_graph, write_graph
 from firmware.hls import FirmwareSettings, convert
+from l1forge.metrics import anomaly_metrics
 from quantize.precision import Precision
-from students.anomaly import (N_INPUTS, PT_SCALE, anomaly_metrics, build_ae_baseline, flatten_objects,
-                              reconstruction_loss, saturated_fraction, train_ae_baseline, train_score_student)
+from students.anomaly import (
+    N_INPUTS,
+    PT_SCALE,
+    build_ae_baseline,
+    flatten_objects,
+    reconstruction_loss,
+    saturated_fraction,
+    train_ae_baseline,
+    train_score_student,
+)
 from students.model import load_qkeras_model
 
 N_BKG, N_SIG = 3000, 400

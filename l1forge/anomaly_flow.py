@@ -1,0 +1,144 @@
+"""The anomaly-detection flow: zero-bias stream and BSM signals -> VAE teachers -> score-regressing QKeras student
+(and a QKeras autoencoder baseline) -> firmware -> bit-accurate emulation -> efficiencies at fixed L1 rates."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from l1forge.io import read_array, write_arrays_atomic, write_json_atomic
+from l1forge.metrics import anomaly_metrics
+from l1forge.pipeline import Flow
+
+
+class AnomalyFlow(Flow):
+    """Same stages, bookkeeping and firmware build as the tagging flow; anomaly data, models and metrics."""
+
+    @property
+    def data_path(self) -> pathlib.Path:
+        return self.run.root / "data" / "anomaly.h5"
+
+    def _sample(self):
+        from events.anomaly import read_anomaly
+
+        return read_anomaly(self.data_path)
+
+    def _metrics(self, sample, score: np.ndarray) -> dict:
+        """AUC and efficiency at the configured L1 rates, per signal, on the test split (weighted background)."""
+        test = sample.subset("test")
+        score = score[sample.split == 2]
+        bkg = ~test.is_signal
+        signals = {name: score[test.is_signal & (test.sample == i)] for i, name in enumerate(test.sample_names)
+                   if np.any(test.is_signal & (test.sample == i))}
+        a = self.cfg.anomaly
+        return anomaly_metrics(score[bkg], test.weight[bkg], signals, tuple(a.rates_khz), self.cfg.trigger.n_bunches)
+
+    # ---- stages ----------------------------------------------------------------------------------------
+    def generate(self) -> dict:
+        from events.anomaly import generate_anomaly
+        from events.processes import read_process_file
+
+        a, d = self.cfg.anomaly, self.cfg.data
+
+        def work():
+            extra = {pathlib.Path(p).stem: read_process_file(p) for p in a.processes}
+            result = generate_anomaly(
+                self.data_path, a.n_background, a.n_signal, seed=d.seed, pileup=a.pileup, workers=d.workers,
+                extra_processes=extra or None, hard_mpi=a.hard_mpi, library_events=a.library_events,
+                progress=self.progress,
+            )
+            return {**result, "path": str(result["path"])}
+
+        return self._stage("generate", {"anomaly": a, "seed": d.seed}, [], [self.data_path], work)
+
+    def _teach_one(self, kind: str) -> dict:
+        from teachers.anomaly import train_anomaly_teacher
+
+        t = self.cfg.teachers
+        out = self.run.teacher(kind)
+
+        def work():
+            sample = self._sample()
+            result = train_anomaly_teacher(
+                kind, sample.objects, sample.split, out, size=t.size, epochs=t.epochs, batch_size=t.batch_size,
+                lr=t.lr, seed=t.seed, max_steps=t.max_steps, progress=self.progress, background=~sample.is_signal,
+            )
+            result["metrics"] = self._metrics(sample, read_array(out / "scores.h5", "score"))
+            return result
+
+        return self._stage(f"teach.{kind}", t, ["generate"], [out / "scores.h5", out / "model.onnx"], work)
+
+    def distill(self) -> dict:
+        from students.anomaly import train_ae_baseline, train_score_student
+
+        a, s = self.cfg.anomaly, self.cfg.student
+        common = dict(precision=self._precision(), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed)
+        teacher = self._chosen_teacher()
+
+        def finish(result: dict, sample, out: pathlib.Path) -> dict:
+            result.pop("score")  # in memory only; predictions.h5 holds it
+            result["metrics"] = self._metrics(sample, read_array(out / "predictions.h5", "score"))
+            return result
+
+        def student():
+            sample = self._sample()
+            teacher_score = read_array(self.run.teacher(teacher) / "scores.h5", "score")
+            result = train_score_student(sample.objects, teacher_score, sample.split, self.run.student, ~sample.is_signal,
+                                         hidden=tuple(a.student_hidden), progress=self.progress, **common)
+            return {**finish(result, sample, self.run.student), "teacher": teacher}
+
+        def baseline():
+            sample = self._sample()
+            result = train_ae_baseline(sample.objects, sample.split, self.run.baseline, ~sample.is_signal,
+                                       latent=a.ae_latent, hidden=tuple(a.ae_hidden), progress=self.progress, **common)
+            return finish(result, sample, self.run.baseline)
+
+        config = {"anomaly": a, "student": s}
+        return {
+            "student": self._stage("distill.student", config, ["generate", f"teach.{teacher}"],
+                                   [self.run.student / "model.h5", self.run.student / "predictions.h5"], student),
+            "baseline": self._stage("distill.baseline", config, ["generate"],
+                                    [self.run.baseline / "model.h5", self.run.baseline / "predictions.h5"], baseline),
+        }
+
+    def emulate(self) -> dict:
+        def work():
+            from emulation.trigger import rate_curve, trigger_summary
+            from students.anomaly import flatten_objects
+
+            sample = self._sample()
+            index = np.flatnonzero(sample.split == 2)
+            stats, emu, csim = self._compare(flatten_objects(sample.objects[index]).astype(np.float64), index)
+            write_arrays_atomic(self.run.emulation / "outputs.h5", {"emulator": emu, "csim": csim, "index": index})
+            score = np.zeros(len(sample.split))
+            score[index] = emu[:, 0]
+            stats["metrics"] = self._metrics(sample, score)
+            test = sample.subset("test")
+            bkg, w = emu[~test.is_signal, 0], test.weight[~test.is_signal]
+            t, firmware = self.cfg.trigger, self.run.result("synthesize")
+            thresholds, rate, err = rate_curve(bkg, w, t.n_bunches, np.unique(bkg))
+            write_arrays_atomic(self.run.emulation / "trigger.h5", {"threshold": thresholds, "rate_khz": rate, "rate_khz_err": err})
+            signals = {name: emu[test.is_signal & (test.sample == i), 0] for i, name in enumerate(test.sample_names)
+                       if np.any(test.is_signal & (test.sample == i))}
+            stats["trigger"] = {
+                **trigger_summary(bkg, signals, firmware["latency_ns"], firmware["ii_cycles"], firmware["clock_mhz"],
+                                  t.budget_ns, max(self.cfg.anomaly.rates_khz), t.n_bunches, w),
+                "score": "student output (regressed log1p teacher score)",
+                "background": "zero-bias crossings (minimum bias + weighted hard SM processes, pileup overlaid)",
+                "pileup": self.cfg.anomaly.pileup,
+            }
+            write_json_atomic(self.run.emulation / "emulation.json", stats)
+            return stats
+
+        return self._stage("emulate", self.cfg.emulation, ["synthesize"], [self.run.emulation / "outputs.h5"], work)
+
+    # ---- summary.json --------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        summary = super().summary()
+        task = summary["tasks"][self.cfg.task]
+        teachers = {k: self.run.state[f"teach.{k}"]["result"] for k in ("gnn", "transformer") if f"teach.{k}" in self.run.state}
+        if teachers:
+            task["teachers"] = {k: {"params": r["params"], "size": r["size"], "metrics": r["metrics"],
+                                    "onnx": str(self.run.teacher(k) / "model.onnx")} for k, r in teachers.items()}
+        return summary
