@@ -115,6 +115,7 @@ PRESETS: dict[str, dict] = {
     # the real thing: >= 100k jets per class, full-size teachers
     "full": {
         "data": {"n_per_class": 100000},
+        "anomaly": {"n_background": 100000, "n_signal": 10000},
         "teachers": {"size": "full", "epochs": 30, "batch_size": 512},
         "student": {"epochs": 100, "batch_size": 1024},
     },
