@@ -33,12 +33,13 @@ Any other layer raises UnsupportedLayerError naming the layer and its class.
 from __future__ import annotations
 
 import json
-import re
 import pathlib
+import re
 
 import numpy as np
 
 from l1forge.io import atomic_path, write_json_atomic
+from quantize.fixed import FixedType
 
 SCHEMA = "l1forge.firmware-graph/1"
 
@@ -51,10 +52,34 @@ def _type(var_type) -> str:
     return str(var_type.precision)
 
 
+def _is_exponent(var) -> bool:
+    """hls4ml's power-of-two weights, written as {sign, exponent} pairs (QKeras alpha='auto_po2', po2 quantizers)."""
+    return next(iter(var), "").startswith("{")
+
+
+def _power_of_two_scale(var, layer) -> tuple[np.ndarray, str]:
+    """Exponent scales of a batchnorm/ApplyAlpha as values +-2**e and an exact fixed type for them.
+
+    The C++ (``product::weight_exponential``) casts x into ap_fixed<2(W + Wx), W + Wx> (W: exponent width) and
+    shifts it by e: exact, and so equal to x * (+-2**e), while the shifted value keeps inside that type; checked
+    here, refused otherwise.
+    """
+    pairs = np.array([[float(v) for v in text.strip("{}").split(",")] for text in var])
+    sign, exponent = np.where(pairs[:, 0] == 1, 1.0, -1.0), pairs[:, 1].astype(int)
+    x_t = FixedType.parse(str(layer.get_input_variable().type.precision))
+    room = var.type.precision.width + x_t.width  # integer and fractional bits of the shift's type
+    if x_t.integer + max(exponent.max(), 0) + 1 > room or x_t.frac + max(-exponent.min(), 0) > room:
+        raise UnsupportedLayerError(
+            f"layer '{layer.name}' of type {layer.class_name}: power-of-two scales shift beyond the C++ product type"
+        )
+    integer, frac = max(exponent.max(), 0) + 2, max(-exponent.min(), 0)
+    return sign * np.ldexp(1.0, exponent), FixedType(integer + frac, integer).hls()
+
+
 def _weight_values(var, layer) -> np.ndarray:
     """The values the C++ is initialised with: hls4ml's text literals, parsed back to float64."""
     texts = list(var)
-    if texts and texts[0].startswith("{"):  # {sign, exponent} pairs: hls4ml's power-of-two (exponent) weights
+    if texts and texts[0].startswith("{"):  # power-of-two weights outside batchnorm/ApplyAlpha
         raise UnsupportedLayerError(
             f"layer '{layer.name}' of type {layer.class_name}: power-of-two weights (e.g. QKeras alpha='auto_po2') "
             "are not supported by the emulator"
@@ -169,8 +194,9 @@ def _describe(layer, backend) -> tuple[dict, dict]:
         _activation(layer, entry)
     elif cls in ("BatchNormalization", "ApplyAlpha"):  # ApplyAlpha: the scale of QKeras alpha quantizers
         s, b = layer.weights["scale"], layer.weights["bias"]
-        entry.update(op="batchnorm", scale_t=_type(s.type), bias_t=_type(b.type))
-        weights[f"{layer.name}/scale"] = _weight_values(s, layer).ravel()
+        scale, scale_t = _power_of_two_scale(s, layer) if _is_exponent(s) else (_weight_values(s, layer), _type(s.type))
+        entry.update(op="batchnorm", scale_t=scale_t, bias_t=_type(b.type))
+        weights[f"{layer.name}/scale"] = scale.ravel()
         weights[f"{layer.name}/bias"] = _weight_values(b, layer).ravel()
     elif cls == "GlobalPooling1D" and layer.get_attr("pool_op") in ("Max", "Average"):
         entry.update(op="global_" + layer.get_attr("pool_op").lower(), accum_t=_type(layer.types["accum_t"]))

@@ -140,12 +140,11 @@ def test_fast_path_handles_wrapping_inputs(tmp_path):
 
 @pytest.mark.parametrize("alpha", ["auto", "auto_po2"])
 def test_qkeras_alpha_scales(tmp_path, alpha):
-    """Per-channel alpha scales become an ApplyAlpha layer: float scales are emulated bit for bit, power-of-two
-    scales (hls4ml's exponent weights) are refused by name, never emulated wrongly."""
+    """Per-channel alpha scales become an ApplyAlpha layer (float scales, or power-of-two exponent weights that the
+    C++ applies as shifts): both bit for bit against the C-sim."""
     import tensorflow as tf
     from qkeras import QActivation, QDense, quantized_bits, quantized_relu
 
-    from firmware.graph import UnsupportedLayerError
 
     inputs = tf.keras.Input((16,), name="x")
     h = QDense(16, kernel_quantizer=quantized_bits(6, 0, alpha=alpha), bias_quantizer=quantized_bits(6, 0, alpha=1), name="d1")(inputs)
@@ -159,10 +158,6 @@ def test_qkeras_alpha_scales(tmp_path, alpha):
         model, hls_config=hls_config(model, Precision().input), output_dir=str(tmp_path / "hls"), backend="Vitis",
         io_type="io_parallel",
     )
-    if alpha == "auto_po2":
-        with pytest.raises(UnsupportedLayerError, match="'d1_alpha' of type ApplyAlpha: power-of-two"):
-            write_graph(hls_model, tmp_path / "hls")
-        return
     quiet_call(hls_model.compile)
     emulator = Emulator.from_file(write_graph(hls_model, tmp_path / "hls"))
     assert "batchnorm" in [layer.op for layer in emulator.layers]
