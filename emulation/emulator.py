@@ -154,6 +154,8 @@ class Emulator:
         self.output_names = list(graph["outputs"])
         if len(self.input_names) != 1:
             raise EmulationError(f"the emulator takes one model input, the firmware has {self.input_names}")
+        if graph.get("io_type", "io_parallel") != "io_parallel":
+            raise EmulationError(f"the emulator reproduces io_parallel designs, this firmware is {graph['io_type']}")
         self.layers, self._types = [], {}
         for spec in graph["layers"]:
             layer = self._prepare(spec, weights)
