@@ -163,3 +163,10 @@ def test_qkeras_alpha_scales(tmp_path, alpha):
     assert "batchnorm" in [layer.op for layer in emulator.layers]
     stats, _, _ = compare_with_csim(emulator, hls_model.predict, _inputs(3000, seed=11))
     assert stats["mismatches"] == 0
+
+
+def test_io_stream_firmware_is_refused():
+    graph = {"inputs": ["x"], "outputs": ["x"], "io_type": "io_stream",
+             "layers": [{"name": "x", "op": "input", "shape": [4], "result_t": "fixed<8,3>"}]}
+    with pytest.raises(EmulationError, match="io_parallel designs, this firmware is io_stream"):
+        Emulator(graph, {})
