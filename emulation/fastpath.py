@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from quantize.fixed import FixedType
 
-CHUNK = 8192
+CHUNK = 16384
 FLOAT32_EXACT = 2**24
 FLOAT64_EXACT = 2**53
 
@@ -85,12 +85,21 @@ def _cast(y: np.ndarray, t: FixedType, shift: int, lo_bound: int, hi_bound: int,
     return _overflow(y, t)
 
 
+def dense_interval(w: np.ndarray, b_acc: np.ndarray, x_bound: tuple, shift: int) -> tuple[int, int]:
+    """Exact range of ``b + (x @ w) << shift`` over inputs x in [lo, hi] (interval arithmetic, Python ints)."""
+    w = w.astype(object)
+    at_lo, at_hi = w * x_bound[0], w * x_bound[1]
+    lo = np.minimum(at_lo, at_hi).sum(axis=0) * 2**shift + b_acc.astype(object)
+    hi = np.maximum(at_lo, at_hi).sum(axis=0) * 2**shift + b_acc.astype(object)
+    return int(min(lo, default=0)), int(max(hi, default=0))
+
+
 def _fold_scalings(steps: list) -> None:
     """Fold an elementwise step's 2**-shift scaling into the dense layer before it when that layer's own cast is
     the identity (no shift, no possible overflow): one pass less over the data, still exact (powers of two)."""
     for prev, step in zip(steps, steps[1:]):
         if prev[0] == "dense" and step[0] == "elementwise" and step[2] > 0 and not step[1]:
-            _, w, b, shift, res_t, lo, hi = prev
+            _, w, b, shift, res_t, lo, hi, _ = prev
             if shift == 0 and lo >= res_t.min_code and hi <= res_t.max_code:
                 prev[1], prev[2] = w * 2.0 ** -step[2], b * 2.0 ** -step[2]
                 step[6] = True
@@ -121,11 +130,14 @@ class FastPath:
                 if not p["fast"] or len(layer.spec["shape"]) != 1:
                     return None
                 w, acc_t = p["w"], p["acc_t"]
-                x_max = max(-bound[0], bound[1])
-                worst = int(np.abs(p["b_acc"]).max(initial=0)) + (int(np.abs(w).sum(axis=0).max(initial=0)) * x_max << p["shift"])
-                largest = max(largest, worst)
+                lo, hi = dense_interval(w, p["b_acc"], bound, p["shift"])  # what the sum can be: decides the cast
+                if lo < acc_t.min_code or hi > acc_t.max_code:
+                    return None  # the accumulator itself may wrap: the reference path does that step by step
+                x_max = max(-bound[0], bound[1])  # what any partial sum can be: decides float32 or float64
+                partial = int(np.abs(p["b_acc"]).max(initial=0)) + (int(np.abs(w).sum(axis=0).max(initial=0)) * x_max << p["shift"])
+                largest = max(largest, partial)
                 steps.append(["dense", w.astype(np.float64) * 2.0 ** p["shift"], p["b_acc"].astype(np.float64),
-                              acc_t.frac - layer.result.frac, layer.result, -worst, worst])
+                              acc_t.frac - layer.result.frac, layer.result, lo, hi, partial])
             else:
                 src_t, res_t = emulator._types[layer.inputs[0]], layer.result
                 # relu into an unsigned saturating type: the cast's clip at 0 is the relu (rounding keeps signs)
@@ -140,7 +152,7 @@ class FastPath:
         _fold_scalings(steps)
         for step in steps:  # each dense layer in float32 if all it can produce is exact there, else float64
             if step[0] == "dense":
-                dtype = np.float32 if max(-step[5], step[6]) < FLOAT32_EXACT else np.float64
+                dtype = np.float32 if step[7] < FLOAT32_EXACT else np.float64
                 step[1], step[2] = step[1].astype(dtype), step[2].astype(dtype)
         input_dtype = np.float32 if max(-t.min_code, t.max_code) < FLOAT32_EXACT else np.float64
         return cls([tuple(step) for step in steps], t, input_dtype, threads or min(2, os.cpu_count() or 1))
@@ -153,7 +165,7 @@ class FastPath:
         y = _overflow(y, t).astype(self.dtype)
         for step in self.steps:
             if step[0] == "dense":
-                _, w, b, shift, res_t, lo, hi = step
+                _, w, b, shift, res_t, lo, hi, _ = step
                 acc = y.astype(w.dtype, copy=False) @ w
                 acc += b
                 y = _cast(acc, res_t, shift, lo, hi)
