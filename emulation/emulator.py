@@ -224,6 +224,7 @@ class Emulator:
         p["shift"] = max(shift, 0)
         p["fast"] = products_exact and (acc_t.overflow == "WRAP" or worst <= acc_t.max_code) and worst < 2**62
         p["float_ok"] = col_sum < EXACT_FLOAT
+        p["partial_max"] = worst  # largest |partial sum| of the accumulation, in accumulator codes
         p["w_float"] = w.astype(np.float64)
 
     def _prepare_table(self, layer: _Layer, in_types: list, weights: dict):

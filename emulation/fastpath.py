@@ -133,8 +133,7 @@ class FastPath:
                 lo, hi = dense_interval(w, p["b_acc"], bound, p["shift"])  # what the sum can be: decides the cast
                 if lo < acc_t.min_code or hi > acc_t.max_code:
                     return None  # the accumulator itself may wrap: the reference path does that step by step
-                x_max = max(-bound[0], bound[1])  # what any partial sum can be: decides float32 or float64
-                partial = int(np.abs(p["b_acc"]).max(initial=0)) + (int(np.abs(w).sum(axis=0).max(initial=0)) * x_max << p["shift"])
+                partial = p["partial_max"]  # what any partial sum can be: decides float32 or float64
                 largest = max(largest, partial)
                 steps.append(["dense", w.astype(np.float64) * 2.0 ** p["shift"], p["b_acc"].astype(np.float64),
                               acc_t.frac - layer.result.frac, layer.result, lo, hi, partial])
