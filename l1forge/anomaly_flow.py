@@ -12,6 +12,12 @@ from l1forge.metrics import anomaly_metrics
 from l1forge.pipeline import Flow
 
 
+def _by_signal(sample, score: np.ndarray) -> dict:
+    """{signal name: scores of its events} for the signal samples present in ``sample``."""
+    return {name: score[sample.is_signal & (sample.sample == i)] for i, name in enumerate(sample.sample_names)
+            if np.any(sample.is_signal & (sample.sample == i))}
+
+
 class AnomalyFlow(Flow):
     """Same stages, bookkeeping and firmware build as the tagging flow; anomaly data, models and metrics."""
 
@@ -29,8 +35,7 @@ class AnomalyFlow(Flow):
         test = sample.subset("test")
         score = score[sample.split == 2]
         bkg = ~test.is_signal
-        signals = {name: score[test.is_signal & (test.sample == i)] for i, name in enumerate(test.sample_names)
-                   if np.any(test.is_signal & (test.sample == i))}
+        signals = _by_signal(test, score)
         a = self.cfg.anomaly
         return anomaly_metrics(score[bkg], test.weight[bkg], signals, tuple(a.rates_khz), self.cfg.trigger.n_bunches)
 
@@ -119,8 +124,7 @@ class AnomalyFlow(Flow):
             t, firmware = self.cfg.trigger, self.run.result("synthesize")
             thresholds, rate, err = rate_curve(bkg, w, t.n_bunches, np.unique(bkg))
             write_arrays_atomic(self.run.emulation / "trigger.h5", {"threshold": thresholds, "rate_khz": rate, "rate_khz_err": err})
-            signals = {name: emu[test.is_signal & (test.sample == i), 0] for i, name in enumerate(test.sample_names)
-                       if np.any(test.is_signal & (test.sample == i))}
+            signals = _by_signal(test, emu[:, 0])
             stats["trigger"] = {
                 **trigger_summary(bkg, signals, firmware["latency_ns"], firmware["ii_cycles"], firmware["clock_mhz"],
                                   t.budget_ns, max(self.cfg.anomaly.rates_khz), t.n_bunches, w),
