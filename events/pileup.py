@@ -63,9 +63,14 @@ def build_pileup_library(n_events: int, seed: int, workers: int = 2, pthat_max: 
             "vetoed_fraction": sum(r["vetoed"] for r in results) / sum(r["generated"] for r in results)}
 
 
-def overlay(hard: Particles, library: dict, mu: float, rng: np.random.Generator) -> Particles:
+def overlay(hard: Particles, library: dict, mu: float, rng: np.random.Generator,
+            with_vertex: bool = False) -> Particles | tuple[Particles, np.ndarray, np.ndarray]:
     """Add Poisson(mu) library events to each event of `hard`, each rotated by a random phi and mirrored in eta
-    with probability 1/2. mu = 0 returns the hard particles unchanged."""
+    with probability 1/2. mu = 0 returns the hard particles unchanged.
+
+    with_vertex=True also returns each particle's interaction within its crossing (0 = the hard interaction,
+    1..n = its pileup interactions, in the order drawn) and the number of pileup interactions per crossing.
+    """
     offsets = library["offsets"]
     n_pileup = rng.poisson(mu, hard.n_events)
     picks = rng.integers(0, len(offsets) - 1, n_pileup.sum())
@@ -79,4 +84,9 @@ def overlay(hard: Particles, library: dict, mu: float, rng: np.random.Generator)
     pileup = Particles((px * cos - py * sin).astype(np.float32), (px * sin + py * cos).astype(np.float32),
                        (library["pz"][index] * mirror[owner]).astype(np.float32), library["pid"][index],
                        np.repeat(np.repeat(np.arange(hard.n_events), n_pileup), sizes), hard.n_events)
-    return concat_particles([hard, pileup], hard.n_events)
+    crossing = concat_particles([hard, pileup], hard.n_events)
+    if not with_vertex:
+        return crossing
+    first_pick = np.repeat(np.cumsum(n_pileup) - n_pileup, n_pileup)  # first pick of each pick's crossing
+    vertex = np.concatenate([np.zeros(len(hard.px), np.int32), (owner - first_pick[owner] + 1).astype(np.int32)])
+    return crossing, vertex, n_pileup

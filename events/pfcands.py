@@ -1,0 +1,327 @@
+"""Pileup-mitigation samples: hard processes with real MET and jets, Poisson pileup overlaid, as L1-like
+particle-flow candidates with per-particle truth (primary vertex or pileup), plus per-event truth MET and truth jets
+built without pileup. Schema "l1forge.pileup/1"; PILEUP.md states every number used here.
+"""
+
+import dataclasses
+import importlib.metadata
+import json
+import math
+import pathlib
+import time
+import zlib
+
+import awkward as ak
+import fastjet
+import h5py
+import numpy as np
+import pythia8mc
+
+from events.l1objects import INVISIBLE, Particles
+from events.pileup import build_pileup_library, overlay, particles_from_batch
+from events.processes import COMMON_SETTINGS, SQRT_S_GEV, chunk_seeds, new_pythia, run_chunks
+from events.schema import checked_dataset, fail, open_h5
+from events.substructure import pt_eta_phi, wrap_phi
+from l1forge.io import atomic_path
+
+SCHEMA = "l1forge.pileup/1"
+PROCESSES: dict[str, list[str]] = {
+    "ttbar": ["Top:gg2ttbar = on", "Top:qqbar2ttbar = on"],
+    "znunu_jet": ["WeakBosonAndParton:qqbar2gmZg = on", "WeakBosonAndParton:qg2gmZq = on", "WeakZ0:gmZmode = 2",
+                  "PhaseSpace:pTHatMin = 50.", "23:onMode = off", "23:onIfAny = 12 14 16"],
+    # H -> ZZ* -> 4 neutrinos: an invisible Higgs within the SM particle content
+    "vbf_hinv": ["HiggsSM:ff2Hff(t:ZZ) = on", "HiggsSM:ff2Hff(t:WW) = on", "25:onMode = off",
+                 "25:onIfMatch = 23 23", "23:onMode = off", "23:onIfAny = 12 14 16"],
+}
+CHUNK_EVENTS = 100  # events per work unit: part of the seed derivation, so changing it changes the output
+LIBRARY_EVENTS = 20_000
+TRAIN_VAL = (0.8, 0.2)  # of the training-pileup events; the test events are generated per test pileup
+
+# L1-like particle-flow candidates (PILEUP.md)
+ETA_MAX = 4.0
+PT_MIN = 1.0  # GeV, every candidate after smearing
+CALO_TRUE_PT_MIN = 0.5  # GeV: softer particles leave no calorimeter candidate (noise floor)
+TRACK_PT_MIN, TRACK_ETA_MAX = 2.0, 2.4  # charged particles inside these get a track (pT, charge, dz)
+LUMINOUS_SIGMA_Z_CM = 4.5  # vertices spread along the beam: Gaussian, HL-LHC-like
+DZ_RESOLUTION = (0.1, 0.6)  # sigma(dz) / cm = a (+) b / (pT / GeV)
+CALO_RESOLUTION = {"photon": (0.15, 0.01), "neutral_hadron": (1.0, 0.05)}  # sigma(pT) = a sqrt(pT) (+) b pT
+CHARGED_HADRON, ELECTRON, MUON, PHOTON, NEUTRAL_HADRON = range(5)
+TYPE_NAMES = ("charged_hadron", "electron", "muon", "photon", "neutral_hadron")
+FEATURE_NAMES = ("pt", "eta", "phi", "dz", "charge", "has_track", *(f"is_{t}" for t in TYPE_NAMES))
+
+# truth jets: anti-kt R = 0.4 on the visible particles of the hard interaction alone (no pileup, no smearing)
+JET_R, TRUTH_JET_PT_MIN, MAX_JETS = 0.4, 20.0, 8
+_JETDEF = fastjet.JetDefinition(fastjet.antikt_algorithm, JET_R)
+_PARTICLE_FIELDS = ("pt", "eta", "phi", "dz", "charge", "type", "is_pv")
+_LIBRARY = None  # pileup library of the running generation, inherited by forked workers
+_CHARGE: dict[int, int] = {}
+
+
+@dataclasses.dataclass
+class PileupSample:
+    """Candidates of all crossings as flat arrays (event e owns rows offsets[e]:offsets[e+1], pT-ordered)."""
+
+    path: pathlib.Path
+    pt: np.ndarray  # float32 GeV
+    eta: np.ndarray  # float32
+    phi: np.ndarray  # float32 in [-pi, pi)
+    dz: np.ndarray  # float32 cm, track z0 minus primary-vertex z; 0 without a track
+    charge: np.ndarray  # int8, 0 without a track
+    type: np.ndarray  # int8 TYPE_NAMES index
+    is_pv: np.ndarray  # bool truth: from the hard (primary) interaction
+    offsets: np.ndarray  # int64 (n_events + 1)
+    process: np.ndarray  # int16 index into process_names
+    process_names: list[str]
+    pileup: np.ndarray  # float32 Poisson mean of the crossing's pileup
+    n_pileup: np.ndarray  # int16 pileup interactions in the crossing
+    split: np.ndarray  # int8 0 train, 1 val, 2 test
+    true_met: np.ndarray  # (n_events, 2) float32 invisible px, py of the hard interaction
+    truth_jets: np.ndarray  # (n_events, MAX_JETS, 4) float32 pt, eta, phi, mass; zero rows pad
+    attrs: dict
+
+    @property
+    def n_events(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def event(self) -> np.ndarray:
+        """(n_particles,) event index of each candidate."""
+        return np.repeat(np.arange(self.n_events), np.diff(self.offsets))
+
+    @property
+    def has_track(self) -> np.ndarray:
+        return self.charge != 0
+
+    def features(self) -> np.ndarray:
+        """(n_particles, len(FEATURE_NAMES)) float32: pt, eta, phi, dz, charge, has_track, one-hot type."""
+        onehot = (self.type[:, None] == np.arange(len(TYPE_NAMES))[None, :]).astype(np.float32)
+        return np.concatenate([np.stack([self.pt, self.eta, self.phi, self.dz, self.charge, self.has_track], 1)
+                               .astype(np.float32), onehot], axis=1)
+
+    def particle_rows(self, events: np.ndarray) -> np.ndarray:
+        """Candidate rows of the given events (bool mask over events), in order."""
+        return np.repeat(np.asarray(events, bool), np.diff(self.offsets))
+
+
+def _charges(pid: np.ndarray) -> np.ndarray:
+    """Electric charge of each PDG id (Pythia's particle data, cached per id)."""
+    ids = np.unique(pid)
+    missing = [int(i) for i in ids if int(i) not in _CHARGE]
+    if missing:
+        data = pythia8mc.Pythia("", False).particleData
+        _CHARGE.update({i: int(round(data.charge(i))) for i in missing})
+    return np.array([_CHARGE[int(i)] for i in ids], np.int8)[np.searchsorted(ids, pid)]
+
+
+def _smear(pt, resolution, rng):
+    a, b = resolution
+    return pt + rng.standard_normal(len(pt)) * np.sqrt(a**2 * pt + (b * pt) ** 2)
+
+
+def candidates(crossing: Particles, vertex: np.ndarray, n_pileup: np.ndarray, rng: np.random.Generator) -> dict:
+    """L1-like particle-flow candidates of each crossing, ordered by event then decreasing pT.
+
+    Charged particles with pT > TRACK_PT_MIN and |eta| < TRACK_ETA_MAX become tracks (pT and charge exact, dz
+    smeared); other visible particles become calorimeter candidates (e/gamma -> photon, hadrons -> neutral hadron,
+    pT smeared, no dz; true pT > CALO_TRUE_PT_MIN); muons without a track are dropped. Returns flat arrays _PARTICLE_FIELDS and 'counts'.
+    """
+    n = crossing.n_events
+    pt, eta, phi = pt_eta_phi(*(a.astype(np.float64) for a in (crossing.px, crossing.py, crossing.pz)))
+    apid = np.abs(crossing.pid)
+    charge = _charges(crossing.pid)
+    track = (charge != 0) & (pt > TRACK_PT_MIN) & (np.abs(eta) < TRACK_ETA_MAX)
+    em = (apid == 11) | (apid == 22)
+    kind = np.where(track, np.select([apid == 11, apid == 13], [ELECTRON, MUON], CHARGED_HADRON),
+                    np.where(em, PHOTON, NEUTRAL_HADRON)).astype(np.int8)
+    measured = pt.copy()
+    for name, code in (("photon", PHOTON), ("neutral_hadron", NEUTRAL_HADRON)):
+        calo = ~track & (kind == code)
+        measured[calo] = _smear(pt[calo], CALO_RESOLUTION[name], rng)
+    # vertex z: one Gaussian draw per interaction, the hard interaction first
+    first = np.concatenate([[0], np.cumsum(n_pileup + 1)])
+    z = rng.normal(0.0, LUMINOUS_SIGMA_Z_CM, first[-1])
+    a, b = DZ_RESOLUTION
+    sigma = np.sqrt(a**2 + (b / np.maximum(pt, TRACK_PT_MIN)) ** 2)
+    dz = np.where(track, z[first[crossing.event] + vertex] - z[first[crossing.event]]
+                  + sigma * rng.standard_normal(len(pt)), 0.0)
+    keep = (~np.isin(apid, INVISIBLE) & (np.abs(eta) < ETA_MAX) & (measured > PT_MIN) & ((apid != 13) | track)
+            & (track | (pt > CALO_TRUE_PT_MIN)))
+    order = np.flatnonzero(keep)[np.lexsort((-measured[keep], crossing.event[keep]))]
+    return {"pt": measured[order].astype(np.float32), "eta": eta[order].astype(np.float32),
+            "phi": phi[order].astype(np.float32), "dz": dz[order].astype(np.float32),
+            "charge": np.where(track, charge, 0)[order].astype(np.int8), "type": kind[order],
+            "is_pv": (vertex[order] == 0), "counts": np.bincount(crossing.event[order], minlength=n)}
+
+
+def cluster_jets(event: np.ndarray, pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, n_events: int,
+                 min_pt: float = TRUTH_JET_PT_MIN, mass: np.ndarray | None = None) -> np.ndarray:
+    """(n_events, MAX_JETS, 4) float32 pt, eta, phi, mass of the anti-kt R=0.4 jets above min_pt, by decreasing pT.
+
+    Inputs are massless unless `mass` is given; rows with pt <= 0 are ignored (weight-0 candidates).
+    """
+    event, pt, eta, phi = (np.asarray(a) for a in (event, pt, eta, phi))
+    use = pt > 0
+    event, pt, eta, phi = event[use], pt[use].astype(np.float64), eta[use].astype(np.float64), phi[use]
+    m = np.zeros_like(pt) if mass is None else np.asarray(mass, np.float64)[use]
+    order = np.argsort(event, kind="stable")
+    event, pt, eta, phi, m = event[order], pt[order], eta[order], phi[order], m[order]
+    pz = pt * np.sinh(eta)
+    vectors = ak.zip({"px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pz, "E": np.sqrt(pt**2 + pz**2 + m**2)})
+    jets = fastjet.ClusterSequence(ak.unflatten(vectors, np.bincount(event, minlength=n_events)), _JETDEF)
+    jets = jets.inclusive_jets(min_pt=min_pt)
+    owner = np.repeat(np.arange(n_events), ak.to_numpy(ak.num(jets)))
+    px, py, pz, e = (ak.to_numpy(ak.flatten(jets[f])).astype(np.float64) for f in ("px", "py", "pz", "E"))
+    j_pt, j_eta, j_phi = pt_eta_phi(px, py, pz)
+    j_mass = np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 0.0))
+    order = np.lexsort((-j_pt, owner))
+    owner, rows = owner[order], np.stack([j_pt, j_eta, j_phi, j_mass], 1)[order]
+    rank = np.arange(len(owner)) - np.searchsorted(owner, owner)
+    out = np.zeros((n_events, MAX_JETS, 4), np.float32)
+    out[owner[rank < MAX_JETS], rank[rank < MAX_JETS]] = rows[rank < MAX_JETS]
+    return out
+
+
+def _truth(hard: Particles) -> tuple[np.ndarray, np.ndarray]:
+    """Invisible (px, py) per event and truth jets from the hard interaction's visible particles."""
+    n = hard.n_events
+    invisible = np.isin(np.abs(hard.pid), INVISIBLE)
+    met = np.stack([np.bincount(hard.event[invisible], hard.px[invisible], n),
+                    np.bincount(hard.event[invisible], hard.py[invisible], n)], 1).astype(np.float32)
+    pt, eta, phi = pt_eta_phi(*(a[~invisible].astype(np.float64) for a in (hard.px, hard.py, hard.pz)))
+    inside = np.abs(eta) < ETA_MAX
+    jets = cluster_jets(hard.event[~invisible][inside], pt[inside], eta[inside], phi[inside], n)
+    return met, jets
+
+
+def _chunk(process: str, settings: list[str], n_events: int, seed: int, name: str, chunk: int, mu: float) -> dict:
+    pythia_seed, rng = chunk_seeds(seed, name, chunk)
+    pythia = new_pythia(settings, pythia_seed, process)
+    hard = particles_from_batch(pythia.nextBatch(n_events))
+    if hard.n_events != n_events:
+        raise RuntimeError(f"{process}: Pythia returned {hard.n_events} of {n_events} events")
+    met, jets = _truth(hard)
+    crossing, vertex, n_pileup = overlay(hard, _LIBRARY, mu, rng, with_vertex=True)
+    return {**candidates(crossing, vertex, n_pileup, rng), "true_met": met, "truth_jets": jets,
+            "n_pileup": n_pileup.astype(np.int16), "sigma_mb": pythia.infoPython().sigmaGen()}
+
+
+def _plan(n_train: int, n_test: int, train_pileup: float, test_pileups) -> list[tuple[str, float, str, int]]:
+    """(process, mu, role, n_events) blocks: training events at train_pileup, n_test per test pileup."""
+    blocks = []
+    for role, mu, total in [("train", train_pileup, n_train), *(("test", m, n_test) for m in test_pileups)]:
+        for i, process in enumerate(PROCESSES):
+            blocks.append((process, float(mu), role, total // len(PROCESSES) + (i < total % len(PROCESSES))))
+    return blocks
+
+
+def generate_pileup(out: pathlib.Path, n_train: int, n_test: int, seed: int = 1, train_pileup: float = 60.0,
+                    test_pileups=(60.0, 200.0), workers: int = 2, hard_mpi: bool = True,
+                    library_events: int = LIBRARY_EVENTS, progress: bool = True) -> dict:
+    """Write n_train crossings at train_pileup (split TRAIN_VAL into train/val) and n_test test crossings at each
+    test pileup, shared equally by PROCESSES, as candidates with truth. Byte-identical for any worker count."""
+    global _LIBRARY
+    n_train, n_test, seed, workers = int(n_train), int(n_test), int(seed), int(workers)
+    test_pileups = [float(m) for m in test_pileups]
+    if n_train < 2 * len(PROCESSES) or n_test < len(PROCESSES):
+        raise ValueError(f"need n_train >= {2 * len(PROCESSES)} and n_test >= {len(PROCESSES)} (every process)")
+    if workers < 1 or library_events < 1 or not test_pileups:
+        raise ValueError("workers and library_events must be >= 1, and test_pileups non-empty")
+    for mu in (train_pileup, *test_pileups):
+        if not (math.isfinite(mu) and mu >= 0):
+            raise ValueError(f"pileup must be a number >= 0, not {mu}")
+    start = time.perf_counter()
+    library = build_pileup_library(library_events, seed, workers, progress=progress)
+    library_seconds = time.perf_counter() - start
+    common = [*COMMON_SETTINGS, f"PartonLevel:MPI = {'on' if hard_mpi else 'off'}"]
+    blocks = _plan(n_train, n_test, train_pileup, test_pileups)
+    tasks = [(process, [*common, *PROCESSES[process]], min(CHUNK_EVENTS, n - first), seed, f"{process}_{role}_pu{mu:g}",
+              k, mu) for process, mu, role, n in blocks for k, first in enumerate(range(0, n, CHUNK_EVENTS))]
+    _LIBRARY = library
+    try:
+        results = run_chunks(_chunk, tasks, [t[2] for t in tasks], workers, "crossings", progress)
+    finally:
+        _LIBRARY = None
+    names = list(PROCESSES)
+    process = np.concatenate([np.full(t[2], names.index(t[0]), np.int16) for t in tasks])
+    pileup = np.concatenate([np.full(t[2], t[6], np.float32) for t in tasks])
+    is_test = np.concatenate([np.full(t[2], "_test_" in t[4]) for t in tasks])
+    rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(b"split")]))
+    split = np.where(is_test, 2, (rng.random(len(is_test)) >= TRAIN_VAL[0]).astype(np.int8)).astype(np.int8)
+    counts = np.concatenate([r["counts"] for r in results])
+    arrays = {**{f: np.concatenate([r[f] for r in results]) for f in _PARTICLE_FIELDS},
+              "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+              "process": process, "pileup": pileup, "split": split,
+              **{f: np.concatenate([r[f] for r in results]) for f in ("n_pileup", "true_met", "truth_jets")}}
+    arrays["is_pv"] = arrays["is_pv"].astype(np.int8)
+    sigma = {p: float(np.mean([r["sigma_mb"] for r, t in zip(results, tasks) if t[0] == p])) for p in names}
+    definition = {"ETA_MAX": ETA_MAX, "PT_MIN": PT_MIN, "CALO_TRUE_PT_MIN": CALO_TRUE_PT_MIN, "TRACK_PT_MIN": TRACK_PT_MIN, "TRACK_ETA_MAX": TRACK_ETA_MAX,
+                  "LUMINOUS_SIGMA_Z_CM": LUMINOUS_SIGMA_Z_CM, "DZ_RESOLUTION": DZ_RESOLUTION,
+                  "CALO_RESOLUTION": CALO_RESOLUTION, "TYPE_NAMES": TYPE_NAMES, "JET_R": JET_R,
+                  "TRUTH_JET_PT_MIN": TRUTH_JET_PT_MIN, "MAX_JETS": MAX_JETS, "INVISIBLE": INVISIBLE}
+    attrs = {"schema": SCHEMA, "seed": seed, "sqrt_s_gev": SQRT_S_GEV, "process_names": names,
+             "train_pileup": float(train_pileup), "test_pileups": test_pileups,
+             "cross_section_mb": json.dumps(sigma), "sigma_inel_mb": library["sigma_inel_mb"],
+             "settings": json.dumps({"pythia": {p: [*common, *s] for p, s in PROCESSES.items()}, "hard_mpi": hard_mpi,
+                                     "library_events": int(library_events), "chunk_events": CHUNK_EVENTS,
+                                     "candidates": definition}),
+             "generator": f"pythia8mc {importlib.metadata.version('pythia8mc')}",
+             "l1forge_version": importlib.metadata.version("l1forge")}
+    with atomic_path(out, ".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            for key, data in arrays.items():
+                f.create_dataset(key, data=data, track_times=False, chunks=True, compression="gzip",
+                                 compression_opts=4, shuffle=True)
+            f.attrs.update(attrs)
+    seconds = time.perf_counter() - start
+    n_events = len(process)
+    per_pileup = {f"{m:g}": float(counts[pileup == m].mean()) for m in sorted(set(pileup.tolist()))}
+    return {"n_events": n_events, "n_candidates": int(counts.sum()), "candidates_per_event": per_pileup,
+            "cross_section_mb": sigma, "seconds": seconds, "events_per_s": n_events / seconds,
+            "library_seconds": library_seconds, "path": pathlib.Path(out)}
+
+
+# ---- reading ----------------------------------------------------------------------------------------------------
+_EVENT_DATASETS = {"process": ((), "iu"), "pileup": ((), "f"), "n_pileup": ((), "iu"), "split": ((), "iu"),
+                   "true_met": ((2,), "f"), "truth_jets": ((MAX_JETS, 4), "f")}
+_PARTICLE_KINDS = {"pt": "f", "eta": "f", "phi": "f", "dz": "f", "charge": "iu", "type": "iu", "is_pv": "iub"}
+
+
+def _read(f, path, name, shape, kind, n):
+    ds = checked_dataset(f, path, name, shape, n, "offsets")
+    if ds.dtype.kind not in kind:
+        fail(path, f"dataset '{name}' has dtype {ds.dtype}, expected kind {kind!r}")
+    data = ds[()]
+    if ds.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        bad = ~np.isfinite(data.reshape(len(data), -1)).all(axis=1)
+        fail(path, f"dataset '{name}' has {int(bad.sum())} row(s) with NaN/Inf values (first at row {int(np.argmax(bad))})")
+    return data
+
+
+def read_pileup(path) -> PileupSample:
+    """Read and validate an l1forge.pileup/1 file; DataError (one line naming file and dataset) otherwise."""
+    path = pathlib.Path(path)
+    with open_h5(path) as f:
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+        if attrs.get("schema") != SCHEMA:
+            fail(path, f"attribute 'schema' is {attrs.get('schema')!r}, expected {SCHEMA!r}")
+        offsets = _read(f, path, "offsets", (), "iu", None).astype(np.int64)
+        n_events = len(offsets) - 1
+        if n_events < 1 or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+            fail(path, "dataset 'offsets' must start at 0 and never decrease")
+        particles = {k: _read(f, path, k, (), kind, int(offsets[-1])) for k, kind in _PARTICLE_KINDS.items()}
+        events = {k: _read(f, path, k, shape, kind, n_events) for k, (shape, kind) in _EVENT_DATASETS.items()}
+    names = [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(attrs.get("process_names", []))]
+    if np.any((events["process"] < 0) | (events["process"] >= len(names))):
+        fail(path, f"dataset 'process' has values outside 0..{len(names) - 1} (attribute 'process_names')")
+    if np.any(~np.isin(events["split"], (0, 1, 2))):
+        fail(path, "dataset 'split' has values outside {0, 1, 2}")
+    if np.any((particles["type"] < 0) | (particles["type"] >= len(TYPE_NAMES))):
+        fail(path, f"dataset 'type' has values outside 0..{len(TYPE_NAMES) - 1}")
+    return PileupSample(
+        path=path, pt=particles["pt"].astype(np.float32), eta=particles["eta"].astype(np.float32),
+        phi=wrap_phi(particles["phi"].astype(np.float32)).astype(np.float32), dz=particles["dz"].astype(np.float32),
+        charge=particles["charge"].astype(np.int8), type=particles["type"].astype(np.int8),
+        is_pv=particles["is_pv"].astype(bool), offsets=offsets, process=events["process"].astype(np.int16),
+        process_names=names, pileup=events["pileup"].astype(np.float32), n_pileup=events["n_pileup"].astype(np.int16),
+        split=events["split"].astype(np.int8), true_met=events["true_met"].astype(np.float32),
+        truth_jets=events["truth_jets"].astype(np.float32), attrs=attrs)
