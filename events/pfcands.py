@@ -102,6 +102,16 @@ class PileupSample:
         """Candidate rows of the given events (bool mask over events), in order."""
         return np.repeat(np.asarray(events, bool), np.diff(self.offsets))
 
+    def subset(self, events: np.ndarray) -> "PileupSample":
+        """The chosen events (bool mask over events) as a sample of their own."""
+        events = np.asarray(events, bool)
+        rows = self.particle_rows(events)
+        per_particle = {f: getattr(self, f)[rows] for f in _PARTICLE_FIELDS}
+        per_event = {f: getattr(self, f)[events] for f in ("process", "pileup", "n_pileup", "split", "true_met",
+                                                              "truth_jets")}
+        offsets = np.concatenate([[0], np.cumsum(np.diff(self.offsets)[events])]).astype(np.int64)
+        return dataclasses.replace(self, **per_particle, **per_event, offsets=offsets)
+
 
 def _charges(pid: np.ndarray) -> np.ndarray:
     """Electric charge of each PDG id (Pythia's particle data, cached per id)."""

@@ -23,7 +23,7 @@ console = Console(stderr=True)
 OUT = typer.Option(pathlib.Path("runs/demo"), "--out", "-o", help="Run directory.")
 PRESET = typer.Option("demo", "--preset", "-p", help="smoke | demo | full")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML file overriding the preset.")
-TASK = typer.Option("tagging", "--task", help="Task: tagging | anomaly.")
+TASK = typer.Option("tagging", "--task", help="Task: tagging | anomaly | pileup.")
 PROCESS = typer.Option(None, "--process", help="Anomaly task: a file of Pythia settings, one more signal (repeatable).")
 FORCE = typer.Option(False, "--force", help="Redo stages even if they are up to date.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
@@ -35,6 +35,7 @@ INPUT_TYPE = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,R
 def _flow(task, preset, config, out, force, quiet, processes=()):
     from l1forge.anomaly_flow import AnomalyFlow
     from l1forge.config import load_config
+    from l1forge.pileup_flow import PileupFlow
     from l1forge.pipeline import Flow
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
@@ -42,7 +43,8 @@ def _flow(task, preset, config, out, force, quiet, processes=()):
     cfg = load_config(preset, config, task)
     if processes:
         cfg.anomaly.processes = [*cfg.anomaly.processes, *map(str, processes)]
-    return (AnomalyFlow if cfg.task == "anomaly" else Flow)(cfg, out, progress=not quiet, force=force)
+    flow = {"anomaly": AnomalyFlow, "pileup": PileupFlow}.get(cfg.task, Flow)
+    return flow(cfg, out, progress=not quiet, force=force)
 
 
 def _stage(name: str):

@@ -77,6 +77,24 @@ class AnomalyConfig(_Strict):
     rates_khz: list[float] = [1.0, 10.0]
 
 
+class PileupConfig(_Strict):
+    """The pileup-mitigation task: samples (events/pfcands.py), per-particle teachers and student, checks."""
+
+    n_train: int = pydantic.Field(2000, ge=6)  # crossings at train_pileup, 80% train / 20% validation
+    n_test: int = pydantic.Field(1000, ge=3)  # test crossings per test pileup
+    train_pileup: float = pydantic.Field(60.0, ge=0)
+    test_pileups: list[float] = pydantic.Field([60.0, 200.0], min_length=1)
+    library_events: int = pydantic.Field(20000, ge=1)
+    hard_mpi: bool = True
+    teacher_epochs: int = pydantic.Field(8, ge=1)
+    teacher_batch_events: int = pydantic.Field(8, ge=1)  # crossings per teacher batch (~900 candidates each at 60)
+    student_hidden: list[int] = [32, 16]
+    student_epochs: int = pydantic.Field(20, ge=1)
+    student_batch_size: int = pydantic.Field(1024, ge=1)
+    student_max_train: int | None = pydantic.Field(600000, ge=1)  # training candidates (random subset)
+    csim_candidates: int = pydantic.Field(20000, ge=1)  # test candidates checked against the C-sim
+
+
 class TriggerConfig(_Strict):
     """The algorithm's slot in the 40 MHz trigger (defaults and sources: emulation/lhc.py)."""
 
@@ -87,7 +105,7 @@ class TriggerConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    task: Literal["tagging", "anomaly"] = "tagging"
+    task: Literal["tagging", "anomaly", "pileup"] = "tagging"
     preset: str = "demo"
     data: DataConfig = DataConfig()
     teachers: TeacherConfig = TeacherConfig()
@@ -96,6 +114,7 @@ class RunConfig(_Strict):
     emulation: EmulationConfig = EmulationConfig()
     trigger: TriggerConfig = TriggerConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
+    pileup: PileupConfig = PileupConfig()
 
 
 PRESETS: dict[str, dict] = {
@@ -103,6 +122,8 @@ PRESETS: dict[str, dict] = {
     "smoke": {
         "data": {"n_per_class": 150, "mpi": False},
         "anomaly": {"n_background": 400, "n_signal": 40, "pileup": 10, "library_events": 400, "hard_mpi": False},
+        "pileup": {"n_train": 60, "n_test": 24, "train_pileup": 20, "test_pileups": [20, 60], "library_events": 400,
+                   "hard_mpi": False, "teacher_epochs": 2, "student_epochs": 3, "csim_candidates": 2000},
         "teachers": {"size": "smoke", "epochs": 2, "batch_size": 64},
         "student": {"epochs": 5, "batch_size": 64},
     },
@@ -116,6 +137,8 @@ PRESETS: dict[str, dict] = {
     "full": {
         "data": {"n_per_class": 100000},
         "anomaly": {"n_background": 100000, "n_signal": 10000},
+        "pileup": {"n_train": 20000, "n_test": 5000, "test_pileups": [60, 140, 200], "teacher_epochs": 30,
+                   "student_epochs": 60, "student_max_train": 5000000},
         "teachers": {"size": "full", "epochs": 30, "batch_size": 512},
         "student": {"epochs": 100, "batch_size": 1024},
     },

@@ -1,4 +1,4 @@
-"""Self-contained HTML report of a jet-tagging run directory.
+"""Self-contained HTML report of a run directory (jet tagging, anomaly detection or pileup mitigation).
 
 Reads `summary.json` blocks (passed in) plus the score files of the run and
 renders `report.html` with plots embedded as base64 PNG. Sections whose inputs
@@ -247,6 +247,33 @@ def _anomaly_rows(task: dict) -> list:
             for name, metrics in models.items() if metrics for signal, m in metrics["signals"].items()]
 
 
+PILEUP_METHODS = {"none": "No mitigation", "chs": "CHS", "puppi": "PUPPI-like", "gnn": "GNN teacher",
+                  "transformer": "Transformer teacher", "student": "Student (QKeras)", "student_firmware": EMULATED,
+                  "truth": "Truth (PV candidates only)"}
+
+
+def _pileup_section(block: dict | None) -> dict:
+    """Resolution table (method x pileup), MET and jet resolution versus pileup, goals and throughput."""
+    if not block:
+        return {"pileup_rows": None}
+    table = block["resolution"]
+    pileups = sorted(table, key=float)
+    rows = [(PILEUP_METHODS.get(m, m), mu, table[mu][m]) for m in table[pileups[0]] for mu in pileups]
+    fig = Figure(figsize=(12, 5))
+    axes = fig.subplots(1, 2)
+    x = [float(mu) for mu in pileups]
+    for method in table[pileups[0]]:
+        for ax, get in zip(axes, (lambda e: e["met"]["resolution_gev"], lambda e: e["jets"]["pt_resolution"])):
+            ax.plot(x, [get(table[mu][method]) for mu in pileups], "o-", label=PILEUP_METHODS.get(method, method))
+    axes[0].set_ylabel("MET resolution [GeV]")
+    axes[1].set_ylabel("Jet $p_T$ resolution")
+    for ax in axes:
+        ax.set_xlabel("Pileup (mean interactions per crossing)")
+    axes[1].legend(fontsize=9)
+    return {"pileup_rows": rows, "pileup_goals": block["goals"], "pileup_throughput": block["throughput"],
+            "pileup_teacher": block["teacher"], "pileup_png": _png(fig)}
+
+
 def write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
     """Render `run_dir/report.html` atomically from `summary` and the run's score files."""
     with matplotlib.style.context(hep.style.CMS):
@@ -254,6 +281,8 @@ def write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
 
 
 def _write_report(run_dir: pathlib.Path, summary: dict) -> pathlib.Path:
+    if "pileup" in summary.get("tasks", {}):
+        return _render(run_dir, summary, "pileup", _pileup_section(summary["tasks"]["pileup"].get("pileup")))
     if "anomaly" in summary.get("tasks", {}):
         return _render(run_dir, summary, "anomaly", {"anomaly_rows": _anomaly_rows(summary["tasks"]["anomaly"])})
     task = summary.get("tasks", {}).get("tagging", {})

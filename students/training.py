@@ -29,7 +29,9 @@ class RichProgress(tf.keras.callbacks.Callback):
 
 
 def fit_with_early_stopping(model, train: tuple, val: tuple, epochs: int, batch_size: int, progress: bool, label: str) -> dict:
-    """Fit a compiled model, keep the weights with the best validation loss; the history block of history.json."""
+    """Fit a compiled model, keep the weights with the best validation loss; the history block of history.json.
+
+    train and val are (x, y) or (x, y, sample_weight)."""
     callbacks = [
         tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(3, epochs // 5), restore_best_weights=True),
         tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, epochs // 10)),
@@ -37,8 +39,8 @@ def fit_with_early_stopping(model, train: tuple, val: tuple, epochs: int, batch_
     if progress:
         callbacks.append(RichProgress(epochs, label))
     start = time.perf_counter()
-    history = model.fit(*train, validation_data=val, epochs=epochs, batch_size=batch_size, callbacks=callbacks,
-                        verbose=0, shuffle=True).history
+    history = model.fit(*train[:2], sample_weight=train[2] if len(train) > 2 else None, validation_data=val,
+                        epochs=epochs, batch_size=batch_size, callbacks=callbacks, verbose=0, shuffle=True).history
     val_loss = history["val_loss"]
     return {
         "epochs_run": len(val_loss),
