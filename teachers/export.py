@@ -17,12 +17,13 @@ ONNX_TOLERANCE = 1e-4
 
 def export_onnx(model: torch.nn.Module, path: pathlib.Path, particles: np.ndarray, mask: np.ndarray,
                 jet_features: np.ndarray | None = None, input_names: tuple = ONNX_INPUTS,
-                output_name: str = ONNX_OUTPUT) -> float:
+                output_name: str = ONNX_OUTPUT, dynamic_axes: dict | None = None) -> float:
     """Export `model` (eval mode) to ONNX at `path`; return max |onnx - torch| on the given batch.
 
     Inputs: particles (B, P, 4) float32 raw constituents, mask (B, P) float32 and, for teachers that use them,
     jet_features (B, G) float32 (raw, standardised inside); output logits (B, n_classes). The arrays given
-    (None skipped) take the first `input_names` in order; `output_name` names the output.
+    (None skipped) take the first `input_names` in order; `output_name` names the output. `dynamic_axes` (torch's
+    format) replaces the default, a dynamic batch axis on every input and the output.
     Raises RuntimeError if the difference exceeds ONNX_TOLERANCE.
     """
     import onnxruntime as ort
@@ -31,11 +32,11 @@ def export_onnx(model: torch.nn.Module, path: pathlib.Path, particles: np.ndarra
     arrays = [a for a in (particles, mask, jet_features) if a is not None]
     tensors = [torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in arrays]
     names = list(input_names[: len(tensors)])
-    batch = {name: {0: "batch"} for name in (*names, output_name)}
+    axes = dynamic_axes or {name: {0: "batch"} for name in (*names, output_name)}
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed except the batch axis
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed except the dynamic axes
         torch.onnx.export(model, tuple(t[:2] for t in tensors), str(tmp), input_names=names,
-                          output_names=[output_name], dynamic_axes=batch, opset_version=17, dynamo=False)
+                          output_names=[output_name], dynamic_axes=axes, opset_version=17, dynamo=False)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = session.run([output_name], {n: t.numpy() for n, t in zip(names, tensors)})[0]
         diff = float(np.max(np.abs(got - model(*tensors).numpy())))

@@ -35,21 +35,26 @@ def knn(points: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor,
     return idx, gather(mask.unsqueeze(-1), idx).squeeze(-1) * not_self
 
 
-def _bn(norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
-    """BatchNorm over the last dimension of (..., C)."""
-    return norm(x.reshape(-1, x.shape[-1])).view(x.shape)
+def _bn(norm: nn.BatchNorm1d, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """BatchNorm over the last dimension of (..., C); in training, statistics from rows where mask (...) > 0 only."""
+    flat = x.reshape(-1, x.shape[-1])
+    if mask is None or not norm.training:
+        return norm(flat).view(x.shape)
+    keep = mask.reshape(-1) > 0
+    return torch.zeros_like(flat).index_put((keep,), norm(flat[keep])).view(x.shape)
 
 
 class EdgeConv(nn.Module):
     """EdgeConv: ReLU MLP on edges (x_i, x_j - x_i), averaged over valid neighbours, plus a shortcut.
 
     The first edge layer is linear in (x_i, x_j), so it is applied per point and gathered.
-    For CPU speed, batch norm acts per point (after aggregation), not per edge.
+    For CPU speed, batch norm acts per point (after aggregation), not per edge; with `masked_norm` its training
+    statistics come from real points only.
     """
 
-    def __init__(self, c_in: int, channels: tuple[int, ...], k: int):
+    def __init__(self, c_in: int, channels: tuple[int, ...], k: int, masked_norm: bool = False):
         super().__init__()
-        self.k = k
+        self.k, self.masked_norm = k, masked_norm
         self.self_lin = nn.Linear(c_in, channels[0])
         self.nbr_lin = nn.Linear(c_in, channels[0], bias=False)
         self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(channels[:-1], channels[1:]))
@@ -65,7 +70,8 @@ class EdgeConv(nn.Module):
         for layer in self.mlp:
             h = torch.relu(layer(h))
         h = (h * valid.unsqueeze(-1)).sum(2) / valid.sum(-1, keepdim=True).clamp(min=1.0)
-        out = torch.relu(_bn(self.norm, h) + _bn(self.shortcut_norm, self.shortcut(x)))
+        m = mask if self.masked_norm else None
+        out = torch.relu(_bn(self.norm, h, m) + _bn(self.shortcut_norm, self.shortcut(x), m))
         return out * mask.unsqueeze(-1)
 
 

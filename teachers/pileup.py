@@ -1,0 +1,178 @@
+"""Train a per-particle pileup-mitigation teacher; write model.pt, model.onnx, weights.h5, history.json.
+
+Data are flat candidate arrays as events.pfcands.read_pileup gives them: features (n, 11) (`sample.features()`),
+event e owning rows offsets[e]:offsets[e + 1], per-candidate truth is_pv and per-event split (0 train, 1 val,
+2 test). Events are sorted by size into batches padded to their longest event, so padding stays small; padded slots
+never change a real candidate's output (teachers/pileup_models.py) and carry no loss. The models are in
+teachers/pileup_models.py.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
+
+from .export import export_onnx
+from .models import count_params
+from .pileup_models import N_INPUTS, SIZES, build_pileup_model
+from .train import fit, prepare
+
+KINDS = ("gnn", "transformer")
+SLOT_BUDGET = 2**24  # max events x slots^2 per batch (the k-NN distance matrix): one or two events at pileup 200
+NORM_CANDIDATES = 500_000  # input standardisation from at most this many training candidates
+ONNX_CHECK_EVENTS = 8
+ONNX_AXES = {name: {0: "batch", 1: "particles"} for name in ("candidates", "mask", "weight")}
+
+
+class _Weights(nn.Module):
+    """The exported graph: PV probability (B, P), 0 on padded slots."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, candidates, mask):
+        return torch.sigmoid(self.model(candidates, mask))
+
+
+def size_batches(offsets: np.ndarray, events: np.ndarray, batch_size: int,
+                 budget: int = SLOT_BUDGET) -> list[np.ndarray]:
+    """`events` sorted by size into batches of at most batch_size events and at most `budget` events x slots^2."""
+    counts = np.diff(offsets)
+    order = np.asarray(events)[np.argsort(counts[events], kind="stable")]
+    batches, start = [], 0
+    while start < len(order):
+        p = max(int(counts[order[min(start + batch_size, len(order)) - 1]]), 1)
+        n = int(np.clip(budget // p**2, 1, batch_size))
+        batches.append(order[start : start + n])
+        start += n
+    return batches
+
+
+def pad_events(features: np.ndarray, offsets: np.ndarray, events: np.ndarray):
+    """Candidates (B, P, 11) and mask (B, P) float32 of `events`, P = their largest size, and the flat row of each
+    real slot in mask order (B, P row-major)."""
+    counts = offsets[events + 1] - offsets[events]
+    p = max(int(counts.max()), 1)
+    mask = np.arange(p)[None, :] < counts[:, None]
+    rows = (offsets[events][:, None] + np.arange(p)[None, :])[mask]
+    x = np.zeros((len(events), p, features.shape[1]), np.float32)
+    x[mask] = features[rows]
+    return torch.from_numpy(x), torch.from_numpy(mask.astype(np.float32)), rows
+
+
+def _logits(model, features, offsets, events, batch_size):
+    """(rows, PV logits) of every candidate of `events`, model in eval mode."""
+    model.eval()
+    rows, logits = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    with torch.no_grad():
+        for b in size_batches(offsets, events, batch_size):
+            x, mask, r = pad_events(features, offsets, b)
+            rows.append(r)
+            logits.append(model(x, mask)[mask > 0].numpy())
+    return np.concatenate(rows), np.concatenate(logits)
+
+
+def predict_weights(model: nn.Module, features: np.ndarray, offsets: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """PV probability (n,) float32 of every candidate, in row order; events batched by size, memory bounded by
+    SLOT_BUDGET."""
+    features, offsets = np.ascontiguousarray(features, np.float32), np.asarray(offsets, np.int64)
+    weights = np.zeros(len(features), np.float32)
+    rows, logits = _logits(model, features, offsets, np.arange(len(offsets) - 1), batch_size)
+    weights[rows] = torch.sigmoid(torch.from_numpy(logits)).numpy()
+    return weights
+
+
+def _bce(logits, is_pv, weight):
+    """Weighted mean binary cross-entropy."""
+    return (F.binary_cross_entropy_with_logits(logits, is_pv, reduction="none") * weight).sum() / weight.sum()
+
+
+def _auc(is_pv, score, weight=None):
+    return float(roc_auc_score(is_pv, score, sample_weight=weight)) if 0 < is_pv.mean() < 1 else float("nan")
+
+
+def _evaluate(model, features, offsets, is_pv, events, batch_size, pt_weighted):
+    """Validation loss (as trained), per-candidate AUC overall, on candidates without a track, and pT-weighted."""
+    rows, logits = _logits(model, features, offsets, events, batch_size)
+    y, pt, neutral = is_pv[rows], features[rows, 0], features[rows, 5] == 0
+    t = torch.from_numpy
+    loss = _bce(t(logits), t(y), t(pt if pt_weighted else np.ones_like(pt)))
+    return {"val_loss": float(loss), "val_auc": _auc(y, logits), "val_auc_neutral": _auc(y[neutral], logits[neutral]),
+            "val_auc_pt": _auc(y, logits, pt)}
+
+
+def load_pileup_teacher(out_dir: pathlib.Path) -> nn.Module:
+    """Rebuild the best model from out_dir/model.pt, in eval mode."""
+    ckpt = torch.load(pathlib.Path(out_dir) / "model.pt", weights_only=True)
+    model = build_pileup_model(ckpt["kind"], ckpt["size"], **ckpt["hyperparameters"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def train_pileup_teacher(kind: str, features: np.ndarray, offsets: np.ndarray, is_pv: np.ndarray, split: np.ndarray,
+                         out: pathlib.Path, size: str = "demo", epochs: int = 5, batch_size: int = 16,
+                         lr: float = 2e-3, seed: int = 0, max_steps: int | None = None, pt_weighted: bool = False,
+                         progress: bool = True) -> dict:
+    """Train on the events of split 0, keep the epoch with the lowest split-1 loss, write artefacts to `out`.
+
+    Loss: binary cross-entropy on is_pv over real candidates, each weighted by its pT if `pt_weighted`.
+    `batch_size` is in events; `max_steps` caps the optimiser steps. Writes (each atomically) model.pt,
+    model.onnx (inputs 'candidates' (B, P, 11) raw and 'mask' (B, P), output 'weight' (B, P); dynamic B and P,
+    checked against torch with onnxruntime), weights.h5 (dataset 'weight' (n,) float32: PV probability of every
+    candidate of every split) and history.json.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown pileup teacher kind {kind!r}; expected one of {KINDS}")
+    t_start = time.time()
+    out = prepare(epochs, max_steps, seed, out)
+    features, offsets = np.ascontiguousarray(features, np.float32), np.asarray(offsets, np.int64)
+    is_pv, split = np.asarray(is_pv, np.float32), np.asarray(split)
+    if features.ndim != 2 or features.shape[1] != N_INPUTS or len(features) != offsets[-1] or len(is_pv) != len(
+            features) or len(split) != len(offsets) - 1:
+        raise ValueError(f"need features (n, {N_INPUTS}), is_pv (n,), offsets (n_events + 1,) ending at n and split "
+                         f"(n_events,); got {features.shape}, {is_pv.shape}, {offsets.shape}, {split.shape}")
+    train_events, val_events = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
+    if len(train_events) == 0 or len(val_events) == 0:
+        raise ValueError(f"need training and validation events, got {len(train_events)} and {len(val_events)}")
+
+    model = build_pileup_model(kind, size)
+    train_rows = np.flatnonzero(np.repeat(split == 0, np.diff(offsets)))
+    sample = features[train_rows[:: -(-len(train_rows) // NORM_CANDIDATES)], None]
+    model.features.fit(sample, np.ones(sample.shape[:2], np.float32), chunk=65536)
+    batches = size_batches(offsets, train_events, batch_size)
+
+    def batch_loss(i):
+        x, mask, rows = pad_events(features, offsets, batches[int(i[0])])
+        y, w = torch.zeros_like(mask), mask.clone()
+        y[mask > 0] = torch.from_numpy(is_pv[rows])
+        if pt_weighted:
+            w[mask > 0] = torch.from_numpy(features[rows, 0])
+        return _bce(model(x, mask), y, w)
+
+    history, best, _ = fit(model, np.arange(len(batches)), batch_loss,
+                           lambda: _evaluate(model, features, offsets, is_pv, val_events, 4 * batch_size, pt_weighted),
+                           epochs, 1, lr, seed, max_steps, progress, f"pileup {kind}/{size}", "batches")
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save({"state_dict": model.state_dict(), "kind": kind, "size": size, "hyperparameters": SIZES[kind][size]},
+                   tmp)
+    x, mask, _ = pad_events(features, offsets, val_events[:ONNX_CHECK_EVENTS])
+    onnx_diff = export_onnx(_Weights(model), out / "model.onnx", x.numpy(), mask.numpy(),
+                            input_names=("candidates", "mask"), output_name="weight", dynamic_axes=ONNX_AXES)
+    write_arrays_atomic(out / "weights.h5", {"weight": predict_weights(model, features, offsets, 4 * batch_size)},
+                        {"kind": kind, "size": size})
+    write_json_atomic(out / "history.json", history)
+    steps = len(batches) * epochs if max_steps is None else min(max_steps, len(batches) * epochs)
+    return {"kind": kind, "size": size, "params": count_params(model), "pt_weighted": pt_weighted,
+            "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+            **{k: best[k] for k in ("val_auc", "val_auc_neutral", "val_auc_pt")}, "epochs_run": len(history),
+            "steps": steps, "train_seconds": sum(h["seconds"] for h in history), "history": history,
+            "onnx_max_abs_diff": onnx_diff, "seconds": time.time() - t_start}
