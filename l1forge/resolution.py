@@ -69,10 +69,15 @@ def jet_performance(sample, weight: np.ndarray, events: np.ndarray) -> dict:
             "efficiency": float(matched.sum() / max(good.sum(), 1)), "n_jets": int(good.sum())}
 
 
-def performance(sample, weights: dict[str, np.ndarray], per_particle_auc: bool = True) -> dict:
-    """{pileup: {method: {"met": ..., "jets": ..., "auc": ...}}} on the test events (split 2) of each pileup."""
+def _auc(is_pv: np.ndarray, weight: np.ndarray) -> float:
+    """Per-candidate ROC AUC of PV versus pileup (NaN when one class is absent, e.g. at pileup 0)."""
     from sklearn.metrics import roc_auc_score
 
+    return float(roc_auc_score(is_pv, weight)) if 0 < is_pv.sum() < len(is_pv) else float("nan")
+
+
+def performance(sample, weights: dict[str, np.ndarray], per_particle_auc: bool = True) -> dict:
+    """{pileup: {method: {"met": ..., "jets": ..., "auc": ...}}} on the test events (split 2) of each pileup."""
     out = {}
     for mu in sorted(set(sample.pileup[sample.split == 2].tolist())):
         events = (sample.split == 2) & (sample.pileup == mu)
@@ -83,8 +88,8 @@ def performance(sample, weights: dict[str, np.ndarray], per_particle_auc: bool =
                      "jets": jet_performance(sample, w, events)}
             if per_particle_auc:
                 neutral = rows & ~sample.has_track
-                entry["auc"] = float(roc_auc_score(sample.is_pv[rows], w[rows]))
-                entry["auc_neutral"] = float(roc_auc_score(sample.is_pv[neutral], w[neutral]))
+                entry["auc"] = _auc(sample.is_pv[rows], w[rows])
+                entry["auc_neutral"] = _auc(sample.is_pv[neutral], w[neutral])
             block[name] = entry
         out[f"{mu:g}"] = block
     return out
