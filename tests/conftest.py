@@ -13,3 +13,22 @@ def smoke_jets(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "jets.h5"
     generate_jets(path, n_per_class=SMOKE_N, seed=7, workers=2, progress=False)
     return path
+
+
+PILEUP_SMALL = dict(n_train=12, n_test=6, seed=5, train_pileup=10, test_pileups=(0, 30), hard_mpi=False,
+                    library_events=300, progress=False)
+
+
+@pytest.fixture(scope="session")
+def pileup_settings():
+    return dict(PILEUP_SMALL)
+
+
+@pytest.fixture(scope="session")
+def pileup_path(tmp_path_factory):
+    """Path of a tiny pileup.h5 (schema l1forge.pileup/1): 12 crossings at pileup 10, 6 test crossings at 0 and 30."""
+    from events.pfcands import generate_pileup
+
+    path = tmp_path_factory.mktemp("pileup") / "pileup.h5"
+    generate_pileup(path, workers=1, **PILEUP_SMALL)
+    return path

@@ -15,20 +15,16 @@ from events.pileup import overlay
 from events.schema import DataError
 from l1forge.resolution import met, met_performance, performance
 
-SMALL = dict(n_train=12, n_test=6, seed=5, train_pileup=10, test_pileups=(0, 30), hard_mpi=False, library_events=300,
-             progress=False)
 
 
 @pytest.fixture(scope="module")
-def sample_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pileup") / "pileup.h5"
-    generate_pileup(path, workers=1, **SMALL)
-    return path
+def sample_path(pileup_path):
+    return pileup_path
 
 
 @pytest.fixture(scope="module")
-def sample(sample_path):
-    return read_pileup(sample_path)
+def sample(pileup_path):
+    return read_pileup(pileup_path)
 
 
 def test_layout_splits_and_pileup(sample):
@@ -95,9 +91,9 @@ def test_candidates_of_a_hand_built_crossing():
     assert abs(out["dz"][track][0]) < 1.0 and out["dz"][~track][0] == 0
 
 
-def test_generation_is_reproducible(sample_path, tmp_path):
+def test_generation_is_reproducible(sample_path, pileup_settings, tmp_path):
     other = tmp_path / "again.h5"
-    generate_pileup(other, workers=2, **SMALL)
+    generate_pileup(other, workers=2, **pileup_settings)
     with h5py.File(sample_path) as a, h5py.File(other) as b:
         for key in a:
             assert np.array_equal(a[key][()], b[key][()]), key
