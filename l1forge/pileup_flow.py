@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from emulation.lhc import BX_CLOCK_MHZ
+from emulation.lhc import clocks_per_crossing
 from l1forge.io import read_array, write_arrays_atomic, write_json_atomic
 from l1forge.pipeline import Flow
 
@@ -18,9 +18,10 @@ GOAL_FRACTION = 0.95  # of the teacher's MET-resolution gain over PUPPI that the
 
 
 def throughput(firmware: dict, candidates_per_crossing: dict[str, float]) -> dict:
-    """Candidates one instance of the per-particle network takes per 25 ns crossing, and the instances (and LUTs)
-    needed for the candidates of a crossing at each pileup (the 99th percentile of the test crossings)."""
-    per_instance = math.floor(firmware["clock_mhz"] / BX_CLOCK_MHZ / firmware["ii_cycles"])
+    """Candidates one instance of the per-particle network takes per 25 ns crossing (clock cycles per crossing / II),
+    and the instances (and LUTs) needed for the candidates of a crossing at each pileup (99th percentile of the
+    test crossings)."""
+    per_instance = clocks_per_crossing(firmware["clock_mhz"]) // firmware["ii_cycles"]
     lut = (firmware.get("resources") or {}).get("LUT")
     rows = {}
     for mu, n in candidates_per_crossing.items():

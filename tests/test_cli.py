@@ -171,3 +171,36 @@ def test_anomaly_flow_end_to_end(tmp_path):
     process.write_text("NewGaugeBoson:ffbar2gmZZprime = on\nZprime:noSuchSetting = 3\n")
     res = l1forge("generate", "--task", "anomaly", "--preset", "smoke", "--out", tmp_path / "bad", "--process", process)
     assert res.returncode == 1 and "zprime.cmnd:2" in res.stderr and "noSuchSetting" in res.stderr
+
+
+def test_pileup_flow_end_to_end(tmp_path):
+    """--task pileup on smoke: candidates with truth, per-particle teachers and student, firmware bit-exact against
+    the C-sim, the resolution table for every method at both test pileups; a resumed run redoes nothing."""
+    out = tmp_path / "run"
+    res = l1forge("run", "--task", "pileup", "--preset", "smoke", "--out", out, "-q")
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    task = summary["tasks"]["pileup"]
+    assert task["emulation"]["mismatches"] == 0 and task["emulation"]["events_checked"] == 2000
+    table = task["pileup"]["resolution"]
+    methods = {"none", "chs", "puppi", "gnn", "transformer", "student", "student_firmware", "truth"}
+    assert set(table) == {"20", "60"} and all(set(t) == methods for t in table.values())
+    for mu, t in table.items():  # the truth weights are the limit every method is measured against
+        assert t["truth"]["met"]["resolution_gev"] < t["none"]["met"]["resolution_gev"], mu
+        assert t["truth"]["auc"] == 1.0 and 0.5 < t["puppi"]["auc"] < 1.0
+    throughput = task["pileup"]["throughput"]
+    assert throughput["candidates_per_instance_per_crossing"] == 6  # 240 MHz / 40 MHz / II 1
+    assert throughput["per_pileup"]["60"]["instances"] > throughput["per_pileup"]["20"]["instances"]
+    assert task["trigger"]["latency_ok"] and task["trigger"]["ii_ok"]
+    assert "Pileup mitigation: MET and jet performance versus pileup" in (out / "report.html").read_text()
+
+    res = l1forge("run", "--task", "pileup", "--preset", "smoke", "--out", out)
+    assert res.returncode == 0 and res.stderr.count("up to date, skipped") == 6  # generate .. emulate
+
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes((out / "data" / "pileup.h5").read_bytes())
+    with h5py.File(bad, "r+") as f:
+        del f["is_pv"]
+    (out / "data" / "pileup.h5").write_bytes(bad.read_bytes())
+    res = l1forge("distill", "--task", "pileup", "--preset", "smoke", "--out", out, "--force")
+    assert res.returncode == 1 and "pileup.h5: dataset 'is_pv' is missing" in res.stderr
