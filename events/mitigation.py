@@ -32,10 +32,10 @@ NEIGHBOUR_SUMS = ("pv_tracks", "pu_tracks", "neutrals")  # what local_sums adds 
 
 
 def neighbour_pairs(event: np.ndarray, eta: np.ndarray, phi: np.ndarray, radius: float):
-    """All ordered pairs (i, j), i != j, of candidates of the same event closer than `radius` in (eta, phi), phi
-    periodic, with their distance dR. Rows must be grouped by event (as in PileupSample)."""
+    """Yield, per block of CHUNK_EVENTS events, all ordered pairs (i, j), i != j, of candidates of the same event
+    closer than `radius` in (eta, phi), phi periodic, with their distance dR. Rows must be grouped by event (as in
+    PileupSample); consumers accumulate per block, so memory stays bounded at any pileup."""
     event = np.asarray(event)
-    out_i, out_j, out_dr = [], [], []
     bounds = np.searchsorted(event, np.arange(0, int(event.max(initial=0)) + 1 + CHUNK_EVENTS, CHUNK_EVENTS))
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         if hi <= lo:
@@ -49,11 +49,7 @@ def neighbour_pairs(event: np.ndarray, eta: np.ndarray, phi: np.ndarray, radius:
         i, j = pairs[:, 0] + lo, pairs[:, 1] + lo
         dphi = np.mod(phi[i] - phi[j] + np.pi, 2 * np.pi) - np.pi
         dr = np.hypot(eta[i].astype(np.float64) - eta[j], dphi)
-        out_i += [i, j]
-        out_j += [j, i]
-        out_dr += [dr, dr]
-    cat = lambda parts, t: np.concatenate(parts).astype(t) if parts else np.zeros(0, t)  # noqa: E731
-    return cat(out_i, np.int64), cat(out_j, np.int64), cat(out_dr, np.float64)
+        yield np.concatenate([i, j]), np.concatenate([j, i]), np.concatenate([dr, dr])
 
 
 def pv_track(sample) -> np.ndarray:
@@ -75,9 +71,10 @@ def puppi_weights(sample) -> np.ndarray:
     """PUPPI-like weight per candidate (module docstring)."""
     n = len(sample.pt)
     event, central, pv, track = sample.event, np.abs(sample.eta) < TRACK_ETA_MAX, pv_track(sample), sample.has_track
-    i, j, dr = neighbour_pairs(event, sample.eta, sample.phi, R0)
-    use = (dr > R_MIN) & np.where(central[i], pv[j], True)
-    xi = np.bincount(i[use], (sample.pt[j[use]] / dr[use]) ** 2, minlength=n)
+    xi = np.zeros(n)
+    for i, j, dr in neighbour_pairs(event, sample.eta, sample.phi, R0):
+        use = (dr > R_MIN) & np.where(central[i], pv[j], True)
+        xi += np.bincount(i[use], (sample.pt[j[use]] / dr[use]) ** 2, minlength=n)
     with np.errstate(divide="ignore"):
         alpha = np.log(xi)
     reference = np.where(central, track & ~pv, True) & np.isfinite(alpha)  # pileup-like alpha values
@@ -103,8 +100,11 @@ def puppi_weights(sample) -> np.ndarray:
 def local_sums(sample, radius: float) -> np.ndarray:
     """(n_particles, 3) pT sums within `radius` of each candidate (itself excluded) of NEIGHBOUR_SUMS: PV tracks,
     pileup tracks, neutral candidates. Plain adder trees over a fixed eta-phi window: firmware-computable."""
-    n = len(sample.pt)
-    i, j, _ = neighbour_pairs(sample.event, sample.eta, sample.phi, radius)
     pv, track = pv_track(sample), sample.has_track
     groups = (pv, track & ~pv, ~track)
-    return np.stack([np.bincount(i[g[j]], sample.pt[j[g[j]]], minlength=n) for g in groups], 1).astype(np.float32)
+    sums = np.zeros((len(sample.pt), len(groups)))
+    for i, j, _ in neighbour_pairs(sample.event, sample.eta, sample.phi, radius):
+        for column, group in enumerate(groups):
+            use = group[j]
+            sums[:, column] += np.bincount(i[use], sample.pt[j[use]], minlength=len(sample.pt))
+    return sums.astype(np.float32)

@@ -160,7 +160,7 @@ def test_neighbours_wrap_in_phi_and_stay_in_their_crossing():
     a = _event([(5.0, 0.0, 3.10, 0.0, NEUTRAL_HADRON, 1), (5.0, 0.0, -3.10, 0.0, NEUTRAL_HADRON, 1)])
     both = dataclasses.replace(a, pt=np.tile(a.pt, 2), eta=np.tile(a.eta, 2), phi=np.tile(a.phi, 2),
                                offsets=np.array([0, 2, 4]))
-    i, j, dr = mitigation.neighbour_pairs(both.event, both.eta, both.phi, 0.2)
+    i, j, dr = (np.concatenate(a) for a in zip(*mitigation.neighbour_pairs(both.event, both.eta, both.phi, 0.2)))
     assert sorted(zip(i.tolist(), j.tolist())) == [(0, 1), (1, 0), (2, 3), (3, 2)]
     assert dr == pytest.approx(2 * np.pi - 6.2, rel=1e-5)
 
