@@ -19,7 +19,8 @@ from .models import count_params
 from .train import fit, prepare
 
 AE_KINDS = ("transformer", "gnn")
-SCORES = ("reco", "latent")  # reconstruction loss (default, the ONNX output) or sum(mu^2)
+SCORES = ("reco", "latent", "kl")  # reconstruction loss (default, the ONNX output), sum(mu^2) or the KL term
+SCORE_DATASETS = {"reco": "score", "latent": "latent_score", "kl": "kl_score"}  # in scores.h5
 ONNX_CHECK_EVENTS = 256
 
 
@@ -32,11 +33,11 @@ def _objects(objects) -> np.ndarray:
 
 def anomaly_scores(model: torch.nn.Module, objects: np.ndarray, batch_size: int = 4096,
                    score: str = "reco") -> np.ndarray:
-    """Anomaly scores (N,) float32 in input order, model in eval mode: "reco" (default) or "latent" (sum mu^2)."""
+    """Anomaly scores (N,) float32 in input order, model in eval mode: "reco" (default), "latent" (sum mu^2) or "kl"."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, not {score!r}")
     objects = _objects(objects)
-    fn = model if score == "reco" else model.latent_score
+    fn = {"reco": model, "latent": model.latent_score, "kl": model.kl_score}[score]
     model.eval()
     with torch.no_grad():
         out = [fn(torch.from_numpy(objects[i : i + batch_size])).numpy() for i in range(0, len(objects), batch_size)]
@@ -68,14 +69,15 @@ def load_anomaly_teacher(out_dir: pathlib.Path) -> torch.nn.Module:
 def train_anomaly_teacher(kind: str, objects: np.ndarray, split: np.ndarray, out_dir: pathlib.Path,
                           size: str = "demo", epochs: int = 10, batch_size: int = 256, lr: float = 1e-3,
                           seed: int = 0, max_steps: int | None = None, weights: np.ndarray | None = None,
-                          progress: bool = True, background: np.ndarray | None = None) -> dict:
+                          progress: bool = True, background: np.ndarray | None = None, pt_target: str = "log") -> dict:
     """Train on background events of split==0, keep the epoch with the lowest weighted split==1 background loss.
 
     `background` (N,) bool marks the events to learn from (None: all); signal events are only scored.
     `weights` (N,) per-event weights of the background (None: equal) weight the loss means.
-    `max_steps` caps the total number of optimiser steps. Writes to out_dir (each file atomically):
+    `max_steps` caps the total number of optimiser steps. `pt_target` ("log", "linear") is the reconstruction target
+    of pT (teachers/autoencoders.py). Writes to out_dir (each file atomically):
     model.pt, model.onnx (input 'objects' (B, 19, 4), output 'score' (B,) = reconstruction loss),
-    scores.h5 (datasets 'score' and 'latent_score', (N,) float32 for all events given), history.json.
+    scores.h5 (datasets 'score', 'latent_score' and 'kl_score', (N,) float32 for all events given), history.json.
     """
     if kind not in AE_KINDS:
         raise ValueError(f"unknown anomaly teacher kind {kind!r}; expected one of {AE_KINDS}")
@@ -93,7 +95,7 @@ def train_anomaly_teacher(kind: str, objects: np.ndarray, split: np.ndarray, out
     x = torch.from_numpy(objects)
     w = torch.from_numpy((w / w[train_idx].mean()).astype(np.float32))
 
-    model = build_autoencoder(kind, size)
+    model = build_autoencoder(kind, size, pt_target=pt_target)
     model.features.fit(objects[train_idx], (objects[train_idx, :, 0] > 0).astype(np.float32))
 
     def batch_loss(b):
@@ -105,13 +107,13 @@ def train_anomaly_teacher(kind: str, objects: np.ndarray, split: np.ndarray, out
                                       lr, seed, max_steps, progress, f"anomaly {kind}/{size}", "events")
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save({"state_dict": model.state_dict(), "kind": kind, "size": size,
-                    "hyperparameters": SIZES[kind][size]}, tmp)
+                    "hyperparameters": {**SIZES[kind][size], "pt_target": pt_target}}, tmp)
     onnx_diff = export_onnx(model, out_dir / "model.onnx", objects[val_idx[:ONNX_CHECK_EVENTS]], None,
                             input_names=("objects",), output_name="score")
-    scores = {"score": anomaly_scores(model, objects, 4 * batch_size),
-              "latent_score": anomaly_scores(model, objects, 4 * batch_size, score="latent")}
-    write_arrays_atomic(out_dir / "scores.h5", scores, {"kind": kind, "size": size, "score": "reco"})
+    scores = {name: anomaly_scores(model, objects, 4 * batch_size, score=score) for score, name in SCORE_DATASETS.items()}
+    write_arrays_atomic(out_dir / "scores.h5", scores, {"kind": kind, "size": size, "score": "reco",
+                                                        "pt_target": pt_target})
     write_json_atomic(out_dir / "history.json", history)
-    return {"kind": kind, "size": size, "params": count_params(model), "best_epoch": best["epoch"],
+    return {"kind": kind, "size": size, "pt_target": pt_target, "params": count_params(model), "best_epoch": best["epoch"],
             "best_val_loss": best["val_loss"], "history": history, "onnx_max_abs_diff": onnx_diff,
             "train_events_per_s": events_per_s, "seconds": time.time() - t_start}

@@ -5,16 +5,19 @@ A slot is real iff pT > 0; padded slots are zeroed before anything else, so thei
 column is not read (the slot fixes the type).
 
 Both models are VAEs: encoder -> (mu, logvar) -> z -> decoder -> reconstruction (B, 19, 4) in target space
-[log1p pT, eta, cos phi, sin phi]. Training samples z; in eval mode z = mu, so scores are deterministic.
+[t(pT), eta, cos phi, sin phi]. Training samples z; in eval mode z = mu, so scores are deterministic. The pT target
+t(pT) is `pt_target`: "log" = log1p(pT / GeV) (default) or "linear" = pT / 16 GeV (the student's input unit: a hard
+object's error then grows with its pT, as in the QKeras AE baseline, so the score follows the hard tail that sets
+1-10 kHz thresholds instead of the soft pileup objects). The encoder always sees log1p pT.
 
 Reconstruction loss of one event (`reconstruction_loss`), summed over real slots i only:
 
-    L = sum_i [ (r_pt,i - log1p pT_i)^2 + e_i (r_eta,i - eta_i)^2 + (r_c,i - cos phi_i)^2 + (r_s,i - sin phi_i)^2 ]
+    L = sum_i [ (r_pt,i - t(pT_i))^2 + e_i (r_eta,i - eta_i)^2 + (r_c,i - cos phi_i)^2 + (r_s,i - sin phi_i)^2 ]
 
 with e_i = 0 for MET (its eta is not measured), else 1. For a unit-length (r_c, r_s) the phi terms equal
 4 sin^2(dphi / 2) ~ dphi^2: periodic in phi and on the scale of the eta term. Padded slots add nothing, so more
-objects can only add loss. L is the default anomaly score ("reco"); sum(mu^2) ("latent", as CMS AXOL1TL uses) is the
-alternative. Training minimises the mean of L + beta KL(q(z|x) || N(0, 1)) (beta = 0.01).
+objects can only add loss. L is the default anomaly score ("reco"); sum(mu^2) ("latent", as CMS AXOL1TL uses) and
+the KL term ("kl") are the alternatives. Training minimises the mean of L + beta KL(q(z|x) || N(0, 1)) (beta = 0.01).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ N_FEATURES = 8  # log1p pT, eta, cos phi, sin phi, one-hot type (4)
 _TYPE_ONEHOT = F.one_hot(SLOT_TYPES - 1, 4).float()  # (19, 4)
 _TARGET_WEIGHT = torch.ones(N_SLOTS, 4)
 _TARGET_WEIGHT[0, 1] = 0.0  # MET eta is not measured
+PT_TARGETS = ("log", "linear")
+LINEAR_PT_SCALE = 2.0**-4  # "linear" pT target unit: 16 GeV (students/anomaly.py PT_SCALE)
 
 
 def object_mask(objects: torch.Tensor) -> torch.Tensor:
@@ -40,11 +45,12 @@ def object_mask(objects: torch.Tensor) -> torch.Tensor:
     return (objects[..., 0] > 0).to(objects.dtype)
 
 
-def targets(objects: torch.Tensor) -> torch.Tensor:
-    """Reconstruction targets (B, 19, 4) = [log1p pT, eta, cos phi, sin phi], zero on padded slots."""
+def targets(objects: torch.Tensor, pt_target: str = "log") -> torch.Tensor:
+    """Reconstruction targets (B, 19, 4) = [t(pT), eta, cos phi, sin phi], zero on padded slots (t: `pt_target`)."""
     mask = object_mask(objects).unsqueeze(-1)
     x = objects * mask
-    t = torch.stack([torch.log1p(x[..., 0]), x[..., 1], torch.cos(x[..., 2]), torch.sin(x[..., 2])], dim=-1)
+    pt = torch.log1p(x[..., 0]) if pt_target == "log" else x[..., 0] * LINEAR_PT_SCALE
+    t = torch.stack([pt, x[..., 1], torch.cos(x[..., 2]), torch.sin(x[..., 2])], dim=-1)
     return t * mask
 
 
@@ -54,9 +60,9 @@ def input_features(objects: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Ten
     return torch.cat([targets(objects), onehot], dim=-1), mask
 
 
-def reconstruction_loss(recon: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
+def reconstruction_loss(recon: torch.Tensor, objects: torch.Tensor, pt_target: str = "log") -> torch.Tensor:
     """Per-event loss L (B,) of recon (B, 19, 4) in target space against objects (see the module docstring)."""
-    err = ((recon - targets(objects)) ** 2 * _TARGET_WEIGHT).sum(-1)
+    err = ((recon - targets(objects, pt_target)) ** 2 * _TARGET_WEIGHT).sum(-1)
     return (err * object_mask(objects)).sum(-1)
 
 
@@ -66,9 +72,11 @@ class AnomalyVAE(nn.Module):
     forward(objects (B, 19, 4)) -> reconstruction-loss score (B,), z = mu in eval mode.
     """
 
-    def __init__(self, beta: float):
+    def __init__(self, beta: float, pt_target: str = "log"):
         super().__init__()
-        self.beta = beta
+        if pt_target not in PT_TARGETS:
+            raise ValueError(f"pt_target must be one of {PT_TARGETS}, not {pt_target!r}")
+        self.beta, self.pt_target = beta, pt_target
         self.features = Standardize(input_features, N_FEATURES)
 
     def encode(self, objects: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,14 +89,19 @@ class AnomalyVAE(nn.Module):
         mu, logvar = self.encode(objects)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)
-        return reconstruction_loss(self.decode(z), objects), kl
+        return reconstruction_loss(self.decode(z), objects, self.pt_target), kl
 
     def latent_score(self, objects: torch.Tensor) -> torch.Tensor:
         """sum(mu^2) (B,)."""
         return (self.encode(objects)[0] ** 2).sum(-1)
 
+    def kl_score(self, objects: torch.Tensor) -> torch.Tensor:
+        """KL(q(z|x) || N(0, 1)) (B,)."""
+        mu, logvar = self.encode(objects)
+        return 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)
+
     def forward(self, objects: torch.Tensor) -> torch.Tensor:
-        return reconstruction_loss(self.decode(self.encode(objects)[0]), objects)
+        return reconstruction_loss(self.decode(self.encode(objects)[0]), objects, self.pt_target)
 
 
 class TransformerVAE(AnomalyVAE):
@@ -97,8 +110,8 @@ class TransformerVAE(AnomalyVAE):
     runs self-attention blocks over the 19 slots."""
 
     def __init__(self, dim: int = 32, heads: int = 4, blocks: int = 2, decoder_blocks: int = 1, ffn: int = 64,
-                 latent: int = 8, beta: float = 0.01):
-        super().__init__(beta)
+                 latent: int = 8, beta: float = 0.01, pt_target: str = "log"):
+        super().__init__(beta, pt_target)
         self.embed_in = nn.Linear(N_FEATURES, dim)
         self.slot = nn.Parameter(torch.zeros(N_SLOTS, dim))
         self.query = nn.Parameter(torch.zeros(N_SLOTS, dim))
@@ -134,8 +147,9 @@ class GNNVAE(AnomalyVAE):
     of objects of the same type.
     """
 
-    def __init__(self, k: int = 8, blocks=((32, 32), (64, 64)), decoder=(64, 64), latent: int = 8, beta: float = 0.01):
-        super().__init__(beta)
+    def __init__(self, k: int = 8, blocks=((32, 32), (64, 64)), decoder=(64, 64), latent: int = 8, beta: float = 0.01,
+                 pt_target: str = "log"):
+        super().__init__(beta, pt_target)
         self.convs = nn.ModuleList()
         c = N_FEATURES
         for channels in blocks:

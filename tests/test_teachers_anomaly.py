@@ -97,11 +97,13 @@ def test_artefacts(trained, data):
     objects = data[0]
     model = load_anomaly_teacher(out)
     with h5py.File(out / "scores.h5") as f:
-        score, latent = f["score"][:], f["latent_score"][:]
-        assert (f.attrs["kind"], f.attrs["size"], f.attrs["score"]) == (kind, "smoke", "reco")
-    assert score.shape == latent.shape == (len(objects),) and score.dtype == latent.dtype == np.float32
+        score, latent, kl = f["score"][:], f["latent_score"][:], f["kl_score"][:]
+        assert (f.attrs["kind"], f.attrs["size"], f.attrs["score"], f.attrs["pt_target"]) == (kind, "smoke", "reco", "log")
+    assert score.shape == latent.shape == kl.shape == (len(objects),) and score.dtype == latent.dtype == np.float32
     np.testing.assert_allclose(score, anomaly_scores(model, objects, batch_size=1000), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(latent, anomaly_scores(model, objects, score="latent"), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(kl, anomaly_scores(model, objects, score="kl"), rtol=1e-5, atol=1e-5)
+    assert np.all(kl >= -1e-5) and not np.allclose(kl, latent / 2)  # KL = (mu^2 + var - 1 - log var) / 2 >= 0
     assert json.loads((out / "history.json").read_text()) == result["history"]
     assert {"train_loss", "val_loss", "val_score", "seconds", "events_per_s"} <= set(result["history"][0])
     assert sorted(p.name for p in out.iterdir()) == ["history.json", "model.onnx", "model.pt", "scores.h5"]
@@ -129,6 +131,31 @@ def test_loss_formula_and_met_eta():
     recon[0, 3] = 9.0  # a padded slot
     want = (np.log1p(50.0) - np.log1p(40.0)) ** 2 + 4 * np.sin(0.25) ** 2 + 0.5**2
     assert float(reconstruction_loss(recon, torch.from_numpy(objects))[0]) == pytest.approx(want, rel=1e-5)
+
+
+def test_linear_pt_target():
+    objects = np.zeros((1, 19, 4), np.float32)
+    objects[0, 5] = [80.0, 1.0, 0.5, 3]  # a muon
+    recon = targets(torch.from_numpy(objects), "linear").clone()
+    assert float(recon[0, 5, 0]) == pytest.approx(80.0 / 16)
+    recon[0, 5, 0] -= 0.5  # 8 GeV low: (8 / 16)^2
+    assert float(reconstruction_loss(recon, torch.from_numpy(objects), "linear")[0]) == pytest.approx(0.25)
+    model = build_autoencoder("gnn", "smoke", pt_target="linear")
+    assert model.pt_target == "linear"
+    with pytest.raises(ValueError, match="pt_target"):
+        build_autoencoder("transformer", "smoke", pt_target="sqrt")
+
+
+def test_linear_teacher_trains_and_reloads(data, tmp_path):
+    objects, split, background = data
+    result = train_anomaly_teacher("transformer", objects, split, tmp_path, size="smoke", epochs=2, batch_size=64,
+                                   lr=1e-2, max_steps=40, background=background, progress=False, pt_target="linear")
+    assert result["pt_target"] == "linear" and result["history"][-1]["val_loss"] < result["history"][0]["val_loss"]
+    model = load_anomaly_teacher(tmp_path)
+    assert model.pt_target == "linear"
+    with h5py.File(tmp_path / "scores.h5") as f:
+        assert f.attrs["pt_target"] == "linear"
+        np.testing.assert_allclose(f["score"][:100], anomaly_scores(model, objects[:100]), rtol=1e-5, atol=1e-4)
 
 
 def test_phi_is_periodic():
