@@ -22,7 +22,7 @@ from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
 
 from .export import export_onnx
 from .models import count_params
-from .pileup_models import N_INPUTS, SIZES, build_pileup_model
+from .pileup_models import HAS_TRACK, N_INPUTS, SIZES, build_pileup_model
 from .train import fit, prepare
 
 KINDS = ("gnn", "transformer")
@@ -103,7 +103,7 @@ def _auc(is_pv, score, weight=None):
 def _evaluate(model, features, offsets, is_pv, events, batch_size, pt_weighted):
     """Validation loss (as trained), per-candidate AUC overall, on candidates without a track, and pT-weighted."""
     rows, logits = _logits(model, features, offsets, events, batch_size)
-    y, pt, neutral = is_pv[rows], features[rows, 0], features[rows, 5] == 0
+    y, pt, neutral = is_pv[rows], features[rows, 0], features[rows, HAS_TRACK] == 0
     t = torch.from_numpy
     loss = _bce(t(logits), t(y), t(pt if pt_weighted else np.ones_like(pt)))
     return {"val_loss": float(loss), "val_auc": _auc(y, logits), "val_auc_neutral": _auc(y[neutral], logits[neutral]),
@@ -136,8 +136,8 @@ def train_pileup_teacher(kind: str, features: np.ndarray, offsets: np.ndarray, i
     out = prepare(epochs, max_steps, seed, out)
     features, offsets = np.ascontiguousarray(features, np.float32), np.asarray(offsets, np.int64)
     is_pv, split = np.asarray(is_pv, np.float32), np.asarray(split)
-    if features.ndim != 2 or features.shape[1] != N_INPUTS or len(features) != offsets[-1] or len(is_pv) != len(
-            features) or len(split) != len(offsets) - 1:
+    n = len(features)
+    if features.shape != (n, N_INPUTS) or is_pv.shape != (n,) or offsets[-1] != n or split.shape != (len(offsets) - 1,):
         raise ValueError(f"need features (n, {N_INPUTS}), is_pv (n,), offsets (n_events + 1,) ending at n and split "
                          f"(n_events,); got {features.shape}, {is_pv.shape}, {offsets.shape}, {split.shape}")
     train_events, val_events = np.flatnonzero(split == 0), np.flatnonzero(split == 1)

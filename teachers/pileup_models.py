@@ -18,6 +18,7 @@ from .gnn import EdgeConv, gather, knn
 from .transformer import NEG, Block
 
 N_INPUTS = 11
+HAS_TRACK = 5  # input column
 N_FEATURES = 12
 DZ_SCALE_CM = 1.0  # tanh(dz / 1 cm): fine steps near the vertex (sigma(dz) ~ 0.1-0.3 cm), saturates for pileup
 
@@ -106,7 +107,7 @@ class PileupTransformer(PileupNet):
 SIZES: dict[str, dict[str, dict]] = {
     "gnn": {
         "smoke": dict(k=8, blocks=((16, 16),), head=16),
-        "demo": dict(k=16, blocks=((32, 32), (32, 32)), head=32),
+        "demo": dict(k=12, blocks=((32, 32), (32, 32)), head=32),
         "full": dict(k=16, blocks=((64, 64, 64), (128, 128, 128), (128, 128, 128)), head=128, dropout=0.1),
     },
     "transformer": {
