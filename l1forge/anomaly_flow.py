@@ -57,10 +57,23 @@ class AnomalyFlow(Flow):
 
         return self._stage("generate", {"anomaly": a, "seed": d.seed}, [], [self.data_path], work)
 
-    def _teach_one(self, kind: str) -> dict:
-        from teachers.anomaly import train_anomaly_teacher
+    def _chosen_teacher(self) -> str:
+        """student.teacher, or for "best" the GNN when trained (background-only validation losses of two different
+        models do not rank anomaly detectors; the GNN's latent score measured best, see README)."""
+        choice = self.cfg.student.teacher
+        if choice == "best" and "teach.gnn" in self.run.state:
+            return "gnn"
+        return super()._chosen_teacher()
 
-        t = self.cfg.teachers
+    def _teacher_score(self, kind: str) -> np.ndarray:
+        from teachers.anomaly import SCORE_DATASETS
+
+        return read_array(self.run.teacher(kind) / "scores.h5", SCORE_DATASETS[self.cfg.anomaly.teacher_score])
+
+    def _teach_one(self, kind: str) -> dict:
+        from teachers.anomaly import SCORE_DATASETS, train_anomaly_teacher
+
+        t, a = self.cfg.teachers, self.cfg.anomaly
         out = self.run.teacher(kind)
 
         def work():
@@ -68,11 +81,15 @@ class AnomalyFlow(Flow):
             result = train_anomaly_teacher(
                 kind, sample.objects, sample.split, out, size=t.size, epochs=t.epochs, batch_size=t.batch_size,
                 lr=t.lr, seed=t.seed, max_steps=t.max_steps, progress=self.progress, background=~sample.is_signal,
+                pt_target=a.teacher_pt_target,
             )
-            result["metrics"] = self._metrics(sample, read_array(out / "scores.h5", "score"))
+            result["score"] = a.teacher_score
+            by_score = {k: self._metrics(sample, read_array(out / "scores.h5", name)) for k, name in SCORE_DATASETS.items()}
+            result["metrics"], result["metrics_by_score"] = by_score[a.teacher_score], by_score
             return result
 
-        return self._stage(f"teach.{kind}", t, ["generate"], [out / "scores.h5", out / "model.onnx"], work)
+        config = {"teachers": t, "pt_target": a.teacher_pt_target, "score": a.teacher_score}
+        return self._stage(f"teach.{kind}", config, ["generate"], [out / "scores.h5", out / "model.onnx"], work)
 
     def distill(self) -> dict:
         from students.anomaly import train_ae_baseline, train_score_student
@@ -88,10 +105,10 @@ class AnomalyFlow(Flow):
 
         def student():
             sample = self._sample()
-            teacher_score = read_array(self.run.teacher(teacher) / "scores.h5", "score")
-            result = train_score_student(sample.objects, teacher_score, sample.split, self.run.student, ~sample.is_signal,
-                                         hidden=tuple(a.student_hidden), progress=self.progress, **common)
-            return {**finish(result, sample, self.run.student), "teacher": teacher}
+            result = train_score_student(sample.objects, self._teacher_score(teacher), sample.split, self.run.student,
+                                         ~sample.is_signal, hidden=tuple(a.student_hidden), progress=self.progress,
+                                         tail_power=a.student_tail_power, **common)
+            return {**finish(result, sample, self.run.student), "teacher": teacher, "teacher_score": a.teacher_score}
 
         def baseline():
             sample = self._sample()
@@ -128,7 +145,7 @@ class AnomalyFlow(Flow):
             stats["trigger"] = {
                 **trigger_summary(bkg, signals, firmware["latency_ns"], firmware["ii_cycles"], firmware["clock_mhz"],
                                   t.budget_ns, max(self.cfg.anomaly.rates_khz), t.n_bunches, w),
-                "score": "student output (regressed log1p teacher score)",
+                "score": f"student output (regressed log1p {self.cfg.anomaly.teacher_score} score of the teacher)",
                 "background": "zero-bias crossings (minimum bias + weighted hard SM processes, pileup overlaid)",
                 "pileup": self.cfg.anomaly.pileup,
             }

@@ -75,6 +75,9 @@ class AnomalyConfig(_Strict):
     ae_latent: int = 8
     ae_hidden: list[int] = [32]
     rates_khz: list[float] = [1.0, 10.0]
+    teacher_pt_target: Literal["log", "linear"] = "linear"  # teachers' pT reconstruction target (autoencoders.py)
+    teacher_score: Literal["reco", "latent", "kl"] = "latent"  # the score the student regresses and metrics quote
+    student_tail_power: float = pydantic.Field(0.5, ge=0)  # tail weighting of the student's MSE (0: plain MSE)
 
 
 class PileupConfig(_Strict):

@@ -10,12 +10,13 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from emulation.lhc import HL_LHC_BUNCHES
+from emulation.lhc import HL_LHC_BUNCHES, zero_bias_rate_khz
 from emulation.trigger import signal_efficiency, threshold_for_rate
 
 SIGNAL = "t"
 BACKGROUND = ("g", "q")
 WORKING_POINTS = (0.3, 0.5)
+RESOLVED_CROSSINGS = 10  # effective background crossings above an anomaly threshold for its rate to count as resolved
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -125,28 +126,42 @@ def confusion(labels, logits, n_classes) -> np.ndarray:
 
 def anomaly_metrics(scores_bkg, weights_bkg, scores_by_signal: dict, rates_khz=(1.0, 10.0),
                     n_bunches: int = HL_LHC_BUNCHES) -> dict:
-    """Per signal: AUC against the weighted background and efficiency at each fixed L1 rate.
+    """Per signal: AUC against the weighted background and efficiency at each fixed L1 rate, with the statistics
+    that say whether the rate is resolved at all.
 
     weights_bkg are per-crossing weights (e.g. read_anomaly's fractions of crossings); signal events count equally.
     The threshold for a rate is ``threshold_for_rate`` on the weighted background (fires on score > threshold).
-    Returns {"thresholds": {"<rate>kHz": {"threshold", "rate_khz"}}, "signals": {name: {"auc", "efficiency":
-    {"<rate>kHz": eff}, "efficiency_err": {"<rate>kHz": [down, up]}}}}.
+    Each threshold entry also has: ``rate_khz_err`` [down, up] (the achieved rate's error), ``n_background_above``
+    (test crossings above the threshold), ``n_effective_above`` ((sum w)^2 / sum w^2 of those: the rate rests on this
+    many equal-weight crossings), ``crossing_rate_khz`` (the rate one test crossing carries, max over the background:
+    the rate resolution; a target rate below a few times this is set by a handful of crossings) and ``resolved``
+    (n_effective_above >= 10, i.e. the rate known to ~30% or better). Efficiency errors are Clopper-Pearson 68% intervals
+    (signal events count equally); they do not include the threshold's own uncertainty from the background statistics.
+    Returns {"n_background", "crossing_rate_khz", "thresholds": {"<rate>kHz": {...}},
+    "signals": {name: {"auc", "n", "efficiency": {"<rate>kHz": eff}, "efficiency_err": {"<rate>kHz": [down, up]}}}}.
     """
     scores_bkg = np.asarray(scores_bkg, np.float64)
     weights_bkg = np.asarray(weights_bkg, np.float64)
+    crossing_khz = float(weights_bkg.max() / weights_bkg.sum() * zero_bias_rate_khz(n_bunches)) if len(weights_bkg) else None
     cuts = {}
     for rate in rates_khz:
-        threshold, achieved, _ = threshold_for_rate(scores_bkg, rate, weights_bkg, n_bunches)
-        cuts[f"{rate:g}kHz"] = {"threshold": float(threshold), "rate_khz": float(achieved)}
+        threshold, achieved, err = threshold_for_rate(scores_bkg, rate, weights_bkg, n_bunches)
+        w = weights_bkg[scores_bkg > threshold]
+        n_eff = float(w.sum() ** 2 / (w**2).sum()) if len(w) else 0.0
+        cuts[f"{rate:g}kHz"] = {"threshold": float(threshold), "rate_khz": float(achieved),
+                                "rate_khz_err": [float(e) for e in err], "n_background_above": int(len(w)),
+                                "n_effective_above": n_eff, "crossing_rate_khz": crossing_khz,
+                                "resolved": n_eff >= RESOLVED_CROSSINGS}
     signals = {}
     for name, scores in scores_by_signal.items():
         scores = np.asarray(scores, np.float64)
         labels = np.r_[np.zeros(len(scores_bkg)), np.ones(len(scores))]
         weights = np.r_[weights_bkg / weights_bkg.sum(), np.full(len(scores), 1.0 / len(scores))]
         entry = {"auc": float(roc_auc_score(labels, np.r_[scores_bkg, scores], sample_weight=weights)),
-                 "efficiency": {}, "efficiency_err": {}}
+                 "n": int(len(scores)), "efficiency": {}, "efficiency_err": {}}
         for key, cut in cuts.items():
             eff, err = signal_efficiency(scores, cut["threshold"])
             entry["efficiency"][key], entry["efficiency_err"][key] = eff, [float(e) for e in err]
         signals[name] = entry
-    return {"thresholds": cuts, "signals": signals}
+    return {"n_background": int(len(scores_bkg)), "crossing_rate_khz": crossing_khz, "thresholds": cuts,
+            "signals": signals}

@@ -23,6 +23,7 @@ from students.anomaly import (
     flatten_objects,
     reconstruction_loss,
     saturated_fraction,
+    tail_weights,
     train_ae_baseline,
     train_score_student,
 )
@@ -139,14 +140,52 @@ def test_anomaly_metrics_hand_computed():
     zb = zero_bias_rate_khz(2760)
     # rate(score > 2) = 0.0001 zb = 3.1 kHz; rate(score > 1) = 0.2 zb. 10 kHz -> threshold 2; 1 kHz -> 3.
     m = anomaly_metrics(bkg, w, {"a": np.array([2.5, 3.5, 0.5, 1.0]), "b": np.array([4.0, 5.0])}, rates_khz=(1, 10))
-    assert m["thresholds"]["10kHz"] == {"threshold": 2.0, "rate_khz": pytest.approx(0.0001 * zb)}
-    assert m["thresholds"]["1kHz"]["threshold"] == 3.0 and m["thresholds"]["1kHz"]["rate_khz"] == 0.0
+    t10, t1 = m["thresholds"]["10kHz"], m["thresholds"]["1kHz"]
+    assert t10["threshold"] == 2.0 and t10["rate_khz"] == pytest.approx(0.0001 * zb)
+    assert t1["threshold"] == 3.0 and t1["rate_khz"] == 0.0
+    # resolution: the heaviest crossing carries 0.5 of all crossings; one crossing above 2, none above 3
+    assert m["crossing_rate_khz"] == t10["crossing_rate_khz"] == pytest.approx(0.5 * zb) and m["n_background"] == 4
+    assert (t10["n_background_above"], t1["n_background_above"]) == (1, 0) and not t10["resolved"]
+    assert (t10["n_effective_above"], t1["n_effective_above"]) == (1.0, 0.0)
+    m2 = anomaly_metrics(bkg, w, {"a": np.array([2.5])}, rates_khz=(30000,))  # 30 MHz: all but the score-0 crossing
+    assert m2["thresholds"]["30000kHz"]["threshold"] == 0.0 and m2["thresholds"]["30000kHz"]["resolved"] is False
+    assert m2["thresholds"]["30000kHz"]["n_effective_above"] == pytest.approx(0.5**2 / (w[1:] ** 2).sum())
+    # weighted rate error: sqrt(sum w^2) of the crossings above (0.0001) on both sides, clipped at zero
+    assert t10["rate_khz_err"] == pytest.approx([0.0001 * zb, 0.0001 * zb])
+    # Clopper-Pearson 68%: 2 of 4 and 0 of 2 (upper 1 - 0.16^(1/2))
+    assert m["signals"]["a"]["efficiency_err"]["10kHz"][0] > 0 and m["signals"]["a"]["n"] == 4
+    assert m["signals"]["b"]["efficiency_err"]["1kHz"] == pytest.approx([1 - 0.1587 ** 0.5, 0.0], abs=2e-3)
     a, b = m["signals"]["a"], m["signals"]["b"]
     assert a["efficiency"] == {"1kHz": 0.25, "10kHz": 0.5} and b["efficiency"] == {"1kHz": 1.0, "10kHz": 1.0}
     # AUC = sum over signal events of P_w(bkg < s) + P_w(bkg == s) / 2, averaged over signal events
     below = [0.5 + 0.3 + 0.1999, 1.0, 0.5, 0.5 + 0.3 / 2]
     assert a["auc"] == pytest.approx(np.mean(below)) and b["auc"] == pytest.approx(1.0)
     json.dumps(m)
+
+
+def test_tail_weights_hand_computed():
+    ref = np.array([1.0, 2.0, 3.0, 4.0])
+    # fraction of the reference above each score: 1, 0.75, 0.25, 0, 0; plus 1/n = 0.25
+    w = tail_weights(np.array([0.0, 1.0, 3.5, 4.0, 9.0]), ref, 1.0)
+    assert w == pytest.approx([1 / 1.25, 1 / 1.0, 1 / 0.5, 1 / 0.25, 1 / 0.25])
+    assert np.all(tail_weights(np.array([0.0, 9.0]), ref, 0.0) == 1.0)
+    with pytest.raises(ValueError):
+        tail_weights(ref, ref, -1.0)
+
+
+def test_tail_weighted_student_regresses_teacher(data, tmp_path):
+    """Tail-weighted MSE (p = 0.5): still a regression of the teacher (weighted loss well below the weighted variance
+    of the target) that flags the signal; the weights reach the loss (its value differs from the unweighted MSE)."""
+    objects, split, background = data
+    teacher = _teacher(objects)
+    r = train_score_student(objects, teacher, split, tmp_path, background, epochs=25, batch_size=128, lr=1e-2,
+                            progress=False, tail_power=0.5)
+    assert r["tail_power"] == 0.5 and r["loss"] == "mse weighted by (1 - quantile + 1/n)^-0.5"
+    assert r["best_val_loss"] < 0.3 * r["target_val_variance"]
+    assert _test_auc(data, r["score"]) > 0.6
+    val = background & (split == 1)
+    y = np.log1p(teacher[val])
+    assert r["target_val_variance"] > 1.05 * y.var()  # the weights favour the (more spread) tail
 
 
 @pytest.mark.parametrize("which", ["student", "ae"])
