@@ -119,7 +119,7 @@ def load_pileup_teacher(out_dir: pathlib.Path) -> nn.Module:
 
 
 def train_pileup_teacher(kind: str, features: np.ndarray, offsets: np.ndarray, is_pv: np.ndarray, split: np.ndarray,
-                         out: pathlib.Path, size: str = "demo", epochs: int = 5, batch_size: int = 16,
+                         out: pathlib.Path, size: str = "demo", epochs: int = 3, batch_size: int = 16,
                          lr: float = 2e-3, seed: int = 0, max_steps: int | None = None, pt_weighted: bool = False,
                          progress: bool = True) -> dict:
     """Train on the events of split 0, keep the epoch with the lowest split-1 loss, write artefacts to `out`.
