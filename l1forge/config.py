@@ -89,8 +89,8 @@ class PileupConfig(_Strict):
     test_pileups: list[float] = pydantic.Field([60.0, 200.0], min_length=1)
     library_events: int = pydantic.Field(20000, ge=1)
     hard_mpi: bool = True
-    teacher_epochs: int = pydantic.Field(8, ge=1)
-    teacher_batch_events: int = pydantic.Field(8, ge=1)  # crossings per teacher batch (~900 candidates each at 60)
+    teacher_epochs: int = pydantic.Field(3, ge=1)
+    teacher_batch_events: int = pydantic.Field(16, ge=1)  # crossings per teacher batch (~900 candidates each at 60)
     student_hidden: list[int] = [32, 16]
     student_epochs: int = pydantic.Field(20, ge=1)
     student_batch_size: int = pydantic.Field(1024, ge=1)
