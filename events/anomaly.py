@@ -12,16 +12,24 @@ import pathlib
 import time
 import zlib
 
-import h5py
 import numpy as np
 
 from events import l1objects
 from events.l1objects import N_OBJECTS, Particles, l1_objects, true_met
 from events.pileup import build_pileup_library, overlay, particles_from_batch
-from events.processes import (BACKGROUNDS, COMMON_SETTINGS, MINBIAS_SETTINGS, QCD_PTHAT_BINS, SIGNALS, SQRT_S_GEV,
-                              check_settings, chunk_seeds, new_pythia, run_chunks)
-from events.schema import checked_dataset, fail, open_h5
-from l1forge.io import atomic_path
+from events.processes import (
+    BACKGROUNDS,
+    COMMON_SETTINGS,
+    MINBIAS_SETTINGS,
+    QCD_PTHAT_BINS,
+    SIGNALS,
+    SQRT_S_GEV,
+    check_settings,
+    chunk_seeds,
+    new_pythia,
+    run_chunks,
+)
+from events.schema import checked_dataset, fail, open_h5, write_h5
 
 SCHEMA = "l1forge.anomaly/1"
 MINBIAS = "minbias"
@@ -183,12 +191,7 @@ def generate_anomaly(out: pathlib.Path, n_background: int, n_signal: int, seed: 
         "generator": f"pythia8mc {importlib.metadata.version('pythia8mc')}",
         "l1forge_version": importlib.metadata.version("l1forge"),
     }
-    with atomic_path(out, ".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key, data in arrays.items():
-                f.create_dataset(key, data=data, track_times=False, chunks=True, compression="gzip",
-                                 compression_opts=4, shuffle=True)
-            f.attrs.update(attrs)
+    write_h5(out, arrays, attrs)
     seconds = time.perf_counter() - start
     return {"n_events": len(sample), "per_sample": counts, "cross_section_mb": sigma, "seconds": seconds,
             "events_per_s": len(sample) / seconds, "library_seconds": library_seconds, "path": pathlib.Path(out)}

@@ -13,16 +13,14 @@ import zlib
 
 import awkward as ak
 import fastjet
-import h5py
 import numpy as np
 import pythia8mc
 
 from events.l1objects import INVISIBLE, Particles
 from events.pileup import build_pileup_library, overlay, particles_from_batch
 from events.processes import COMMON_SETTINGS, SQRT_S_GEV, chunk_seeds, new_pythia, run_chunks
-from events.schema import checked_dataset, fail, open_h5
+from events.schema import checked_dataset, fail, open_h5, write_h5
 from events.substructure import pt_eta_phi, wrap_phi
-from l1forge.io import atomic_path
 
 SCHEMA = "l1forge.pileup/1"
 PROCESSES: dict[str, list[str]] = {
@@ -276,12 +274,7 @@ def generate_pileup(out: pathlib.Path, n_train: int, n_test: int, seed: int = 1,
                                      "candidates": definition}),
              "generator": f"pythia8mc {importlib.metadata.version('pythia8mc')}",
              "l1forge_version": importlib.metadata.version("l1forge")}
-    with atomic_path(out, ".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key, data in arrays.items():
-                f.create_dataset(key, data=data, track_times=False, chunks=True, compression="gzip",
-                                 compression_opts=4, shuffle=True)
-            f.attrs.update(attrs)
+    write_h5(out, arrays, attrs)
     seconds = time.perf_counter() - start
     n_events = len(process)
     per_pileup = {f"{m:g}": float(counts[pileup == m].mean()) for m in sorted(set(pileup.tolist()))}

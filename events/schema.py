@@ -73,6 +73,16 @@ def write_jets(path: pathlib.Path, arrays: dict, feature_names, class_names, att
                 f.attrs[key] = value
 
 
+def write_h5(path: pathlib.Path, arrays: dict, attrs: dict) -> None:
+    """Write datasets (gzip, byte-deterministic: no timestamps) and file attributes atomically."""
+    with atomic_path(path, ".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            for key, data in arrays.items():
+                f.create_dataset(key, data=data, track_times=False, chunks=True, compression="gzip",
+                                 compression_opts=4, shuffle=True)
+            f.attrs.update(attrs)
+
+
 def fail(path, message):
     """Raise DataError("path: message")."""
     raise DataError(f"{path}: {message}")

@@ -28,6 +28,7 @@ from torch import nn
 
 from .features import Standardize
 from .gnn import EdgeConv
+from .models import build_sized
 from .transformer import NEG, Block
 
 N_SLOTS = 19
@@ -189,8 +190,4 @@ _CLASSES = {"transformer": TransformerVAE, "gnn": GNNVAE}
 
 def build_autoencoder(kind: str, size: str = "demo", **hparams) -> AnomalyVAE:
     """Build an anomaly autoencoder from its kind and size name; `hparams` override the size's settings."""
-    if kind not in SIZES:
-        raise ValueError(f"unknown anomaly teacher kind {kind!r}; expected one of {tuple(SIZES)}")
-    if size not in SIZES[kind]:
-        raise ValueError(f"unknown size {size!r}; expected one of {tuple(SIZES[kind])}")
-    return _CLASSES[kind](**{**SIZES[kind][size], **hparams})
+    return build_sized(_CLASSES, SIZES, kind, size, "anomaly teacher", hparams)

@@ -23,13 +23,18 @@ SIZES: dict[str, dict[str, dict]] = {
 _CLASSES = {"gnn": ParticleNet, "transformer": ParticleTransformer}
 
 
+def build_sized(classes: dict, sizes: dict, kind: str, size: str, what: str, hparams: dict) -> nn.Module:
+    """classes[kind] built with the settings of sizes[kind][size], overridden by hparams; ValueError naming `what`."""
+    if kind not in sizes:
+        raise ValueError(f"unknown {what} kind {kind!r}; expected one of {tuple(sizes)}")
+    if size not in sizes[kind]:
+        raise ValueError(f"unknown size {size!r}; expected one of {tuple(sizes[kind])}")
+    return classes[kind](**{**sizes[kind][size], **hparams})
+
+
 def build_model(kind: str, size: str = "demo", **hparams) -> nn.Module:
     """Build a teacher from its kind and size name; `hparams` override the size's settings."""
-    if kind not in SIZES:
-        raise ValueError(f"unknown teacher kind {kind!r}; expected one of {tuple(SIZES)}")
-    if size not in SIZES[kind]:
-        raise ValueError(f"unknown size {size!r}; expected one of {tuple(SIZES[kind])}")
-    return _CLASSES[kind](**{**SIZES[kind][size], **hparams})
+    return build_sized(_CLASSES, SIZES, kind, size, "teacher", hparams)
 
 
 def fit_normalization(model: nn.Module, constituents, mask, jet_features=None) -> None:

@@ -15,6 +15,7 @@ from torch import nn
 
 from .features import Standardize
 from .gnn import EdgeConv, gather, knn
+from .models import build_sized
 from .transformer import NEG, Block
 
 N_INPUTS = 11
@@ -121,8 +122,4 @@ _CLASSES = {"gnn": PileupGNN, "transformer": PileupTransformer}
 
 def build_pileup_model(kind: str, size: str = "demo", **hparams) -> PileupNet:
     """Build a pileup teacher from its kind and size name; `hparams` override the size's settings."""
-    if kind not in SIZES:
-        raise ValueError(f"unknown pileup teacher kind {kind!r}; expected one of {tuple(SIZES)}")
-    if size not in SIZES[kind]:
-        raise ValueError(f"unknown size {size!r}; expected one of {tuple(SIZES[kind])}")
-    return _CLASSES[kind](**{**SIZES[kind][size], **hparams})
+    return build_sized(_CLASSES, SIZES, kind, size, "pileup teacher", hparams)
