@@ -213,10 +213,14 @@ def _chunk(process: str, settings: list[str], n_events: int, seed: int, name: st
             "n_pileup": n_pileup.astype(np.int16), "sigma_mb": pythia.infoPython().sigmaGen()}
 
 
-def _plan(n_train: int, n_test: int, train_pileup: float, test_pileups) -> list[tuple[str, float, str, int]]:
-    """(process, mu, role, n_events) blocks: training events at train_pileup, n_test per test pileup."""
+def _plan(n_train: int, n_test: int, train_pileup: float, test_pileups, n_distill: int = 0,
+          distill_pileups=()) -> list[tuple[str, float, str, int]]:
+    """(process, mu, role, n_events) blocks: training events at train_pileup, n_distill at each distillation pileup,
+    n_test at each test pileup."""
+    roles = [("train", train_pileup, n_train), *(("distill", m, n_distill) for m in distill_pileups),
+             *(("test", m, n_test) for m in test_pileups)]
     blocks = []
-    for role, mu, total in [("train", train_pileup, n_train), *(("test", m, n_test) for m in test_pileups)]:
+    for role, mu, total in roles:
         for i, process in enumerate(PROCESSES):
             blocks.append((process, float(mu), role, total // len(PROCESSES) + (i < total % len(PROCESSES))))
     return blocks
@@ -224,24 +228,28 @@ def _plan(n_train: int, n_test: int, train_pileup: float, test_pileups) -> list[
 
 def generate_pileup(out: pathlib.Path, n_train: int, n_test: int, seed: int = 1, train_pileup: float = 60.0,
                     test_pileups=(60.0, 200.0), workers: int = 2, hard_mpi: bool = True,
-                    library_events: int = LIBRARY_EVENTS, progress: bool = True) -> dict:
-    """Write n_train crossings at train_pileup (split TRAIN_VAL into train/val) and n_test test crossings at each
-    test pileup, shared equally by PROCESSES, as candidates with truth. Byte-identical for any worker count."""
+                    library_events: int = LIBRARY_EVENTS, n_distill: int = 0, distill_pileups=(),
+                    progress: bool = True) -> dict:
+    """Write n_train crossings at train_pileup and n_distill at each of distill_pileups (all split TRAIN_VAL into
+    train/val), and n_test test crossings at each test pileup, shared equally by PROCESSES, as candidates with
+    truth. The distillation crossings let a student learn the teacher's weights at other pileups (the teacher
+    labels them; their truth is not needed). Byte-identical for any worker count."""
     global _LIBRARY
     n_train, n_test, seed, workers = int(n_train), int(n_test), int(seed), int(workers)
-    test_pileups = [float(m) for m in test_pileups]
+    test_pileups, distill_pileups = [float(m) for m in test_pileups], [float(m) for m in distill_pileups]
     if n_train < 2 * len(PROCESSES) or n_test < len(PROCESSES):
         raise ValueError(f"need n_train >= {2 * len(PROCESSES)} and n_test >= {len(PROCESSES)} (every process)")
-    if workers < 1 or library_events < 1 or not test_pileups:
-        raise ValueError("workers and library_events must be >= 1, and test_pileups non-empty")
-    for mu in (train_pileup, *test_pileups):
+    if workers < 1 or library_events < 1 or not test_pileups or (distill_pileups and n_distill < len(PROCESSES)):
+        raise ValueError(f"workers and library_events must be >= 1, test_pileups non-empty, n_distill >= "
+                         f"{len(PROCESSES)} with distill_pileups")
+    for mu in (train_pileup, *test_pileups, *distill_pileups):
         if not (math.isfinite(mu) and mu >= 0):
             raise ValueError(f"pileup must be a number >= 0, not {mu}")
     start = time.perf_counter()
     library = build_pileup_library(library_events, seed, workers, progress=progress)
     library_seconds = time.perf_counter() - start
     common = [*COMMON_SETTINGS, f"PartonLevel:MPI = {'on' if hard_mpi else 'off'}"]
-    blocks = _plan(n_train, n_test, train_pileup, test_pileups)
+    blocks = _plan(n_train, n_test, train_pileup, test_pileups, int(n_distill), distill_pileups)
     tasks = [(process, [*common, *PROCESSES[process]], min(CHUNK_EVENTS, n - first), seed, f"{process}_{role}_pu{mu:g}",
               k, mu) for process, mu, role, n in blocks for k, first in enumerate(range(0, n, CHUNK_EVENTS))]
     _LIBRARY = library
@@ -267,7 +275,7 @@ def generate_pileup(out: pathlib.Path, n_train: int, n_test: int, seed: int = 1,
                   "CALO_RESOLUTION": CALO_RESOLUTION, "TYPE_NAMES": TYPE_NAMES, "JET_R": JET_R,
                   "TRUTH_JET_PT_MIN": TRUTH_JET_PT_MIN, "MAX_JETS": MAX_JETS, "INVISIBLE": INVISIBLE}
     attrs = {"schema": SCHEMA, "seed": seed, "sqrt_s_gev": SQRT_S_GEV, "process_names": names,
-             "train_pileup": float(train_pileup), "test_pileups": test_pileups,
+             "train_pileup": float(train_pileup), "test_pileups": test_pileups, "distill_pileups": distill_pileups,
              "cross_section_mb": json.dumps(sigma), "sigma_inel_mb": library["sigma_inel_mb"],
              "settings": json.dumps({"pythia": {p: [*common, *s] for p, s in PROCESSES.items()}, "hard_mpi": hard_mpi,
                                      "library_events": int(library_events), "chunk_events": CHUNK_EVENTS,

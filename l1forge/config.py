@@ -87,6 +87,9 @@ class PileupConfig(_Strict):
     n_test: int = pydantic.Field(1000, ge=3)  # test crossings per test pileup
     train_pileup: float = pydantic.Field(60.0, ge=0)
     test_pileups: list[float] = pydantic.Field([60.0, 200.0], min_length=1)
+    # crossings at other pileups that the teacher labels for the student (the teacher trains at train_pileup only)
+    distill_pileups: list[float] = [200.0]
+    n_distill: int = pydantic.Field(500, ge=3)  # per distillation pileup, 80% train / 20% validation
     library_events: int = pydantic.Field(20000, ge=1)
     hard_mpi: bool = True
     teacher_epochs: int = pydantic.Field(3, ge=1)
@@ -126,6 +129,7 @@ PRESETS: dict[str, dict] = {
         "data": {"n_per_class": 150, "mpi": False},
         "anomaly": {"n_background": 400, "n_signal": 40, "pileup": 10, "library_events": 400, "hard_mpi": False},
         "pileup": {"n_train": 60, "n_test": 24, "train_pileup": 20, "test_pileups": [20, 60], "library_events": 400,
+                   "distill_pileups": [60], "n_distill": 24,
                    "hard_mpi": False, "teacher_epochs": 2, "student_epochs": 3, "csim_candidates": 2000},
         "teachers": {"size": "smoke", "epochs": 2, "batch_size": 64},
         "student": {"epochs": 5, "batch_size": 64},
@@ -140,7 +144,8 @@ PRESETS: dict[str, dict] = {
     "full": {
         "data": {"n_per_class": 100000},
         "anomaly": {"n_background": 100000, "n_signal": 10000},
-        "pileup": {"n_train": 20000, "n_test": 5000, "test_pileups": [60, 140, 200], "teacher_epochs": 30,
+        "pileup": {"n_train": 20000, "n_test": 5000, "test_pileups": [60, 140, 200], "distill_pileups": [140, 200],
+                   "n_distill": 5000, "teacher_epochs": 30,
                    "student_epochs": 60, "student_max_train": 5000000},
         "teachers": {"size": "full", "epochs": 30, "batch_size": 512},
         "student": {"epochs": 100, "batch_size": 1024},

@@ -65,11 +65,12 @@ class PileupFlow(Flow):
         def work():
             result = generate_pileup(self.data_path, p.n_train, p.n_test, seed=d.seed, train_pileup=p.train_pileup,
                                      test_pileups=p.test_pileups, workers=d.workers, hard_mpi=p.hard_mpi,
-                                     library_events=p.library_events, progress=self.progress)
+                                     library_events=p.library_events, n_distill=p.n_distill,
+                                     distill_pileups=p.distill_pileups, progress=self.progress)
             return {**result, "path": str(result["path"])}
 
         config = {"pileup": p.model_dump(include={"n_train", "n_test", "train_pileup", "test_pileups", "library_events",
-                                                  "hard_mpi"}), "seed": d.seed}
+                                                  "hard_mpi", "n_distill", "distill_pileups"}), "seed": d.seed}
         return self._stage("generate", config, [], [self.data_path], work)
 
     def _teach_one(self, kind: str) -> dict:
@@ -81,14 +82,16 @@ class PileupFlow(Flow):
 
         def work():
             sample = self._sample()
+            labelled = np.where(sample.pileup == p.train_pileup, sample.split, 2)  # truth only at train_pileup
             result = train_pileup_teacher(
-                kind, sample.features(), sample.offsets, sample.is_pv, sample.split, out, size=t.size,
+                kind, sample.features(), sample.offsets, sample.is_pv, labelled, out, size=t.size,
                 epochs=p.teacher_epochs, batch_size=p.teacher_batch_events, lr=t.lr, seed=t.seed,
                 max_steps=t.max_steps, progress=self.progress)
             result["metrics"] = performance(sample, {kind: read_array(out / "weights.h5", "weight")})
             return result
 
-        config = {"teachers": t, "epochs": p.teacher_epochs, "batch_events": p.teacher_batch_events}
+        config = {"teachers": t, "epochs": p.teacher_epochs, "batch_events": p.teacher_batch_events,
+                  "train_pileup": p.train_pileup}
         return self._stage(f"teach.{kind}", config, ["generate"], [out / "weights.h5", out / "model.onnx"], work)
 
     def distill(self) -> dict:
