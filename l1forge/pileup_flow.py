@@ -23,10 +23,12 @@ def throughput(firmware: dict, candidates_per_crossing: dict[str, float]) -> dic
     test crossings)."""
     per_instance = clocks_per_crossing(firmware["clock_mhz"]) // firmware["ii_cycles"]
     lut = (firmware.get("resources") or {}).get("LUT")
+    lut_percent = (firmware.get("utilisation_percent") or {}).get("LUT")
     rows = {}
     for mu, n in candidates_per_crossing.items():
         instances = math.ceil(n / max(per_instance, 1))
-        rows[mu] = {"candidates_p99": n, "instances": instances, "LUT": None if lut is None else instances * lut}
+        rows[mu] = {"candidates_p99": n, "instances": instances, "LUT": None if lut is None else instances * lut,
+                    "LUT_percent_of_part": None if lut_percent is None else instances * lut_percent}
     return {"candidates_per_instance_per_crossing": per_instance, "clock_mhz": firmware["clock_mhz"],
             "ii_cycles": firmware["ii_cycles"], "per_pileup": rows}
 

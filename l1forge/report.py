@@ -15,6 +15,7 @@ import pathlib
 
 import h5py
 import jinja2
+import matplotlib
 import matplotlib.style
 import mplhep as hep
 import numpy as np
@@ -259,16 +260,20 @@ def _pileup_section(block: dict | None) -> dict:
     table = block["resolution"]
     pileups = sorted(table, key=float)
     rows = [(PILEUP_METHODS.get(m, m), mu, table[mu][m]) for m in table[pileups[0]] for mu in pileups]
-    fig = Figure(figsize=(12, 5))
+    fig = Figure(figsize=(14, 5.5))
     axes = fig.subplots(1, 2)
+    fig.subplots_adjust(wspace=0.3)
     x = [float(mu) for mu in pileups]
-    for method in table[pileups[0]]:
+    methods = [m for m in table[pileups[0]] if m != "student"]  # the QKeras student: the same as its firmware
+    colours = matplotlib.colormaps["tab10"].colors
+    for n, method in enumerate(methods):
         for ax, get in zip(axes, (lambda e: e["met"]["resolution_gev"], lambda e: e["jets"]["pt_resolution"])):
-            ax.plot(x, [get(table[mu][method]) for mu in pileups], "o-", label=PILEUP_METHODS.get(method, method))
+            ax.plot(x, [get(table[mu][method]) for mu in pileups], "os^vD<>p"[n % 8] + "-", color=colours[n % 10],
+                    label=PILEUP_METHODS.get(method, method))
     axes[0].set_ylabel("MET resolution [GeV]")
     axes[1].set_ylabel("Jet $p_T$ resolution")
     for ax in axes:
-        ax.set_xlabel("Pileup (mean interactions per crossing)")
+        ax.set_xlabel("Pileup")
     axes[1].legend(fontsize=9)
     return {"pileup_rows": rows, "pileup_goals": block["goals"], "pileup_throughput": block["throughput"],
             "pileup_teacher": block["teacher"], "pileup_png": _png(fig)}
