@@ -111,7 +111,7 @@ class PileupFlow(Flow):
                 student_inputs(sample), teacher_weight, sample.pt, sample.particle_rows(sample.split == 0),
                 sample.particle_rows(sample.split == 1), out, precision=self._precision(), hidden=tuple(p.student_hidden),
                 epochs=p.student_epochs, batch_size=p.student_batch_size, lr=s.lr, seed=s.seed,
-                max_train=p.student_max_train, progress=self.progress)
+                max_train=p.student_max_train, pt_power=p.student_pt_power, progress=self.progress)
             weight = np.clip(read_array(out / "predictions.h5", "weight"), 0.0, 1.0)
             return {**result, "teacher": teacher, "metrics": performance(sample, {"student": weight})}
 

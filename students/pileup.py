@@ -5,8 +5,11 @@ the candidate's own pT, eta, dz and type (one-hot), and pT sums over its eta-phi
 LOCAL_RADII (itself excluded) of PV-compatible tracks, pileup tracks and neutral candidates (events.mitigation:
 ``local_sums``; adder trees over a window). pT and sums are scaled by PT_SCALE = 2**-3 per GeV (a bit shift), so the
 firmware input type fixed<16,6,RND_CONV,SAT> holds them up to 256 GeV in steps of 1/128 GeV; dz (cm) saturates at
-+-32 cm. The output is the regressed weight (trained with a pT-weighted MSE, since MET and jets are pT-weighted
-sums); the flow clips it to [0, 1] after the firmware.
++-32 cm. A last input tells the network how busy the crossing is: the pT sum of all pileup tracks of the crossing, scaled by
+DENSITY_SCALE = 2**-7 (one adder tree over the crossing's tracks, ready before the candidates are weighted). The
+output is the regressed weight, trained with an MSE weighted by pT^pt_power (1: MET and jets are pT-weighted sums;
+2 would weight each candidate by the squared MET error it causes; measured no better); the flow clips the output to
+[0, 1] after the firmware.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from events.mitigation import NEIGHBOUR_SUMS, local_sums
+from events.mitigation import NEIGHBOUR_SUMS, local_sums, pv_track
 from events.pfcands import TYPE_NAMES
 from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
 from quantize.precision import Precision
@@ -24,9 +27,10 @@ from students.model import build_student
 from students.training import fit_with_early_stopping
 
 PT_SCALE = 2.0**-3
+DENSITY_SCALE = 2.0**-7
 LOCAL_RADII = (0.1, 0.4)
 INPUT_NAMES = ("pt", "eta", "dz", *(f"is_{t}" for t in TYPE_NAMES),
-               *(f"sum_{s}_r{r:g}" for r in LOCAL_RADII for s in NEIGHBOUR_SUMS))
+               *(f"sum_{s}_r{r:g}" for r in LOCAL_RADII for s in NEIGHBOUR_SUMS), "crossing_pu_tracks")
 
 
 def student_inputs(sample) -> np.ndarray:
@@ -34,14 +38,17 @@ def student_inputs(sample) -> np.ndarray:
     onehot = (sample.type[:, None] == np.arange(len(TYPE_NAMES))[None, :]).astype(np.float32)
     sums = [local_sums(sample, r) * PT_SCALE for r in LOCAL_RADII]
     own = np.stack([sample.pt * PT_SCALE, sample.eta, sample.dz], 1)
-    return np.concatenate([own, onehot, *sums], axis=1).astype(np.float32)
+    pileup_tracks = sample.has_track & ~pv_track(sample)
+    density = np.bincount(sample.event[pileup_tracks], sample.pt[pileup_tracks], sample.n_events)[sample.event]
+    return np.concatenate([own, onehot, *sums, density[:, None] * DENSITY_SCALE], axis=1).astype(np.float32)
 
 
 def train_weight_student(x: np.ndarray, teacher_weight: np.ndarray, pt: np.ndarray, train: np.ndarray,
                          val: np.ndarray, out_dir: pathlib.Path, precision: Precision = Precision(), hidden=(32, 16),
                          epochs: int = 20, batch_size: int = 1024, lr: float = 3e-3, seed: int = 0,
-                         max_train: int | None = None, progress: bool = True) -> dict:
-    """Regress teacher_weight (pT-weighted MSE) on candidates `train` (bool mask), early stopping on `val`.
+                         max_train: int | None = None, pt_power: float = 1.0, progress: bool = True) -> dict:
+    """Regress teacher_weight (MSE weighted by pT**pt_power) on candidates `train` (bool mask), early stopping on
+    `val`.
 
     max_train caps the training candidates (a random subset, fixed by seed). Writes out_dir/{model.h5,
     predictions.h5 ('weight' (n,) = student output for every candidate), preprocess.json, history.json}; returns
@@ -60,7 +67,8 @@ def train_weight_student(x: np.ndarray, teacher_weight: np.ndarray, pt: np.ndarr
         raise ValueError(f"need training and validation candidates, got {len(train)} and {len(val)}")
     if max_train is not None and len(train) > max_train:
         train = np.sort(np.random.default_rng(seed).choice(train, max_train, replace=False))
-    sample_weight = (np.asarray(pt, np.float32) / np.float32(np.mean(pt[train])))
+    sample_weight = np.asarray(pt, np.float64) ** pt_power
+    sample_weight = (sample_weight / np.mean(sample_weight[train])).astype(np.float32)
     model = build_student(x.shape[1], 1, hidden, precision, name="pileup_student")
     model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss="mse", weighted_metrics=[])
     fitted = fit_with_early_stopping(model, (x[train], y[train], sample_weight[train]),
@@ -75,7 +83,8 @@ def train_weight_student(x: np.ndarray, teacher_weight: np.ndarray, pt: np.ndarr
                                                     "local_radii": list(LOCAL_RADII), "input_type": precision.input.hls()})
     constant = float(np.average((y[val] - np.average(y[val], weights=sample_weight[val])) ** 2,
                                 weights=sample_weight[val]))
-    result = {"kind": "pileup_student", "target": "teacher PV probability (pT-weighted MSE)", "hidden": list(hidden),
+    result = {"kind": "pileup_student", "target": f"teacher PV probability (MSE weighted by pT^{pt_power:g})",
+              "hidden": list(hidden), "pt_power": pt_power,
               "params": int(model.count_params()), "bits": precision.as_dict(), "n_train": int(len(train)),
               "val_mse_constant": constant, **fitted}
     write_json_atomic(out_dir / "history.json", result)
