@@ -94,11 +94,11 @@ class PileupConfig(_Strict):
     hard_mpi: bool = True
     teacher_epochs: int = pydantic.Field(3, ge=1)
     teacher_batch_events: int = pydantic.Field(16, ge=1)  # crossings per teacher batch (~900 candidates each at 60)
-    student_hidden: list[int] = [32, 16]
+    student_hidden: list[int] = [64, 32]
     student_pt_power: float = pydantic.Field(1.0, ge=0)  # loss weight pT^power
-    student_epochs: int = pydantic.Field(20, ge=1)
+    student_epochs: int = pydantic.Field(30, ge=1)
     student_batch_size: int = pydantic.Field(1024, ge=1)
-    student_max_train: int | None = pydantic.Field(600000, ge=1)  # training candidates (random subset)
+    student_max_train: int | None = pydantic.Field(1500000, ge=1)  # training candidates (random subset)
     csim_candidates: int = pydantic.Field(20000, ge=1)  # test candidates checked against the C-sim
 
 
