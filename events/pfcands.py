@@ -90,11 +90,14 @@ class PileupSample:
     def has_track(self) -> np.ndarray:
         return self.charge != 0
 
+    def type_onehot(self) -> np.ndarray:
+        """(n_particles, len(TYPE_NAMES)) float32 one-hot candidate type."""
+        return (self.type[:, None] == np.arange(len(TYPE_NAMES))[None, :]).astype(np.float32)
+
     def features(self) -> np.ndarray:
         """(n_particles, len(FEATURE_NAMES)) float32: pt, eta, phi, dz, charge, has_track, one-hot type."""
-        onehot = (self.type[:, None] == np.arange(len(TYPE_NAMES))[None, :]).astype(np.float32)
         return np.concatenate([np.stack([self.pt, self.eta, self.phi, self.dz, self.charge, self.has_track], 1)
-                               .astype(np.float32), onehot], axis=1)
+                               .astype(np.float32), self.type_onehot()], axis=1)
 
     def particle_rows(self, events: np.ndarray) -> np.ndarray:
         """Candidate rows of the given events (bool mask over events), in order."""

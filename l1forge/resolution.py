@@ -76,20 +76,17 @@ def _auc(is_pv: np.ndarray, weight: np.ndarray) -> float:
     return float(roc_auc_score(is_pv, weight)) if 0 < is_pv.sum() < len(is_pv) else float("nan")
 
 
-def performance(sample, weights: dict[str, np.ndarray], per_particle_auc: bool = True) -> dict:
+def performance(sample, weights: dict[str, np.ndarray]) -> dict:
     """{pileup: {method: {"met": ..., "jets": ..., "auc": ...}}} on the test events (split 2) of each pileup."""
     out = {}
     for mu in sorted(set(sample.pileup[sample.split == 2].tolist())):
         events = (sample.split == 2) & (sample.pileup == mu)
         rows = sample.particle_rows(events)
+        neutral = rows & ~sample.has_track
         block = {}
         for name, w in weights.items():
-            entry = {"met": met_performance(met(sample, np.where(rows, w, 0.0))[events], sample.true_met[events]),
-                     "jets": jet_performance(sample, w, events)}
-            if per_particle_auc:
-                neutral = rows & ~sample.has_track
-                entry["auc"] = _auc(sample.is_pv[rows], w[rows])
-                entry["auc_neutral"] = _auc(sample.is_pv[neutral], w[neutral])
-            block[name] = entry
+            block[name] = {"met": met_performance(met(sample, np.where(rows, w, 0.0))[events], sample.true_met[events]),
+                           "jets": jet_performance(sample, w, events), "auc": _auc(sample.is_pv[rows], w[rows]),
+                           "auc_neutral": _auc(sample.is_pv[neutral], w[neutral])}
         out[f"{mu:g}"] = block
     return out

@@ -35,12 +35,11 @@ INPUT_NAMES = ("pt", "eta", "dz", *(f"is_{t}" for t in TYPE_NAMES),
 
 def student_inputs(sample) -> np.ndarray:
     """(n_particles, len(INPUT_NAMES)) float32 firmware inputs of every candidate of a PileupSample."""
-    onehot = (sample.type[:, None] == np.arange(len(TYPE_NAMES))[None, :]).astype(np.float32)
     sums = [local_sums(sample, r) * PT_SCALE for r in LOCAL_RADII]
     own = np.stack([sample.pt * PT_SCALE, sample.eta, sample.dz], 1)
     pileup_tracks = sample.has_track & ~pv_track(sample)
     density = np.bincount(sample.event[pileup_tracks], sample.pt[pileup_tracks], sample.n_events)[sample.event]
-    return np.concatenate([own, onehot, *sums, density[:, None] * DENSITY_SCALE], axis=1).astype(np.float32)
+    return np.concatenate([own, sample.type_onehot(), *sums, density[:, None] * DENSITY_SCALE], axis=1).astype(np.float32)
 
 
 def train_weight_student(x: np.ndarray, teacher_weight: np.ndarray, pt: np.ndarray, train: np.ndarray,
