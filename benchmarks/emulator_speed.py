@@ -42,12 +42,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--run", type=pathlib.Path, help="a run directory whose trained student to measure")
     args = parser.parse_args(argv)
 
-    from emulation.compare import compare_with_csim
-    from emulation.emulator import Emulator
-    from firmware.graph import write_graph
-    from firmware.hls import FirmwareSettings, convert
-    from quantize.precision import Precision
-    from students.model import build_student
+    from l1forge.emulation.compare import compare_with_csim
+    from l1forge.emulation.emulator import Emulator
+    from l1forge.firmware.graph import write_graph
+    from l1forge.firmware.hls import FirmwareSettings, convert
+    from l1forge.quantize.precision import Precision
+    from l1forge.students.model import build_student
 
     rng = np.random.default_rng(0)
     x = rng.normal(scale=2.0, size=(args.events, 16))
@@ -55,8 +55,8 @@ def main(argv=None) -> dict:
         if args.run:
             import hls4ml
 
-            from firmware.hls import quiet_call
-            from students.model import load_qkeras_model
+            from l1forge.firmware.hls import quiet_call
+            from l1forge.students.model import load_qkeras_model
 
             model = load_qkeras_model(args.run / "students" / "student" / "model.h5")
             hls_model = hls4ml.converters.link_existing_project(str(args.run / "firmware" / "hls_project"))

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from emulation.emulator import Emulator
+from l1forge.emulation.emulator import Emulator
 
 
 def compare_with_csim(emulator: Emulator, csim_predict, x: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:

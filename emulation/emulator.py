@@ -33,8 +33,9 @@ import pathlib
 
 import numpy as np
 
-from emulation.fastpath import FastPath
-from quantize.fixed import MAX_WIDTH, FixedType, FixedTypeError
+from l1forge.core.graph import read_graph
+from l1forge.emulation.fastpath import FastPath
+from l1forge.quantize.fixed import MAX_WIDTH, FixedType, FixedTypeError
 
 EXACT_FLOAT = 2.0**53
 _HUGE = 2.0**1000  # what ap_fixed(double) makes of +-inf: a power of two beyond every range (WRAP -> 0, SAT -> max)
@@ -167,8 +168,6 @@ class Emulator:
 
     @classmethod
     def from_file(cls, graph_json) -> "Emulator":
-        from firmware.graph import read_graph
-
         return cls(*read_graph(pathlib.Path(graph_json)))
 
     # ---- load time: everything that depends only on the graph --------------------------------------

@@ -19,7 +19,7 @@ import os
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from quantize.fixed import FixedType
+from l1forge.quantize.fixed import FixedType
 
 CHUNK = 16384
 FLOAT32_EXACT = 2**24

@@ -20,7 +20,7 @@ import math
 import numpy as np
 from scipy.special import betaincinv
 
-from emulation.lhc import (
+from l1forge.emulation.lhc import (
     BX_CLOCK_MHZ,
     HL_LHC_BUNCHES,
     HL_LHC_PILEUP,

@@ -14,10 +14,10 @@ import zlib
 
 import numpy as np
 
-from events import l1objects
-from events.l1objects import N_OBJECTS, Particles, l1_objects, true_met
-from events.pileup import build_pileup_library, overlay, particles_from_batch
-from events.processes import (
+from l1forge.events import l1objects
+from l1forge.events.l1objects import N_OBJECTS, Particles, l1_objects, true_met
+from l1forge.events.pileup import build_pileup_library, overlay, particles_from_batch
+from l1forge.events.processes import (
     BACKGROUNDS,
     COMMON_SETTINGS,
     MINBIAS_SETTINGS,
@@ -29,7 +29,7 @@ from events.processes import (
     new_pythia,
     run_chunks,
 )
-from events.schema import checked_dataset, fail, open_h5, write_h5
+from l1forge.events.schema import checked_dataset, fail, open_h5, write_h5
 
 SCHEMA = "l1forge.anomaly/1"
 MINBIAS = "minbias"

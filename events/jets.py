@@ -10,10 +10,10 @@ import fastjet
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from events import schema
-from events.processes import COMMON_SETTINGS, SQRT_S_GEV, new_pythia, run_chunks
-from events.substructure import FEATURE_NAMES, jet_features, padded_kinematics, pt_eta_phi, wrap_phi
-from events.truth import EventRecord, match_label
+from l1forge.events import schema
+from l1forge.events.processes import COMMON_SETTINGS, SQRT_S_GEV, new_pythia, run_chunks
+from l1forge.events.substructure import FEATURE_NAMES, jet_features, padded_kinematics, pt_eta_phi, wrap_phi
+from l1forge.events.truth import EventRecord, match_label
 
 CLASSES = ("g", "q", "w", "z", "t")
 R_JET = 0.8

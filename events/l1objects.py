@@ -13,7 +13,7 @@ import awkward as ak
 import fastjet
 import numpy as np
 
-from events.substructure import pt_eta_phi, wrap_phi
+from l1forge.events.substructure import pt_eta_phi, wrap_phi
 
 MET, EGAMMA, MUON, JET = 1, 2, 3, 4  # type codes of the ADC2021 files; 0 = padding
 N_EGAMMA, N_MUONS, N_JETS = 4, 4, 10

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.stats import chi2
 
-from events.pfcands import TRACK_ETA_MAX
+from l1forge.events.pfcands import TRACK_ETA_MAX
 
 DZ_CUT_CM = 0.5
 R0, R_MIN = 0.4, 0.01

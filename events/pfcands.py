@@ -16,11 +16,11 @@ import fastjet
 import numpy as np
 import pythia8mc
 
-from events.l1objects import INVISIBLE, Particles
-from events.pileup import build_pileup_library, overlay, particles_from_batch
-from events.processes import COMMON_SETTINGS, SQRT_S_GEV, chunk_seeds, new_pythia, run_chunks
-from events.schema import checked_dataset, fail, open_h5, write_h5
-from events.substructure import pt_eta_phi, wrap_phi
+from l1forge.events.l1objects import INVISIBLE, Particles
+from l1forge.events.pileup import build_pileup_library, overlay, particles_from_batch
+from l1forge.events.processes import COMMON_SETTINGS, SQRT_S_GEV, chunk_seeds, new_pythia, run_chunks
+from l1forge.events.schema import checked_dataset, fail, open_h5, write_h5
+from l1forge.events.substructure import pt_eta_phi, wrap_phi
 
 SCHEMA = "l1forge.pileup/1"
 PROCESSES: dict[str, list[str]] = {

@@ -4,8 +4,8 @@ mirror, so a crossing at pileup 60 costs a gather of ~60 stored events instead o
 import awkward as ak
 import numpy as np
 
-from events.l1objects import ETA_CALO, INVISIBLE, Particles, concat_particles
-from events.processes import COMMON_SETTINGS, MINBIAS_SETTINGS, chunk_seeds, new_pythia, run_chunks
+from l1forge.events.l1objects import ETA_CALO, INVISIBLE, Particles, concat_particles
+from l1forge.events.processes import COMMON_SETTINGS, MINBIAS_SETTINGS, chunk_seeds, new_pythia, run_chunks
 
 LIBRARY_CHUNK = 2000  # events per work unit: part of the seed derivation, so changing it changes the library
 BATCH_EVENTS = 200

@@ -6,7 +6,7 @@ import pathlib
 import h5py
 import numpy as np
 
-from l1forge.io import atomic_path
+from l1forge.core.artifacts import atomic_path
 
 SCHEMA = "l1forge.jets/1"
 MAX_CONSTITUENTS = 64

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from events.substructure import pt_eta_phi, wrap_phi
+from l1forge.events.substructure import pt_eta_phi, wrap_phi
 
 QUARK_LABEL, GLUON_LABEL = "q", "g"
 _BOSON_LABEL = {23: "z", 24: "w"}

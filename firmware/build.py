@@ -5,13 +5,14 @@ from __future__ import annotations
 import pathlib
 import time
 
-from firmware.estimate import estimate
-from firmware.graph import read_graph, write_graph
-from firmware.hls import FirmwareSettings, convert
-from firmware.parts import utilisation
-from firmware.vendor import require_vendor_tools, run_vendor_synthesis
-from l1forge.io import write_json_atomic
-from quantize.fixed import FixedType
+from l1forge.firmware.estimate import estimate
+from l1forge.core.graph import read_graph
+from l1forge.firmware.graph import write_graph
+from l1forge.firmware.hls import FirmwareSettings, convert
+from l1forge.firmware.parts import utilisation
+from l1forge.firmware.vendor import require_vendor_tools, run_vendor_synthesis
+from l1forge.core.artifacts import write_json_atomic
+from l1forge.quantize.fixed import FixedType
 
 
 def build_firmware(

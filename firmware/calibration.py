@@ -16,7 +16,7 @@ import tempfile
 
 import numpy as np
 
-from firmware.estimate import CONSTANTS, estimate
+from l1forge.firmware.estimate import CONSTANTS, estimate
 
 POINTS_PATH = pathlib.Path(__file__).with_name("calibration_points.json")
 RESOURCES = ("LUT", "FF", "DSP", "BRAM")
@@ -31,8 +31,8 @@ def build_graph(point: dict) -> tuple[dict, dict]:
     import hls4ml
     import tensorflow as tf
 
-    from firmware.graph import describe_model
-    from firmware.hls import FirmwareSettings, convert
+    from l1forge.firmware.graph import describe_model
+    from l1forge.firmware.hls import FirmwareSettings, convert
 
     spec = point["model"]
     tf.keras.utils.set_random_seed(0)

@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from quantize.fixed import FixedType
+from l1forge.quantize.fixed import FixedType
 
 CONSTANTS = {
     "dsp_min_bits": 10,

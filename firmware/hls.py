@@ -9,8 +9,8 @@ import shutil
 
 import pydantic
 
-from quantize.fixed import FixedType
-from quantize.precision import hls_config
+from l1forge.quantize.fixed import FixedType
+from l1forge.quantize.precision import hls_config
 
 
 class FirmwareSettings(pydantic.BaseModel):

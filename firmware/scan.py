@@ -21,7 +21,7 @@ import pathlib
 import tempfile
 from typing import Callable
 
-from firmware.hls import FirmwareSettings
+from l1forge.firmware.hls import FirmwareSettings
 
 REQUIRED = ("metric", "LUT", "latency_ns")
 
@@ -138,11 +138,11 @@ class StudentEstimate:
     def __call__(self, point: ScanPoint) -> dict:
         import tensorflow as tf
 
-        from firmware.estimate import estimate
-        from firmware.graph import describe_model
-        from firmware.hls import convert
-        from quantize.precision import Precision
-        from students.model import build_student
+        from l1forge.firmware.estimate import estimate
+        from l1forge.firmware.graph import describe_model
+        from l1forge.firmware.hls import convert
+        from l1forge.quantize.precision import Precision
+        from l1forge.students.model import build_student
 
         tf.keras.utils.set_random_seed(self.seed)
         precision = Precision(weight_bits=point.weight_bits, activation_bits=point.activation_bits)

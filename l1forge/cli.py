@@ -24,6 +24,7 @@ OUT = typer.Option(pathlib.Path("runs/demo"), "--out", "-o", help="Run directory
 PRESET = typer.Option("demo", "--preset", "-p", help="smoke | demo | full")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML file overriding the preset.")
 TASK = typer.Option("tagging", "--task", help="Task: tagging | anomaly | pileup.")
+TASK_OR_ALL = typer.Option("tagging", "--task", help="Task: tagging | anomaly | pileup, or all (each in OUT/<task>/).")
 PROCESS = typer.Option(None, "--process", help="Anomaly task: a file of Pythia settings, one more signal (repeatable).")
 FORCE = typer.Option(False, "--force", help="Redo stages even if they are up to date.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
@@ -32,26 +33,31 @@ HLS_CONFIG = typer.Option(None, help="hls4ml config (YAML/JSON) for --model; use
 INPUT_TYPE = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,RND_CONV,SAT>'.")
 
 
-def _flow(task, preset, config, out, force, quiet, processes=()):
-    from l1forge.anomaly_flow import AnomalyFlow
+def _config(task, preset, config, processes=()):
     from l1forge.config import load_config
-    from l1forge.pileup_flow import PileupFlow
-    from l1forge.pipeline import Flow
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
-    logging.getLogger("l1forge").setLevel(logging.INFO)
     cfg = load_config(preset, config, task)
     if processes:
         cfg.anomaly.processes = [*cfg.anomaly.processes, *map(str, processes)]
-    flow = {"anomaly": AnomalyFlow, "pileup": PileupFlow}.get(cfg.task, Flow)
-    return flow(cfg, out, progress=not quiet, force=force)
+    return cfg
+
+
+def _runner(task, preset, config, out, force, quiet, processes=()):
+    from l1forge.runner import Runner
+
+    _logging()
+    return Runner(_config(task, preset, config, processes), out, progress=not quiet, force=force)
+
+
+def _logging():
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    logging.getLogger("l1forge").setLevel(logging.INFO)
 
 
 def _stage(name: str):
     def command(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG,
                 task: str = TASK, force: bool = FORCE, quiet: bool = QUIET):
-        flow = _flow(task, preset, config, out, force, quiet)
-        getattr(flow, name)()
+        _runner(task, preset, config, out, force, quiet).run_stage(name)
 
     command.__doc__ = f"Run the '{name}' stage in the run directory (earlier stages must be done)."
     return command
@@ -65,7 +71,7 @@ for _name in ("teach", "distill", "report"):
 def generate(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
              force: bool = FORCE, quiet: bool = QUIET, process: Optional[list[pathlib.Path]] = PROCESS):
     """Generate the task's events (Pythia8 + fastjet) into the run directory."""
-    _flow(task, preset, config, out, force, quiet, process or ()).generate()
+    _runner(task, preset, config, out, force, quiet, process or ()).run_stage("generate")
 
 
 @app.command()
@@ -82,19 +88,18 @@ def synthesize(
     """hls4ml project + compiled C-sim + latency/resources, for the flow's student or any model (--model)."""
     overrides = {k: v for k, v in {"reuse_factor": reuse_factor, "strategy": strategy}.items() if v is not None}
     if model is None:
-        flow = _flow(task, preset, config, out, force, quiet)
-        flow.cfg.firmware = flow.cfg.firmware.model_copy(update=overrides)
-        flow.synthesize(vendor=vendor)
+        runner = _runner(task, preset, config, out, force, quiet)
+        runner.cfg.firmware = runner.cfg.firmware.model_copy(update=overrides)
+        runner.run_stage("synthesize", vendor=vendor)
         return
-    from emulation.standalone import load_hls_config
-    from firmware.build import build_firmware
+    from l1forge.byom import load_hls_config
+    from l1forge.firmware.build import build_firmware
     from l1forge import __version__
-    from l1forge.config import load_config
-    from l1forge.io import write_json_atomic
-    from quantize.fixed import FixedType
-    from students.model import load_qkeras_model
+    from l1forge.core.artifacts import write_json_atomic
+    from l1forge.quantize.fixed import FixedType
+    from l1forge.students.model import load_qkeras_model
 
-    settings = load_config(preset, config, task).firmware.model_copy(update=overrides)
+    settings = _config(task, preset, config).firmware.model_copy(update=overrides)
     user_config = load_hls_config(hls_config) if hls_config else None
     block = build_firmware(load_qkeras_model(model), FixedType.parse(input_type) if input_type else None, settings, out,
                            user_config=user_config, vendor=vendor)
@@ -121,7 +126,7 @@ def emulate(
         return
     if data is None:
         raise typer.BadParameter("--model needs --data")
-    from emulation.standalone import emulate_model
+    from l1forge.byom import emulate_model
 
     stats = emulate_model(model, data, dataset, hls_config, input_type, check_csim=check_csim, output=output, json_path=json_out)
     typer.echo(json.dumps(stats, indent=2))
@@ -146,31 +151,38 @@ def scan(
     address: Optional[str] = typer.Option(None, help="Scheduler address of an existing Dask or Ray cluster."),
 ):
     """Scan bit widths x reuse factors of the student; Pareto front of accuracy vs LUTs vs latency (report)."""
-    from firmware.scan import executor_from_name
+    from l1forge.firmware.scan import executor_from_name
 
-    flow = _flow(task, preset, config, out, force, quiet)
+    runner = _runner(task, preset, config, out, force, quiet)
+    if not hasattr(runner.task, "scan"):
+        raise typer.BadParameter(f"task '{task}' has no design-space scan (tagging has)")
     pool = executor_from_name(executor, address)
     try:
-        result = flow.scan(_ints(bits), _ints(reuse), pool)
+        result = runner.task.scan(_ints(bits), _ints(reuse), pool)
     finally:
         getattr(pool, "shutdown", getattr(pool, "close", lambda: None))()
-    flow.report()
+    runner.report()
     for point in result["front"]:
         console.print(f"front: {point['weight_bits']} bits, reuse {point['reuse_factor']}: accuracy {point['metric']:.3f}, "
                       f"{point['LUT']:.0f} LUT, {point['latency_ns']:.1f} ns", highlight=False)
 
 
 @app.command()
-def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
+def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK_OR_ALL,
         force: bool = FORCE, quiet: bool = QUIET, process: Optional[list[pathlib.Path]] = PROCESS):
     """Run the whole flow; stages whose inputs and configuration did not change are skipped."""
-    flow = _flow(task, preset, config, out, force, quiet, process or ())
-    summary = flow.run_all()
-    emulation = summary["tasks"][task].get("emulation", {})
-    console.print(
-        f"[bold]done[/]: {out}/summary.json, {out}/report.html; "
-        f"C-sim mismatches {emulation.get('mismatches')} of {emulation.get('events_checked')}", highlight=False
-    )
+    if task == "all":
+        from l1forge.runner import run_tasks
+        from l1forge.tasks import registry
+
+        _logging()
+        configs = {name: _config(name, preset, config, process or ()) for name in registry()}
+        summary = run_tasks(configs, out, progress=not quiet, force=force)
+    else:
+        summary = _runner(task, preset, config, out, force, quiet, process or ()).run_all()
+    checks = ", ".join(f"{name} {block.get('emulation', {}).get('mismatches')} of {block.get('emulation', {}).get('events_checked')}"
+                       for name, block in summary["tasks"].items())
+    console.print(f"[bold]done[/]: {out}/summary.json, {out}/report.html; C-sim mismatches: {checks}", highlight=False)
 
 
 def main():

@@ -9,7 +9,7 @@ import tempfile
 
 import numpy as np
 
-from firmware.scan import ScanPoint, StudentEstimate, pareto_front, scan
+from l1forge.firmware.scan import ScanPoint, StudentEstimate, pareto_front, scan
 from l1forge.metrics import classification_metrics
 
 
@@ -22,10 +22,10 @@ class DistilledAccuracy:
     student: dict  # StudentConfig fields
 
     def __call__(self, model) -> float:
-        from events.schema import read_jets
-        from l1forge.io import read_array
-        from students.distill import train_student
-        from students.preprocess import Standardizer
+        from l1forge.events.schema import read_jets
+        from l1forge.core.artifacts import read_array
+        from l1forge.students.distill import train_student
+        from l1forge.students.preprocess import Standardizer
 
         run = pathlib.Path(self.run_dir)
         jets = read_jets(run / "data" / "jets.h5")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from emulation.lhc import HL_LHC_BUNCHES, zero_bias_rate_khz
-from emulation.trigger import signal_efficiency, threshold_for_rate
+from l1forge.emulation.lhc import HL_LHC_BUNCHES, zero_bias_rate_khz
+from l1forge.emulation.trigger import signal_efficiency, threshold_for_rate
 
 SIGNAL = "t"
 BACKGROUND = ("g", "q")

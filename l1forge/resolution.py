@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from events.pfcands import cluster_jets
+from l1forge.events.pfcands import cluster_jets
 
 MET_RESPONSE_MIN = 50.0
 JET_PT_MIN, JET_ETA_MAX, MATCH_DR, MASS_MIN = 30.0, 2.4, 0.2, 5.0

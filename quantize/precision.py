@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from quantize.fixed import FixedType
+from l1forge.quantize.fixed import FixedType
 
 DEFAULT_INPUT = FixedType(16, 6, True, "RND_CONV", "SAT")
 

@@ -31,10 +31,10 @@ import numpy as np
 import tensorflow as tf
 from qkeras import QActivation, QDense
 
-from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
-from quantize.precision import Precision
-from students.model import build_student
-from students.training import fit_with_early_stopping
+from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_atomic
+from l1forge.quantize.precision import Precision
+from l1forge.students.model import build_student
+from l1forge.students.training import fit_with_early_stopping
 
 N_SLOTS = 19
 N_INPUTS = 3 * N_SLOTS

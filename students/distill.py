@@ -12,11 +12,11 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
-from quantize.precision import Precision
-from students.model import build_student
-from students.preprocess import Standardizer
-from students.training import fit_with_early_stopping
+from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_atomic
+from l1forge.quantize.precision import Precision
+from l1forge.students.model import build_student
+from l1forge.students.preprocess import Standardizer
+from l1forge.students.training import fit_with_early_stopping
 
 
 def distillation_loss(n_classes: int, temperature: float, alpha: float):

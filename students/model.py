@@ -10,7 +10,7 @@ import tensorflow as tf  # noqa: E402
 from qkeras import QActivation, QDense  # noqa: E402
 from qkeras.utils import _add_supported_quantized_objects  # noqa: E402
 
-from quantize.precision import Precision  # noqa: E402
+from l1forge.quantize.precision import Precision  # noqa: E402
 
 
 def build_student(n_inputs: int, n_outputs: int, hidden=(64, 32, 32), precision: Precision = Precision(), name="student"):

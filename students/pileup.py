@@ -19,12 +19,12 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from events.mitigation import NEIGHBOUR_SUMS, local_sums, pv_track
-from events.pfcands import TYPE_NAMES
-from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
-from quantize.precision import Precision
-from students.model import build_student
-from students.training import fit_with_early_stopping
+from l1forge.events.mitigation import NEIGHBOUR_SUMS, local_sums, pv_track
+from l1forge.events.pfcands import TYPE_NAMES
+from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_atomic
+from l1forge.quantize.precision import Precision
+from l1forge.students.model import build_student
+from l1forge.students.training import fit_with_early_stopping
 
 PT_SCALE = 2.0**-3
 DENSITY_SCALE = 2.0**-7

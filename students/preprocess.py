@@ -8,7 +8,7 @@ import pathlib
 
 import numpy as np
 
-from l1forge.io import write_json_atomic
+from l1forge.core.artifacts import write_json_atomic
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import torch
 
-from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
+from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_atomic
 
 from .autoencoders import N_SLOTS, SIZES, build_autoencoder
 from .export import export_onnx

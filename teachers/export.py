@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import torch
 
-from l1forge.io import atomic_path
+from l1forge.core.artifacts import atomic_path
 
 ONNX_INPUTS = ("particles", "mask", "jet_features")
 ONNX_OUTPUT = "logits"

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
+from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_atomic
 
 from .export import export_onnx
 from .models import count_params

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from l1forge.io import atomic_path
+from l1forge.core.artifacts import atomic_path
 
 from .export import export_onnx
 from .features import make_mask

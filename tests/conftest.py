@@ -8,7 +8,7 @@ SMOKE_N = 200  # jets per class
 @pytest.fixture(scope="session")
 def smoke_jets(tmp_path_factory):
     """Path of a jets.h5 (schema l1forge.jets/1) with SMOKE_N jets of each class, seed 7."""
-    from events.jets import generate_jets
+    from l1forge.events.jets import generate_jets
 
     path = tmp_path_factory.mktemp("data") / "jets.h5"
     generate_jets(path, n_per_class=SMOKE_N, seed=7, workers=2, progress=False)
@@ -27,7 +27,7 @@ def pileup_settings():
 @pytest.fixture(scope="session")
 def pileup_path(tmp_path_factory):
     """Path of a tiny pileup.h5 (schema l1forge.pileup/1): 12 crossings at pileup 10, 6 test crossings at 0 and 30."""
-    from events.pfcands import generate_pileup
+    from l1forge.events.pfcands import generate_pileup
 
     path = tmp_path_factory.mktemp("pileup") / "pileup.h5"
     generate_pileup(path, workers=1, **PILEUP_SMALL)

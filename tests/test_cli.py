@@ -103,7 +103,7 @@ def test_corrupt_data_file_is_named(smoke_run, tmp_path):
 def test_emulate_a_user_model_against_csim(tmp_path):
     import numpy as np
 
-    from students.model import build_student
+    from l1forge.students.model import build_student
 
     model = build_student(16, 5, hidden=(8,))
     rng = np.random.default_rng(0)
@@ -135,7 +135,7 @@ def test_scan_writes_a_pareto_front(smoke_run):
 
 
 def test_synthesize_a_user_model(tmp_path):
-    from students.model import build_student
+    from l1forge.students.model import build_student
 
     build_student(16, 5, hidden=(8,)).save(tmp_path / "user.h5")
     res = l1forge("synthesize", "--model", tmp_path / "user.h5", "--out", tmp_path / "fw", "--reuse-factor", "2")

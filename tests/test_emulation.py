@@ -6,12 +6,13 @@ import hls4ml
 import numpy as np
 import pytest
 
-from emulation.compare import compare_with_csim, first_differing_layer
-from emulation.emulator import EmulationError, Emulator
-from firmware.graph import read_graph, write_graph
-from firmware.hls import FirmwareSettings, convert, quiet_call
-from quantize.precision import Precision, hls_config
-from students.model import build_student
+from l1forge.emulation.compare import compare_with_csim, first_differing_layer
+from l1forge.emulation.emulator import EmulationError, Emulator
+from l1forge.core.graph import read_graph
+from l1forge.firmware.graph import write_graph
+from l1forge.firmware.hls import FirmwareSettings, convert, quiet_call
+from l1forge.quantize.precision import Precision, hls_config
+from l1forge.students.model import build_student
 
 
 def _random_student(hidden, seed):

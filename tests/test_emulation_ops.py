@@ -6,12 +6,12 @@ import pytest
 import tensorflow as tf
 from qkeras import QActivation, QConv1D, QDense, quantized_bits, quantized_relu, quantized_sigmoid, quantized_tanh
 
-from emulation.compare import compare_with_csim, first_differing_layer
-from emulation.emulator import Emulator
-from firmware.graph import UnsupportedLayerError, write_graph
-from firmware.hls import quiet_call
-from quantize.fixed import FixedType
-from quantize.precision import hls_config
+from l1forge.emulation.compare import compare_with_csim, first_differing_layer
+from l1forge.emulation.emulator import Emulator
+from l1forge.firmware.graph import UnsupportedLayerError, write_graph
+from l1forge.firmware.hls import quiet_call
+from l1forge.quantize.fixed import FixedType
+from l1forge.quantize.precision import hls_config
 
 L = tf.keras.layers
 INPUT = FixedType(12, 4, True, "RND_CONV", "SAT")

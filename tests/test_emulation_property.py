@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from qkeras import QActivation, QConv1D, QDense, quantized_bits, quantized_relu, quantized_sigmoid, quantized_tanh
 from test_emulation_ops import INPUT, assert_bit_exact, convert, inputs_for
 
-from quantize.precision import hls_config
+from l1forge.quantize.precision import hls_config
 
 L = tf.keras.layers
 EXAMPLES = int(os.environ.get("L1FORGE_PROPERTY_EXAMPLES", "6"))

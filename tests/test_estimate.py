@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from firmware import calibration
-from firmware.estimate import estimate
+from l1forge.firmware import calibration
+from l1forge.firmware.estimate import estimate
 
 FX = "fixed<16,6,TRN,WRAP,0>"
 OPS = ("input", "dense", "conv1d", "relu", "linear", "reshape", "table", "hard_sigmoid", "hard_tanh", "softmax",

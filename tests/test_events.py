@@ -7,9 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
-from events.jets import CLASSES, generate_jets
-from events.schema import DataError, read_jets
-from events.substructure import FEATURE_NAMES
+from l1forge.events.jets import CLASSES, generate_jets
+from l1forge.events.schema import DataError, read_jets
+from l1forge.events.substructure import FEATURE_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def test_subset_rejects_unknown_split(sample):
 def test_features_of_a_three_particle_jet():
     """Brute-force check of the batched formulas on a jet small enough to do by hand."""
     import awkward as ak
-    from events.substructure import jet_features, pt_eta_phi
+    from l1forge.events.substructure import jet_features, pt_eta_phi
 
     pt, eta, phi = np.array([300.0, 200.0, 100.0]), np.array([0.0, 0.3, -0.2]), np.array([0.0, 0.1, 0.4])
     p = {"px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pt * np.sinh(eta), "E": pt * np.cosh(eta)}

@@ -6,12 +6,12 @@ import h5py
 import numpy as np
 import pytest
 
-from events import l1objects as L
-from events.anomaly import crossing_fractions, generate_anomaly, read_anomaly
-from events.l1objects import Particles, l1_objects
-from events.pileup import overlay
-from events.processes import check_settings, read_process_file
-from events.schema import DataError
+from l1forge.events import l1objects as L
+from l1forge.events.anomaly import crossing_fractions, generate_anomaly, read_anomaly
+from l1forge.events.l1objects import Particles, l1_objects
+from l1forge.events.pileup import overlay
+from l1forge.events.processes import check_settings, read_process_file
+from l1forge.events.schema import DataError
 
 GEN = dict(n_background=100, n_signal=20, seed=5, pileup=10.0, hard_mpi=False, library_events=200, progress=False)
 

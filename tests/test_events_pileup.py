@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy.stats import chi2
 
-from events import mitigation
-from events.l1objects import Particles
-from events.pfcands import (CHARGED_HADRON, NEUTRAL_HADRON, PileupSample, candidates, generate_pileup, read_pileup)
-from events.pileup import overlay
-from events.schema import DataError
+from l1forge.events import mitigation
+from l1forge.events.l1objects import Particles
+from l1forge.events.pfcands import (CHARGED_HADRON, NEUTRAL_HADRON, PileupSample, candidates, generate_pileup, read_pileup)
+from l1forge.events.pileup import overlay
+from l1forge.events.schema import DataError
 from l1forge.resolution import met, met_performance, performance
 
 

@@ -8,7 +8,7 @@ import hls4ml
 import numpy as np
 import pytest
 
-from quantize.fixed import OVERFLOW_MODES, ROUNDING_MODES, FixedType, FixedTypeError
+from l1forge.quantize.fixed import OVERFLOW_MODES, ROUNDING_MODES, FixedType, FixedTypeError
 
 AP_TYPES = pathlib.Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from firmware.scan import ScanPoint, StudentEstimate, executor_from_name, pareto_front, plot_pareto, scan
+from l1forge.firmware.scan import ScanPoint, StudentEstimate, executor_from_name, pareto_front, plot_pareto, scan
 
 
 def tiny_evaluate(point: ScanPoint) -> dict:

@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from emulation.compare import compare_with_csim
-from emulation.emulator import Emulator
-from emulation.lhc import zero_bias_rate_khz
-from emulation.trigger import check_timing
-from firmware.estimate import estimate
-from firmware.graph import read_graph, write_graph
-from firmware.hls import FirmwareSettings, convert
+from l1forge.emulation.compare import compare_with_csim
+from l1forge.emulation.emulator import Emulator
+from l1forge.emulation.lhc import zero_bias_rate_khz
+from l1forge.emulation.trigger import check_timing
+from l1forge.firmware.estimate import estimate
+from l1forge.core.graph import read_graph
+from l1forge.firmware.graph import write_graph
+from l1forge.firmware.hls import FirmwareSettings, convert
 from l1forge.metrics import anomaly_metrics
-from quantize.precision import Precision
-from students.anomaly import (
+from l1forge.quantize.precision import Precision
+from l1forge.students.anomaly import (
     N_INPUTS,
     PT_SCALE,
     build_ae_baseline,
@@ -27,7 +28,7 @@ from students.anomaly import (
     train_ae_baseline,
     train_score_student,
 )
-from students.model import load_qkeras_model
+from l1forge.students.model import load_qkeras_model
 
 N_BKG, N_SIG = 3000, 400
 
@@ -210,7 +211,7 @@ def test_firmware_bit_exact_and_in_budget(data, which, request, tmp_path):
 
 def test_real_events(tmp_path):
     """A tiny generated sample: inputs in range, training runs, metrics on the weighted background (structure only)."""
-    anomaly = pytest.importorskip("events.anomaly")
+    anomaly = pytest.importorskip("l1forge.events.anomaly")
     anomaly.generate_anomaly(tmp_path / "anomaly.h5", n_background=150, n_signal=30, seed=3, pileup=10, workers=2,
                              signals=["a50_4l"], hard_mpi=False, library_events=200, progress=False)
     sample = anomaly.read_anomaly(tmp_path / "anomaly.h5")

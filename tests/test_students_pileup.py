@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from events.mitigation import local_sums
-from events.pfcands import read_pileup
-from students.pileup import INPUT_NAMES, LOCAL_RADII, PT_SCALE, student_inputs, train_weight_student
+from l1forge.events.mitigation import local_sums
+from l1forge.events.pfcands import read_pileup
+from l1forge.students.pileup import INPUT_NAMES, LOCAL_RADII, PT_SCALE, student_inputs, train_weight_student
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_student_learns_a_per_particle_weight(sample, tmp_path):
     result = train_weight_student(x, sample.is_pv.astype(np.float32), sample.pt, train, val, tmp_path, hidden=(16,),
                                   epochs=6, batch_size=256, progress=False)
     assert result["best_val_loss"] < result["val_mse_constant"]
-    from l1forge.io import read_array
+    from l1forge.core.artifacts import read_array
 
     weight = read_array(tmp_path / "predictions.h5", "weight")
     assert weight.shape == (len(x),) and (tmp_path / "model.h5").exists()

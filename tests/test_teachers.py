@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from events.schema import read_jets
-from teachers.features import make_mask
-from teachers.models import build_model, count_params, fit_normalization
-from teachers.train import KINDS, load_teacher, predict_logits, train_teacher
+from l1forge.events.schema import read_jets
+from l1forge.teachers.features import make_mask
+from l1forge.teachers.models import build_model, count_params, fit_normalization
+from l1forge.teachers.train import KINDS, load_teacher, predict_logits, train_teacher
 
 torch.set_num_threads(min(2, os.cpu_count()))
 

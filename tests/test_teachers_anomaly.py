@@ -8,9 +8,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from teachers.anomaly import AE_KINDS, anomaly_scores, load_anomaly_teacher, train_anomaly_teacher
-from teachers.autoencoders import SLOT_TYPES, build_autoencoder, reconstruction_loss, targets
-from teachers.models import count_params
+from l1forge.teachers.anomaly import AE_KINDS, anomaly_scores, load_anomaly_teacher, train_anomaly_teacher
+from l1forge.teachers.autoencoders import SLOT_TYPES, build_autoencoder, reconstruction_loss, targets
+from l1forge.teachers.models import count_params
 
 torch.set_num_threads(1)
 N_BACKGROUND, N_SIGNAL = 3000, 600
@@ -223,7 +223,7 @@ def test_full_size_parameter_budget(kind, minimum):
 
 def test_real_events(tmp_path):
     """A short run on generated L1 objects with their weights; only structure is checked (too few events for AUC)."""
-    anomaly = pytest.importorskip("events.anomaly")
+    anomaly = pytest.importorskip("l1forge.events.anomaly")
     np.testing.assert_array_equal(SLOT_TYPES.numpy(), anomaly.ROW_TYPES)
     anomaly.generate_anomaly(tmp_path / "anomaly.h5", n_background=150, n_signal=30, seed=3, pileup=10, workers=2,
                              signals=["a50_4l"], hard_mpi=False, library_events=200, progress=False)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from events.pfcands import generate_pileup, read_pileup
-from teachers.models import count_params
-from teachers.pileup import (
+from l1forge.events.pfcands import generate_pileup, read_pileup
+from l1forge.teachers.models import count_params
+from l1forge.teachers.pileup import (
     KINDS,
     load_pileup_teacher,
     pad_events,
@@ -18,7 +18,7 @@ from teachers.pileup import (
     size_batches,
     train_pileup_teacher,
 )
-from teachers.pileup_models import build_pileup_model
+from l1forge.teachers.pileup_models import build_pileup_model
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from emulation.lhc import AlgorithmBudget, clocks_per_crossing, zero_bias_rate_khz
-from emulation.trigger import (
+from l1forge.emulation.lhc import AlgorithmBudget, clocks_per_crossing, zero_bias_rate_khz
+from l1forge.emulation.trigger import (
     ONE_SIGMA_CL,
     StreamingRateCounter,
     check_timing,
@@ -226,7 +226,7 @@ def test_streaming_rejects_mixed_weighting():
 
 def test_zero_bias_mixture_by_hand():
     """Two rare samples at pileup 200: each crossing fraction is pileup * sigma / sigma_inel, the rest never fires."""
-    from emulation.trigger import rate_khz, zero_bias_mixture
+    from l1forge.emulation.trigger import rate_khz, zero_bias_mixture
 
     scores, weights = zero_bias_mixture({"a": ([1.0, 3.0], 1e-6), "b": ([2.0, 4.0, 5.0, 6.0], 2e-6)}, 200, 80.0)
     pa, pb = 200 * 1e-6 / 80 / 2, 200 * 2e-6 / 80 / 4

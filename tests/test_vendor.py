@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
-from firmware import vendor
-from firmware.parts import part_resources, utilisation
+from l1forge.firmware import vendor
+from l1forge.firmware.parts import part_resources, utilisation
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "vendor")
 VITIS = os.path.join(DATA, "vitis_2023")
@@ -135,9 +135,9 @@ def test_malformed_and_missing_reports(tmp_path):
 # ---- vendor tools ------------------------------------------------------------------------------------------
 def test_no_vendor_tool_here(tmp_path):
     """No Vivado/Vitis on this machine: a real converted project gets the one-line message, nothing is built."""
-    from firmware.hls import FirmwareSettings, convert
-    from quantize.precision import Precision
-    from students.model import build_student
+    from l1forge.firmware.hls import FirmwareSettings, convert
+    from l1forge.quantize.precision import Precision
+    from l1forge.students.model import build_student
 
     hls_model = convert(build_student(16, 5, hidden=(4,)), Precision().input, FirmwareSettings(), tmp_path / "p", compile=False)
     assert vendor.find_vendor_tool() is None

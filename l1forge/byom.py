@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import yaml
 
-from emulation.compare import compare_with_csim, first_differing_layer
-from emulation.emulator import Emulator
-from firmware.graph import write_graph
-from firmware.hls import FirmwareSettings, convert, quiet_call
-from l1forge.io import atomic_path, write_arrays_atomic, write_json_atomic
-from quantize.fixed import FixedType
+from l1forge.emulation.compare import compare_with_csim, first_differing_layer
+from l1forge.emulation.emulator import Emulator
+from l1forge.firmware.graph import write_graph
+from l1forge.firmware.hls import FirmwareSettings, convert, quiet_call
+from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_atomic
+from l1forge.quantize.fixed import FixedType
 
 
 class InputError(ValueError):
@@ -69,7 +69,7 @@ def emulate_model(
     settings: FirmwareSettings | None = None,
 ) -> dict:
     """Convert the model, emulate it on the inputs, optionally compare every event with the compiled C-sim."""
-    from students.model import load_qkeras_model
+    from l1forge.students.model import load_qkeras_model
 
     x = load_inputs(data_path, dataset)
     try:

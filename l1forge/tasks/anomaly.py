@@ -1,15 +1,37 @@
-"""The anomaly-detection flow: zero-bias stream and BSM signals -> VAE teachers -> score-regressing QKeras student
-(and a QKeras autoencoder baseline) -> firmware -> bit-accurate emulation -> efficiencies at fixed L1 rates."""
+"""Anomaly detection: zero-bias stream and BSM signals -> VAE teachers -> score-regressing QKeras student (and a
+QKeras autoencoder baseline) -> firmware -> bit-accurate emulation -> efficiencies at fixed L1 rates."""
 
 from __future__ import annotations
 
 import pathlib
+from typing import Literal
 
 import numpy as np
+import pydantic
 
-from l1forge.io import read_array, write_arrays_atomic, write_json_atomic
+from l1forge.config import Strict
+from l1forge.core.artifacts import read_array, write_arrays_atomic
 from l1forge.metrics import anomaly_metrics
-from l1forge.pipeline import Flow
+from l1forge.report import EMULATED
+from l1forge.tasks.base import Task
+
+
+class AnomalyConfig(Strict):
+    """The anomaly task: zero-bias stream and signals (events/anomaly.py), student and baseline sizes, L1 rates."""
+
+    n_background: int = pydantic.Field(20000, ge=12)
+    n_signal: int = pydantic.Field(2000, ge=1)
+    pileup: float = pydantic.Field(60.0, ge=0)
+    library_events: int = pydantic.Field(20000, ge=1)
+    hard_mpi: bool = True
+    processes: list[str] = []  # files of Pythia settings: extra signal processes (`l1forge generate --process`)
+    student_hidden: list[int] = [32, 16]
+    ae_latent: int = 8
+    ae_hidden: list[int] = [32]
+    rates_khz: list[float] = [1.0, 10.0]
+    teacher_pt_target: Literal["log", "linear"] = "linear"  # teachers' pT reconstruction target (autoencoders.py)
+    teacher_score: Literal["reco", "latent", "kl"] = "latent"  # the score the student regresses and metrics quote
+    student_tail_power: float = pydantic.Field(0.5, ge=0)  # tail weighting of the student's MSE (0: plain MSE)
 
 
 def _by_signal(sample, score: np.ndarray) -> dict:
@@ -18,15 +40,18 @@ def _by_signal(sample, score: np.ndarray) -> dict:
             if np.any(sample.is_signal & (sample.sample == i))}
 
 
-class AnomalyFlow(Flow):
-    """Same stages, bookkeeping and firmware build as the tagging flow; anomaly data, models and metrics."""
+class Anomaly(Task):
+    """Model-independent triggers: VAE teachers on zero-bias crossings, a score-regressing QKeras student."""
 
-    @property
-    def data_path(self) -> pathlib.Path:
-        return self.run.root / "data" / "anomaly.h5"
+    name = "anomaly"
+    data_file = "anomaly.h5"
+    report_template = "anomaly.html.j2"
+    config_section = AnomalyConfig
+    config_presets = {"smoke": {"n_background": 400, "n_signal": 40, "pileup": 10, "library_events": 400, "hard_mpi": False},
+                      "full": {"n_background": 100000, "n_signal": 10000}}
 
     def _sample(self):
-        from events.anomaly import read_anomaly
+        from l1forge.events.anomaly import read_anomaly
 
         return read_anomaly(self.data_path)
 
@@ -41,8 +66,8 @@ class AnomalyFlow(Flow):
 
     # ---- stages ----------------------------------------------------------------------------------------
     def generate(self) -> dict:
-        from events.anomaly import generate_anomaly
-        from events.processes import read_process_file
+        from l1forge.events.anomaly import generate_anomaly
+        from l1forge.events.processes import read_process_file
 
         a, d = self.cfg.anomaly, self.cfg.data
 
@@ -55,23 +80,23 @@ class AnomalyFlow(Flow):
             )
             return {**result, "path": str(result["path"])}
 
-        return self._stage("generate", {"anomaly": a, "seed": d.seed}, [], [self.data_path], work)
+        return self.stage("generate", {"anomaly": a, "seed": d.seed}, [], [self.data_path], work)
 
-    def _chosen_teacher(self) -> str:
+    def chosen_teacher(self) -> str:
         """student.teacher, or for "best" the GNN when trained (background-only validation losses of two different
         models do not rank anomaly detectors; the GNN's latent score measured best, see README)."""
         choice = self.cfg.student.teacher
         if choice == "best" and "teach.gnn" in self.run.state:
             return "gnn"
-        return super()._chosen_teacher()
+        return super().chosen_teacher()
 
     def _teacher_score(self, kind: str) -> np.ndarray:
-        from teachers.anomaly import SCORE_DATASETS
+        from l1forge.teachers.anomaly import SCORE_DATASETS
 
         return read_array(self.run.teacher(kind) / "scores.h5", SCORE_DATASETS[self.cfg.anomaly.teacher_score])
 
-    def _teach_one(self, kind: str) -> dict:
-        from teachers.anomaly import SCORE_DATASETS, train_anomaly_teacher
+    def teach_one(self, kind: str) -> dict:
+        from l1forge.teachers.anomaly import SCORE_DATASETS, train_anomaly_teacher
 
         t, a = self.cfg.teachers, self.cfg.anomaly
         out = self.run.teacher(kind)
@@ -89,14 +114,14 @@ class AnomalyFlow(Flow):
             return result
 
         config = {"teachers": t, "pt_target": a.teacher_pt_target, "score": a.teacher_score}
-        return self._stage(f"teach.{kind}", config, ["generate"], [out / "scores.h5", out / "model.onnx"], work)
+        return self.stage(f"teach.{kind}", config, ["generate"], [out / "scores.h5", out / "model.onnx"], work)
 
     def distill(self) -> dict:
-        from students.anomaly import train_ae_baseline, train_score_student
+        from l1forge.students.anomaly import train_ae_baseline, train_score_student
 
         a, s = self.cfg.anomaly, self.cfg.student
-        common = dict(precision=self._precision(), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed)
-        teacher = self._chosen_teacher()
+        common = dict(precision=self.precision(), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed)
+        teacher = self.chosen_teacher()
 
         def finish(result: dict, sample, out: pathlib.Path) -> dict:
             result.pop("score")  # in memory only; predictions.h5 holds it
@@ -118,21 +143,20 @@ class AnomalyFlow(Flow):
 
         config = {"anomaly": a, "student": s}
         return {
-            "student": self._stage("distill.student", config, ["generate", f"teach.{teacher}"],
+            "student": self.stage("distill.student", config, ["generate", f"teach.{teacher}"],
                                    [self.run.student / "model.h5", self.run.student / "predictions.h5"], student),
-            "baseline": self._stage("distill.baseline", config, ["generate"],
+            "baseline": self.stage("distill.baseline", config, ["generate"],
                                     [self.run.baseline / "model.h5", self.run.baseline / "predictions.h5"], baseline),
         }
 
     def emulate(self) -> dict:
         def work():
-            from emulation.trigger import rate_curve, trigger_summary
-            from students.anomaly import flatten_objects
+            from l1forge.emulation.trigger import rate_curve, trigger_summary
+            from l1forge.students.anomaly import flatten_objects
 
             sample = self._sample()
             index = np.flatnonzero(sample.split == 2)
-            stats, emu, csim = self._compare(flatten_objects(sample.objects[index]).astype(np.float64), index)
-            write_arrays_atomic(self.run.emulation / "outputs.h5", {"emulator": emu, "csim": csim, "index": index})
+            stats, emu, csim = self.compare(flatten_objects(sample.objects[index]).astype(np.float64), index)
             score = np.zeros(len(sample.split))
             score[index] = emu[:, 0]
             stats["metrics"] = self._metrics(sample, score)
@@ -149,17 +173,25 @@ class AnomalyFlow(Flow):
                 "background": "zero-bias crossings (minimum bias + weighted hard SM processes, pileup overlaid)",
                 "pileup": self.cfg.anomaly.pileup,
             }
-            write_json_atomic(self.run.emulation / "emulation.json", stats)
+            self.write_emulation(stats, emu, csim, index)
             return stats
 
-        return self._stage("emulate", self.cfg.emulation, ["synthesize"], [self.run.emulation / "outputs.h5"], work)
+        return self.stage("emulate", self.cfg.emulation, ["synthesize"], [self.run.emulation / "outputs.h5"], work)
 
-    # ---- summary.json --------------------------------------------------------------------------------
-    def summary(self) -> dict:
-        summary = super().summary()
-        task = summary["tasks"][self.cfg.task]
-        teachers = {k: self.run.state[f"teach.{k}"]["result"] for k in ("gnn", "transformer") if f"teach.{k}" in self.run.state}
-        if teachers:
-            task["teachers"] = {k: {"params": r["params"], "size": r["size"], "metrics": r["metrics"],
-                                    "onnx": str(self.run.teacher(k) / "model.onnx")} for k, r in teachers.items()}
-        return summary
+    # ---- report.html ---------------------------------------------------------------------------------------
+    @classmethod
+    def report_context(cls, run_dir: pathlib.Path, block: dict) -> dict:
+        return {"anomaly_rows": _anomaly_rows(block)}
+
+
+def _anomaly_rows(task: dict) -> list:
+    """(model, signal, AUC, {rate: efficiency}) for every model and signal of the anomaly task."""
+    models = {f"{k.upper() if k == 'gnn' else k.capitalize()} teacher": t.get("metrics") for k, t in task.get("teachers", {}).items()}
+    student = task.get("student", {})
+    models.update({"Student (QKeras)": student.get("metrics"), "Baseline autoencoder": student.get("baseline_metrics"),
+                   EMULATED: student.get("firmware_metrics")})
+    return [(name, signal, m["auc"], m["efficiency"])
+            for name, metrics in models.items() if metrics for signal, m in metrics["signals"].items()]
+
+
+TASK = Anomaly

@@ -1,5 +1,5 @@
-"""The pileup-mitigation flow: hard processes + pileup as L1 candidates -> per-particle GNN and transformer teachers
--> per-particle QKeras student -> firmware -> bit-accurate emulation -> MET and jet resolution versus no mitigation,
+"""Pileup mitigation: hard processes + pileup as L1 candidates -> per-particle GNN and transformer teachers ->
+per-particle QKeras student -> firmware -> bit-accurate emulation -> MET and jet resolution versus no mitigation,
 CHS and the PUPPI-like baseline, at every test pileup."""
 
 from __future__ import annotations
@@ -8,11 +8,39 @@ import math
 import pathlib
 import time
 
+import matplotlib
 import numpy as np
+import pydantic
+from matplotlib.figure import Figure
 
-from emulation.lhc import clocks_per_crossing
-from l1forge.io import read_array, write_arrays_atomic, write_json_atomic
-from l1forge.pipeline import Flow
+from l1forge.config import Strict
+from l1forge.core.artifacts import read_array
+from l1forge.emulation.lhc import clocks_per_crossing
+from l1forge.report import EMULATED, png
+from l1forge.tasks.base import Task
+
+
+class PileupConfig(Strict):
+    """The pileup-mitigation task: samples (events/pfcands.py), per-particle teachers and student, checks."""
+
+    n_train: int = pydantic.Field(2000, ge=6)  # crossings at train_pileup, 80% train / 20% validation
+    n_test: int = pydantic.Field(1000, ge=3)  # test crossings per test pileup
+    train_pileup: float = pydantic.Field(60.0, ge=0)
+    test_pileups: list[float] = pydantic.Field([60.0, 200.0], min_length=1)
+    # crossings at other pileups that the teacher labels for the student (the teacher trains at train_pileup only)
+    distill_pileups: list[float] = [200.0]
+    n_distill: int = pydantic.Field(500, ge=3)  # per distillation pileup, 80% train / 20% validation
+    library_events: int = pydantic.Field(20000, ge=1)
+    hard_mpi: bool = True
+    teacher_epochs: int = pydantic.Field(3, ge=1)
+    teacher_batch_events: int = pydantic.Field(16, ge=1)  # crossings per teacher batch (~900 candidates each at 60)
+    student_hidden: list[int] = [64, 32]
+    student_pt_power: float = pydantic.Field(1.0, ge=0)  # loss weight pT^power
+    student_epochs: int = pydantic.Field(30, ge=1)
+    student_batch_size: int = pydantic.Field(1024, ge=1)
+    student_max_train: int | None = pydantic.Field(1500000, ge=1)  # training candidates (random subset)
+    csim_candidates: int = pydantic.Field(20000, ge=1)  # test candidates checked against the C-sim
+
 
 GOAL_FRACTION = 0.95  # of the teacher's MET-resolution gain over PUPPI that the student must keep
 
@@ -46,21 +74,29 @@ def goals(table: dict, teacher: str, student: str, baseline: str = "puppi") -> d
     return out
 
 
-class PileupFlow(Flow):
-    """Same stages, bookkeeping and firmware build as the tagging flow; per-particle data, models and metrics."""
+class Pileup(Task):
+    """Per-particle pileup mitigation: L1 candidates with PV/pileup truth, per-particle teachers and student."""
 
-    @property
-    def data_path(self) -> pathlib.Path:
-        return self.run.root / "data" / "pileup.h5"
+    name = "pileup"
+    data_file = "pileup.h5"
+    report_template = "pileup.html.j2"
+    config_section = PileupConfig
+    config_presets = {
+        "smoke": {"n_train": 60, "n_test": 24, "train_pileup": 20, "test_pileups": [20, 60], "library_events": 400,
+                  "distill_pileups": [60], "n_distill": 24, "hard_mpi": False, "teacher_epochs": 2, "student_epochs": 3,
+                  "csim_candidates": 2000},
+        "full": {"n_train": 20000, "n_test": 5000, "test_pileups": [60, 140, 200], "distill_pileups": [140, 200],
+                 "n_distill": 5000, "teacher_epochs": 30, "student_epochs": 60, "student_max_train": 5000000},
+    }
 
     def _sample(self):
-        from events.pfcands import read_pileup
+        from l1forge.events.pfcands import read_pileup
 
         return read_pileup(self.data_path)
 
     # ---- stages ----------------------------------------------------------------------------------------
     def generate(self) -> dict:
-        from events.pfcands import generate_pileup
+        from l1forge.events.pfcands import generate_pileup
 
         p, d = self.cfg.pileup, self.cfg.data
 
@@ -73,11 +109,11 @@ class PileupFlow(Flow):
 
         config = {"pileup": p.model_dump(include={"n_train", "n_test", "train_pileup", "test_pileups", "library_events",
                                                   "hard_mpi", "n_distill", "distill_pileups"}), "seed": d.seed}
-        return self._stage("generate", config, [], [self.data_path], work)
+        return self.stage("generate", config, [], [self.data_path], work)
 
-    def _teach_one(self, kind: str) -> dict:
+    def teach_one(self, kind: str) -> dict:
         from l1forge.resolution import performance
-        from teachers.pileup import train_pileup_teacher
+        from l1forge.teachers.pileup import train_pileup_teacher
 
         t, p = self.cfg.teachers, self.cfg.pileup
         out = self.run.teacher(kind)
@@ -94,14 +130,14 @@ class PileupFlow(Flow):
 
         config = {"teachers": t, "epochs": p.teacher_epochs, "batch_events": p.teacher_batch_events,
                   "train_pileup": p.train_pileup}
-        return self._stage(f"teach.{kind}", config, ["generate"], [out / "weights.h5", out / "model.onnx"], work)
+        return self.stage(f"teach.{kind}", config, ["generate"], [out / "weights.h5", out / "model.onnx"], work)
 
     def distill(self) -> dict:
         from l1forge.resolution import performance
-        from students.pileup import student_inputs, train_weight_student
+        from l1forge.students.pileup import student_inputs, train_weight_student
 
         p, s = self.cfg.pileup, self.cfg.student
-        teacher = self._chosen_teacher()
+        teacher = self.chosen_teacher()
         out = self.run.student
 
         def work():
@@ -109,32 +145,31 @@ class PileupFlow(Flow):
             teacher_weight = read_array(self.run.teacher(teacher) / "weights.h5", "weight")
             result = train_weight_student(
                 student_inputs(sample), teacher_weight, sample.pt, sample.particle_rows(sample.split == 0),
-                sample.particle_rows(sample.split == 1), out, precision=self._precision(), hidden=tuple(p.student_hidden),
+                sample.particle_rows(sample.split == 1), out, precision=self.precision(), hidden=tuple(p.student_hidden),
                 epochs=p.student_epochs, batch_size=p.student_batch_size, lr=s.lr, seed=s.seed,
                 max_train=p.student_max_train, pt_power=p.student_pt_power, progress=self.progress)
             weight = np.clip(read_array(out / "predictions.h5", "weight"), 0.0, 1.0)
             return {**result, "teacher": teacher, "metrics": performance(sample, {"student": weight})}
 
         config = {"pileup": p, "student": s}
-        return {"student": self._stage("distill.student", config, ["generate", f"teach.{teacher}"],
+        return {"student": self.stage("distill.student", config, ["generate", f"teach.{teacher}"],
                                        [out / "model.h5", out / "predictions.h5"], work)}
 
     def emulate(self) -> dict:
         p = self.cfg.pileup
 
         def work():
-            from emulation.emulator import Emulator
-            from events.mitigation import chs_weights, puppi_weights
+            from l1forge.emulation.emulator import Emulator
+            from l1forge.events.mitigation import chs_weights, puppi_weights
             from l1forge.resolution import performance
-            from students.pileup import student_inputs
+            from l1forge.students.pileup import student_inputs
 
             sample = self._sample()
             test = sample.subset(sample.split == 2)
             rows = sample.particle_rows(sample.split == 2)
             x = student_inputs(test).astype(np.float64)
             index = np.unique(np.linspace(0, len(x) - 1, min(p.csim_candidates, len(x))).astype(np.int64))
-            stats, emu, csim = self._compare(x[index], index)
-            write_arrays_atomic(self.run.emulation / "outputs.h5", {"emulator": emu, "csim": csim, "index": index})
+            stats, emu, csim = self.compare(x[index], index)
             emulator = Emulator.from_file(self.run.firmware / "graph.json")
             start = time.perf_counter()
             firmware_weight = emulator.predict(x)[:, 0]
@@ -158,23 +193,57 @@ class PileupFlow(Flow):
             stats["goals"] = goals(table, teacher, "student_firmware")
             stats["throughput"] = throughput(self.run.result("synthesize"), p99)
             stats["teacher"] = teacher
-            write_json_atomic(self.run.emulation / "emulation.json", stats)
+            self.write_emulation(stats, emu, csim, index)
             return stats
 
         config = {"emulation": self.cfg.emulation, "csim_candidates": p.csim_candidates}
-        return self._stage("emulate", config, ["synthesize"], [self.run.emulation / "outputs.h5"], work)
+        return self.stage("emulate", config, ["synthesize"], [self.run.emulation / "outputs.h5"], work)
 
     # ---- summary.json --------------------------------------------------------------------------------
     def summary(self) -> dict:
-        summary = super().summary()
-        task = summary["tasks"][self.cfg.task]
-        state = self.run.state
-        teachers = {k: state[f"teach.{k}"]["result"] for k in ("gnn", "transformer") if f"teach.{k}" in state}
-        if teachers:
-            keep = ("params", "size", "val_auc", "val_auc_neutral", "train_seconds", "metrics")
-            task["teachers"] = {k: {**{f: r.get(f) for f in keep}, "onnx": str(self.run.teacher(k) / "model.onnx")}
-                                for k, r in teachers.items()}
-        if emulation := state.get("emulate", {}).get("result"):
+        task = super().summary()
+        for kind, result in self.teacher_results().items():
+            task["teachers"][kind].update({k: result.get(k) for k in ("val_auc", "val_auc_neutral", "train_seconds")})
+        if emulation := self.run.state.get("emulate", {}).get("result"):
             task["pileup"] = {k: emulation[k] for k in ("resolution", "goals", "throughput", "teacher")}
             task["emulation"]["emulator_all_candidates_per_s"] = emulation["emulator_all_candidates_per_s"]
-        return summary
+        return task
+
+    # ---- report.html ---------------------------------------------------------------------------------------
+    @classmethod
+    def report_context(cls, run_dir: pathlib.Path, block: dict) -> dict:
+        return _pileup_section(block.get("pileup"))
+
+
+PILEUP_METHODS = {"none": "No mitigation", "chs": "CHS", "puppi": "PUPPI-like", "gnn": "GNN teacher",
+                  "transformer": "Transformer teacher", "student": "Student (QKeras)", "student_firmware": EMULATED,
+                  "truth": "Truth (PV candidates only)"}
+
+
+def _pileup_section(block: dict | None) -> dict:
+    """Resolution table (method x pileup), MET and jet resolution versus pileup, goals and throughput."""
+    if not block:
+        return {"pileup_rows": None}
+    table = block["resolution"]
+    pileups = sorted(table, key=float)
+    rows = [(PILEUP_METHODS.get(m, m), mu, table[mu][m]) for m in table[pileups[0]] for mu in pileups]
+    fig = Figure(figsize=(14, 5.5))
+    axes = fig.subplots(1, 2)
+    fig.subplots_adjust(wspace=0.3)
+    x = [float(mu) for mu in pileups]
+    methods = [m for m in table[pileups[0]] if m != "student"]  # the QKeras student: the same as its firmware
+    colours = matplotlib.colormaps["tab10"].colors
+    for n, method in enumerate(methods):
+        for ax, get in zip(axes, (lambda e: e["met"]["resolution_gev"], lambda e: e["jets"]["pt_resolution"])):
+            ax.plot(x, [get(table[mu][method]) for mu in pileups], "os^vD<>p"[n % 8] + "-", color=colours[n % 10],
+                    label=PILEUP_METHODS.get(method, method))
+    axes[0].set_ylabel("MET resolution [GeV]")
+    axes[1].set_ylabel("Jet $p_T$ resolution")
+    for ax in axes:
+        ax.set_xlabel("Pileup")
+    axes[1].legend(fontsize=9)
+    return {"pileup_rows": rows, "pileup_goals": block["goals"], "pileup_throughput": block["throughput"],
+            "pileup_teacher": block["teacher"], "pileup_png": png(fig)}
+
+
+TASK = Pileup

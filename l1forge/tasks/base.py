@@ -1,0 +1,172 @@
+"""The interface every task implements, and the parts the three tasks share (firmware build, C-sim check).
+
+A task is a class with a ``name``, its data file, its stages and, optionally, its own configuration section:
+
+* ``generate``, ``teach_one(kind)``, ``distill``, ``emulate``: the task's stages, each run through
+  ``self.stage(name, config, upstream, outputs, fn)`` so that the runner does the bookkeeping;
+* ``summary()``: the task's block of ``summary.json``;
+* ``report_context(run_dir, block)`` and ``report_template``: the task's section of ``report.html``.
+
+``synthesize`` (the hls4ml project of ``students/student/model.h5``) and the emulator-versus-C-sim check are shared.
+A new task is one module in ``l1forge/tasks/`` that defines ``TASK = <its class>`` (found by ``l1forge.tasks``).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import tempfile
+from typing import ClassVar
+
+import numpy as np
+
+from l1forge.core.artifacts import write_json_atomic
+
+
+class Task:
+    name: ClassVar[str]
+    data_file: ClassVar[str]  # under data/ of the run directory
+    stages: ClassVar[tuple[str, ...]] = ("generate", "teach", "distill", "synthesize", "emulate")
+    report_template: ClassVar[str]  # a template in l1forge/templates/ for the task's own report section
+    config_section: ClassVar[type | None] = None  # pydantic model of the task's section of the configuration
+    config_presets: ClassVar[dict[str, dict]] = {}  # {preset: overrides of that section}
+
+    def __init__(self, runner):
+        self.runner, self.cfg, self.run, self.progress = runner, runner.cfg, runner.run, runner.progress
+        self.stage = runner.stage
+
+    @property
+    def data_path(self) -> pathlib.Path:
+        return self.run.data(self.data_file)
+
+    # ---- stages ------------------------------------------------------------------------------------------
+    def generate(self) -> dict:
+        raise NotImplementedError
+
+    def teach(self) -> dict:
+        return {kind: self.teach_one(kind) for kind in self.cfg.teachers.kinds}
+
+    def teach_one(self, kind: str) -> dict:
+        raise NotImplementedError
+
+    def distill(self) -> dict:
+        raise NotImplementedError
+
+    def synthesize(self, vendor: bool = False) -> dict:
+        """hls4ml project + compiled C-sim of the student, firmware graph and latency/resources (firmware/)."""
+        f = self.cfg.firmware
+
+        def work():
+            from l1forge.firmware.build import build_firmware
+            from l1forge.quantize.fixed import FixedType
+            from l1forge.students.model import load_qkeras_model
+
+            model = load_qkeras_model(self.run.student / "model.h5")
+            block = build_firmware(model, FixedType.parse(self.cfg.student.input_type), f, self.run.firmware, vendor=vendor)
+            if block["source"] == "estimate":  # how far the estimator is from published syntheses
+                from l1forge.firmware.calibration import calibration_error
+
+                block["calibration"] = [
+                    {"id": c["id"], "source": c["source"], "relative_error": c["relative_error"]} for c in calibration_error()
+                ]
+            return block
+
+        outputs = [self.run.firmware / "graph.json", self.run.firmware / "firmware.json", self.run.hls_project]
+        return self.stage("synthesize", {"firmware": f, "vendor": vendor}, ["distill.student"], outputs, work)
+
+    def emulate(self) -> dict:
+        raise NotImplementedError
+
+    # ---- shared helpers ------------------------------------------------------------------------------------
+    def chosen_teacher(self) -> str:
+        """``student.teacher``, or for "best" the trained teacher with the lowest validation loss."""
+        choice = self.cfg.student.teacher
+        if choice != "best":
+            return choice
+        trained = {k: self.run.result(f"teach.{k}") for k in self.cfg.teachers.kinds if f"teach.{k}" in self.run.state}
+        if not trained:
+            raise RuntimeError("stage 'distill' needs a trained teacher first (run `l1forge teach`)")
+        return min(trained, key=lambda k: trained[k]["best_val_loss"])
+
+    def precision(self):
+        """The student's bits, from the configuration (quantize/ owns the rules)."""
+        from l1forge.quantize.fixed import FixedType
+        from l1forge.quantize.precision import Precision
+
+        s = self.cfg.student
+        return Precision(FixedType.parse(s.input_type), s.weight_bits, s.weight_integer, s.activation_bits, s.activation_integer)
+
+    def compare(self, x: np.ndarray, index: np.ndarray):
+        """Emulator vs the compiled C-sim of the firmware project on inputs ``x`` (rows ``index`` of the data):
+        (stats, emulator outputs, C-sim outputs); a mismatch is located at its first differing layer."""
+        import hls4ml
+
+        from l1forge.emulation.compare import compare_with_csim
+        from l1forge.emulation.emulator import Emulator
+        from l1forge.firmware.hls import quiet_call
+
+        emulator = Emulator.from_file(self.run.firmware / "graph.json")
+        project = hls4ml.converters.link_existing_project(str(self.run.hls_project))
+        quiet_call(project.compile)
+        stats, emu, csim = compare_with_csim(emulator, project.predict, x)
+        if stats["mismatches"]:
+            stats["first_mismatch"] = self._locate_mismatch(emulator, x, stats["first_mismatch"]["event"], index)
+        return stats, emu, csim
+
+    def _locate_mismatch(self, emulator, x: np.ndarray, event: int, index: np.ndarray) -> dict:
+        """Re-convert with tracing in a scratch directory and name the first layer whose output differs."""
+        from l1forge.emulation.compare import first_differing_layer
+        from l1forge.firmware.hls import convert, quiet_call
+        from l1forge.quantize.fixed import FixedType
+        from l1forge.students.model import load_qkeras_model
+
+        model = load_qkeras_model(self.run.student / "model.h5")
+        with tempfile.TemporaryDirectory() as tmp:
+            hls_model = convert(model, FixedType.parse(self.cfg.student.input_type), self.cfg.firmware, pathlib.Path(tmp) / "p")
+            trace = quiet_call(hls_model.trace, x[event : event + 1])[1]
+        where = first_differing_layer(emulator, {k: v[0] for k, v in trace.items()}, x[event])
+        return {"event": event, "jet_index": int(index[event]), **(where or {"layer": None})}
+
+    def write_emulation(self, stats: dict, emu: np.ndarray, csim: np.ndarray, index: np.ndarray):
+        from l1forge.core.artifacts import write_arrays_atomic
+
+        write_arrays_atomic(self.run.emulation / "outputs.h5", {"emulator": emu, "csim": csim, "index": index})
+        write_json_atomic(self.run.emulation / "emulation.json", stats)
+
+    # ---- summary.json --------------------------------------------------------------------------------------
+    def teacher_results(self) -> dict:
+        return {k: self.run.result(f"teach.{k}") for k in ("gnn", "transformer") if f"teach.{k}" in self.run.state}
+
+    def summary(self) -> dict:
+        """The blocks every task has: data, teachers, student, firmware, trigger timing, emulation."""
+        result = lambda name: self.run.state.get(name, {}).get("result")  # noqa: E731
+        task: dict = {}
+        if data := result("generate"):
+            task["data"] = {**data, "files": {"events": str(self.data_path)}}
+        if teachers := self.teacher_results():
+            task["teachers"] = {k: {"params": r["params"], "size": r["size"], "metrics": r["metrics"],
+                                    "onnx": str(self.run.teacher(k) / "model.onnx")} for k, r in teachers.items()}
+        if student := result("distill.student"):
+            baseline = result("distill.baseline") or {}
+            task["student"] = {"params": student["params"], "bits": student["bits"], "hidden": student["hidden"],
+                               "teacher": student["teacher"], "metrics": student["metrics"],
+                               "baseline_metrics": baseline.get("metrics")}
+        if firmware := result("synthesize"):
+            from l1forge.emulation.trigger import check_timing
+
+            task["firmware"] = {k: v for k, v in firmware.items() if k != "layers"}
+            timing = check_timing(firmware["latency_ns"], firmware["ii_cycles"], firmware["clock_mhz"],
+                                  self.cfg.trigger.budget_ns)
+            rates = (result("emulate") or {}).get("trigger") or {}
+            task["trigger"] = {**rates, **timing, "n_bunches": self.cfg.trigger.n_bunches, "timing_source": firmware["source"]}
+        if emulation := result("emulate"):
+            task["emulation"] = {k: emulation[k] for k in ("events_checked", "mismatches", "emulator_events_per_s",
+                                                           "csim_events_per_s", "first_mismatch")}
+            if "student" in task:
+                task["student"]["firmware_metrics"] = emulation["metrics"]
+        return task
+
+    # ---- report.html ---------------------------------------------------------------------------------------
+    @classmethod
+    def report_context(cls, run_dir: pathlib.Path, block: dict) -> dict:
+        """Template variables of the task's own report section, from its summary block and run directory."""
+        return {}

@@ -1,0 +1,280 @@
+"""Jet tagging: generate -> teach -> distill -> synthesize -> emulate, and a boosted-top trigger on the firmware."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+
+import numpy as np
+
+from l1forge.core.artifacts import read_array, write_arrays_atomic, write_json_atomic
+from l1forge.metrics import classification_metrics, confusion, top_vs_qcd_roc
+from l1forge.report import EMULATED, png, read_h5, subplots
+from l1forge.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("g", "q", "w", "z", "t")
+TEST_SPLIT = 2
+MODELS = (  # (label, score file relative to the run dir)
+    ("GNN teacher", "teachers/gnn/predictions.h5"),
+    ("Transformer teacher", "teachers/transformer/predictions.h5"),
+    ("Student (QKeras)", "students/student/predictions.h5"),
+    ("Baseline", "students/baseline/predictions.h5"),
+)
+
+
+def _test_metrics(jets, logits) -> dict:
+    test = jets.split == TEST_SPLIT
+    return classification_metrics(jets.labels[test], logits[test], jets.class_names)
+
+
+class Tagging(Task):
+    """Five jet classes (g, q, W, Z, t); teachers on constituents, an HLF QKeras student, top-tagging trigger."""
+
+    name = "tagging"
+    data_file = "jets.h5"
+    report_template = "tagging.html.j2"
+
+    def jets(self):
+        from l1forge.events.schema import read_jets
+
+        return read_jets(self.data_path)
+
+    def generate(self) -> dict:
+        from l1forge.events.jets import generate_jets
+
+        d = self.cfg.data
+
+        def work():
+            return generate_jets(
+                self.data_path, d.n_per_class, seed=d.seed, workers=d.workers,
+                pt_range=(d.pt_min, d.pt_max), mpi=d.mpi, progress=self.progress,
+            )
+
+        return self.stage("generate", d, [], [self.data_path], work)
+
+    def teach_one(self, kind: str) -> dict:
+        from l1forge.teachers.train import train_teacher
+
+        t = self.cfg.teachers
+        out = self.run.teacher(kind)
+
+        def work():
+            jets = self.jets()
+            result = train_teacher(
+                kind, jets.constituents, jets.n_constituents, jets.labels, jets.split, out,
+                size=t.size, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed,
+                max_steps=t.max_steps, progress=self.progress,
+                jet_features=jets.features if t.jet_features else None,
+            )
+            result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
+            return result
+
+        return self.stage(f"teach.{kind}", t, ["generate"], [out / "predictions.h5", out / "model.onnx"], work)
+
+    def distill(self) -> dict:
+        from l1forge.students.distill import train_student
+
+        s = self.cfg.student
+        precision = self.precision()
+
+        def work(out: pathlib.Path, teacher: str | None):
+            def fn():
+                jets = self.jets()
+                logits = read_array(self.run.teacher(teacher) / "predictions.h5", "logits") if teacher else None
+                result = train_student(
+                    jets.features, jets.feature_names, jets.labels, jets.split, out, teacher_logits=logits,
+                    precision=precision, hidden=tuple(s.hidden), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+                    temperature=s.temperature, alpha=s.alpha, seed=s.seed, progress=self.progress,
+                )
+                result["teacher"] = teacher
+                result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
+                return result
+
+            return fn
+
+        outputs = lambda out: [out / "model.h5", out / "predictions.h5", out / "preprocess.json"]  # noqa: E731
+        teacher = self.chosen_teacher()
+        student = self.stage(
+            "distill.student", s, ["generate", f"teach.{teacher}"], outputs(self.run.student), work(self.run.student, teacher)
+        )
+        baseline = self.stage("distill.baseline", s, ["generate"], outputs(self.run.baseline), work(self.run.baseline, None))
+        return {"student": student, "baseline": baseline}
+
+    def emulate(self) -> dict:
+        e = self.cfg.emulation
+
+        def work():
+            from l1forge.students.preprocess import Standardizer
+
+            jets = self.jets()
+            index = np.flatnonzero(jets.split == TEST_SPLIT)[: e.max_events]
+            x = Standardizer.load(self.run.student / "preprocess.json")(jets.features[index]).astype(np.float64)
+            stats, emu, csim = self.compare(x, index)
+            stats["metrics"] = classification_metrics(jets.labels[index], emu, jets.class_names)
+            stats["trigger"] = self._trigger_rates(jets, index, emu)
+            self.write_emulation(stats, emu, csim, index)
+            return stats
+
+        return self.stage("emulate", e, ["synthesize"], [self.run.emulation / "outputs.h5"], work)
+
+    def _trigger_rates(self, jets, index: np.ndarray, logits: np.ndarray) -> dict | None:
+        """A boosted-top trigger on the emulated firmware: rate from the QCD jets, efficiency for top jets.
+
+        Score: logit_t - max(logit_g, logit_q), computable in firmware without exponentials. The zero-bias stream
+        is the QCD (g, q) jets weighted by their Pythia cross sections at the configured pileup, plus the crossings
+        without such a jet (emulation.trigger.zero_bias_mixture). Rate curve: emulation/trigger.h5.
+        """
+        from l1forge.emulation.trigger import rate_curve, trigger_summary, zero_bias_mixture
+
+        if "jet_cross_section_mb" not in jets.attrs:
+            return None
+        t, firmware = self.cfg.trigger, self.run.result("synthesize")
+        sigma = json.loads(jets.attrs["jet_cross_section_mb"])
+        cls = {name: i for i, name in enumerate(jets.class_names)}
+        labels = jets.labels[index]
+        score = logits[:, cls["t"]] - np.maximum(logits[:, cls["g"]], logits[:, cls["q"]])
+        scores, weights = zero_bias_mixture({c: (score[labels == cls[c]], sigma[c]) for c in ("g", "q")}, t.pileup)
+        thresholds, rate, err = rate_curve(scores, weights, t.n_bunches, np.unique(score))
+        write_arrays_atomic(self.run.emulation / "trigger.h5", {"threshold": thresholds, "rate_khz": rate, "rate_khz_err": err})
+        block = trigger_summary(
+            scores, {"t": score[labels == cls["t"]]}, firmware["latency_ns"], firmware["ii_cycles"],
+            firmware["clock_mhz"], t.budget_ns, t.target_rate_khz, t.n_bunches, weights,
+        )
+        return {
+            **block,
+            "score": "logit_t - max(logit_g, logit_q)",
+            "background": "QCD jets (g, q) weighted by their Pythia cross sections, plus crossings without one",
+            "pileup": t.pileup,
+            "qcd_rate_khz": float(rate_curve(scores, weights, t.n_bunches, [scores.min()])[1][0]),
+        }
+
+    def scan(self, weight_bits=(4, 6, 8), reuse_factors=(1, 2, 4), executor=None) -> dict:
+        """Design-space scan of the student (not part of ``run``): accuracy vs estimated LUTs vs latency."""
+        from l1forge.design_scan import run_scan, scan_points
+
+        points = scan_points(weight_bits, reuse_factors)
+        teacher = self.chosen_teacher()
+        student = self.cfg.student.model_dump()
+
+        def work():
+            result = run_scan(self.run.root, teacher, student, self.cfg.firmware, points, executor)
+            write_json_atomic(self.run.root / "scan" / "scan.json", result)
+            return result
+
+        config = {"points": [list(p.__dict__.values()) for p in points], "student": student, "firmware": self.cfg.firmware}
+        return self.stage("scan", config, ["generate", f"teach.{teacher}"], [self.run.root / "scan" / "scan.json"], work)
+
+    # ---- summary.json --------------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        task = super().summary()
+        for kind, result in self.teacher_results().items():
+            task["teachers"][kind].update({k: result.get(k) for k in ("onnx_max_abs_diff", "train_jets_per_s")})
+        if scan := self.run.state.get("scan"):
+            task["scan"] = {k: scan["result"][k] for k in ("metric", "points", "front")}
+        return task
+
+    # ---- report.html ---------------------------------------------------------------------------------------
+    @classmethod
+    def report_context(cls, run_dir: pathlib.Path, block: dict) -> dict:
+        """Data table, metrics of every model, ROC curves and the confusion matrix of the test jets."""
+        labels = split = None
+        if (run_dir / "data/jets.h5").exists():
+            labels, split = read_h5(run_dir / "data/jets.h5", "labels", "split")
+            labels = labels.astype(np.int64)
+        scores = _scores(run_dir, labels, split) if labels is not None else {}
+        cm_model = EMULATED if EMULATED in scores else "Student (QKeras)"
+        return {
+            "classes": CLASSES,
+            "data_info": block.get("data"),
+            "data": _data_section(block.get("data"), labels, split),
+            "models": _model_rows(scores, block),
+            "student_bits": block.get("student", {}).get("bits"),
+            "roc_png": _roc_plot(scores) if scores else None,
+            "confusion_model": cm_model,
+            "confusion_png": _confusion_plot(*scores[cm_model]) if cm_model in scores else None,
+        }
+
+
+def _scores(run_dir: pathlib.Path, labels, split):
+    """{model label: (labels, logits)} on test jets for every score file present."""
+    test = split == TEST_SPLIT if split is not None and (split == TEST_SPLIT).any() else slice(None)
+    out = {}
+    for name, rel in MODELS:
+        path = run_dir / rel
+        if not path.exists():
+            continue
+        (logits,) = read_h5(path, "logits")
+        if len(logits) != len(labels):
+            log.warning("%s has %d rows, data has %d: skipped", rel, len(logits), len(labels))
+            continue
+        out[name] = (labels[test], logits[test])
+    emu = run_dir / "emulation/outputs.h5"
+    if emu.exists():
+        logits, index = read_h5(emu, "emulator", "index")
+        out[EMULATED] = (labels[index], logits)
+    return out
+
+
+def _roc_plot(scores) -> str:
+    fig, ax = subplots((7, 5.5))
+    for name, (y, logits) in scores.items():
+        eff, rej = top_vs_qcd_roc(y, logits, CLASSES)
+        if len(eff):
+            ax.plot(eff, rej, label=name, ls="--" if name == EMULATED else "-")
+    ax.set_yscale("log")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("Signal efficiency (t)")
+    ax.set_ylabel("Background rejection 1/$\\varepsilon_B$ (g+q)")
+    ax.legend(fontsize="small")
+    return png(fig)
+
+
+def _confusion_plot(y, logits) -> str:
+    c = confusion(y, logits, len(CLASSES))
+    fig, ax = subplots((7.5, 6))
+    im = ax.imshow(c, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(c):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=12,
+                color="white" if v > 0.5 else "black")
+    ax.set_xticks(range(len(CLASSES)), CLASSES)
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.minorticks_off()
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return png(fig)
+
+
+def _data_section(data: dict | None, labels, split):
+    """Rows (class, train, val, test, total) from the data file, else from summary."""
+    if labels is not None:
+        parts = [labels[split == s] for s in range(3)] if split is not None else []
+        rows = [[c] + [int((p == k).sum()) for p in parts] + [int((labels == k).sum())]
+                for k, c in enumerate(CLASSES)]
+        return {"columns": ["train", "val", "test", "total"] if parts else ["total"], "rows": rows}
+    if data and data.get("per_class"):
+        pc = data["per_class"]
+        pc = pc if isinstance(pc, dict) else dict(zip(CLASSES, pc))
+        return {"columns": ["total"], "rows": [[c, n] for c, n in pc.items()]}
+    return None
+
+
+def _model_rows(scores, task):
+    """Metrics table rows, with parameter counts from the summary where known."""
+    student = task.get("student", {}).get("params")
+    params = {
+        "GNN teacher": task.get("teachers", {}).get("gnn", {}).get("params"),
+        "Transformer teacher": task.get("teachers", {}).get("transformer", {}).get("params"),
+        "Student (QKeras)": student,
+        "Baseline": student,  # the same network, trained on labels alone
+        EMULATED: student,
+    }
+    return [{"name": n, "params": params.get(n), **classification_metrics(y, lg, CLASSES)}
+            for n, (y, lg) in scores.items()]
+
+
+
+TASK = Tagging
