@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,16 +149,43 @@ def test_synthesize_a_user_model(tmp_path):
     assert res.returncode == 1 and "no Vivado/Vitis HLS on PATH" in res.stderr
 
 
-def test_anomaly_flow_end_to_end(tmp_path):
-    """--task anomaly on smoke: zero-bias stream + signals (one from a user process file), VAE teachers, student,
-    firmware bit-exact against the C-sim, efficiencies at fixed rate; a bad process file is named by file and line."""
-    process = tmp_path / "zprime.cmnd"
+@pytest.fixture(scope="module")
+def all_run(tmp_path_factory):
+    """`l1forge run --task all` on smoke, with one more anomaly signal from a user process file."""
+    tmp = tmp_path_factory.mktemp("all")
+    process = tmp / "zprime.cmnd"
     process.write_text("# a user signal\nNewGaugeBoson:ffbar2gmZZprime = on\nZprime:gmZmode = 3\n32:m0 = 1000.\n"
                        "32:onMode = off\n32:onIfAny = 11 13\n")
-    out = tmp_path / "run"
-    res = l1forge("run", "--task", "anomaly", "--preset", "smoke", "--out", out, "--process", process, "-q")
+    out = tmp / "run"
+    res = l1forge("run", "--task", "all", "--preset", "smoke", "--out", out, "--process", process, "-q", timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
+    return out, process
+
+
+def test_all_tasks_into_one_run_directory(all_run):
+    """One summary.json with the three task blocks side by side, one report with a section per task; each task in
+    its own resumable subdirectory."""
+    out, _ = all_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["tasks"]) == ["anomaly", "pileup", "tagging"] and summary["preset"] == "smoke"
+    for name, block in summary["tasks"].items():
+        assert block["emulation"]["mismatches"] == 0 and block["emulation"]["events_checked"] > 0, name
+        assert (out / name / "state.json").exists() and (out / name / "firmware" / "graph.json").exists()
+        assert any(key.startswith(f"{name}/teach.") for key in summary["stage_seconds"])
+    assert summary["tasks"]["tagging"]["data"]["n_jets"] == 5 * 150
+    html = (out / "report.html").read_text()
+    for name in summary["tasks"]:
+        assert f'id="task-{name}"' in html
+    assert html.count("C-sim vs emulator agreement") == 3
+
+
+def test_anomaly_flow_end_to_end(all_run, tmp_path):
+    """--task anomaly on smoke: zero-bias stream + signals (one from a user process file), VAE teachers, student,
+    firmware bit-exact against the C-sim, efficiencies at fixed rate; a bad process file is named by file and line."""
+    run, process = all_run
+    out = run / "anomaly"
     task = json.loads((out / "summary.json").read_text())["tasks"]["anomaly"]
+    assert task == json.loads((run / "summary.json").read_text())["tasks"]["anomaly"]
     assert "zprime" in task["data"]["per_sample"]
     assert task["emulation"]["mismatches"] == 0 and task["emulation"]["events_checked"] > 100
     signals = task["student"]["firmware_metrics"]["signals"]
@@ -168,17 +196,16 @@ def test_anomaly_flow_end_to_end(tmp_path):
     assert task["trigger"]["latency_ok"] and task["trigger"]["ii_ok"] and task["trigger"]["rate_khz"] <= 10.0
     assert "Anomaly detection: efficiency at fixed L1 rate" in (out / "report.html").read_text()
 
+    process = tmp_path / "zprime.cmnd"
     process.write_text("NewGaugeBoson:ffbar2gmZZprime = on\nZprime:noSuchSetting = 3\n")
     res = l1forge("generate", "--task", "anomaly", "--preset", "smoke", "--out", tmp_path / "bad", "--process", process)
     assert res.returncode == 1 and "zprime.cmnd:2" in res.stderr and "noSuchSetting" in res.stderr
 
 
-def test_pileup_flow_end_to_end(tmp_path):
+def test_pileup_flow_end_to_end(all_run, tmp_path):
     """--task pileup on smoke: candidates with truth, per-particle teachers and student, firmware bit-exact against
     the C-sim, the resolution table for every method at both test pileups; a resumed run redoes nothing."""
-    out = tmp_path / "run"
-    res = l1forge("run", "--task", "pileup", "--preset", "smoke", "--out", out, "-q")
-    assert res.returncode == 0, res.stderr[-3000:]
+    out = all_run[0] / "pileup"
     summary = json.loads((out / "summary.json").read_text())
     task = summary["tasks"]["pileup"]
     assert task["emulation"]["mismatches"] == 0 and task["emulation"]["events_checked"] == 2000
@@ -197,10 +224,10 @@ def test_pileup_flow_end_to_end(tmp_path):
     res = l1forge("run", "--task", "pileup", "--preset", "smoke", "--out", out)
     assert res.returncode == 0 and res.stderr.count("up to date, skipped") == 6  # generate .. emulate
 
-    bad = tmp_path / "bad.h5"
-    bad.write_bytes((out / "data" / "pileup.h5").read_bytes())
-    with h5py.File(bad, "r+") as f:
+    broken = tmp_path / "broken"
+    shutil.copytree(out / "data", broken / "data")
+    shutil.copy(out / "state.json", broken / "state.json")
+    with h5py.File(broken / "data" / "pileup.h5", "r+") as f:
         del f["is_pv"]
-    (out / "data" / "pileup.h5").write_bytes(bad.read_bytes())
-    res = l1forge("distill", "--task", "pileup", "--preset", "smoke", "--out", out, "--force")
+    res = l1forge("distill", "--task", "pileup", "--preset", "smoke", "--out", broken, "--force")
     assert res.returncode == 1 and "pileup.h5: dataset 'is_pv' is missing" in res.stderr

@@ -1,7 +1,9 @@
-"""Atomic artifact writing, shared by every stage (a leaf module: it imports no stage).
+"""Atomic artifact writing, shared by every stage (ground floor: it imports no stage).
 
 An artifact appears under its final name only once it is complete: it is written to a temporary file in the same
 directory and renamed with ``os.replace``. A crash or a kill leaves the previous version (or nothing) in place.
+It gets the mode a plain ``open()`` (or ``mkdir``) would give it under the current umask, 0644 (0755) by default,
+not the 0600 of the temporary file.
 """
 
 from __future__ import annotations
@@ -31,12 +33,19 @@ def atomic_path(path, suffix: str = ""):
     tmp = pathlib.Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path, data) -> pathlib.Path:
