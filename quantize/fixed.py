@@ -4,6 +4,11 @@ A value of a ``FixedType`` is held as an integer *code*: ``value = code * 2**-fr
 (float -> fixed, fixed -> fixed) applies the type's quantization (rounding) mode to the dropped low bits first
 and then its overflow mode to the high bits, as ``ap_fixed`` does. Codes are numpy ``int64``; widths up to
 62 bits are supported, which covers every type hls4ml emits for the models l1forge builds.
+
+Integer types (``ap_int<W>`` / ``ap_uint<W>``, hls4ml ``int<W>`` / ``uint<W>``) are ``FixedType(W, W, signed,
+"TRN_ZERO", "WRAP", is_int=True)``: every conversion into them follows C, truncating toward zero (-166.5 -> -166)
+and wrapping modulo 2**W, as ``ap_int_base(const ap_fixed_base&)`` (``to_ap_int_base``) does. ``ap_int_base(double)``
+has one quirk of its own that is reproduced: a negative double above -0.5 (e.g. -0.3) becomes +1, not 0.
 """
 
 from __future__ import annotations
@@ -26,13 +31,18 @@ class FixedTypeError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class FixedType:
-    """``ap_fixed<width, integer, rounding, overflow>`` (``signed=False`` for ``ap_ufixed``)."""
+    """``ap_fixed<width, integer, rounding, overflow>`` (``signed=False`` for ``ap_ufixed``).
+
+    ``is_int=True``: ``ap_int<width>`` / ``ap_uint<width>``; then ``integer == width``, rounding ``TRN_ZERO`` and
+    overflow ``WRAP`` are required (``FixedType.int_type(width, signed)`` builds one).
+    """
 
     width: int
     integer: int
     signed: bool = True
     rounding: str = "TRN"
     overflow: str = "WRAP"
+    is_int: bool = False
 
     def __post_init__(self):
         if not 1 <= self.width <= MAX_WIDTH:
@@ -41,6 +51,16 @@ class FixedType:
             raise FixedTypeError(f"{self}: unknown rounding mode {self.rounding!r}")
         if self.overflow not in OVERFLOW_MODES:
             raise FixedTypeError(f"{self}: unknown overflow mode {self.overflow!r}")
+        if self.is_int and (self.integer != self.width or self.rounding != "TRN_ZERO" or self.overflow != "WRAP"):
+            raise FixedTypeError(
+                f"integer type of width {self.width}: needs integer={self.width}, TRN_ZERO, WRAP "
+                f"(got {self.integer}, {self.rounding}, {self.overflow})"
+            )
+
+    @classmethod
+    def int_type(cls, width: int, signed: bool = True) -> "FixedType":
+        """``ap_int<width>`` (``ap_uint<width>`` when ``signed`` is False)."""
+        return cls(width, width, signed, "TRN_ZERO", "WRAP", is_int=True)
 
     # ---- descriptions -------------------------------------------------------------------------------
     @property
@@ -68,12 +88,16 @@ class FixedType:
         return self.max_code * self.lsb
 
     def hls(self) -> str:
-        """hls4ml config syntax, e.g. ``fixed<16,6,RND_CONV,SAT>``."""
+        """hls4ml config syntax, e.g. ``fixed<16,6,RND_CONV,SAT>`` or ``int<8>``."""
+        if self.is_int:
+            return f"{'' if self.signed else 'u'}int<{self.width}>"
         name = "fixed" if self.signed else "ufixed"
         return f"{name}<{self.width},{self.integer},{self.rounding},{self.overflow}>"
 
     def cpp(self) -> str:
-        """C++ type, e.g. ``ap_fixed<16,6,AP_RND_CONV,AP_SAT>``."""
+        """C++ type, e.g. ``ap_fixed<16,6,AP_RND_CONV,AP_SAT>`` or ``ap_int<8>``."""
+        if self.is_int:
+            return f"ap_{'' if self.signed else 'u'}int<{self.width}>"
         name = "ap_fixed" if self.signed else "ap_ufixed"
         return f"{name}<{self.width},{self.integer},AP_{self.rounding},AP_{self.overflow}>"
 
@@ -91,7 +115,7 @@ class FixedType:
         try:
             if kind == "int":
                 (width,) = map(int, parts)
-                return cls(width, width, not unsigned)
+                return cls.int_type(width, not unsigned)
             width, integer = int(parts[0]), int(parts[1])
         except ValueError as err:
             raise FixedTypeError(f"malformed type {text!r}") from err
@@ -103,10 +127,18 @@ class FixedType:
 
     # ---- conversions --------------------------------------------------------------------------------
     def from_float(self, values) -> np.ndarray:
-        """Codes of ``values`` (float64, exact) converted into this type, as ``ap_fixed(double)`` does."""
+        """Codes of ``values`` (float64, exact) converted into this type, as ``ap_fixed(double)`` does
+        (``ap_int(double)`` for integer types: toward zero, wrapping, and -0.5 < x < 0 gives +1 as the header does).
+
+        Raises FixedTypeError for NaN or Inf.
+        """
         x = np.asarray(values, dtype=np.float64)
         if not np.all(np.isfinite(x)):
             raise FixedTypeError(f"{self}: NaN or Inf cannot be converted to fixed point")
+        if self.is_int:
+            # ap_int_base(double): |x| < 0.5 shifts the whole mantissa out; a negative one is set to -1 and negated.
+            quirk = (x < 0) & (x > -0.5)
+            return self._overflow(np.where(quirk, 1, self._trunc_zero_codes(x)))
         scaled = np.ldexp(x, self.frac)  # exact: a power-of-two scaling
         floor = np.floor(scaled)
         # Large magnitudes: everything beyond the type's range overflows the same way, keep int64 safe.
@@ -121,8 +153,14 @@ class FixedType:
         above = rem > 0.5
         return self._overflow(self._round(q, rem > 0, above, half, x < 0))
 
+    def _trunc_zero_codes(self, x: np.ndarray) -> np.ndarray:
+        """int64 codes of trunc(x) (x float64, finite) reduced modulo 2**MAX_WIDTH, residues mod 2**width kept."""
+        t = np.trunc(x)
+        return np.fmod(t, float(1 << MAX_WIDTH)).astype(np.int64)
+
     def from_codes(self, codes, frac: int) -> np.ndarray:
-        """Codes of fixed-point values ``codes * 2**-frac`` converted into this type."""
+        """Codes of fixed-point values ``codes * 2**-frac`` converted into this type (into an integer type: toward
+        zero, wrapping; exact as the C++ for sources with at least 0 integer bits, which is all hls4ml emits)."""
         c = np.asarray(codes, dtype=np.int64)
         shift = frac - self.frac
         if shift <= 0:
