@@ -9,28 +9,47 @@ import numpy as np
 from l1forge.emulation.emulator import Emulator
 
 
+def heads(outputs) -> list:
+    """The outputs of a model as a list of arrays, one per output head (a single array is one head)."""
+    return [np.asarray(o) for o in outputs] if isinstance(outputs, (list, tuple)) else [np.asarray(outputs)]
+
+
 def compare_with_csim(emulator: Emulator, csim_predict, x: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
     """Run both on ``x`` (float64), time them, and count events whose outputs differ in any bit.
 
     ``csim_predict`` is the compiled C-simulation's ``predict`` (hls4ml returns the ap_fixed outputs as doubles,
-    exact for widths up to 53 bits), so equality of doubles is equality of bits.
-    Returns (stats, emulator outputs, C-sim outputs).
+    exact for widths up to 53 bits), so equality of doubles is equality of bits. With several outputs both return
+    one array per head; an event counts once however many heads or values differ. Returns (stats, emulator
+    outputs, C-sim outputs), the outputs as ``emulator.predict`` gives them (an array, or a list per head).
+    Raises ValueError when the C-sim returns another number of heads than the emulator.
     """
     x = np.ascontiguousarray(x, dtype=np.float64)
     start = time.perf_counter()
     emu = emulator.predict(x)
     t_emu = time.perf_counter() - start
     start = time.perf_counter()
-    csim = np.asarray(csim_predict(x), dtype=np.float64).reshape(emu.shape)
+    csim_raw = csim_predict(x)
     t_csim = time.perf_counter() - start
-    bad = np.flatnonzero(np.any(emu != csim, axis=tuple(range(1, emu.ndim))))
+    emu_heads, csim_heads = heads(emu), heads(csim_raw)
+    if len(emu_heads) != len(csim_heads):
+        raise ValueError(f"the C-sim returns {len(csim_heads)} outputs, the emulator {len(emu_heads)}")
+    csim_heads = [np.asarray(c, dtype=np.float64).reshape(e.shape) for e, c in zip(emu_heads, csim_heads)]
+    differs = np.zeros(len(x), dtype=bool)
+    first_head = {}
+    for name, e, c in zip(emulator.output_names, emu_heads, csim_heads):
+        d = np.any(e != c, axis=tuple(range(1, e.ndim)))
+        for i in np.flatnonzero(d & ~differs)[:1]:
+            first_head[int(i)] = name
+        differs |= d
+    bad = np.flatnonzero(differs)
     stats = {
         "events_checked": int(len(x)),
         "mismatches": int(len(bad)),
         "emulator_events_per_s": len(x) / t_emu,
         "csim_events_per_s": len(x) / t_csim,
-        "first_mismatch": None if len(bad) == 0 else {"event": int(bad[0])},
+        "first_mismatch": None if len(bad) == 0 else {"event": int(bad[0]), "output": first_head.get(int(bad[0]))},
     }
+    csim = csim_heads if isinstance(emu, list) else csim_heads[0]
     return stats, emu, csim
 
 

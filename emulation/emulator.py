@@ -341,7 +341,10 @@ class Emulator:
         return (out, values) if keep_layers else out
 
     def predict(self, x) -> np.ndarray:
-        """Float outputs (the values of the output codes), as ``hls_model.predict`` returns them."""
+        """Float outputs (the values of the output codes), as ``hls_model.predict`` returns them: one array
+        (n, *output shape), or a list of them, one per output in ``output_names`` order, each in its own type."""
+        if len(self.output_names) > 1:
+            return [t.to_float(c) for t, c in zip(self.output_types, self.run(x))]
         codes = self.fast.run(self._checked(x)) if self.fast else self.run(x)
         return self.output_types[0].to_float(codes)
 

@@ -8,7 +8,7 @@ import time
 from l1forge.firmware.estimate import estimate
 from l1forge.core.graph import read_graph
 from l1forge.firmware.graph import write_graph
-from l1forge.firmware.hls import FirmwareSettings, convert
+from l1forge.firmware.hls import FirmwareSettings, convert, resolve_input_type
 from l1forge.firmware.parts import utilisation
 from l1forge.firmware.vendor import require_vendor_tools, run_vendor_synthesis
 from l1forge.core.artifacts import write_json_atomic
@@ -25,7 +25,8 @@ def build_firmware(
 ) -> dict:
     """Build ``model`` into ``out_dir/hls_project`` and write ``out_dir/{graph.json, firmware.json}``.
 
-    Returns the summary.json firmware block. Latency and resources come from the vendor reports when
+    Without ``input_type`` a model with no input quantizer gets the l1forge default (firmware/hls.py
+    ``resolve_input_type``; the block's ``input_type_note`` says so). Returns the summary.json firmware block. Latency and resources come from the vendor reports when
     ``vendor`` is set (C synthesis with the vendor tool, which must be on PATH), otherwise from the estimate.
     """
     if vendor:
@@ -33,6 +34,7 @@ def build_firmware(
     out_dir = pathlib.Path(out_dir)
     project = out_dir / "hls_project"
     start = time.perf_counter()
+    input_type, note = resolve_input_type(model, input_type, user_config)
     hls_model = convert(model, input_type, settings, project, user_config=user_config)
     compile_s = time.perf_counter() - start
     report = estimate(*read_graph(write_graph(hls_model, out_dir)), settings.clock_mhz)
@@ -49,6 +51,8 @@ def build_firmware(
         **report,
         "utilisation_percent": utilisation(report["resources"], settings.part),
         "convert_compile_seconds": compile_s,
+        "input_type": str(hls_model.get_input_variables()[0].type.precision),
+        "input_type_note": note,
     }
     write_json_atomic(out_dir / "firmware.json", block)
     return block

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import pathlib
 import shutil
@@ -10,7 +11,11 @@ import shutil
 import pydantic
 
 from l1forge.quantize.fixed import FixedType
-from l1forge.quantize.precision import hls_config
+from l1forge.quantize.precision import DEFAULT_INPUT, hls_config, input_names, set_input_type
+
+
+class ConversionError(ValueError):
+    """A model hls4ml cannot convert or whose C-simulation does not compile; one line with what to do."""
 
 
 class FirmwareSettings(pydantic.BaseModel):
@@ -33,9 +38,72 @@ class FirmwareSettings(pydantic.BaseModel):
 
 @contextlib.contextmanager
 def _quiet():
-    """hls4ml prints per-layer chatter on stdout; keep the CLI readable."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
+    """hls4ml prints per-layer chatter on stdout; keep the CLI readable. Yields the buffer it went to."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield buffer
+
+
+_PASS_THROUGH = ("Reshape", "Flatten", "Permute")
+
+
+def has_input_quantizer(model) -> bool:
+    """True when every path from every model input reaches a ``QActivation`` before any other layer (Reshape,
+    Flatten and Permute pass through): then hls4ml's bit-exact inference takes the input type from the quantizer."""
+    def consumers(layer):
+        return [node.outbound_layer for node in layer._outbound_nodes]
+
+    def quantized(layer) -> bool:
+        nxt = consumers(layer)
+        return bool(nxt) and all(
+            n.__class__.__name__ == "QActivation" or (n.__class__.__name__ in _PASS_THROUGH and quantized(n)) for n in nxt
+        )
+
+    layers = {layer.name: layer for layer in model.layers}
+    return all(name in layers and quantized(layers[name]) for name in input_names(model))
+
+
+def resolve_input_type(model, input_type: FixedType | None, user_config: dict | None = None):
+    """(input type to impose or None, note or None) for a conversion.
+
+    An explicit type is used as given. Without one, a user hls4ml config decides, and so does an input quantizer
+    (``has_input_quantizer``); otherwise l1forge supplies ``quantize.precision.DEFAULT_INPUT``
+    (``fixed<16,6,RND_CONV,SAT>``) and the note says so.
+    """
+    if input_type is not None or user_config is not None or has_input_quantizer(model):
+        return input_type, None
+    return DEFAULT_INPUT, (
+        f"input type {DEFAULT_INPUT.hls()} (the l1forge default: the model has no input quantizer; "
+        "--input-type sets another)"
+    )
+
+
+def conversion_config(model, input_type: FixedType | None, settings: "FirmwareSettings", user_config: dict | None):
+    """The hls4ml config a conversion uses: l1forge's name config, or a copy of ``user_config`` with the input type
+    (if given) applied to every input layer. The user's dict is never modified."""
+    if user_config is None:
+        return hls_config(model, input_type, settings.reuse_factor, settings.strategy)
+    config = copy.deepcopy(user_config)
+    if input_type is not None:
+        set_input_type(config, model, input_type)
+    return config
+
+
+def traced_config(config: dict, hls_model) -> dict:
+    """A copy of ``config`` with ``Trace: True`` for every layer of ``hls_model`` (for ``hls_model.trace``)."""
+    config = copy.deepcopy(config)
+    names = config.setdefault("LayerName", {})
+    for layer in hls_model.get_layers():
+        names.setdefault(layer.name, {})["Trace"] = True
+    return config
+
+
+def _first_error_line(log: str) -> str:
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for line in lines:
+        if "error" in line.lower():
+            return line[:300]
+    return (lines[-1] if lines else "no compiler output")[:300]
 
 
 def convert(
@@ -45,38 +113,88 @@ def convert(
     project_dir: pathlib.Path,
     compile: bool = True,
     user_config: dict | None = None,
+    write: bool = True,
 ):
     """Convert ``model`` with hls4ml into ``project_dir`` (replaced if present); optionally compile the C-sim.
 
     By default conversion uses the per-layer config from quantize/ and ``bit_exact=True``: with both, hls4ml keeps
     the QKeras quantizers (a lone ``bit_exact`` or a lone name config drops some of them) and infers every other
-    type exactly. A ``user_config`` (an hls4ml config dict) is used as given, without bit-exact inference, so
-    that the precisions it sets are the ones built.
+    type exactly. A ``user_config`` (an hls4ml config dict) is used as given (a copy, with ``input_type`` applied
+    to the inputs when given), without bit-exact inference, so that the precisions it sets are the ones built.
+    Without ``input_type`` and user config, a model with no input quantizer gets ``DEFAULT_INPUT``
+    (``resolve_input_type``).
+
+    Before anything is written or compiled the converted graph is described (firmware/graph.py), so a layer the
+    emulator cannot reproduce raises UnsupportedLayerError at once. Several model inputs raise ConversionError.
+    A C-sim that does not compile raises ConversionError with the compiler's first error line and the path of
+    the full log (``<project_dir>/build_lib.log``). ``write=False`` returns the unwritten hls4ml model.
     """
     import hls4ml
 
+    from l1forge.firmware.graph import describe_model
+
     if compile and shutil.which("g++") is None:
         raise RuntimeError("g++ not found on PATH: the hls4ml C-simulation is compiled with it")
+    if len(model.inputs) != 1:
+        raise ConversionError(
+            f"the model has {len(model.inputs)} inputs ({', '.join(input_names(model))}): the l1forge emulator takes "
+            "one input; concatenate the inputs into one tensor in the model"
+        )
+    input_type, _ = resolve_input_type(model, input_type, user_config)
     project_dir = pathlib.Path(project_dir)
     if project_dir.exists():
         shutil.rmtree(project_dir)
-    config = user_config or hls_config(model, input_type, settings.reuse_factor, settings.strategy)
+    config = conversion_config(model, input_type, settings, user_config)
     with _quiet():
-        hls_model = hls4ml.converters.convert_from_keras_model(
-            model,
-            hls_config=config,
-            output_dir=str(project_dir),
-            project_name=settings.project_name,
-            backend=settings.backend,
-            part=settings.part,
-            clock_period=settings.clock_period_ns,
-            io_type=settings.io_type,
-            bit_exact=user_config is None,
+        try:
+            hls_model = hls4ml.converters.convert_from_keras_model(
+                model,
+                hls_config=config,
+                output_dir=str(project_dir),
+                project_name=settings.project_name,
+                backend=settings.backend,
+                part=settings.part,
+                clock_period=settings.clock_period_ns,
+                io_type=settings.io_type,
+                bit_exact=user_config is None,
+            )
+        except ValueError as err:
+            if "unexpected input layer chain" in str(err):
+                raise ConversionError(f"hls4ml: {err} Give the input type with --input-type.") from None
+            raise
+    hls_model.l1forge_config = config
+    if folded := sorted(set(hls_model.inputs) & set(hls_model.outputs)):
+        raise ConversionError(
+            f"the model only quantizes its input '{folded[0]}': hls4ml folds the quantizer into the input type "
+            f"({hls_model.get_input_variables()[0].type.precision}) and names input and output alike, so its C++ "
+            "does not compile; there is nothing for the firmware to compute"
         )
-        if compile:
-            hls_model.compile()
-        else:
+    describe_model(hls_model)  # UnsupportedLayerError now, not after the compilation
+    if not write:
+        return hls_model
+    if compile:
+        compile_project(hls_model)
+    else:
+        with _quiet():
             hls_model.write()
+    return hls_model
+
+
+def compile_project(hls_model):
+    """Write (if needed) and compile the C-simulation of a converted hls4ml model; returns the model.
+
+    Raises ConversionError with the compiler's first error line and the path of the full log
+    (``<output dir>/build_lib.log``) when it does not compile.
+    """
+    with _quiet() as log:
+        try:
+            hls_model.compile()
+        except Exception as err:  # noqa: BLE001 - hls4ml raises a bare Exception and prints the compiler output
+            path = pathlib.Path(hls_model.config.get_output_dir()) / "build_lib.log"
+            path.write_text(log.getvalue())
+            raise ConversionError(
+                f"the hls4ml C-simulation does not compile: {_first_error_line(log.getvalue())} (full log: {path})"
+            ) from err
     return hls_model
 
 

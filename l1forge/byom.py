@@ -10,12 +10,14 @@ import h5py
 import numpy as np
 import yaml
 
-from l1forge.emulation.compare import compare_with_csim, first_differing_layer
-from l1forge.emulation.emulator import Emulator
-from l1forge.firmware.graph import write_graph
-from l1forge.firmware.hls import FirmwareSettings, convert, quiet_call
 from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_atomic
-from l1forge.quantize.fixed import FixedType
+from l1forge.emulation.compare import compare_with_csim, first_differing_layer, heads
+from l1forge.emulation.emulator import Emulator
+from l1forge.emulation.fidelity import fidelity
+from l1forge.firmware.graph import describe_model, write_graph
+from l1forge.firmware.hls import (FirmwareSettings, compile_project, convert, has_input_quantizer, quiet_call,
+                                  resolve_input_type, traced_config)
+from l1forge.quantize.fixed import FixedType, FixedTypeError
 
 
 class InputError(ValueError):
@@ -56,6 +58,54 @@ def load_hls_config(path) -> dict:
     return config
 
 
+def load_model(path):
+    """The Keras/QKeras model saved at ``path`` (.h5 or SavedModel); InputError in one line when it is not one."""
+    from l1forge.students.model import load_qkeras_model
+
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        return load_qkeras_model(path)
+    except Exception as err:  # noqa: BLE001 - Keras raises many kinds for a file that is not a model
+        first = (str(err).strip().splitlines() or [err.__class__.__name__])[0][:200]
+        raise InputError(f"{path}: not a Keras/QKeras model ({first})") from None
+
+
+def check_inputs(model, x: np.ndarray):
+    """InputError when ``x`` (n, ...) does not have the model's input shape per event."""
+    expected = tuple(int(d) if d is not None else -1 for d in model.inputs[0].shape[1:])
+    got = tuple(x.shape[1:])
+    if len(got) != len(expected) or any(e not in (-1, g) for e, g in zip(expected, got)):
+        raise InputError(f"inputs have shape {got} per event, the model takes {expected}")
+
+
+def check_finite(x: np.ndarray, input_type: FixedType):
+    """InputError saying what the firmware would see when ``x`` holds NaN or Inf."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return
+    event = int(np.argwhere(bad)[0][0])
+    t = input_type
+    if t.overflow == "WRAP":
+        seen = "0"
+    else:
+        seen = f"+Inf and NaN as {t.max_value:g}, -Inf and -NaN as {t.min_value:g}"
+    raise InputError(
+        f"inputs hold {int(bad.sum())} NaN/Inf values (first in event {event}): the firmware's input type {t.hls()} "
+        f"would see {seen}; replace them before emulating"
+    )
+
+
+def keras_shaped(model, outputs) -> list:
+    """Emulator outputs (one array or a list per head) reshaped to the Keras output shapes: a list, one per head."""
+    out = heads(outputs)
+    shapes = [tuple(int(d) for d in t.shape[1:]) for t in model.outputs]
+    if len(shapes) != len(out):
+        raise InputError(f"the firmware has {len(out)} outputs, the Keras model {len(shapes)}")
+    return [o.reshape((len(o), *shape)) for o, shape in zip(out, shapes)]
+
+
 def emulate_model(
     model_path,
     data_path,
@@ -67,27 +117,48 @@ def emulate_model(
     output=None,
     json_path=None,
     settings: FirmwareSettings | None = None,
+    fidelity_check: bool = True,
 ) -> dict:
-    """Convert the model, emulate it on the inputs, optionally compare every event with the compiled C-sim."""
-    from l1forge.students.model import load_qkeras_model
+    """Convert the model, emulate it on the inputs, optionally compare every event with the compiled C-sim, and
+    compare the firmware with the Keras model itself (the ``fidelity`` block of emulation/fidelity.py).
 
+    Inputs: ``data_path`` (.npy or HDF5, one array (n, *model input shape)). The input type is ``input_type``, or
+    what the model's input quantizer or the user config (``hls_config_path``) gives, or the l1forge default
+    (``stats["input_type_note"]`` says so). Outputs (``output``): .npy for one output head, .h5 with one dataset
+    per head (named by the firmware's output layers; one head is ``outputs``), each (n, *Keras output shape).
+
+    Returns the stats (also written to ``json_path``): events, events_checked, mismatches (events whose outputs
+    differ from the C-sim in any bit), first_mismatch (event, output, first differing layer), speeds,
+    input_type, outputs, and the fidelity keys (keras_mismatches, keras_max_abs_diff, argmax_flips,
+    first_keras_divergence). Bad input (shape, NaN/Inf, not a model, unsupported layer, several inputs) raises
+    before any compilation, and nothing is written then.
+    """
     x = load_inputs(data_path, dataset)
-    try:
-        model = load_qkeras_model(model_path)
-    except (OSError, ValueError, ImportError) as err:
-        raise InputError(f"{model_path}: cannot load a Keras/QKeras model ({str(err).splitlines()[0][:200]})") from None
+    model = load_model(model_path)
     user_config = load_hls_config(hls_config_path) if hls_config_path else None
     settings = settings or FirmwareSettings()
+    try:
+        in_type = FixedType.parse(input_type) if input_type else None
+    except FixedTypeError as err:
+        raise InputError(f"--input-type: {err}") from None
+    check_inputs(model, x)
+    n_heads = len(model.outputs)
+    if output and n_heads > 1 and pathlib.Path(output).suffix == ".npy":
+        raise InputError(f"{output}: the model has {n_heads} outputs; write them to .h5 (one dataset per output)")
+    in_type, note = resolve_input_type(model, in_type, user_config)
     with tempfile.TemporaryDirectory(prefix="l1forge-emulate-") as scratch:
         project = pathlib.Path(project_dir) if project_dir else pathlib.Path(scratch) / "hls_project"
-        in_type = FixedType.parse(input_type) if input_type else None
-        hls_model = convert(model, in_type, settings, project, compile=check_csim, user_config=user_config)
-        emulator = Emulator.from_file(write_graph(hls_model, project))
+        hls_model = convert(model, in_type, settings, project, compile=False, user_config=user_config, write=False)
+        emulator = Emulator(*describe_model(hls_model))
+        check_finite(x, emulator.input_type)
         if check_csim:
+            compile_project(hls_model)
+            write_graph(hls_model, project)
             stats, emu, _ = compare_with_csim(emulator, hls_model.predict, x)
             if stats["mismatches"]:
                 event = stats["first_mismatch"]["event"]
-                trace = quiet_call(hls_model.trace, x[event : event + 1])[1]
+                traced = _traced_model(model, hls_model, in_type, settings, user_config, pathlib.Path(scratch))
+                trace = quiet_call(traced.trace, x[event : event + 1])[1]
                 where = first_differing_layer(emulator, {k: v[0] for k, v in trace.items()}, x[event])
                 stats["first_mismatch"].update(where or {"layer": None})
         else:
@@ -95,19 +166,48 @@ def emulate_model(
             emu = emulator.predict(x)
             stats = {"events_checked": 0, "mismatches": None, "csim_events_per_s": None, "first_mismatch": None,
                      "emulator_events_per_s": len(x) / (time.perf_counter() - start)}
-    stats["events"] = int(len(x))
+    stats.update(events=int(len(x)), input_type=emulator.input_type.hls(), input_type_note=note,
+                 outputs=list(emulator.output_names))
+    if fidelity_check:
+        stats.update(fidelity(model, emulator, x, emu, has_input_quantizer(model)))
+    shaped = keras_shaped(model, emu)
     if output:
-        _save(output, emu)
+        _save(output, shaped, emulator.output_names)
     if json_path:
         write_json_atomic(json_path, stats)
     return stats
 
 
-def _save(path, outputs: np.ndarray):
+def fidelity_warning(stats: dict) -> str | None:
+    """The terminal line when the firmware differs from the Keras model beyond its own quantization, else None."""
+    if not stats.get("keras_mismatches"):
+        return None
+    where = stats.get("first_keras_divergence") or {}
+    flips = f", argmax flips in {stats['argmax_flips']}" if stats.get("argmax_flips") else ""
+    layer = f"; first at layer '{where['layer']}'" if where.get("layer") else ""
+    cause = f": {where['cause']}" if where.get("cause") else ""
+    return (f"the firmware differs from the Keras model beyond its own quantization in {stats['keras_mismatches']} "
+            f"of {stats.get('keras_events', stats.get('events'))} events (max |diff| {stats['keras_max_abs_diff']:.4g}"
+            f"{flips}){layer}{cause}")
+
+
+def _traced_model(model, hls_model, in_type, settings, user_config, scratch: pathlib.Path):
+    """``hls_model`` itself when every layer is traced, else the same conversion with Trace on every layer (a copy
+    of the config, compiled in ``scratch``), for ``trace`` to name the first differing layer."""
+    config = hls_model.l1forge_config
+    names = config.get("LayerName", {})
+    if user_config is None or all(names.get(layer.name, {}).get("Trace") for layer in hls_model.get_layers()):
+        return hls_model  # l1forge's own config traces every layer
+    traced = traced_config(config, hls_model)
+    return convert(model, in_type, settings, scratch / "trace", compile=True, user_config=traced)
+
+
+def _save(path, outputs: list, names: list):
+    """One head: .npy, or dataset ``outputs`` of an .h5; several heads: one .h5 dataset per output layer name."""
     path = pathlib.Path(path)
     if path.suffix == ".npy":
         with atomic_path(path, ".npy") as tmp:
             with open(tmp, "wb") as fh:
-                np.save(fh, outputs)
+                np.save(fh, outputs[0])
     else:
-        write_arrays_atomic(path, {"outputs": outputs})
+        write_arrays_atomic(path, {"outputs": outputs[0]} if len(outputs) == 1 else dict(zip(names, outputs)))

@@ -29,8 +29,8 @@ PROCESS = typer.Option(None, "--process", help="Anomaly task: a file of Pythia s
 FORCE = typer.Option(False, "--force", help="Redo stages even if they are up to date.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 MODEL = typer.Option(None, help="A saved QKeras/Keras model (.h5 or SavedModel) instead of the flow's student.")
-HLS_CONFIG = typer.Option(None, help="hls4ml config (YAML/JSON) for --model; used as given.")
-INPUT_TYPE = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,RND_CONV,SAT>'.")
+HLS_CONFIG = typer.Option(None, help="hls4ml config (YAML/JSON) for --model; used as given (--input-type, if given, sets its inputs).")
+INPUT_TYPE = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,RND_CONV,SAT>'; default: the input quantizer's, else fixed<16,6,RND_CONV,SAT>.")
 
 
 def _config(task, preset, config, processes=()):
@@ -97,12 +97,15 @@ def synthesize(
     from l1forge import __version__
     from l1forge.core.artifacts import write_json_atomic
     from l1forge.quantize.fixed import FixedType
-    from l1forge.students.model import load_qkeras_model
 
     settings = _config(task, preset, config).firmware.model_copy(update=overrides)
     user_config = load_hls_config(hls_config) if hls_config else None
-    block = build_firmware(load_qkeras_model(model), FixedType.parse(input_type) if input_type else None, settings, out,
+    from l1forge.byom import load_model
+
+    block = build_firmware(load_model(model), FixedType.parse(input_type) if input_type else None, settings, out,
                            user_config=user_config, vendor=vendor)
+    if block.get("input_type_note"):
+        console.print(f"note: {block['input_type_note']}", highlight=False)
     write_json_atomic(out / "summary.json", {"version": __version__, "tasks": {"user": {"model": str(model), "firmware": block}}})
     typer.echo(json.dumps({k: block[k] for k in ("latency_cycles", "latency_ns", "ii_cycles", "resources", "source")}))
 
@@ -126,10 +129,14 @@ def emulate(
         return
     if data is None:
         raise typer.BadParameter("--model needs --data")
-    from l1forge.byom import emulate_model
+    from l1forge.byom import emulate_model, fidelity_warning
 
     stats = emulate_model(model, data, dataset, hls_config, input_type, check_csim=check_csim, output=output, json_path=json_out)
     typer.echo(json.dumps(stats, indent=2))
+    if stats.get("input_type_note"):
+        console.print(f"note: {stats['input_type_note']}", highlight=False)
+    if warning := fidelity_warning(stats):
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
     if check_csim and stats["mismatches"]:
         raise typer.Exit(1)
 

@@ -74,6 +74,29 @@ def hls_config(
     for layer_name, layer in config["LayerName"].items():
         layer["ReuseFactor"] = reuse_factor
         layer["Trace"] = trace
-        if input_type is not None and layer_name == model.layers[0].name:
-            layer["Precision"] = {"result": input_type.hls()}
+    if input_type is not None:
+        set_input_type(config, model, input_type)
+    return config
+
+
+def input_names(model) -> list[str]:
+    """Names of the model's input layers, as hls4ml names its Input layers (one per Keras input)."""
+    return [t._keras_history.layer.name if hasattr(t, "_keras_history") else t.name.split(":")[0] for t in model.inputs]
+
+
+def set_input_type(config: dict, model, input_type: FixedType) -> dict:
+    """Fix the type of every model input in an hls4ml ``config`` (in place; returned): a ``LayerName`` entry per
+    input with ``Precision.result`` = the type and ``Trusted`` set.
+
+    ``Trusted`` keeps hls4ml's bit-exact precision inference from replacing the type: without it the inference
+    widens an input to 126 integer and fractional bits and then looks for a quantizer right after the input to
+    narrow it, failing with "Layer <input> (Input) unexpected input layer chain" when the input feeds a
+    QDense/QConv/Dense or several branches (passes/bit_exact.py, FixInputPrecision).
+    """
+    names = config.setdefault("LayerName", {})
+    for name in input_names(model):
+        entry = names.setdefault(name, {})
+        precision = entry.get("Precision")
+        entry["Precision"] = {**(precision if isinstance(precision, dict) else {}), "result": input_type.hls()}
+        entry["Trusted"] = True
     return config
