@@ -1,0 +1,81 @@
+"""Measured hardware without a vendor: the RTL of the firmware graph, simulated against the emulator, synthesized.
+
+``check_rtl(graph_json, x, out_dir, ...)`` writes the Verilog (firmware/rtl.py) into ``out_dir``, compiles it with
+Verilator (firmware/verilator.py), streams ``events`` events through it (the rows of ``x`` cycled, x: (n, *input
+shape) float inputs as the emulator takes them), compares every output code with ``Emulator.run`` bit for bit,
+and runs Yosys (firmware/yosys.py) unless ``synthesis`` is false. Returns::
+
+    {"rtl": {"events_checked", "mismatches", "first_mismatch" ({"event", "output", "rtl", "emulator"} or None),
+             "sim_events_per_s", "latency_cycles", "ii_cycles", "adders", "casts", "dir", "seconds": {...}},
+     "open_synthesis": {...} or None}
+
+A layer the writer does not support raises RtlError (one line) before anything is written; a missing or failing
+tool raises ToolError (one line: how to install it, or its last error line and the full log's path).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import numpy as np
+
+from l1forge.core.graph import read_graph
+
+
+def cycled(x: np.ndarray, events: int) -> np.ndarray:
+    """``events`` rows of ``x``, repeating it from the start as often as needed."""
+    x = np.asarray(x)
+    if len(x) == 0:
+        raise ValueError("no input events to simulate")
+    return x[np.arange(events) % len(x)]
+
+
+def first_mismatch(rtl: np.ndarray, emu: np.ndarray) -> dict | None:
+    bad = np.argwhere(rtl != emu)
+    if not len(bad):
+        return None
+    event, output = (int(v) for v in bad[0])
+    return {"event": event, "output": output, "rtl": int(rtl[event, output]), "emulator": int(emu[event, output])}
+
+
+def check_rtl(graph_json, x: np.ndarray, out_dir, events: int, clock_mhz: float = 240.0, synthesis: bool = True,
+              jobs: int = 2, yosys_timeout_s: float | None = None) -> dict:
+    from l1forge.emulation.emulator import Emulator
+    from l1forge.firmware import verilator, yosys
+    from l1forge.firmware.rtl import write_rtl
+
+    graph, weights = read_graph(graph_json)
+    out_dir = pathlib.Path(out_dir)
+    seconds = {}
+    t0 = time.perf_counter()
+    info = write_rtl(graph, weights, out_dir, clock_mhz)
+    seconds["write"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sim = verilator.build(out_dir, info, out_dir / "verilator", jobs=jobs)
+    seconds["verilator_build"] = time.perf_counter() - t0
+    emulator = Emulator(graph, weights)
+    xs = cycled(x, events)
+    t0 = time.perf_counter()
+    emu = emulator.run(xs)
+    emu = emu.reshape(len(xs), -1)
+    seconds["emulator"] = time.perf_counter() - t0
+    codes = emulator.input_type.from_float(xs.reshape(len(xs), -1))
+    t0 = time.perf_counter()
+    rtl_out, rate = verilator.simulate(sim, codes, len(info["outputs"]))
+    seconds["simulation"] = time.perf_counter() - t0
+    mismatch = first_mismatch(rtl_out, emu)
+    block = {"events_checked": int(len(xs)), "mismatches": int(np.any(rtl_out != emu, axis=1).sum()),
+             "first_mismatch": mismatch, "sim_events_per_s": round(rate, 1),
+             "latency_cycles": info["latency_cycles"], "ii_cycles": info["ii_cycles"], "clock_mhz": clock_mhz,
+             "adders": info["adders"], "casts": info["casts"], "dir": str(out_dir)}
+    synth = None
+    if synthesis:
+        t0 = time.perf_counter()
+        synth = yosys.synthesize(out_dir, info, out_dir / "yosys", clock_mhz, timeout_s=yosys_timeout_s)
+        synth.pop("cells", None)
+        seconds["yosys"] = time.perf_counter() - t0
+    block["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    (out_dir / "check.json").write_text(json.dumps({"rtl": block, "open_synthesis": synth}, indent=1))
+    return {"rtl": block, "open_synthesis": synth}

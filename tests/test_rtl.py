@@ -1,0 +1,166 @@
+"""The open RTL path: Verilog from the firmware graph, Verilator against the emulator bit for bit, Yosys counts."""
+
+import json
+
+import numpy as np
+import pytest
+
+from l1forge.emulation.emulator import Emulator
+from l1forge.firmware import verilator, yosys
+from l1forge.firmware.rtl import RtlError, csd, write_rtl
+from l1forge.firmware.rtl_cells import round_code
+from l1forge.hardware import check_rtl, first_mismatch
+from l1forge.quantize.fixed import ROUNDING_MODES, OVERFLOW_MODES, FixedType
+
+# Two small networks whose layers use every ap_fixed rounding and overflow mode between them: rounded products
+# (accum_t with fewer fractional bits than x*w), saturating accumulators whose partial sums overflow (the C++
+# order matters: a chain), wrapping accumulators (a tree), and relu / linear casts.
+BLOCKS = {
+    "narrow": [
+        dict(n=6, acc="fixed<9,3,RND,SAT>", res="fixed<8,3,RND_CONV,SAT_SYM>",
+             acts=[("linear", "fixed<7,2,TRN_ZERO,SAT_ZERO>"), ("relu", "ufixed<5,1,RND_INF,SAT>")]),
+        dict(n=5, acc="fixed<10,2,RND_MIN_INF,SAT_SYM>", res="fixed<8,2,RND_ZERO,WRAP>",
+             acts=[("relu", "ufixed<4,1,TRN,WRAP>")]),
+        dict(n=4, acc="fixed<8,2,TRN_ZERO,WRAP>", res="fixed<6,1,RND,SAT_ZERO>",
+             acts=[("linear", "fixed<5,2,RND_CONV,WRAP>")]),
+    ],
+    "wide": [
+        dict(n=7, acc="fixed<20,8,TRN,WRAP>", res="fixed<9,4,RND_INF,SAT>", acts=[("relu", "ufixed<6,0,RND_CONV,SAT>")]),
+        dict(n=6, acc="fixed<7,2,RND_ZERO,SAT_ZERO>", res="fixed<7,2,TRN,SAT>",
+             acts=[("linear", "fixed<6,2,RND_MIN_INF,SAT_SYM>"), ("relu", "ufixed<4,2,TRN_ZERO,SAT_ZERO>")]),
+        dict(n=3, acc="fixed<12,4,RND_CONV,SAT>", res="fixed<12,4,RND_CONV,SAT>", acts=[]),
+    ],
+}
+
+
+def random_graph(blocks, seed, n_in=8, input_t="fixed<10,3,RND_CONV,SAT>", weight_t="fixed<6,1>"):
+    """A firmware graph (schema l1forge.firmware-graph/1) of dense layers with random weights (a fifth zero)."""
+    rng = np.random.default_rng(seed)
+    layers = [{"name": "x", "op": "input", "class_name": "InputLayer", "inputs": [], "shape": [n_in], "result_t": input_t}]
+    weights, prev, n, wt = {}, "x", n_in, FixedType.parse(weight_t)
+    for k, b in enumerate(blocks):
+        name, m = f"dense{k}", b["n"]
+        layers.append({"name": name, "op": "dense", "class_name": "Dense", "inputs": [prev], "shape": [m],
+                       "result_t": b["res"], "accum_t": b["acc"], "weight_t": weight_t, "bias_t": weight_t,
+                       "product": "mult", "strategy": "latency", "reuse_factor": 1, "n_in": n, "n_out": m})
+        weights[f"{name}/weight"] = wt.quantize(rng.normal(scale=0.8, size=(n, m)) * (rng.random((n, m)) > 0.2))
+        weights[f"{name}/bias"] = wt.quantize(rng.normal(scale=0.8, size=m))
+        prev = name
+        for j, (op, t) in enumerate(b["acts"]):
+            layers.append({"name": f"act{k}_{j}", "op": op, "class_name": "Activation", "inputs": [prev], "shape": [m],
+                           "result_t": t})
+            prev = f"act{k}_{j}"
+        n = m
+    graph = {"schema": "l1forge.firmware-graph/1", "project_name": f"rand{seed}", "io_type": "io_parallel",
+             "inputs": ["x"], "outputs": [prev], "layers": layers}
+    return graph, weights
+
+
+def save_graph(graph, weights, where):
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "graph.json").write_text(json.dumps(graph))
+    np.savez(where / "graph_weights.npz", **weights)
+    return where / "graph.json"
+
+
+def inputs(n, n_in, seed):
+    """Normal inputs, a tenth far beyond the input range (saturation), a tenth on exact ties of the input type."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=3.0, size=(n, n_in))
+    x[: n // 10] *= 30.0
+    x[n // 10: n // 5] = np.round(x[n // 10: n // 5] * 2**7) / 2**7 + 2**-8
+    return x
+
+
+def test_modes_are_all_covered():
+    types = [FixedType.parse(t) for blocks in BLOCKS.values() for b in blocks
+             for t in [b["acc"], b["res"], *[a[1] for a in b["acts"]]]]
+    assert {t.rounding for t in types} == set(ROUNDING_MODES)
+    assert {t.overflow for t in types} == set(OVERFLOW_MODES)
+
+
+def test_csd_and_rounding_helpers():
+    for v in range(-300, 300):
+        digits = csd(v)
+        assert sum(d << k for k, d in digits) == v
+        assert all(b[0] - a[0] >= 2 for a, b in zip(digits, digits[1:]))  # no two adjacent non-zero digits
+    codes = np.arange(-200, 200)
+    for mode in ROUNDING_MODES:
+        t = FixedType(30, 20, True, mode, "WRAP")
+        ref = t.from_codes(codes, t.frac + 3)
+        assert [round_code(int(c), 3, mode) for c in codes] == ref.tolist(), mode
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_rtl_is_bit_exact_with_the_emulator(name, tmp_path):
+    graph, weights = random_graph(BLOCKS[name], seed=len(name))
+    x = inputs(4000, 8, seed=1)
+    result = check_rtl(save_graph(graph, weights, tmp_path / "fw"), x, tmp_path / "rtl", events=5000, synthesis=False)
+    rtl = result["rtl"]
+    assert rtl["events_checked"] == 5000 and rtl["mismatches"] == 0, rtl["first_mismatch"]
+    assert rtl["sim_events_per_s"] > 0 and rtl["latency_cycles"] >= 2
+    # the design really computes: its outputs vary
+    emu = Emulator(graph, weights).run(x)
+    assert len(np.unique(emu)) > 5
+
+
+def test_a_wrong_circuit_is_caught(tmp_path):
+    """Flip one adder of the written Verilog: the comparison names the first differing event and output."""
+    graph, weights = random_graph(BLOCKS["wide"][:1], seed=3, n_in=4)
+    info = write_rtl(graph, weights, tmp_path / "rtl")
+    cells = tmp_path / "rtl" / info["files"][1]
+    text = cells.read_text()
+    assert " + " in text
+    cells.write_text(text.replace(" + ", " - ", 1))
+    sim = verilator.build(tmp_path / "rtl", info, tmp_path / "sim")
+    emulator = Emulator(graph, weights)
+    x = inputs(2000, 4, seed=2)
+    out, _ = verilator.simulate(sim, emulator.input_type.from_float(x), len(info["outputs"]))
+    where = first_mismatch(out, emulator.run(x))
+    assert where is not None and set(where) == {"event", "output", "rtl", "emulator"}
+    assert where["rtl"] != where["emulator"]
+
+
+def test_unsupported_layer_is_one_line_before_writing(tmp_path):
+    graph, weights = random_graph(BLOCKS["wide"][:1], seed=4, n_in=4)
+    graph["layers"].append({"name": "probs", "op": "softmax", "class_name": "Softmax", "inputs": ["act0_0"],
+                            "shape": [7], "result_t": "fixed<16,6>"})
+    graph["outputs"] = ["probs"]
+    with pytest.raises(RtlError) as err:
+        write_rtl(graph, weights, tmp_path / "rtl")
+    assert "'probs'" in str(err.value) and "softmax" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "rtl").exists()
+
+
+def test_missing_yosys_says_how_to_install(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(verilator.ToolError, match="apt-get install -y yosys"):
+        yosys.find_yosys()
+
+
+def test_yosys_counts_from_a_real_run(tmp_path):
+    """Open synthesis of a tiny network: counts parsed from Yosys's own stat output, depth from its netlist."""
+    graph, weights = random_graph([dict(n=3, acc="fixed<14,5,TRN,WRAP>", res="fixed<8,3,RND,SAT>",
+                                        acts=[("relu", "ufixed<5,1,RND_CONV,SAT>")]),
+                                   dict(n=2, acc="fixed<12,4,TRN,WRAP>", res="fixed<12,4,TRN,WRAP>", acts=[])],
+                                  seed=5, n_in=4)
+    info = write_rtl(graph, weights, tmp_path / "rtl")
+    synth = yosys.synthesize(tmp_path / "rtl", info, tmp_path / "yosys")
+    assert synth["source"].startswith("yosys 0.") and synth["source"].endswith("synth_xilinx xcup")
+    stat = yosys.parse_stat((tmp_path / "yosys" / "stat.txt").read_text())
+    assert synth["LUT"] == sum(stat.get(f"LUT{k}", 0) for k in range(1, 7)) > 0
+    assert synth["CARRY4"] == stat["CARRY4"] > 0  # adders map to carry chains
+    assert 0 < synth["FF"] <= info["registers_bits"]  # every FF is one of the pipeline's register bits
+    assert synth["DSP"] == 0 and synth["BRAM"] == 0  # shift-and-add, no multipliers, no memories
+    assert not any(name.startswith(info["top"]) for name in stat)  # flattened: no sub-module left in the counts
+    assert synth["logic_levels"] >= 2 and 0 < synth["critical_path_ns"] < 1000.0 / 240
+    assert synth["achievable_clock_mhz"] > 240 and synth["meets_clock"]
+    assert synth["latency_cycles"] == info["latency_cycles"] and synth["ii_cycles"] == 1
+
+
+def test_yosys_failure_is_named(tmp_path):
+    graph, weights = random_graph(BLOCKS["wide"][:1], seed=6, n_in=4)
+    info = write_rtl(graph, weights, tmp_path / "rtl")
+    (tmp_path / "rtl" / info["files"][0]).write_text("module broken(;\n")
+    with pytest.raises(verilator.ToolError, match="yosys.log"):
+        yosys.synthesize(tmp_path / "rtl", info, tmp_path / "yosys")
