@@ -4,6 +4,7 @@ Background = minimum-bias crossings plus hard SM processes, each overlaid with P
 weighted so that the weights give the fraction of all crossings. Schema "l1forge.anomaly/1"; see ANOMALY.md.
 """
 
+import concurrent.futures
 import dataclasses
 import importlib.metadata
 import json
@@ -40,7 +41,6 @@ BACKGROUND_SPLIT = (0.6, 0.2, 0.2)  # train/val/test per background sample; sign
 SPLITS = {"train": 0, "val": 1, "test": 2}
 # slot type codes of the 19 rows: MET, 4 e/gamma, 4 muons, 10 jets (padding is 0)
 ROW_TYPES = np.repeat([1, 2, 3, 4], [1, l1objects.N_EGAMMA, l1objects.N_MUONS, l1objects.N_JETS])
-_LIBRARY = None  # the pileup library of the running generation, inherited by forked workers
 
 
 @dataclasses.dataclass
@@ -81,8 +81,9 @@ def crossing_fractions(sigma_mb: dict[str, float], sigma_inel_mb: float, mu: flo
     return {MINBIAS: math.exp(-mu * total), **{k: hard * s / sigma_inel_mb / total for k, s in sigma_mb.items()}}
 
 
-def _chunk(name: str, settings, n_events: int, seed: int, chunk: int, mu: float) -> dict:
-    """L1 objects of n_events crossings of one sample (settings None: minimum-bias crossings, pileup only)."""
+def _chunk(name: str, settings, n_events: int, seed: int, chunk: int, mu: float, library: dict) -> dict:
+    """L1 objects of n_events crossings of one sample (settings None: minimum-bias crossings, pileup only), with
+    Poisson(mu) pileup from `library` (build_pileup_library)."""
     pythia_seed, rng = chunk_seeds(seed, name, chunk)
     pythia = None if settings is None else new_pythia(settings, pythia_seed, name)
     objects, met = [], []
@@ -94,7 +95,7 @@ def _chunk(name: str, settings, n_events: int, seed: int, chunk: int, mu: float)
             hard = particles_from_batch(pythia.nextBatch(n))
             if hard.n_events != n:
                 raise RuntimeError(f"{name}: Pythia returned {hard.n_events} of {n} events")
-        crossing = overlay(hard, _LIBRARY, mu, rng)
+        crossing = overlay(hard, library, mu, rng)
         objects.append(l1_objects(crossing, rng))
         met.append(true_met(crossing))
     return {"objects": np.concatenate(objects), "true_met": np.concatenate(met),
@@ -116,15 +117,17 @@ def _split(sample: np.ndarray, signal: np.ndarray, seed: int) -> np.ndarray:
 
 def generate_anomaly(out: pathlib.Path, n_background: int, n_signal: int, seed: int = 1, pileup: float = 60.0,
                      workers: int = 2, signals=None, extra_processes: dict[str, list[str]] | None = None,
-                     hard_mpi: bool = True, library_events: int = LIBRARY_EVENTS, progress: bool = True) -> dict:
+                     hard_mpi: bool = True, library_events: int = LIBRARY_EVENTS, progress: bool = True,
+                     executor: concurrent.futures.Executor | None = None) -> dict:
     """Write n_background zero-bias-like crossings (half minimum bias, half shared by BACKGROUNDS) and n_signal
     events of each signal (SIGNALS names, default all, then extra_processes {name: settings}) to `out`.
 
     All events carry Poisson(pileup) interactions from a library of library_events minimum-bias events.
-    hard_mpi=False switches MPI off in the hard event only (faster). Byte-identical output for any worker count.
+    hard_mpi=False switches MPI off in the hard event only (faster). Chunks run on `executor` (l1forge.core.executors,
+    e.g. a Dask cluster's, which receives the library once per worker) or, if None, on `workers` local processes;
+    the output is byte-identical whatever the executor and worker count.
     Returns {"n_events", "per_sample", "cross_section_mb", "seconds", "events_per_s", "library_seconds", "path"}.
     """
-    global _LIBRARY
     n_background, n_signal, seed, workers = int(n_background), int(n_signal), int(seed), int(workers)
     pileup = float(pileup)
     if n_signal < 1 or workers < 1 or seed < 0 or library_events < 1:
@@ -153,15 +156,13 @@ def generate_anomaly(out: pathlib.Path, n_background: int, n_signal: int, seed: 
               **{k: n_signal for k in names[1 + len(BACKGROUNDS):]}}
     signal = np.array([i > len(BACKGROUNDS) for i in range(len(names))])
 
-    library = build_pileup_library(library_events, seed, workers, pthat_max=QCD_PTHAT_BINS[0][0], progress=progress)
+    library = build_pileup_library(library_events, seed, workers, pthat_max=QCD_PTHAT_BINS[0][0], progress=progress,
+                                   executor=executor)
     library_seconds = time.perf_counter() - start
     tasks = [(name, processes[name], min(CHUNK_EVENTS, counts[name] - first), seed, k, pileup)
              for name in names for k, first in enumerate(range(0, counts[name], CHUNK_EVENTS))]
-    _LIBRARY = library
-    try:
-        results = run_chunks(_chunk, tasks, [t[2] for t in tasks], workers, "crossings", progress)
-    finally:
-        _LIBRARY = None
+    results = run_chunks(_chunk, tasks, [t[2] for t in tasks], workers, "crossings", progress, executor,
+                         shared={"library": library})
     sigma = {name: float(np.mean([r["sigma_mb"] for r, t in zip(results, tasks) if t[0] == name]))
              for name in names[1:]}
     fractions = crossing_fractions({k: sigma[k] for k in BACKGROUNDS}, library["sigma_inel_mb"], pileup)

@@ -1,5 +1,6 @@
 """Jet-tagging samples (g, q, W, Z, top jets near 1 TeV) from Pythia8 + FastJet, generated reproducibly in parallel."""
 
+import concurrent.futures
 import importlib.metadata
 import json
 import pathlib
@@ -145,11 +146,13 @@ def _assign_split(labels: np.ndarray, seed: int) -> np.ndarray:
 
 
 def generate_jets(out: pathlib.Path, n_per_class: int, seed: int = 1, workers: int = 2,
-                  pt_range=(800.0, 1200.0), mpi: bool = True, progress: bool = True) -> dict:
+                  pt_range=(800.0, 1200.0), mpi: bool = True, progress: bool = True,
+                  executor: concurrent.futures.Executor | None = None) -> dict:
     """Generate n_per_class jets of each class in CLASSES and write them to `out` (schema l1forge.jets/1).
 
-    The file is byte-identical for the same arguments whatever the number of workers.
-    Returns {"n_jets", "per_class", "seconds", "jets_per_s", "path"}.
+    Chunks of CHUNK_JETS jets run on `executor` (l1forge.core.executors, e.g. a Dask cluster's) or, if None, on
+    `workers` local processes. The file is byte-identical for the same arguments whatever the executor and the
+    number of workers. Returns {"n_jets", "per_class", "seconds", "jets_per_s", "path"}.
     """
     n_per_class, workers, seed, mpi = int(n_per_class), int(workers), int(seed), bool(mpi)
     if n_per_class < 1 or workers < 1 or seed < 0:
@@ -161,7 +164,8 @@ def generate_jets(out: pathlib.Path, n_per_class: int, seed: int = 1, workers: i
     settings = {cls: class_settings(cls, pt_range, mpi) for cls in CLASSES}
     tasks = [(cls, min(CHUNK_JETS, n_per_class - first), chunk_seed(seed, cls, k), settings[cls], pt_range)
              for cls in CLASSES for k, first in enumerate(range(0, n_per_class, CHUNK_JETS))]
-    results = run_chunks(generate_chunk, tasks, [t[1] for t in tasks], workers, "generating jets", progress)
+    results = run_chunks(generate_chunk, tasks, [t[1] for t in tasks], workers, "generating jets", progress,
+                         executor)
     arrays = {k: np.concatenate([r[k] for r in results]) for k in ("constituents", "n_constituents", "features", "jet")}
     arrays["labels"] = np.repeat(np.arange(len(CLASSES), dtype=np.int8), n_per_class)
     arrays["split"] = _assign_split(arrays["labels"], seed)

@@ -3,6 +3,7 @@ particle-flow candidates with per-particle truth (primary vertex or pileup), plu
 built without pileup. Schema "l1forge.pileup/1"; PILEUP.md states every number used here.
 """
 
+import concurrent.futures
 import dataclasses
 import importlib.metadata
 import json
@@ -51,7 +52,6 @@ FEATURE_NAMES = ("pt", "eta", "phi", "dz", "charge", "has_track", *(f"is_{t}" fo
 JET_R, TRUTH_JET_PT_MIN, MAX_JETS = 0.4, 20.0, 8
 _JETDEF = fastjet.JetDefinition(fastjet.antikt_algorithm, JET_R)
 _PARTICLE_FIELDS = ("pt", "eta", "phi", "dz", "charge", "type", "is_pv")
-_LIBRARY = None  # pileup library of the running generation, inherited by forked workers
 _CHARGE: dict[int, int] = {}
 
 
@@ -204,14 +204,16 @@ def _truth(hard: Particles) -> tuple[np.ndarray, np.ndarray]:
     return met, jets
 
 
-def _chunk(process: str, settings: list[str], n_events: int, seed: int, name: str, chunk: int, mu: float) -> dict:
+def _chunk(process: str, settings: list[str], n_events: int, seed: int, name: str, chunk: int, mu: float,
+           library: dict) -> dict:
+    """Candidates and truth of n_events crossings of one process block, Poisson(mu) pileup from `library`."""
     pythia_seed, rng = chunk_seeds(seed, name, chunk)
     pythia = new_pythia(settings, pythia_seed, process)
     hard = particles_from_batch(pythia.nextBatch(n_events))
     if hard.n_events != n_events:
         raise RuntimeError(f"{process}: Pythia returned {hard.n_events} of {n_events} events")
     met, jets = _truth(hard)
-    crossing, vertex, n_pileup = overlay(hard, _LIBRARY, mu, rng, with_vertex=True)
+    crossing, vertex, n_pileup = overlay(hard, library, mu, rng, with_vertex=True)
     return {**candidates(crossing, vertex, n_pileup, rng), "true_met": met, "truth_jets": jets,
             "n_pileup": n_pileup.astype(np.int16), "sigma_mb": pythia.infoPython().sigmaGen()}
 
@@ -232,12 +234,13 @@ def _plan(n_train: int, n_test: int, train_pileup: float, test_pileups, n_distil
 def generate_pileup(out: pathlib.Path, n_train: int, n_test: int, seed: int = 1, train_pileup: float = 60.0,
                     test_pileups=(60.0, 200.0), workers: int = 2, hard_mpi: bool = True,
                     library_events: int = LIBRARY_EVENTS, n_distill: int = 0, distill_pileups=(),
-                    progress: bool = True) -> dict:
+                    progress: bool = True, executor: concurrent.futures.Executor | None = None) -> dict:
     """Write n_train crossings at train_pileup and n_distill at each of distill_pileups (all split TRAIN_VAL into
     train/val), and n_test test crossings at each test pileup, shared equally by PROCESSES, as candidates with
     truth. The distillation crossings let a student learn the teacher's weights at other pileups (the teacher
-    labels them; their truth is not needed). Byte-identical for any worker count."""
-    global _LIBRARY
+    labels them; their truth is not needed). Chunks run on `executor` (l1forge.core.executors, e.g. a Dask cluster's,
+    which receives the library once per worker) or, if None, on `workers` local processes; the output is
+    byte-identical whatever the executor and worker count."""
     n_train, n_test, seed, workers = int(n_train), int(n_test), int(seed), int(workers)
     test_pileups, distill_pileups = [float(m) for m in test_pileups], [float(m) for m in distill_pileups]
     if n_train < 2 * len(PROCESSES) or n_test < len(PROCESSES):
@@ -249,17 +252,14 @@ def generate_pileup(out: pathlib.Path, n_train: int, n_test: int, seed: int = 1,
         if not (math.isfinite(mu) and mu >= 0):
             raise ValueError(f"pileup must be a number >= 0, not {mu}")
     start = time.perf_counter()
-    library = build_pileup_library(library_events, seed, workers, progress=progress)
+    library = build_pileup_library(library_events, seed, workers, progress=progress, executor=executor)
     library_seconds = time.perf_counter() - start
     common = [*COMMON_SETTINGS, f"PartonLevel:MPI = {'on' if hard_mpi else 'off'}"]
     blocks = _plan(n_train, n_test, train_pileup, test_pileups, int(n_distill), distill_pileups)
     tasks = [(process, [*common, *PROCESSES[process]], min(CHUNK_EVENTS, n - first), seed, f"{process}_{role}_pu{mu:g}",
               k, mu) for process, mu, role, n in blocks for k, first in enumerate(range(0, n, CHUNK_EVENTS))]
-    _LIBRARY = library
-    try:
-        results = run_chunks(_chunk, tasks, [t[2] for t in tasks], workers, "crossings", progress)
-    finally:
-        _LIBRARY = None
+    results = run_chunks(_chunk, tasks, [t[2] for t in tasks], workers, "crossings", progress, executor,
+                         shared={"library": library})
     names = list(PROCESSES)
     process = np.concatenate([np.full(t[2], names.index(t[0]), np.int16) for t in tasks])
     pileup = np.concatenate([np.full(t[2], t[6], np.float32) for t in tasks])

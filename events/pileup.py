@@ -1,6 +1,8 @@
 """Pileup: a reusable library of Pythia minimum-bias events, overlaid on hard events with random phi rotation and eta
 mirror, so a crossing at pileup 60 costs a gather of ~60 stored events instead of 60 new Pythia events."""
 
+import concurrent.futures
+
 import awkward as ak
 import numpy as np
 
@@ -43,18 +45,20 @@ def _library_chunk(n_events: int, pythia_seed: int, pthat_max: float | None) -> 
 
 
 def build_pileup_library(n_events: int, seed: int, workers: int = 2, pthat_max: float | None = None,
-                         progress: bool = False) -> dict:
+                         progress: bool = False, executor: concurrent.futures.Executor | None = None) -> dict:
     """Minimum-bias library (SoftQCD:inelastic, MPI on): flat px, py, pz (float32), pid (int32), offsets (int64),
     plus sigma_inel_mb (Pythia's inelastic cross section) and vetoed_fraction (events dropped for pTHat >= pthat_max).
 
-    Identical for any worker count.
+    Chunks of LIBRARY_CHUNK events run on `executor` or, if None, on `workers` local processes (run_chunks);
+    identical whatever the executor and worker count.
     """
     n_events, workers = int(n_events), int(workers)
     if n_events < 1 or workers < 1:
         raise ValueError("n_events and workers must be >= 1")
     tasks = [(min(LIBRARY_CHUNK, n_events - first), chunk_seeds(seed, "pileup", k)[0], pthat_max)
              for k, first in enumerate(range(0, n_events, LIBRARY_CHUNK))]
-    results = run_chunks(_library_chunk, tasks, [t[0] for t in tasks], workers, "pileup library", progress)
+    results = run_chunks(_library_chunk, tasks, [t[0] for t in tasks], workers, "pileup library", progress,
+                         executor)
     parts = [p for r in results for p in r["particles"]]
     counts = np.concatenate([r["counts"] for r in results])
     return {**{f: np.concatenate([p[f] for p in parts]) for f in ("px", "py", "pz", "pid")},

@@ -5,7 +5,6 @@ Settings are the ones verified in shared/pythia_cards.md (pythia8mc 8.317.2, 14 
 
 import concurrent.futures
 import contextlib
-import multiprocessing
 import os
 import pathlib
 import sys
@@ -14,6 +13,8 @@ import zlib
 import numpy as np
 import pythia8mc
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from l1forge.core import executors
 
 SQRT_S_GEV = 14000.0
 COMMON_SETTINGS = (f"Beams:eCM = {SQRT_S_GEV:.1f}", "Print:quiet = on", "Next:numberCount = 0", "Check:event = off")
@@ -112,27 +113,52 @@ def new_pythia(settings, pythia_seed: int, label: str):
     return pythia
 
 
-def run_chunks(fn, tasks: list[tuple], sizes: list[int], workers: int, label: str, progress: bool) -> list:
-    """[fn(*task) for task in tasks], in task order, on `workers` forked processes (in-process for 1)."""
+def run_chunks(fn, tasks: list[tuple], sizes: list[int], workers: int, label: str, progress: bool,
+               executor: concurrent.futures.Executor | None = None, shared: dict | None = None) -> list:
+    """[fn(*task, **shared) for task in tasks], in task order, with a progress bar counting sizes[i] per task.
+
+    executor None: in this process for workers == 1, else on a local pool of `workers` processes
+    (l1forge.core.executors); otherwise on `executor` (e.g. a Dask cluster's), which stays open. `shared` holds
+    keyword arguments common to all tasks (large arrays such as the pileup library): they travel with the tasks
+    (once per Dask worker), never through inherited module state. A failing task cancels the tasks not started
+    and its exception is raised.
+    """
     bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not progress)
-    results = [None] * len(tasks)
-    if workers == 1:
+    shared = dict(shared or {})
+    if executor is None and workers == 1:
+        results = []
         with bar:
             task_id = bar.add_task(label, total=sum(sizes))
-            for i, task in enumerate(tasks):
-                results[i] = fn(*task)
-                bar.advance(task_id, sizes[i])
+            for task, size in zip(tasks, sizes):
+                results.append(fn(*task, **shared))
+                bar.advance(task_id, size)
         return results
-    # fork: workers inherit module state (the pileup library); all start on the first submit, before the bar's thread
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = {pool.submit(fn, *task): i for i, task in enumerate(tasks)}
-        with bar:
-            task_id = bar.add_task(label, total=sum(sizes))
-            try:
-                for future in concurrent.futures.as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.advance(task_id, sizes[futures[future]])
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+    if executor is None:
+        with executors.executor("local", None, workers) as pool:
+            return _run_on(pool, fn, tasks, sizes, shared, bar, label)
+    return _run_on(executor, fn, tasks, sizes, shared, bar, label)
+
+
+def _call(fn, args: tuple, kwargs: dict):
+    """fn(*args, **kwargs): keeps the task's keyword arguments apart from the executor's own (Dask's submit takes
+    `key`, `workers`, ...)."""
+    return fn(*args, **kwargs)
+
+
+def _run_on(pool: concurrent.futures.Executor, fn, tasks, sizes, shared: dict, bar: Progress, label: str) -> list:
+    """run_chunks on an executor: the shared arguments go out through executors.share (once per Dask worker, with
+    each task on a process pool); the results are collected as they come and returned in task order."""
+    handles = {key: executors.share(pool, value) for key, value in shared.items()}
+    futures = {pool.submit(_call, fn, task, handles): i for i, task in enumerate(tasks)}
+    results = [None] * len(tasks)
+    with bar:
+        task_id = bar.add_task(label, total=sum(sizes))
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.advance(task_id, sizes[futures[future]])
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
     return results

@@ -1,26 +1,19 @@
 """Design-space scan of a student over weight/activation bit widths and reuse factors, and its Pareto front.
 
 ``scan`` maps any picklable ``evaluate(point) -> dict`` over the points with an executor that has the
-``concurrent.futures.Executor.map`` interface (only ``map`` is used):
-
-* default: a local ``concurrent.futures.ProcessPoolExecutor(max_workers=2)``;
-* Dask: ``distributed.Client(address).get_executor()`` (a ``concurrent.futures``-compatible executor,
-  https://distributed.dask.org/en/stable/api.html#distributed.Client.get_executor);
-* Ray: ``ray.util.multiprocessing.Pool(ray_address=address)`` (the ``multiprocessing.Pool`` API on a Ray cluster,
-  https://docs.ray.io/en/latest/ray-more-libs/multiprocessing.html).
-
-``executor_from_name`` builds any of the three; Dask and Ray are imported only when asked for.
+``concurrent.futures.Executor.map`` interface (only ``map`` is used), by default a local pool of 2 processes; any
+executor of ``l1forge.core.executors.executor`` ("local", or "dask": a running Dask cluster by its address, or a
+``distributed.LocalCluster`` started for the scan) runs the points there.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import multiprocessing
 import pathlib
 import tempfile
 from typing import Callable
 
+from l1forge.core.executors import executor as named_executor
 from l1forge.firmware.hls import FirmwareSettings
 
 REQUIRED = ("metric", "LUT", "latency_ns")
@@ -35,37 +28,13 @@ class ScanPoint:
     reuse_factor: int = 1
 
 
-def local_executor(max_workers: int = 2) -> concurrent.futures.ProcessPoolExecutor:
-    """Process pool whose workers are started fresh ("spawn"): forking a parent that runs TensorFlow can hang."""
-    return concurrent.futures.ProcessPoolExecutor(max_workers, mp_context=multiprocessing.get_context("spawn"))
-
-
-def executor_from_name(name: str, address: str | None = None):
-    """An executor by name: local (2 processes), dask (``distributed.Client(address)``; a local cluster when
-    ``address`` is None) or ray (``ray_address=address``)."""
-    if name == "local":
-        return local_executor()
-    if name == "dask":
-        try:
-            from distributed import Client
-        except ImportError:
-            raise RuntimeError("the dask executor needs the 'distributed' package, which is not installed") from None
-        return Client(address).get_executor()
-    if name == "ray":
-        try:
-            from ray.util.multiprocessing import Pool
-        except ImportError:
-            raise RuntimeError("the ray executor needs the 'ray' package, which is not installed") from None
-        return Pool(ray_address=address)
-    raise ValueError(f"unknown executor '{name}': expected local, dask or ray")
-
-
 def scan(points, evaluate: Callable[[ScanPoint], dict], executor=None) -> list[dict]:
-    """``evaluate`` every point (in parallel on ``executor``); one dict per point, in order: the point's fields
-    and the evaluation, which must hold at least "metric", "LUT" and "latency_ns"."""
+    """``evaluate`` every point in parallel on ``executor`` (None: a local pool of 2 processes, closed afterwards);
+    one dict per point, in order: the point's fields and the evaluation, which must hold at least "metric", "LUT"
+    and "latency_ns" (ValueError naming the point otherwise)."""
     points = list(points)
     if executor is None:
-        with local_executor() as pool:
+        with named_executor("local", None, 2) as pool:
             results = list(pool.map(evaluate, points))
     else:
         results = list(executor.map(evaluate, points))

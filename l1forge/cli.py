@@ -16,6 +16,8 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.logging import RichHandler  # noqa: E402
 
+from l1forge.core import executors  # noqa: E402
+
 warnings.filterwarnings("ignore", category=UserWarning, module="keras")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -26,6 +28,9 @@ CONFIG = typer.Option(None, "--config", "-c", help="YAML file overriding the pre
 TASK = typer.Option("tagging", "--task", help="Task: tagging | anomaly | pileup.")
 TASK_OR_ALL = typer.Option("tagging", "--task", help="Task: tagging | anomaly | pileup, or all (each in OUT/<task>/).")
 PROCESS = typer.Option(None, "--process", help="Anomaly task: a file of Pythia settings, one more signal (repeatable).")
+EXECUTOR = typer.Option(None, help="Where parallel work runs: local (processes here) | dask; default: data.executor.")
+ADDRESS = typer.Option(None, help="A running Dask scheduler, tcp://host:port (dask without it: a cluster of "
+                                  "data.workers processes here); default: data.address.")
 FORCE = typer.Option(False, "--force", help="Redo stages even if they are up to date.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 MODEL = typer.Option(None, help="A saved QKeras/Keras model (.h5 or SavedModel) instead of the flow's student.")
@@ -33,20 +38,22 @@ HLS_CONFIG = typer.Option(None, help="hls4ml config (YAML/JSON) for --model; use
 INPUT_TYPE = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,RND_CONV,SAT>'; default: the input quantizer's, else fixed<16,6,RND_CONV,SAT>.")
 
 
-def _config(task, preset, config, processes=()):
+def _config(task, preset, config, processes=(), executor=None, address=None):
     from l1forge.config import load_config
 
     cfg = load_config(preset, config, task)
     if processes:
         cfg.anomaly.processes = [*cfg.anomaly.processes, *map(str, processes)]
+    where = {key: value for key, value in (("executor", executor), ("address", address)) if value is not None}
+    cfg.data = cfg.data.model_copy(update=where)
     return cfg
 
 
-def _runner(task, preset, config, out, force, quiet, processes=()):
+def _runner(task, preset, config, out, force, quiet, processes=(), executor=None, address=None):
     from l1forge.runner import Runner
 
     _logging()
-    return Runner(_config(task, preset, config, processes), out, progress=not quiet, force=force)
+    return Runner(_config(task, preset, config, processes, executor, address), out, progress=not quiet, force=force)
 
 
 def _logging():
@@ -69,9 +76,10 @@ for _name in ("teach", "distill", "report"):
 
 @app.command()
 def generate(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
-             force: bool = FORCE, quiet: bool = QUIET, process: Optional[list[pathlib.Path]] = PROCESS):
+             force: bool = FORCE, quiet: bool = QUIET, process: Optional[list[pathlib.Path]] = PROCESS,
+             executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS):
     """Generate the task's events (Pythia8 + fastjet) into the run directory."""
-    _runner(task, preset, config, out, force, quiet, process or ()).run_stage("generate")
+    _runner(task, preset, config, out, force, quiet, process or (), executor, address).run_stage("generate")
 
 
 @app.command()
@@ -154,20 +162,15 @@ def scan(
     force: bool = FORCE, quiet: bool = QUIET,
     bits: str = typer.Option("4,6,8", help="Bit widths of weights and activations, comma-separated."),
     reuse: str = typer.Option("1,2,4", help="Reuse factors, comma-separated."),
-    executor: str = typer.Option("local", help="local (process pool) | dask | ray"),
-    address: Optional[str] = typer.Option(None, help="Scheduler address of an existing Dask or Ray cluster."),
+    executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS,
 ):
     """Scan bit widths x reuse factors of the student; Pareto front of accuracy vs LUTs vs latency (report)."""
-    from l1forge.firmware.scan import executor_from_name
-
-    runner = _runner(task, preset, config, out, force, quiet)
+    runner = _runner(task, preset, config, out, force, quiet, executor=executor, address=address)
     if not hasattr(runner.task, "scan"):
         raise typer.BadParameter(f"task '{task}' has no design-space scan (tagging has)")
-    pool = executor_from_name(executor, address)
-    try:
+    d = runner.cfg.data
+    with executors.executor(d.executor, d.address, d.workers) as pool:
         result = runner.task.scan(_ints(bits), _ints(reuse), pool)
-    finally:
-        getattr(pool, "shutdown", getattr(pool, "close", lambda: None))()
     runner.report()
     for point in result["front"]:
         console.print(f"front: {point['weight_bits']} bits, reuse {point['reuse_factor']}: accuracy {point['metric']:.3f}, "
@@ -176,17 +179,18 @@ def scan(
 
 @app.command()
 def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK_OR_ALL,
-        force: bool = FORCE, quiet: bool = QUIET, process: Optional[list[pathlib.Path]] = PROCESS):
+        force: bool = FORCE, quiet: bool = QUIET, process: Optional[list[pathlib.Path]] = PROCESS,
+        executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS):
     """Run the whole flow; stages whose inputs and configuration did not change are skipped."""
     if task == "all":
         from l1forge.runner import run_tasks
         from l1forge.tasks import registry
 
         _logging()
-        configs = {name: _config(name, preset, config, process or ()) for name in registry()}
+        configs = {name: _config(name, preset, config, process or (), executor, address) for name in registry()}
         summary = run_tasks(configs, out, progress=not quiet, force=force)
     else:
-        summary = _runner(task, preset, config, out, force, quiet, process or ()).run_all()
+        summary = _runner(task, preset, config, out, force, quiet, process or (), executor, address).run_all()
     checks = ", ".join(f"{name} {block.get('emulation', {}).get('mismatches')} of {block.get('emulation', {}).get('events_checked')}"
                        for name, block in summary["tasks"].items())
     console.print(f"[bold]done[/]: {out}/summary.json, {out}/report.html; C-sim mismatches: {checks}", highlight=False)

@@ -26,10 +26,13 @@ class Strict(pydantic.BaseModel):
 class DataConfig(Strict):
     n_per_class: int = pydantic.Field(2000, ge=10)
     seed: int = pydantic.Field(1, ge=1)
-    workers: int = pydantic.Field(2, ge=1)
+    workers: int = pydantic.Field(2, ge=1)  # processes on this machine (local, or dask without an address)
     pt_min: float = 800.0
     pt_max: float = 1200.0
     mpi: bool = True
+    # where generation runs (l1forge.core.executors): local processes, or Dask; the data do not depend on it
+    executor: Literal["local", "dask"] = "local"
+    address: str | None = None  # a running Dask scheduler, e.g. tcp://host:8786 (None: a cluster on this machine)
 
 
 class TeacherConfig(Strict):

@@ -49,10 +49,11 @@ def scan_points(weight_bits, reuse_factors) -> list[ScanPoint]:
 
 
 def run_scan(run_dir: pathlib.Path, teacher: str, student: dict, settings, points, executor=None) -> dict:
-    """Evaluate every point (in the executor's workers) and return {"points": [...], "front": [...]}."""
-    evaluate = StudentEstimate(
-        metric=DistilledAccuracy(str(run_dir), teacher, student), hidden=tuple(student["hidden"]), settings=settings,
-        seed=student["seed"],
-    )
+    """Evaluate every point in the workers of ``executor`` (``l1forge.core.executors.executor``; None: a local pool
+    of 2 processes) and return {"metric", "points": [...], "front": [...]}. Each point reads ``run_dir``'s data and
+    teacher predictions, so the workers of a remote Dask cluster need ``run_dir`` on a shared file system."""
+    run_dir = pathlib.Path(run_dir).resolve()  # absolute: a worker's directory may differ
+    metric = DistilledAccuracy(str(run_dir), teacher, student)
+    evaluate = StudentEstimate(metric=metric, hidden=tuple(student["hidden"]), settings=settings, seed=student["seed"])
     results = scan(points, evaluate, executor)
     return {"metric": "accuracy", "points": results, "front": pareto_front(results)}

@@ -1,11 +1,11 @@
-"""Design-space scan: process-pool results equal serial ones, Pareto front, plotting, executors by name."""
+"""Design-space scan: process-pool results equal serial ones, Pareto front, plotting (Dask: test_dask.py)."""
 
-import importlib.util
 import math
 
 import pytest
 
-from l1forge.firmware.scan import ScanPoint, StudentEstimate, executor_from_name, pareto_front, plot_pareto, scan
+from l1forge.core.executors import executor
+from l1forge.firmware.scan import ScanPoint, StudentEstimate, pareto_front, plot_pareto, scan
 
 
 def tiny_evaluate(point: ScanPoint) -> dict:
@@ -33,8 +33,7 @@ def test_scan_process_pool_equals_serial():
 
 
 def test_scan_with_a_given_executor_and_missing_keys():
-    pool = executor_from_name("local")
-    with pool:
+    with executor("local") as pool:
         assert scan(POINTS[:2], tiny_evaluate, executor=pool) == scan(POINTS[:2], tiny_evaluate, executor=_Serial())
     with pytest.raises(ValueError, match=r"evaluation of ScanPoint\(.*\) has no LUT, latency_ns"):
         scan(POINTS[:1], _metric_only, executor=_Serial())
@@ -49,16 +48,6 @@ class _Serial:
 
     def map(self, fn, *iterables):
         return map(fn, *iterables)
-
-
-def test_executor_by_name_errors():
-    with pytest.raises(ValueError, match="unknown executor 'slurm'"):
-        executor_from_name("slurm")
-    for name, module in (("dask", "distributed"), ("ray", "ray")):
-        if importlib.util.find_spec(module) is None:
-            with pytest.raises(RuntimeError, match=f"needs the '{module}' package") as err:
-                executor_from_name(name)
-            assert "\n" not in str(err.value)
 
 
 def test_pareto_front_removes_dominated_and_keeps_ties():

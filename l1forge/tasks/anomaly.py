@@ -66,6 +66,7 @@ class Anomaly(Task):
 
     # ---- stages ----------------------------------------------------------------------------------------
     def generate(self) -> dict:
+        from l1forge.core.executors import executor
         from l1forge.events.anomaly import generate_anomaly
         from l1forge.events.processes import read_process_file
 
@@ -73,11 +74,12 @@ class Anomaly(Task):
 
         def work():
             extra = {pathlib.Path(p).stem: read_process_file(p) for p in a.processes}
-            result = generate_anomaly(
-                self.data_path, a.n_background, a.n_signal, seed=d.seed, pileup=a.pileup, workers=d.workers,
-                extra_processes=extra or None, hard_mpi=a.hard_mpi, library_events=a.library_events,
-                progress=self.progress,
-            )
+            with executor(d.executor, d.address, d.workers) as pool:
+                result = generate_anomaly(
+                    self.data_path, a.n_background, a.n_signal, seed=d.seed, pileup=a.pileup, workers=d.workers,
+                    extra_processes=extra or None, hard_mpi=a.hard_mpi, library_events=a.library_events,
+                    progress=self.progress, executor=pool,
+                )
             return {**result, "path": str(result["path"])}
 
         return self.stage("generate", {"anomaly": a, "seed": d.seed}, [], [self.data_path], work)

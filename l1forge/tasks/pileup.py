@@ -96,15 +96,17 @@ class Pileup(Task):
 
     # ---- stages ----------------------------------------------------------------------------------------
     def generate(self) -> dict:
+        from l1forge.core.executors import executor
         from l1forge.events.pfcands import generate_pileup
 
         p, d = self.cfg.pileup, self.cfg.data
 
         def work():
-            result = generate_pileup(self.data_path, p.n_train, p.n_test, seed=d.seed, train_pileup=p.train_pileup,
-                                     test_pileups=p.test_pileups, workers=d.workers, hard_mpi=p.hard_mpi,
-                                     library_events=p.library_events, n_distill=p.n_distill,
-                                     distill_pileups=p.distill_pileups, progress=self.progress)
+            with executor(d.executor, d.address, d.workers) as pool:
+                result = generate_pileup(self.data_path, p.n_train, p.n_test, seed=d.seed,
+                                         train_pileup=p.train_pileup, test_pileups=p.test_pileups, workers=d.workers,
+                                         hard_mpi=p.hard_mpi, library_events=p.library_events, n_distill=p.n_distill,
+                                         distill_pileups=p.distill_pileups, progress=self.progress, executor=pool)
             return {**result, "path": str(result["path"])}
 
         config = {"pileup": p.model_dump(include={"n_train", "n_test", "train_pileup", "test_pileups", "library_events",

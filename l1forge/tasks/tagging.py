@@ -43,17 +43,20 @@ class Tagging(Task):
         return read_jets(self.data_path)
 
     def generate(self) -> dict:
+        from l1forge.core.executors import executor
         from l1forge.events.jets import generate_jets
 
         d = self.cfg.data
 
         def work():
-            return generate_jets(
-                self.data_path, d.n_per_class, seed=d.seed, workers=d.workers,
-                pt_range=(d.pt_min, d.pt_max), mpi=d.mpi, progress=self.progress,
-            )
+            with executor(d.executor, d.address, d.workers) as pool:
+                return generate_jets(
+                    self.data_path, d.n_per_class, seed=d.seed, workers=d.workers,
+                    pt_range=(d.pt_min, d.pt_max), mpi=d.mpi, progress=self.progress, executor=pool,
+                )
 
-        return self.stage("generate", d, [], [self.data_path], work)
+        where = {"workers", "executor", "address"}  # the data do not depend on where they were generated
+        return self.stage("generate", d.model_dump(exclude=where), [], [self.data_path], work)
 
     def teach_one(self, kind: str) -> dict:
         from l1forge.teachers.train import train_teacher
