@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import os
 import pathlib
+import re
 import sys
 import zlib
 
@@ -79,7 +80,9 @@ def check_settings(settings, source: str) -> None:
 
 
 def read_process_file(path) -> list[str]:
-    """Settings of a user process file: one `Key = value` per line, `#` comments; errors read "FILE:LINE: ..."."""
+    """Settings of a user process file in Pythia's command-file conventions: one `Key = value` per line; `!` (as in
+    Pythia's own example files) and `#` start a comment, on a line of its own or after a setting; errors read
+    "FILE:LINE: ..."."""
     path = pathlib.Path(path)
     try:
         text = path.read_text()
@@ -87,7 +90,7 @@ def read_process_file(path) -> list[str]:
         raise ValueError(f"{path}: cannot read process file ({exc.__class__.__name__})") from None
     pythia, settings = pythia8mc.Pythia("", False), []
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
+        line = re.split("[!#]", raw, maxsplit=1)[0].strip()
         if line:
             _check_line(pythia, line, f"{path}:{number}")
             settings.append(line)

@@ -185,6 +185,10 @@ def test_process_files_and_settings(tmp_path):
     good = tmp_path / "zprime.cmnd"
     good.write_text("# Z' to leptons\nNewGaugeBoson:ffbar2gmZZprime = on  # switch\n\n32:m0 = 1000.\n")
     assert read_process_file(good) == ["NewGaugeBoson:ffbar2gmZZprime = on", "32:m0 = 1000."]
+    pythia_style = tmp_path / "pythia.cmnd"  # as Pythia's own example files: '!' comments, alone and after a setting
+    pythia_style.write_text("! main03.cmnd-like file\n! 1) Settings\nNewGaugeBoson:ffbar2gmZZprime = on   ! Z'\n"
+                            "32:m0 = 1000.   ! mass in GeV\n")
+    assert read_process_file(pythia_style) == ["NewGaugeBoson:ffbar2gmZZprime = on", "32:m0 = 1000."]
     for text, expected in [("HardQCD:all = on\nHardQCD:nonsense = on\n",
                             ":2: Pythia rejects setting 'HardQCD:nonsense = on'"),
                            ("HardQCD:all = maybe\n", ":1: Pythia rejects setting 'HardQCD:all = maybe'"),
