@@ -181,7 +181,8 @@ class Emulator:
             if prepare is not None:
                 prepare(layer, [self._types[i] for i in layer.inputs], weights)
         except FixedTypeError as err:
-            raise EmulationError(f"layer '{name}': {err}") from None
+            hint = " (set a narrower type for this layer in an hls4ml config)" if "width must be" in str(err) else ""
+            raise EmulationError(f"layer '{name}' ({spec.get('class_name')}): {err}{hint}") from None
         return layer
 
     @staticmethod
@@ -208,7 +209,19 @@ class Emulator:
         layer.params = {"w": w, "w_t": wt, "b_acc": at.from_codes(b, bt.frac), "acc_t": at}
         self._plan_dense(layer, in_types[0])
 
-    _prepare_conv1d = _prepare_dense
+    _prepare_conv1d = _prepare_conv2d = _prepare_dense
+
+    def _prepare_pool2d(self, layer: _Layer, in_types: list, weights: dict):
+        x_t = in_types[0]
+        # pad_val<data_T, Max>: the raw bit pattern with only the MSB set (the minimum of a signed type, 2**(W-1)
+        # codes of an unsigned one: 'same' max pooling after an unsigned type picks it up, as the C++ does).
+        pad = x_t.min_code if x_t.signed else 1 << (x_t.width - 1)
+        layer.params = {"acc_t": FixedType.parse(layer.spec["accum_t"]), "pad": pad}
+
+    def _prepare_leaky_relu(self, layer: _Layer, in_types: list, weights: dict):
+        (param_t,) = self._types_of(layer, "param_t")
+        self._need_bits(layer, in_types[0].width + param_t.width, "alpha * x")
+        layer.params = {"alpha": int(param_t.from_float(layer.spec["alpha"])), "alpha_frac": param_t.frac}
 
     @staticmethod
     def _plan_dense(layer: _Layer, x_type: FixedType):
@@ -396,6 +409,56 @@ class Emulator:
         windows = x[:, taps, :].reshape(len(x) * s["out_width"], -1)
         return self._dense(layer, (windows, src[1]))
 
+    def _conv2d(self, layer: _Layer, src) -> np.ndarray:
+        """The dense accumulation on each output pixel's window (rows, columns, channels; pixels row-major), zeros
+        as padding (``conv_2d_latency_cl``)."""
+        s = layer.spec
+        x = src[0].reshape(len(src[0]), s["in_height"], s["in_width"], s["n_chan"])
+        x = np.pad(x, ((0, 0), (s["pad_top"], s["pad_bottom"]), (s["pad_left"], s["pad_right"]), (0, 0)))
+        rows = (np.arange(s["out_height"])[:, None] * s["stride_height"] + np.arange(s["filt_height"]))
+        cols = (np.arange(s["out_width"])[:, None] * s["stride_width"] + np.arange(s["filt_width"]))
+        # (n, out_h, filt_h, out_w, filt_w, c) -> (n, out_h, out_w, filt_h, filt_w, c)
+        windows = x[:, rows][:, :, :, cols].transpose(0, 1, 3, 2, 4, 5)
+        return self._dense(layer, (windows.reshape(len(x) * s["out_height"] * s["out_width"], -1), src[1]))
+
+    def _pool2d(self, layer: _Layer, src) -> np.ndarray:
+        """``pooling2d_cl``: each window of the padded image, padding as ``pad_val``; max in the input type, or the
+        average summed in ``accum_t`` (one cast per addition) and divided (towards zero) by the patch size."""
+        s, p = layer.spec, layer.params
+        x, x_t = src
+        acc_t = p["acc_t"]
+        n = len(x)
+        x = x.reshape(n, s["in_height"], s["in_width"], s["n_filt"])
+        pad_value = p["pad"] if s["pool_op"] == "max" else 0
+        padded = np.pad(x, ((0, 0), (s["pad_top"], s["pad_bottom"]), (s["pad_left"], s["pad_right"]), (0, 0)),
+                        constant_values=pad_value)
+        inside = np.pad(np.ones((s["in_height"], s["in_width"]), dtype=np.int64),
+                        ((s["pad_top"], s["pad_bottom"]), (s["pad_left"], s["pad_right"])))
+        out = np.empty((n, s["out_height"], s["out_width"], s["n_filt"]), dtype=np.int64)
+        for oi in range(s["out_height"]):
+            for oj in range(s["out_width"]):
+                i, j = oi * s["stride_height"], oj * s["stride_width"]
+                win = padded[:, i : i + s["pool_height"], j : j + s["pool_width"], :].reshape(n, -1, s["n_filt"])
+                if s["pool_op"] == "max":
+                    out[:, oi, oj] = acc_t.from_codes(win.max(axis=1), x_t.frac)
+                    continue
+                acc = np.zeros((n, s["n_filt"]), dtype=np.int64)
+                for k in range(win.shape[1]):
+                    a, b, frac = _aligned(acc, acc_t.frac, win[:, k], x_t.frac)
+                    acc = acc_t.from_codes(a + b, frac)
+                size = s["pool_height"] * s["pool_width"] if s["count_pad"] else int(
+                    inside[i : i + s["pool_height"], j : j + s["pool_width"]].sum())
+                out[:, oi, oj] = acc_t.from_codes(_trunc_div(acc, size), acc_t.frac)
+        return layer.result.from_codes(out, acc_t.frac)
+
+    def _leaky_relu(self, layer: _Layer, src) -> np.ndarray:
+        """``res = x > 0 ? (res_t)x : (res_t)(alpha * x)``, alpha in ``param_t``, the product exact."""
+        x, x_t = src
+        p = layer.params
+        positive = layer.result.from_codes(x, x_t.frac)
+        negative = layer.result.from_codes(x * p["alpha"], x_t.frac + p["alpha_frac"])
+        return np.where(x > 0, positive, negative)
+
     def _table(self, layer: _Layer, src) -> np.ndarray:
         p = layer.params
         size = len(p["table"])
@@ -480,6 +543,9 @@ class Emulator:
     _OPS = {
         "dense": _dense,
         "conv1d": _conv1d,
+        "conv2d": _conv2d,
+        "pool2d": _pool2d,
+        "leaky_relu": _leaky_relu,
         "relu": _relu,
         "linear": _linear,
         "table": _table,

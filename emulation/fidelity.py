@@ -2,14 +2,18 @@
 
 The emulator reproduces the firmware bit for bit; this module compares the emulator's outputs, and where they
 differ its per-layer values, with the Keras model's. A difference counts only beyond the firmware's own
-quantization: a value differs when it is more than one step (LSB) of the firmware type, plus 1e-6 (1 + |keras|) for
-float32 rounding in Keras, from the Keras value quantized into that type. Needs TensorFlow (imported lazily).
+quantization: an output differs when it is a whole step (LSB) of its firmware type or more from the Keras output (a
+Keras output rounded into that type stays within a step; a quantized Keras output that lands on another step of
+the grid counts); a layer diverges when its firmware value is more than one step, plus 1e-6 (1 + |keras|) for
+float32 rounding in Keras, from the Keras value quantized into its type. Needs TensorFlow (imported lazily).
 
 The block (``fidelity``) has:
 
 * ``keras_mismatches``: events where some output differs (an event counts once);
 * ``keras_max_abs_diff``: the largest |firmware - keras| over all outputs and events;
 * ``argmax_flips``: events whose argmax differs in some vector output (classifiers), None without vector outputs;
+* ``dropped_quantizers``: Keras QActivation layers inside the model that have no firmware layer (folded into the
+  layer before them, or dropped: hls4ml's passes/linear.py under a name config without bit-exact inference);
 * ``first_keras_divergence``: None, or {"layer", "class_name", "events", "of_events", "max_abs_diff", "cause"} for
   the first firmware layer (in execution order) whose values diverge from the Keras layer of the same name, with
   the known cause where one is recognised (``cause`` None otherwise): inputs outside the input type's range,
@@ -23,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from l1forge.emulation.compare import heads
+from l1forge.quantize.fixed import FixedType
 
 TRACE_EVENTS = 256
 _TABLE_WIDE_BITS = 18  # hls4ml's default table types are 18 bits wide; wider inputs are addressed by top bits only
@@ -58,13 +63,43 @@ def _quantizer_setting(layer) -> str | None:
     return None
 
 
+def _feeds_on_input(layer) -> bool:
+    import tensorflow as tf
+
+    return all(isinstance(node.inbound_layers, tf.keras.layers.InputLayer) for node in layer._inbound_nodes)
+
+
+def _keras_ancestors(model, name: str) -> set:
+    """Names of the Keras layers upstream of layer ``name``."""
+    seen, todo = set(), [model.get_layer(name)]
+    while todo:
+        for node in todo.pop()._inbound_nodes:
+            inbound = node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]
+            for up in inbound:
+                if up.name not in seen:
+                    seen.add(up.name)
+                    todo.append(up)
+    return seen
+
+
+def _dropped_first(model, dropped: list) -> list:
+    """Dropped quantizers ordered by how likely they explain a difference: a recognised setting first, then those
+    inside the model, then input quantizers that became the input type."""
+    def rank(name):
+        layer = model.get_layer(name)
+        return (0 if _quantizer_setting(layer) else 2 if _feeds_on_input(layer) else 1)
+
+    return sorted(dropped, key=rank)
+
+
 def _dropped_cause(model, emulator, name: str) -> str:
     """Why a Keras quantizer with no firmware layer matters: folded into the input type, or dropped."""
     import tensorflow as tf
 
     layer = model.get_layer(name)
-    feeds_on_input = all(isinstance(node.inbound_layers, tf.keras.layers.InputLayer) for node in layer._inbound_nodes)
-    if feeds_on_input:
+    if setting := _quantizer_setting(layer):
+        return f"{setting} (hls4ml folded '{name}' into the layer before it)"
+    if _feeds_on_input(layer):
         t = emulator.input_type
         how = (" (an integer type: the C++ converts toward zero where QKeras rounds to nearest)" if t.is_int else "")
         return f"the input quantizer '{name}' became the input type {t.hls()}{how}"
@@ -91,14 +126,19 @@ def _keras_layer_outputs(model, x: np.ndarray, names: list[str]) -> dict:
     return {name: np.asarray(o, dtype=np.float64) for (name, _), o in zip(picked, outs)}
 
 
-def _cause(layer, keras_name: str, emulator, model, x_sel: np.ndarray, diverged: np.ndarray, keras_vals: np.ndarray, dropped: list,
-           has_input_quantizer: bool) -> str | None:
+def _cause(layer, keras_name: str, emulator, model, x_sel: np.ndarray, diverged: np.ndarray, keras_vals: np.ndarray,
+           dropped: list, has_input_quantizer: bool, first_on_path: bool) -> str | None:
+    """The known cause of a divergence first seen at firmware ``layer`` (Keras layer ``keras_name``), or None.
+    ``first_on_path``: no compared layer lies between the model input and this one."""
     in_t = emulator.input_type
     outside = np.any((x_sel < in_t.min_value) | (x_sel > in_t.max_value), axis=tuple(range(1, x_sel.ndim)))
     k = int(outside[diverged].sum())
     if not has_input_quantizer and k and 2 * k >= int(diverged.sum()):  # with one, Keras saturates them alike
         return (f"input outside the input type's range: {in_t.hls()} holds [{in_t.min_value:g}, {in_t.max_value:g}] "
                 f"({k} of the {int(diverged.sum())} diverging events)")
+    if in_t.overflow == "WRAP" and k and first_on_path:
+        return (f"inputs outside the input type's range wrap around: {in_t.hls()} holds [{in_t.min_value:g}, "
+                f"{in_t.max_value:g}] ({k} of the {int(diverged.sum())} diverging events); use a saturating input type")
     if layer.op in ("softmax", "table"):
         src_t = emulator._types[layer.inputs[0]]
         what = "softmax" if layer.op == "softmax" else layer.spec.get("function", "activation")
@@ -112,13 +152,24 @@ def _cause(layer, keras_name: str, emulator, model, x_sel: np.ndarray, diverged:
         keras_layer = None
     if keras_layer is not None and (setting := _quantizer_setting(keras_layer)):
         return setting
-    for name in dropped:
-        return _dropped_cause(model, emulator, name)
+    upstream = _keras_ancestors(model, keras_name) if keras_layer is not None else set()
+    upstream_dropped = _dropped_first(model, [d for d in dropped if d in upstream])
+    for name in upstream_dropped:
+        if not _feeds_on_input(model.get_layer(name)):  # input quantizers folded into the input type: below
+            return _dropped_cause(model, emulator, name)
     result = layer.result
+    if not has_input_quantizer and first_on_path and np.any(outside[diverged]):
+        return (f"input outside the input type's range: {in_t.hls()} holds [{in_t.min_value:g}, {in_t.max_value:g}] "
+                f"({k} of the {int(diverged.sum())} diverging events), and inputs quantized to it")
     if np.any((keras_vals < result.min_value) | (keras_vals > result.max_value)):
-        return f"values outside the layer's result type {result.hls()} (range [{result.min_value:g}, {result.max_value:g}])"
-    if not has_input_quantizer and layer.inputs == emulator.input_names:
+        wraps = ", which wraps (ap_int and WRAP types do; QKeras quantizers saturate)" if result.overflow == "WRAP" else ""
+        return (f"values outside the layer's result type {result.hls()} (range [{result.min_value:g}, "
+                f"{result.max_value:g}]){wraps}")
+    if not has_input_quantizer and first_on_path:
         return f"inputs quantized to {in_t.hls()} (the model has no input quantizer)"
+    for name in upstream_dropped:
+        if emulator.input_type.is_int:  # the known case: an integer input type converts toward zero
+            return _dropped_cause(model, emulator, name)
     return None
 
 
@@ -142,7 +193,7 @@ def fidelity(model, emulator, x: np.ndarray, firmware_outputs, has_input_quantiz
             raise ValueError(f"firmware output of {fw.shape[1]} values, Keras output of {k.shape[1]}")
         diff = np.abs(fw - k)
         max_diff = max(max_diff, float(diff.max(initial=0.0)))
-        differs |= np.any(diff > _tolerance(t.lsb, k), axis=1)
+        differs |= np.any(diff >= t.lsb * (1 - 2**-20), axis=1)  # a whole step of the output type or more
         if k.shape[1] > 1:
             vector = True
             flips |= fw.argmax(axis=1) != k.argmax(axis=1)
@@ -152,12 +203,32 @@ def fidelity(model, emulator, x: np.ndarray, firmware_outputs, has_input_quantiz
         "keras_max_abs_diff": max_diff,
         "argmax_flips": int(flips.sum()) if vector else None,
         "first_keras_divergence": None,
+        "dropped_quantizers": _dropped_inside(model, emulator),
     }
     if differs.any():
         idx = np.flatnonzero(differs)
         idx = idx[np.unique(np.linspace(0, len(idx) - 1, min(trace_events, len(idx))).astype(int))]  # spread out
         block["first_keras_divergence"] = _first_divergence(model, emulator, x[idx], has_input_quantizer)
     return block
+
+
+def _dropped_inside(model, emulator) -> list:
+    """Keras QActivation layers inside the model (not on its input) with no firmware layer of their name."""
+    names = {layer.name for layer in emulator.layers}
+    return [layer.name for layer in model.layers if layer.__class__.__name__ == "QActivation"
+            and layer.name not in names and not _feeds_on_input(layer)]
+
+
+def _fw_ancestors(emulator, name: str) -> set:
+    """Names of the firmware layers upstream of layer ``name``."""
+    by_name = {layer.name: layer for layer in emulator.layers}
+    seen, todo = set(), [name]
+    while todo:
+        for up in by_name[todo.pop()].inputs:
+            if up in by_name and up not in seen:
+                seen.add(up)
+                todo.append(up)
+    return seen
 
 
 def _first_divergence(model, emulator, x_sel: np.ndarray, has_input_quantizer: bool) -> dict:
@@ -182,7 +253,9 @@ def _first_divergence(model, emulator, x_sel: np.ndarray, has_input_quantizer: b
         theirs = keras_vals[keras_of[layer.name]].reshape(m, -1)
         if ours.shape != theirs.shape or not np.all(np.isfinite(theirs)):
             continue
-        diff = np.abs(ours - layer.result.quantize(theirs))
+        # Keras rounded into the layer's type, saturated: a wrap in the firmware is a divergence, not quantization.
+        r = layer.result
+        diff = np.abs(ours - FixedType(r.width, r.integer, r.signed, r.rounding, "SAT").quantize(theirs))
         diverged = np.any(diff > _tolerance(layer.result.lsb, theirs), axis=1)
         if diverged.any():
             return {
@@ -191,9 +264,11 @@ def _first_divergence(model, emulator, x_sel: np.ndarray, has_input_quantizer: b
                 "events": int(diverged.sum()),
                 "of_events": int(m),
                 "max_abs_diff": float(np.abs(ours - theirs).max()),
-                "cause": _cause(layer, keras_of[layer.name], emulator, model, x_sel, diverged, theirs, dropped, has_input_quantizer),
+                "cause": _cause(layer, keras_of[layer.name], emulator, model, x_sel, diverged, theirs, dropped,
+                                has_input_quantizer, not (_fw_ancestors(emulator, layer.name) & set(keras_of))),
             }
     # No layer of the firmware diverges from its Keras namesake: the outputs differ after the last of them.
+    dropped = _dropped_first(model, dropped)
     cause = _dropped_cause(model, emulator, dropped[0]) if dropped else None
     return {"layer": dropped[0] if dropped else None, "class_name": "QActivation" if dropped else None,
             "events": int(m), "of_events": int(m), "max_abs_diff": None, "cause": cause}

@@ -61,6 +61,10 @@ def _weight_values(var, layer) -> np.ndarray:
 _MERGE_OPS = ("add", "subtract", "average", "maximum", "minimum")
 _MAX_TABLE = 1 << 24
 _CONV_KEYS = ("in_width", "n_chan", "filt_width", "n_filt", "stride_width", "out_width", "pad_left", "pad_right")
+_CONV2D_KEYS = ("in_height", "in_width", "n_chan", "filt_height", "filt_width", "n_filt", "stride_height",
+                "stride_width", "out_height", "out_width", "pad_top", "pad_bottom", "pad_left", "pad_right")
+_POOL2D_KEYS = ("in_height", "in_width", "n_filt", "pool_height", "pool_width", "stride_height", "stride_width",
+                "out_height", "out_width", "pad_top", "pad_bottom", "pad_left", "pad_right")
 
 
 def _unsupported(layer, why: str = "") -> UnsupportedLayerError:
@@ -157,10 +161,38 @@ def _describe(layer, backend) -> tuple[dict, dict]:
                 implementation=str(layer.get_attr("implementation", "linebuffer")).lower(),
                 **{k: int(layer.get_attr(k)) for k in _CONV_KEYS},
             )
+            entry["n_partitions"] = int(layer.get_attr("n_partitions", entry["out_width"]))  # positions in sequence
             if entry["implementation"] != "linebuffer" or int(layer.get_attr("dilation", 1)) != 1:
                 raise _unsupported(layer, f"conv implementation '{entry['implementation']}' or dilation")
-        weights[f"{layer.name}/weight"] = _weight_values(w, layer).reshape(-1, w.data.shape[-1])
+        values = _weight_values(w, layer)
+        if layer.get_attr("_weights_transposed", False):  # Resource strategy: hls4ml stored them transposed
+            values = values.T if cls == "Dense" else np.transpose(values, (1, 2, 0))  # (F, W, C) -> (W, C, F)
+        weights[f"{layer.name}/weight"] = values.reshape(-1, values.shape[-1])
         weights[f"{layer.name}/bias"] = _weight_values(b, layer)
+    elif cls in ("Conv2D", "PointwiseConv2D", "Conv2DBatchnorm"):
+        w, b = layer.weights["weight"], layer.weights["bias"]
+        entry.update(_dense_types(layer, backend, w, b))
+        entry.update(op="conv2d", implementation=str(layer.get_attr("implementation", "linebuffer")).lower(),
+                     **{k: int(layer.get_attr(k)) for k in _CONV2D_KEYS})
+        if entry["implementation"] != "linebuffer" or int(layer.get_attr("dilation", 1)) != 1:
+            raise _unsupported(layer, f"conv implementation '{entry['implementation']}' or dilation")
+        if layer.get_attr("data_format", "channels_last") != "channels_last":
+            raise _unsupported(layer, "channels_first data")
+        values = _weight_values(w, layer)
+        if layer.get_attr("_weights_transposed", False):  # Resource strategy: (F, H, W, C) -> (H, W, C, F)
+            values = np.transpose(values, (1, 2, 3, 0))
+        weights[f"{layer.name}/weight"] = values.reshape(-1, values.shape[-1])
+        weights[f"{layer.name}/bias"] = _weight_values(b, layer)
+    elif cls == "Pooling2D" and layer.get_attr("pool_op") in ("Max", "Average"):
+        if layer.get_attr("data_format", "channels_last") != "channels_last":
+            raise _unsupported(layer, "channels_first data")
+        entry.update(op="pool2d", pool_op=layer.get_attr("pool_op").lower(), accum_t=_type(layer.types["accum_t"]),
+                     count_pad=bool(layer.get_attr("count_pad", False)),
+                     **{k: int(layer.get_attr(k)) for k in _POOL2D_KEYS})
+    elif cls in ("LeakyReLU", "ParametrizedActivation") and str(layer.get_attr("activation")).lower() in (
+        "leakyrelu", "leaky_relu"
+    ):
+        entry.update(op="leaky_relu", alpha=float(layer.get_attr("activ_param")), param_t=_type(layer.get_attr("param_t")))
     elif cls in ("Activation", "ReLU", "HardActivation", "Softmax"):
         _activation(layer, entry)
     elif cls in ("BatchNormalization", "ApplyAlpha"):  # ApplyAlpha: the scale of QKeras alpha quantizers

@@ -186,6 +186,8 @@ def fidelity_warning(stats: dict) -> str | None:
     flips = f", argmax flips in {stats['argmax_flips']}" if stats.get("argmax_flips") else ""
     layer = f"; first at layer '{where['layer']}'" if where.get("layer") else ""
     cause = f": {where['cause']}" if where.get("cause") else ""
+    if stats.get("dropped_quantizers"):
+        cause += f" (Keras quantizers with no firmware layer: {', '.join(stats['dropped_quantizers'])})"
     return (f"the firmware differs from the Keras model beyond its own quantization in {stats['keras_mismatches']} "
             f"of {stats.get('keras_events', stats.get('events'))} events (max |diff| {stats['keras_max_abs_diff']:.4g}"
             f"{flips}){layer}{cause}")

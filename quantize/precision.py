@@ -65,6 +65,9 @@ def hls_config(
 
     Every other type is inferred by hls4ml's bit-exact precision propagation from the QKeras quantizers, so no
     intermediate result is truncated ('auto' never truncates) and the firmware reproduces the QKeras model.
+    A kernel-1 Conv1D under the Latency strategy gets ``ParallelizationFactor`` = its width: hls4ml 1.3.0 then
+    computes it as one batched dense over all positions (``BatchedDenseForConv1D``, II = reuse factor) instead of
+    one position per cycle (II = width), which a 40 MHz trigger (II <= 6 at 240 MHz) needs.
     """
     import hls4ml
 
@@ -74,6 +77,15 @@ def hls_config(
     for layer_name, layer in config["LayerName"].items():
         layer["ReuseFactor"] = reuse_factor
         layer["Trace"] = trace
+    for layer in model.layers:  # pointwise convolutions (constituent students) on every position at once: II 1
+        if getattr(layer, "kernel_size", None) == (1,) and strategy.lower() == "latency" and layer.name in config["LayerName"]:
+            config["LayerName"][layer.name]["ParallelizationFactor"] = int(layer.output_shape[1])
+    for layer in model.layers:
+        q = getattr(layer, "activation", None) if layer.__class__.__name__ == "QActivation" else None
+        if q.__class__.__name__ == "quantized_relu" and getattr(q, "negative_slope", 0):
+            # hls4ml names this a 'leaky_relu'; its bit-exact inference knows only 'leakyrelu' and fails on the
+            # other (passes/bit_exact.py, ParametrizedActivation). The same C++ function either way.
+            config["LayerName"].setdefault(layer.name, {})["Activation"] = "leakyrelu"
     if input_type is not None:
         set_input_type(config, model, input_type)
     return config

@@ -110,7 +110,24 @@ class Task:
         stats, emu, csim = compare_with_csim(emulator, project.predict, x)
         if stats["mismatches"]:
             stats["first_mismatch"] = self._locate_mismatch(emulator, x, stats["first_mismatch"]["event"], index)
+        stats["fidelity"] = self.fidelity(emulator, x, emu)
         return stats, emu, csim
+
+    def fidelity(self, emulator, x: np.ndarray, emu) -> dict:
+        """The firmware against the student's own Keras model on the same inputs (emulation/fidelity.py block);
+        a warning is logged when they differ beyond the firmware's own quantization."""
+        import logging
+
+        from l1forge.byom import fidelity_warning
+        from l1forge.emulation.fidelity import fidelity
+        from l1forge.firmware.hls import has_input_quantizer
+        from l1forge.students.model import load_qkeras_model
+
+        model = load_qkeras_model(self.run.student / "model.h5")
+        block = fidelity(model, emulator, x, emu, has_input_quantizer(model))
+        if warning := fidelity_warning(block):
+            logging.getLogger("l1forge").warning("student: %s", warning)
+        return block
 
     def _locate_mismatch(self, emulator, x: np.ndarray, event: int, index: np.ndarray) -> dict:
         """Re-convert with tracing in a scratch directory and name the first layer whose output differs."""
@@ -161,6 +178,8 @@ class Task:
         if emulation := result("emulate"):
             task["emulation"] = {k: emulation[k] for k in ("events_checked", "mismatches", "emulator_events_per_s",
                                                            "csim_events_per_s", "first_mismatch")}
+            if "fidelity" in emulation:  # the firmware against the student's Keras model
+                task["emulation"]["fidelity"] = emulation["fidelity"]
             if "student" in task:
                 task["student"]["firmware_metrics"] = emulation["metrics"]
         return task
