@@ -15,7 +15,9 @@ Every layer gets a row ``{"name", "op", "cycles", "ii", "LUT", "FF", "DSP", "BRA
   Cycles = 1 + ceil((t_mult + levels x ``add_ns``) / clock period), levels = ceil(log2(n_in + 1)), t_mult =
   ``dsp_ns`` or ``lut_mult_ns``; R > 1 adds R - 1 cycles and II = R (the pipeline is II = R).
   conv1d is this dense on one (filt_width x n_chan) window per output pixel, pixels pipelined at II = R, so
-  ``(out_width - 1) x R`` more cycles and II = out_width x R.
+  ``(out_width - 1) x R`` more cycles and II = out_width x R. With a ParallelizationFactor (graph key
+  ``n_partitions`` = out_width / factor) the positions run in n_partitions steps on factor parallel copies:
+  ``(n_partitions - 1) x R`` more cycles, II = n_partitions x R, resources x factor.
 * dense, Resource strategy (``nnet_dense_resource.h``): ceil(n_in x n_out / R) general multipliers (DSP when both
   operands exceed ``dsp_min_bits``, else ``lut_per_mult_bit2`` LUTs per partial-product bit), one accumulator per
   multiplier; with R > 1 the weights are a ``ROM_nP_BRAM`` reshaped to width n_in x n_out / R and depth R:
@@ -172,13 +174,14 @@ def _dense_latency(layer: dict, x_type: FixedType, w: np.ndarray, k: dict, perio
     mux = x_type.width * math.ceil(n_in * n_out / reuse) * math.ceil(reuse / 4) if reuse > 1 else 0
     t_mult = k["dsp_ns"] if in_dsp.any() else k["lut_mult_ns"]
     base = 1 + math.ceil((t_mult + _levels(n_in + 1) * k["add_ns"]) / period)
-    pixels = layer.get("out_width", 1)
+    pixels = layer.get("n_partitions", layer.get("out_width", 1))  # positions computed one after another
+    copies = layer.get("out_width", 1) // pixels  # ... each by this many parallel copies of the dense
     return _row(
         base + reuse - 1 + (pixels - 1) * reuse,
         pixels * reuse,
-        lut=k["lut_per_bit"] * (shift_add_bits + tree_bits) / reuse + mux,
-        ff=k["ff_per_acc_bit"] * n_out * acc,
-        dsp=math.ceil(int(in_dsp.sum()) / reuse),
+        lut=copies * (k["lut_per_bit"] * (shift_add_bits + tree_bits) / reuse + mux),
+        ff=copies * k["ff_per_acc_bit"] * n_out * acc,
+        dsp=copies * math.ceil(int(in_dsp.sum()) / reuse),
     )
 
 

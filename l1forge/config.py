@@ -47,7 +47,13 @@ class TeacherConfig(Strict):
 
 
 class StudentConfig(Strict):
-    hidden: list[int] = [64, 32, 32]
+    # hlf: MLP on the 16 jet features (students/model.py); deepsets: on the L1 words of the n_constituents leading
+    # constituents (students/deepsets.py, words in quantize/l1words.py)
+    family: Literal["hlf", "deepsets"] = "hlf"
+    n_constituents: int = pydantic.Field(16, ge=1)  # deepsets: constituents per jet (8, 16, 32 studied)
+    phi: list[int] = [16, 16]  # deepsets: per-constituent layers (bias-free, shared across constituents)
+    head: list[int] = [32]  # deepsets: layers after the pooling
+    hidden: list[int] = [64, 32, 32]  # hlf
     input_type: str = "fixed<16,6,RND_CONV,SAT>"
     weight_bits: int = 6
     weight_integer: int = 0

@@ -51,18 +51,22 @@ def train_student(
     seed: int = 0,
     progress: bool = True,
     model=None,
+    preprocess=None,
 ) -> dict:
     """Train on split 0, keep the weights with the best validation loss, write model, logits and history.
 
-    ``model`` (built by ``build_student``) is trained in place if given; otherwise one is built from
-    ``hidden`` and ``precision``.
+    ``features`` are (jets, ...) raw inputs, ``preprocess`` maps them to the network input and is saved as
+    ``preprocess.json`` (an object with ``__call__(features)`` and ``save(path)``); None: a ``Standardizer`` fitted on
+    the training split of 2-D features. ``model`` (built by ``build_student``, or another family such as
+    students/deepsets.py ``build_deepsets``) is trained in place if given; otherwise an MLP is built from ``hidden``
+    and ``precision``.
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(seed)
     n_classes = int(labels.max()) + 1
     train, val = split == 0, split == 1
-    scaler = Standardizer.fit(features[train], feature_names)
+    scaler = preprocess if preprocess is not None else Standardizer.fit(features[train], feature_names)
     x = scaler(features)
     y = np.eye(n_classes, dtype=np.float32)[labels]
     alpha_used = alpha if teacher_logits is not None else 0.0

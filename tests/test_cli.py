@@ -135,6 +135,31 @@ def test_scan_writes_a_pareto_front(smoke_run):
     assert scan["front"] and "Design-space scan" in (out / "report.html").read_text()
 
 
+def test_deepsets_student_distill_synthesize_emulate(smoke_run, tmp_path):
+    """student.family: deepsets on the smoke run's data and teachers: the stages after teach run, the firmware of
+    the constituent student is bit-exact against its C-sim on every test jet and it learns (accuracy > 1/5)."""
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run[0], out)
+    config = tmp_path / "deepsets.yaml"
+    config.write_text("student: {family: deepsets, n_constituents: 8, epochs: 40}\n")
+    for stage in ("distill", "synthesize", "emulate", "report"):
+        res = l1forge(stage, "--preset", "smoke", "--out", out, "--config", config, "-q")
+        assert res.returncode == 0, (stage, res.stderr[-2000:])
+    task = json.loads((out / "summary.json").read_text())["tasks"]["tagging"]
+    assert task["student"]["family"] == "deepsets" and task["student"]["n_constituents"] == 8
+    graph = json.loads((out / "firmware" / "graph.json").read_text())
+    assert graph["layers"][0]["shape"] == [8, 3] and any(layer["op"] == "global_average" for layer in graph["layers"])
+    emulation = task["emulation"]
+    assert emulation["mismatches"] == 0 and emulation["events_checked"] == task["student"]["metrics"]["n"]
+    assert task["student"]["firmware_metrics"]["accuracy"] > 0.2 and task["student"]["baseline_metrics"]["accuracy"] > 0.3
+    assert task["firmware"]["ii_cycles"] <= 6
+
+    config.write_text("student: {family: deepsets, n_constituents: 80}\n")
+    res = l1forge("distill", "--preset", "smoke", "--out", out, "--config", config, "-q")
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.returncode == 1 and len(errors) == 1 and "jets.h5: student.n_constituents=80" in errors[0]
+
+
 def test_synthesize_a_user_model(tmp_path):
     from l1forge.students.model import build_student
 

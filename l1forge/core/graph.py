@@ -15,7 +15,8 @@ op ``input``: ``result_t`` is the input type (floats are converted into it as ap
 op ``dense``: ``n_in``, ``n_out``, ``accum_t``, ``weight_t``, ``bias_t``, ``product`` (hls4ml product kind),
 ``strategy``, ``reuse_factor``, ``n_nonzero``; weights ``<name>/weight`` (n_in, n_out) and ``<name>/bias``.
 op ``conv1d`` (Conv1D / PointwiseConv1D, io_parallel "linebuffer"): the dense keys plus ``implementation``,
-``in_width``, ``n_chan``, ``filt_width``, ``n_filt``, ``stride_width``, ``out_width``, ``pad_left``, ``pad_right``;
+``in_width``, ``n_chan``, ``filt_width``, ``n_filt``, ``stride_width``, ``out_width``, ``pad_left``, ``pad_right``
+and ``n_partitions`` (output positions computed one after another: out_width / ParallelizationFactor; absent = out_width);
 weight (filt_width * n_chan, n_filt), rows ordered (tap, channel) as the C++ indexes them.
 op ``relu`` / ``linear`` / ``reshape`` (Flatten, Reshape): elementwise or a new shape, ``result_t``.
 op ``table`` (Activation sigmoid/tanh): ``function``, ``table_size``, ``table_t``.

@@ -78,6 +78,7 @@ class Tagging(Task):
         return self.stage(f"teach.{kind}", t, ["generate"], [out / "predictions.h5", out / "model.onnx"], work)
 
     def distill(self) -> dict:
+        from l1forge.students.deepsets import build_deepsets, student_inputs
         from l1forge.students.distill import train_student
 
         s = self.cfg.student
@@ -87,12 +88,19 @@ class Tagging(Task):
             def fn():
                 jets = self.jets()
                 logits = read_array(self.run.teacher(teacher) / "predictions.h5", "logits") if teacher else None
+                features, names, preprocess = student_inputs(s.family, jets, s.n_constituents, precision.input)
+                model = None if preprocess is None else build_deepsets(
+                    s.n_constituents, preprocess.word.n_features, len(jets.class_names), s.phi, s.head, precision)
                 result = train_student(
-                    jets.features, jets.feature_names, jets.labels, jets.split, out, teacher_logits=logits,
+                    features, names, jets.labels, jets.split, out, teacher_logits=logits,
                     precision=precision, hidden=tuple(s.hidden), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                     temperature=s.temperature, alpha=s.alpha, seed=s.seed, progress=self.progress,
+                    model=model, preprocess=preprocess,
                 )
-                result["teacher"] = teacher
+                result.update(teacher=teacher, family=s.family)
+                if preprocess is not None:  # deepsets: phi layers, pooling, head
+                    result.update(hidden=[*s.phi, *s.head], phi=list(s.phi), head=list(s.head),
+                                  n_constituents=s.n_constituents, input_word=preprocess.word.as_dict())
                 result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
                 return result
 
@@ -106,15 +114,23 @@ class Tagging(Task):
         baseline = self.stage("distill.baseline", s, ["generate"], outputs(self.run.baseline), work(self.run.baseline, None))
         return {"student": student, "baseline": baseline}
 
+    def student_x(self, jets, index: np.ndarray) -> np.ndarray:
+        """Float64 firmware input of jets ``index`` as the trained student's ``preprocess.json`` defines it: (events,
+        16) standardized features (hlf) or (events, n, 3) L1 constituent words (deepsets)."""
+        from l1forge.students.deepsets import ConstituentInputs, load_preprocess
+
+        prep = load_preprocess(self.run.student / "preprocess.json")
+        if isinstance(prep, ConstituentInputs):
+            return prep(jets.constituents[index], jets.n_constituents[index]).astype(np.float64)
+        return prep(jets.features[index]).astype(np.float64)
+
     def emulate(self) -> dict:
         e = self.cfg.emulation
 
         def work():
-            from l1forge.students.preprocess import Standardizer
-
             jets = self.jets()
             index = np.flatnonzero(jets.split == TEST_SPLIT)[: e.max_events]
-            x = Standardizer.load(self.run.student / "preprocess.json")(jets.features[index]).astype(np.float64)
+            x = self.student_x(jets, index)
             stats, emu, csim = self.compare(x, index)
             stats["metrics"] = classification_metrics(jets.labels[index], emu, jets.class_names)
             stats["trigger"] = self._trigger_rates(jets, index, emu)
@@ -175,6 +191,9 @@ class Tagging(Task):
         task = super().summary()
         for kind, result in self.teacher_results().items():
             task["teachers"][kind].update({k: result.get(k) for k in ("onnx_max_abs_diff", "train_jets_per_s")})
+        if "student" in task:  # which family, and for constituent students how many constituents
+            student = self.run.result("distill.student")
+            task["student"].update({k: student[k] for k in ("family", "n_constituents", "input_word") if k in student})
         if scan := self.run.state.get("scan"):
             task["scan"] = {k: scan["result"][k] for k in ("metric", "points", "front")}
         return task

@@ -1,0 +1,140 @@
+"""Fixed-point words of Level-1 particle-flow candidates, as the constituent students receive them.
+
+A jet constituent reaches an L1 jet tagger as the word of an L1 particle-flow (PUPPI) candidate. The widths and
+LSBs are those of the CMS Phase-2 correlator (cmssw ``DataFormats/L1TParticleFlow/interface/datatypes.h``, namespace
+``l1ct``: ``pt_t = ap_ufixed<14,12,AP_TRN,AP_SAT>``, ``eta_t = phi_t = ap_int<10>`` with
+``ETAPHI_LSB = M_PI / 720``), with eta and phi taken relative to the jet axis:
+
+=========  ==================  ===========  ==========================  ============================  =========
+field      word type            LSB          range                      network value                  shift
+=========  ==================  ===========  ==========================  ============================  =========
+pt         ap_ufixed<14,12>     0.25 GeV     0 .. 4095.75 GeV (TRN,SAT)  code * 2^-8 = pT / 64 GeV     8
+deta       ap_int<10>           pi/720 rad   -2.234 .. 2.230 (RND,SAT)   code * 2^-7 = deta / 0.5585   7
+dphi       ap_int<10>           pi/720 rad   -2.234 .. 2.230 (RND,SAT)   code * 2^-7 = dphi / 0.5585   7
+=========  ==================  ===========  ==========================  ============================  =========
+
+pT is truncated toward zero (``AP_TRN``) and saturates, as ``pt_t`` does; the angles are rounded to the nearest
+LSB (half away from zero) and saturate. The network sees each word with its binary point moved by ``shift``
+bits (a wire relabelling in firmware, no logic): every network value is exactly representable in the default
+student input type ``fixed<16,6>`` (10 fractional bits >= 8, angles within +-4); pT codes up to 2^14 would need
+values up to 64, so in ``fixed<16,6>`` (range +-32) pT above 2048 GeV saturates: constituents of the 800-1200 GeV
+jets stay far below.
+``ConstituentWord.check_input_type`` says whether an input type holds the words exactly.
+
+The jet data of l1forge have no particle type (events/README.md: pt, deta, dphi, energy), so the word has no
+type bits; a 3-bit ``ParticleID`` as in ``l1ct`` would be one more field here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from l1forge.quantize.fixed import FixedType
+
+ETAPHI_LSB = math.pi / 720  # rad, l1ct::Scales::ETAPHI_LSB
+PT_LSB = 0.25  # GeV, l1ct pt_t = ap_ufixed<14,12>
+
+
+@dataclasses.dataclass(frozen=True)
+class WordField:
+    """One field of the word: ``code = quantize(value / lsb)`` in ``width`` bits; network value ``code * 2**-shift``."""
+
+    name: str
+    width: int
+    signed: bool
+    lsb: float
+    unit: str
+    shift: int
+    rounding: str  # "TRN" (toward minus infinity, as AP_TRN) or "RND" (nearest, half away from zero)
+
+    @property
+    def min_code(self) -> int:
+        return -(1 << (self.width - 1)) if self.signed else 0
+
+    @property
+    def max_code(self) -> int:
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Physical values (``unit``) -> int64 codes of the word (rounded as ``rounding``, saturated)."""
+        scaled = np.asarray(values, np.float64) / self.lsb
+        codes = np.floor(scaled) if self.rounding == "TRN" else np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+        return np.clip(codes, self.min_code, self.max_code).astype(np.int64)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PT = WordField("pt", 14, False, PT_LSB, "GeV", 8, "TRN")
+DETA = WordField("deta", 10, True, ETAPHI_LSB, "rad", 7, "RND")
+DPHI = WordField("dphi", 10, True, ETAPHI_LSB, "rad", 7, "RND")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstituentWord:
+    """The word of one constituent: its fields in the order the network sees them (last axis of the input)."""
+
+    fields: tuple[WordField, ...] = (PT, DETA, DPHI)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.fields)
+
+    @property
+    def bits(self) -> int:
+        """Bits of one word on the link."""
+        return sum(f.width for f in self.fields)
+
+    def encode(self, constituents: np.ndarray) -> np.ndarray:
+        """(..., F>=n_features) physical values [pt GeV, deta rad, dphi rad, ...] -> (..., n_features) int64 codes.
+
+        Raises ValueError when the last axis has fewer features than the word needs."""
+        constituents = np.asarray(constituents)
+        if constituents.shape[-1] < self.n_features:
+            raise ValueError(
+                f"constituents have {constituents.shape[-1]} features, the word needs {self.n_features} "
+                f"({', '.join(f.name for f in self.fields)})"
+            )
+        return np.stack([f.encode(constituents[..., i]) for i, f in enumerate(self.fields)], axis=-1)
+
+    def to_network(self, codes: np.ndarray) -> np.ndarray:
+        """int codes (..., n_features) -> float64 network values ``code * 2**-shift`` (exact)."""
+        shifts = np.array([2.0 ** -f.shift for f in self.fields])
+        return np.asarray(codes, np.float64) * shifts
+
+    def check_input_type(self, input_type: FixedType) -> None:
+        """Raise ValueError (one line) unless ``input_type`` holds every network value of every field exactly."""
+        for f in self.fields:
+            lo, hi = f.min_code * 2.0 ** -f.shift, f.max_code * 2.0 ** -f.shift
+            if f.shift > input_type.frac:
+                raise ValueError(f"input type {input_type} has {input_type.frac} fractional bits; word field "
+                                 f"'{f.name}' needs {f.shift}")
+            if f.name != "pt" and (lo < input_type.min_value or hi > input_type.max_value):
+                raise ValueError(f"input type {input_type} cannot hold word field '{f.name}' ({lo} .. {hi})")
+
+    def as_dict(self) -> dict:
+        return {"bits": self.bits, "fields": [f.as_dict() for f in self.fields]}
+
+
+L1_CONSTITUENT = ConstituentWord()
+
+
+def constituent_inputs(constituents: np.ndarray, n_constituents: np.ndarray, n: int,
+                       word: ConstituentWord = L1_CONSTITUENT) -> np.ndarray:
+    """The network input of ``n`` leading constituents per jet: (jets, n, word.n_features) float64.
+
+    ``constituents`` (jets, M, F) physical values, pT-ordered (decreasing), zero-padded beyond ``n_constituents``
+    (jets,); rows past ``n_constituents`` are set to zero whatever they hold, so padding is all-zero words. Raises
+    ValueError when ``n`` > M (more constituents asked than stored) or F < word.n_features.
+    """
+    constituents = np.asarray(constituents)
+    if constituents.ndim != 3:
+        raise ValueError(f"constituents must be (jets, constituents, features), got shape {constituents.shape}")
+    if n < 1 or n > constituents.shape[1]:
+        raise ValueError(f"n_constituents={n} but {constituents.shape[1]} constituents are stored per jet")
+    codes = word.encode(constituents[:, :n])
+    real = np.arange(n)[None, :] < np.asarray(n_constituents)[:, None]
+    return word.to_network(np.where(real[..., None], codes, 0))

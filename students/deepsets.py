@@ -1,0 +1,121 @@
+"""Constituent students: a quantization-aware QKeras deep-sets network on the L1 words of the leading constituents.
+
+Input: (N, 3) per jet, the words of ``l1forge.quantize.l1words`` (pT, deta, dphi relative to the jet axis) of the N
+leading constituents, pT-ordered and zero-padded (``ConstituentInputs``). Network (Zaheer et al. 2017, "Deep Sets";
+the particle-flow network of Komiske, Metodiev, Thaler 2019; its L1 form in arXiv 2402.01876):
+
+    phi:   per-constituent QConv1D(kernel 1) + quantized ReLU blocks, weights shared by all N constituents
+    pool:  GlobalAveragePooling1D over the N slots (permutation invariant)
+    head:  QDense + quantized ReLU blocks, QDense to the logits
+
+Masking: the phi layers have no bias, so a zero-padded constituent (an all-zero word) stays exactly zero through
+every phi layer (ReLU(0) = 0, quantizers keep 0) and adds nothing to the pool: the average over the N slots is
+(sum over the real constituents) / N, a constant scale the head absorbs; no mask input or division by the
+multiplicity is needed in firmware (with N a power of two, 1/N is exact). The price is no bias in phi.
+
+hls4ml 1.3.0 converts QConv1D(kernel 1) to a PointwiseConv1D and the average pooling to GlobalPooling1D (io_parallel),
+both described by firmware/graph.py and run bit-exactly by the emulator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+
+from l1forge.core.artifacts import write_json_atomic
+from l1forge.quantize.l1words import L1_CONSTITUENT, ConstituentWord, WordField, constituent_inputs
+from l1forge.quantize.precision import Precision
+
+FAMILIES = ("hlf", "deepsets")
+
+
+@dataclasses.dataclass
+class ConstituentInputs:
+    """Preprocessing of a constituent student: jets' constituents (jets, M, F) -> network input (jets, n, 3).
+
+    Stands where the HLF student's ``Standardizer`` stands (``train_student(..., preprocess=...)``, saved as
+    ``preprocess.json``): no statistics, only the fixed-point words of quantize/l1words.py.
+    """
+
+    n: int
+    word: ConstituentWord = L1_CONSTITUENT
+
+    def __call__(self, constituents: np.ndarray, n_constituents: np.ndarray | None = None) -> np.ndarray:
+        """(jets, n, word.n_features) float32 network values; slots past ``n_constituents`` (jets,) are zeroed (None:
+        the padding as stored, which events/schema.py guarantees is zero). ValueError: see ``constituent_inputs``."""
+        counts = n_constituents if n_constituents is not None else np.full(len(constituents), self.n)
+        return constituent_inputs(constituents, counts, self.n, self.word).astype(np.float32)
+
+    def save(self, path: pathlib.Path):
+        write_json_atomic(path, {"kind": "l1_constituents", "n": self.n, "word": self.word.as_dict()})
+
+    @classmethod
+    def load(cls, path) -> "ConstituentInputs":
+        data = json.loads(pathlib.Path(path).read_text())
+        fields = tuple(WordField(**f) for f in data["word"]["fields"])
+        return cls(int(data["n"]), ConstituentWord(fields))
+
+
+def build_deepsets(n_constituents: int, n_features: int, n_outputs: int, phi=(32, 32), head=(32,),
+                   precision: Precision = Precision(), name: str = "deepsets"):
+    """The deep-sets student: input (n_constituents, n_features) -> (n_outputs,) logits; see the module docstring."""
+    import tensorflow as tf
+    from qkeras import QActivation, QConv1D, QDense
+
+    inputs = tf.keras.Input((n_constituents, n_features), name="inputs")
+    x = QActivation(precision.input_quantizer(), name="input_quant")(inputs)
+    for i, width in enumerate(phi, start=1):
+        x = QConv1D(width, 1, use_bias=False, kernel_quantizer=precision.weight_quantizer(),
+                    kernel_initializer="lecun_uniform", name=f"phi{i}")(x)
+        x = QActivation(precision.activation_quantizer(), name=f"phi_relu{i}")(x)
+    x = tf.keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    for i, width in enumerate(head, start=1):
+        x = QDense(width, kernel_quantizer=precision.weight_quantizer(), bias_quantizer=precision.weight_quantizer(),
+                   kernel_initializer="lecun_uniform", name=f"head{i}")(x)
+        x = QActivation(precision.activation_quantizer(), name=f"head_relu{i}")(x)
+    logits = QDense(n_outputs, kernel_quantizer=precision.weight_quantizer(), bias_quantizer=precision.weight_quantizer(),
+                    kernel_initializer="lecun_uniform", name="logits")(x)
+    return tf.keras.Model(inputs, logits, name=name)
+
+
+def checked_inputs(jets, n: int, input_type=None, word: ConstituentWord = L1_CONSTITUENT) -> ConstituentInputs:
+    """``ConstituentInputs(n, word)`` for a ``JetSample`` after the checks that make bad input one line:
+    DataError naming the file and ``student.n_constituents`` when n exceeds the stored constituents, or the
+    missing features when the file stores fewer constituent features than the word needs; ValueError naming
+    ``student.input_type`` when the student's input type (a FixedType, if given) cannot hold the words exactly."""
+    from l1forge.events.schema import DataError
+
+    _, stored, n_features = jets.constituents.shape
+    if not 1 <= n <= stored:
+        raise DataError(f"{jets.path}: student.n_constituents={n} but the file stores {stored} constituents per jet")
+    if n_features < word.n_features:
+        raise DataError(f"{jets.path}: constituents have {n_features} features; the L1 word of student.family=deepsets "
+                        f"needs {word.n_features} ({', '.join(f.name for f in word.fields)})")
+    if input_type is not None:
+        try:
+            word.check_input_type(input_type)
+        except ValueError as err:
+            raise ValueError(f"student.input_type: {err}") from None
+    return ConstituentInputs(n, word)
+
+
+def student_inputs(family: str, jets, n_constituents: int, input_type=None):
+    """(raw inputs, feature names, preprocess) of a student family for ``train_student``: the 16 jet features with
+    a fitted Standardizer (preprocess None) for "hlf"; the stored constituents (jets, 64, F) with their
+    ``checked_inputs`` for "deepsets"."""
+    if family == "hlf":
+        return jets.features, jets.feature_names, None
+    if family == "deepsets":
+        return jets.constituents, None, checked_inputs(jets, n_constituents, input_type)
+    raise ValueError(f"student.family={family!r}: one of {', '.join(FAMILIES)}")
+
+
+def load_preprocess(path):
+    """The saved preprocessing of a student (``preprocess.json``): ConstituentInputs or Standardizer."""
+    from l1forge.students.preprocess import Standardizer
+
+    kind = json.loads(pathlib.Path(path).read_text()).get("kind")
+    return ConstituentInputs.load(path) if kind == "l1_constituents" else Standardizer.load(path)

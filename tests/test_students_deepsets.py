@@ -1,0 +1,82 @@
+"""Constituent students: the L1 words of the constituents (quantize/l1words.py) and the deep-sets network."""
+
+import math
+
+import numpy as np
+import pytest
+
+from l1forge.events.schema import DataError, read_jets
+from l1forge.quantize.fixed import FixedType
+from l1forge.quantize.l1words import DETA, L1_CONSTITUENT, PT, constituent_inputs
+
+
+def test_words_have_the_l1_lsbs_rounding_and_saturation():
+    assert PT.lsb == 0.25 and (PT.width, PT.signed) == (14, False) and PT.max_code == 2**14 - 1
+    assert DETA.lsb == math.pi / 720 and (DETA.width, DETA.signed) == (10, True) and DETA.min_code == -512
+    # pT truncates (ap_ufixed AP_TRN) and saturates; angles round to nearest and saturate
+    assert PT.encode(np.array([0.0, 0.24, 0.25, 10.37, 5000.0])).tolist() == [0, 0, 1, 41, 16383]
+    lsb = math.pi / 720
+    assert DETA.encode(np.array([0.4 * lsb, 0.6 * lsb, -0.6 * lsb, 3.0, -3.0])).tolist() == [0, 1, -1, 511, -512]
+    assert L1_CONSTITUENT.bits == 34
+
+
+def test_network_values_are_exact_in_the_default_input_type():
+    rng = np.random.default_rng(1)
+    cons = np.stack([rng.uniform(0, 1500, 1000), rng.uniform(-1, 1, 1000), rng.uniform(-1, 1, 1000)], axis=1)
+    x = L1_CONSTITUENT.to_network(L1_CONSTITUENT.encode(cons))
+    t = FixedType.parse("fixed<16,6,RND_CONV,SAT>")
+    L1_CONSTITUENT.check_input_type(t)
+    np.testing.assert_array_equal(t.quantize(x), x)  # the input quantizer changes nothing
+    np.testing.assert_allclose(x[:, 0] * 64, cons[:, 0], atol=0.25)  # pT / 64 GeV, within one LSB
+    with pytest.raises(ValueError, match="fractional bits"):
+        L1_CONSTITUENT.check_input_type(FixedType.parse("fixed<12,6,RND_CONV,SAT>"))
+
+
+def test_inputs_are_leading_constituents_zero_padded():
+    cons = np.zeros((2, 5, 4))
+    cons[0, :3, 0] = [300.0, 200.0, 100.0]
+    cons[0, :3, 1] = [0.1, -0.2, 0.3]
+    cons[1, :5, 0] = [50.0, 40.0, 30.0, 20.0, 10.0]
+    cons[1, 4, 2] = 0.5  # past n_constituents = 4 below: must be zeroed
+    x = constituent_inputs(cons, np.array([3, 4]), 4)
+    assert x.shape == (2, 4, 3)
+    assert x[0, 3].tolist() == [0, 0, 0] and x[0, 0, 0] == 300 / 64 and x[1, 3, 0] == 20 / 64
+    with pytest.raises(ValueError, match="n_constituents=6 but 5"):
+        constituent_inputs(cons, np.array([3, 4]), 6)
+    with pytest.raises(ValueError, match="word needs 3"):
+        constituent_inputs(cons[..., :2], np.array([3, 4]), 4)
+
+
+def test_bad_input_is_one_line_naming_file_and_setting(smoke_jets):
+    import dataclasses
+
+    from l1forge.students.deepsets import checked_inputs
+
+    jets = read_jets(smoke_jets)
+    with pytest.raises(DataError, match=r"jets\.h5: student\.n_constituents=65 but the file stores 64"):
+        checked_inputs(jets, 65)
+    narrow = dataclasses.replace(jets, constituents=jets.constituents[..., :2])
+    with pytest.raises(DataError, match=r"jets\.h5: constituents have 2 features.*needs 3 \(pt, deta, dphi\)"):
+        checked_inputs(narrow, 16)
+    with pytest.raises(ValueError, match="student.input_type"):
+        checked_inputs(jets, 16, FixedType.parse("fixed<8,6,RND_CONV,SAT>"))
+
+
+def test_deepsets_is_permutation_invariant_and_ignores_padding(smoke_jets):
+    """Shuffling the real constituents of a jet leaves the logits bit-identical; a padded slot contributes zero."""
+    from l1forge.students.deepsets import build_deepsets, checked_inputs
+
+    jets = read_jets(smoke_jets)
+    x = checked_inputs(jets, 16)(jets.constituents[:64], jets.n_constituents[:64])
+    model = build_deepsets(16, 3, 5, phi=(8, 8), head=(8,))
+    rng = np.random.default_rng(0)
+    shuffled = x.copy()
+    for i, n in enumerate(np.minimum(jets.n_constituents[:64], 16)):
+        shuffled[i, :n] = x[i, rng.permutation(n)]
+    assert (shuffled != x).any()
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(shuffled, verbose=0))
+    phi = __import__("tensorflow").keras.Model(model.input, model.get_layer("phi_relu2").output)
+    short = checked_inputs(jets, 16)(jets.constituents[:64], np.full(64, 10))  # as if 10 constituents: 6 padded
+    assert short[:, 10:].sum() == 0 and short[:, :10].any()
+    out = phi.predict(short, verbose=0)
+    assert out[:, :10].any() and not out[:, 10:].any()  # padded slots stay exactly zero through the phi layers
