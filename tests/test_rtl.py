@@ -156,6 +156,15 @@ def test_yosys_counts_from_a_real_run(tmp_path):
     assert synth["logic_levels"] >= 2 and 0 < synth["critical_path_ns"] < 1000.0 / 240
     assert synth["achievable_clock_mhz"] > 240 and synth["meets_clock"]
     assert synth["latency_cycles"] == info["latency_cycles"] and synth["ii_cycles"] == 1
+    # the report's side-by-side rows: the hls4ml-path figure beside open synthesis, with % of the part
+    from l1forge.report import _side_by_side
+
+    fw = {"part": "xcvu13p-flga2577-2-e", "source": "estimate", "resources": {"LUT": 100, "FF": 50, "DSP": 2, "BRAM": 0},
+          "utilisation_percent": {"LUT": 0.01}, "latency_cycles": 3, "latency_ns": 12.5, "ii_cycles": 1,
+          "clock_mhz": 240.0, "open_synthesis": synth}
+    rows = {name: (a, b) for name, a, b in _side_by_side(fw)}
+    assert rows["LUT"][1] == f"{synth['LUT']:,} ({100 * synth['LUT'] / 1_728_000:.2g}%)"
+    assert rows["Source"][1].startswith("yosys 0.") and rows["Latency"][0].startswith("3 cycles")
 
 
 def test_yosys_failure_is_named(tmp_path):

@@ -151,6 +151,13 @@ class Anomaly(Task):
                                     [self.run.baseline / "model.h5", self.run.baseline / "predictions.h5"], baseline),
         }
 
+    def test_inputs(self) -> np.ndarray:
+        """Flattened L1 objects of the test crossings, as ``emulate`` feeds the emulator."""
+        from l1forge.students.anomaly import flatten_objects
+
+        sample = self._sample()
+        return flatten_objects(sample.objects[np.flatnonzero(sample.split == 2)]).astype(np.float64)
+
     def emulate(self) -> dict:
         def work():
             from l1forge.emulation.trigger import rate_curve, trigger_summary

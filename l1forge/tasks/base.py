@@ -25,7 +25,7 @@ from l1forge.core.artifacts import write_json_atomic
 class Task:
     name: ClassVar[str]
     data_file: ClassVar[str]  # under data/ of the run directory
-    stages: ClassVar[tuple[str, ...]] = ("generate", "teach", "distill", "synthesize", "emulate")
+    stages: ClassVar[tuple[str, ...]] = ("generate", "teach", "distill", "synthesize", "emulate", "rtl")
     report_template: ClassVar[str]  # a template in l1forge/templates/ for the task's own report section
     config_section: ClassVar[type | None] = None  # pydantic model of the task's section of the configuration
     config_presets: ClassVar[dict[str, dict]] = {}  # {preset: overrides of that section}
@@ -75,6 +75,33 @@ class Task:
 
     def emulate(self) -> dict:
         raise NotImplementedError
+
+    def test_inputs(self) -> np.ndarray:
+        """The student's float inputs on the test split, (events, *input shape), as ``emulate`` feeds the emulator."""
+        raise NotImplementedError
+
+    def rtl(self) -> dict:
+        """Verilog of the firmware graph (firmware/rtl/), Verilator against the emulator on ``rtl.events`` events
+        (the test inputs, cycled), and Yosys open synthesis (l1forge/hardware.py)."""
+        r = self.cfg.rtl
+        clock = r.clock_mhz or self.cfg.firmware.clock_mhz
+
+        def work():
+            import logging
+
+            from l1forge.core.graph import read_graph
+            from l1forge.firmware.rtl import RtlError, check_supported
+            from l1forge.hardware import check_rtl
+
+            try:  # a student the RTL writer cannot build (e.g. conv1d) is named in one line; the run goes on
+                check_supported(read_graph(self.run.firmware / "graph.json")[0])
+            except RtlError as err:
+                logging.getLogger("l1forge").warning("rtl: %s", err)
+                return {"rtl": {"unsupported": str(err)}, "open_synthesis": None}
+            return check_rtl(self.run.firmware / "graph.json", self.test_inputs(), self.run.firmware / "rtl", r.events,
+                             clock, synthesis=r.synthesis, yosys_timeout_s=r.yosys_timeout_s)
+
+        return self.stage("rtl", {"rtl": r, "clock_mhz": clock}, ["synthesize"], [self.run.firmware / "graph.json"], work)
 
     # ---- shared helpers ------------------------------------------------------------------------------------
     def chosen_teacher(self) -> str:
@@ -174,7 +201,14 @@ class Task:
             timing = check_timing(firmware["latency_ns"], firmware["ii_cycles"], firmware["clock_mhz"],
                                   self.cfg.trigger.budget_ns)
             rates = (result("emulate") or {}).get("trigger") or {}
-            task["trigger"] = {**rates, **timing, "n_bunches": self.cfg.trigger.n_bunches, "timing_source": firmware["source"]}
+            measured = (result("rtl") or {}).get("open_synthesis")
+            if measured:
+                task["firmware"]["open_synthesis"] = measured
+            best = measured if measured and firmware["source"] == "estimate" else None  # vendor > open synthesis > estimate
+            if best:
+                timing = check_timing(best["latency_ns"], best["ii_cycles"], best["clock_mhz"], self.cfg.trigger.budget_ns)
+            task["trigger"] = {**rates, **timing, "n_bunches": self.cfg.trigger.n_bunches,
+                               "timing_source": best["source"] if best else firmware["source"]}
         if emulation := result("emulate"):
             task["emulation"] = {k: emulation[k] for k in ("events_checked", "mismatches", "emulator_events_per_s",
                                                            "csim_events_per_s", "first_mismatch")}
@@ -182,6 +216,9 @@ class Task:
                 task["emulation"]["fidelity"] = emulation["fidelity"]
             if "student" in task:
                 task["student"]["firmware_metrics"] = emulation["metrics"]
+        if rtl := result("rtl"):
+            task["rtl"] = {k: rtl["rtl"][k] for k in ("events_checked", "mismatches", "sim_events_per_s", "first_mismatch",
+                                                      "latency_cycles", "clock_mhz", "unsupported") if k in rtl["rtl"]}
         return task
 
     # ---- report.html ---------------------------------------------------------------------------------------

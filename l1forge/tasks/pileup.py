@@ -157,6 +157,13 @@ class Pileup(Task):
         return {"student": self.stage("distill.student", config, ["generate", f"teach.{teacher}"],
                                        [out / "model.h5", out / "predictions.h5"], work)}
 
+    def test_inputs(self) -> np.ndarray:
+        """Student inputs of the test candidates, as ``emulate`` feeds the emulator."""
+        from l1forge.students.pileup import student_inputs
+
+        sample = self._sample()
+        return student_inputs(sample.subset(sample.split == 2)).astype(np.float64)
+
     def emulate(self) -> dict:
         p = self.cfg.pileup
 

@@ -114,6 +114,12 @@ class Tagging(Task):
         baseline = self.stage("distill.baseline", s, ["generate"], outputs(self.run.baseline), work(self.run.baseline, None))
         return {"student": student, "baseline": baseline}
 
+    def test_inputs(self) -> np.ndarray:
+        """The student's input on the test jets (``student_x``), as ``emulate`` feeds the emulator."""
+        jets = self.jets()
+        index = np.flatnonzero(jets.split == TEST_SPLIT)
+        return self.student_x(jets, index)
+
     def student_x(self, jets, index: np.ndarray) -> np.ndarray:
         """Float64 firmware input of jets ``index`` as the trained student's ``preprocess.json`` defines it: (events,
         16) standardized features (hlf) or (events, n, 3) L1 constituent words (deepsets)."""
