@@ -10,6 +10,12 @@ repeats what the nnet_utils C++ does, in the same order of quantization steps:
 * conv1d (``conv_1d_latency_cl`` / ``pointwise_conv_1d_latency_cl``, io_parallel "linebuffer"): the same dense
   accumulation on each output pixel's zero-padded window, inputs ordered (tap, channel); kernel size 1 is a dense
   applied per particle and takes the same fast path.
+* conv2d (``conv_2d_latency_cl``, io_parallel "linebuffer"): the same dense accumulation on each output pixel's
+  zero-padded window (row, column, channel), pixels row-major.
+* pool2d (``pooling2d_cl``): max in the input type (padding: the bit pattern with only the MSB set, ``pad_val``),
+  or the sum in ``accum_t`` (one cast per addition) divided towards zero by the unpadded area (or the window with
+  ``count_pad``), then ``(res_t)``.
+* leaky_relu: ``res = x > 0 ? (res_t)x : (res_t)(alpha * x)``, alpha in ``param_t``.
 * relu: ``res = x > 0 ? (res_t)x : 0``; linear: ``res = (res_t)x``.
 * table (sigmoid, tanh): ``index = clamp((int)(x * N / R) + R/2 * N / R)`` with R = 16 (sigmoid) or 8 (tanh), C
   truncations and 32-bit ints as written; the table is built as ``init_*_table`` builds it, in float with the

@@ -136,7 +136,7 @@ def _cause(layer, keras_name: str, emulator, model, x_sel: np.ndarray, diverged:
     if not has_input_quantizer and k and 2 * k >= int(diverged.sum()):  # with one, Keras saturates them alike
         return (f"input outside the input type's range: {in_t.hls()} holds [{in_t.min_value:g}, {in_t.max_value:g}] "
                 f"({k} of the {int(diverged.sum())} diverging events)")
-    if in_t.overflow == "WRAP" and k and first_on_path:
+    if in_t.overflow == "WRAP" and k and 2 * k >= int(diverged.sum()) and first_on_path:
         return (f"inputs outside the input type's range wrap around: {in_t.hls()} holds [{in_t.min_value:g}, "
                 f"{in_t.max_value:g}] ({k} of the {int(diverged.sum())} diverging events); use a saturating input type")
     if layer.op in ("softmax", "table"):

@@ -169,7 +169,7 @@ def _describe(layer, backend) -> tuple[dict, dict]:
             values = values.T if cls == "Dense" else np.transpose(values, (1, 2, 0))  # (F, W, C) -> (W, C, F)
         weights[f"{layer.name}/weight"] = values.reshape(-1, values.shape[-1])
         weights[f"{layer.name}/bias"] = _weight_values(b, layer)
-    elif cls in ("Conv2D", "PointwiseConv2D", "Conv2DBatchnorm"):
+    elif cls in ("Conv2D", "PointwiseConv2D", "Conv2DBatchnorm", "DepthwiseConv2D"):
         w, b = layer.weights["weight"], layer.weights["bias"]
         entry.update(_dense_types(layer, backend, w, b))
         entry.update(op="conv2d", implementation=str(layer.get_attr("implementation", "linebuffer")).lower(),
@@ -181,6 +181,13 @@ def _describe(layer, backend) -> tuple[dict, dict]:
         values = _weight_values(w, layer)
         if layer.get_attr("_weights_transposed", False):  # Resource strategy: (F, H, W, C) -> (H, W, C, F)
             values = np.transpose(values, (1, 2, 3, 0))
+        if cls == "DepthwiseConv2D":
+            # depthwise_conv_2d_latency_cl: acc[c] += x[tap, c] * w[tap, c], taps outer: the conv2d accumulation
+            # with a block-diagonal weight (the zero products add nothing to the accumulator).
+            if entry["strategy"] != "latency" or int(layer.get_attr("n_filt")) != int(layer.get_attr("n_chan")):
+                raise _unsupported(layer, "depthwise conv with the Resource strategy or a depth multiplier other than 1")
+            taps = values.reshape(-1, int(layer.get_attr("n_chan")))
+            values = np.einsum("tc,cd->tcd", taps, np.eye(taps.shape[1])).reshape(-1, taps.shape[1])
         weights[f"{layer.name}/weight"] = values.reshape(-1, values.shape[-1])
         weights[f"{layer.name}/bias"] = _weight_values(b, layer)
     elif cls == "Pooling2D" and layer.get_attr("pool_op") in ("Max", "Average"):

@@ -162,6 +162,11 @@ def convert(
             if "unexpected input layer chain" in str(err):
                 raise ConversionError(f"hls4ml: {err} Give the input type with --input-type.") from None
             raise
+        except NotImplementedError as err:  # hls4ml's bit-exact inference knows a fixed list of layers
+            raise ConversionError(
+                f"hls4ml's bit-exact type inference cannot convert this model ({err}); the l1forge emulator does not "
+                "support that layer either"
+            ) from None
     hls_model.l1forge_config = config
     if folded := sorted(set(hls_model.inputs) & set(hls_model.outputs)):
         raise ConversionError(

@@ -160,19 +160,24 @@ def test_bad_inputs_are_one_line_each(tmp_path, capsys):
 
 
 def test_unsupported_layers_are_refused_before_compiling(tmp_path):
-    """DepthwiseConv2D: one line naming the layer and its type, and no C-sim compiled (the project stays empty)."""
+    """ELU (an hls4ml ParametrizedActivation): one line naming the layer and its type, and no C-sim compiled;
+    UpSampling2D (hls4ml Resize, which its bit-exact inference does not know): one line too."""
+    from l1forge.firmware.hls import ConversionError
+
     from l1forge.firmware.graph import UnsupportedLayerError
 
     inp = L.Input((5, 5, 2), name="x")
     h = QActivation(quantized_bits(8, 3, alpha=1), name="qin")(inp)
-    out = L.Flatten(name="flat")(L.DepthwiseConv2D((3, 3), name="dw")(h))
-    model = _randomize(tf.keras.Model(inp, out), 12)
-    model.save(tmp_path / "dw.h5")
     np.save(tmp_path / "x.npy", _inputs((5, 5, 2), 12)[:10])
-    start = time.perf_counter()
-    with pytest.raises(UnsupportedLayerError, match="layer 'dw' of type DepthwiseConv2D"):
-        emulate_model(tmp_path / "dw.h5", tmp_path / "x.npy", check_csim=True, project_dir=tmp_path / "p")
-    assert time.perf_counter() - start < 30 and not list(tmp_path.glob("p/firmware/*.so"))
+    cases = [(L.ELU(name="elu"), UnsupportedLayerError, "layer 'elu' of type ParametrizedActivation"),
+             (L.UpSampling2D(2, name="up"), ConversionError, "Resize")]
+    for layer, error, message in cases:
+        model = tf.keras.Model(inp, L.Flatten(name="flat")(layer(h)))
+        model.save(tmp_path / "m.h5")
+        start = time.perf_counter()
+        with pytest.raises(error, match=message):
+            emulate_model(tmp_path / "m.h5", tmp_path / "x.npy", check_csim=True, project_dir=tmp_path / "p")
+        assert time.perf_counter() - start < 30 and not list(tmp_path.glob("p/firmware/*.so"))
 
 
 def test_a_model_that_only_quantizes_is_refused_in_one_line(tmp_path):
@@ -280,15 +285,17 @@ def test_quantizer_settings_hls4ml_implements_differently(tmp_path, setting):
 
 # ---- CNN layers (CICADA-class students on calorimeter regions) ---------------------------------------------------
 def test_cnn_conv2d_pooling_leaky_relu(tmp_path):
-    """QConv2D ('same' and strided 'valid'), quantized_relu(negative_slope) and LeakyReLU, Max/AveragePooling2D
-    with 3-wide windows, strides other than the window, 'same' and 'valid', Flatten, QDense: bit-exact."""
-    from qkeras import QConv2D
+    """QConv2D ('same' and strided 'valid'), QDepthwiseConv2D, quantized_relu(negative_slope) and LeakyReLU,
+    Max/AveragePooling2D with 3-wide windows, strides other than the window, 'same' and 'valid', Flatten, QDense."""
+    from qkeras import QConv2D, QDepthwiseConv2D
 
     inp = L.Input((9, 8, 2), name="x")
     h = QActivation(quantized_bits(10, 4, alpha=1), name="qin")(inp)
     h = QConv2D(3, (3, 3), padding="same", name="c1", **_q())(h)
     h = QActivation(quantized_relu(8, 3, negative_slope=0.25), name="lr1")(h)
     h = L.MaxPooling2D((3, 3), strides=(2, 2), padding="same", name="mp")(h)
+    h = QDepthwiseConv2D((2, 2), padding="same", name="dw", depthwise_quantizer=quantized_bits(6, 0, alpha=1),
+                         bias_quantizer=quantized_bits(6, 0, alpha=1))(h)
     h = QConv2D(4, (2, 2), strides=(1, 2), padding="valid", name="c2", **_q())(h)
     h = L.LeakyReLU(alpha=0.125, name="lr2")(h)
     # (3, 1) here would make hls4ml's bit-exact 'auto' accumulator 64 bits wide (a division by 3): refused, see below

@@ -18,6 +18,14 @@ op ``conv1d`` (Conv1D / PointwiseConv1D, io_parallel "linebuffer"): the dense ke
 ``in_width``, ``n_chan``, ``filt_width``, ``n_filt``, ``stride_width``, ``out_width``, ``pad_left``, ``pad_right``
 and ``n_partitions`` (output positions computed one after another: out_width / ParallelizationFactor; absent = out_width);
 weight (filt_width * n_chan, n_filt), rows ordered (tap, channel) as the C++ indexes them.
+op ``conv2d`` (Conv2D / PointwiseConv2D / Conv2DBatchnorm, io_parallel "linebuffer", channels last): the dense keys
+plus ``implementation``, ``in_height``, ``in_width``, ``n_chan``, ``filt_height``, ``filt_width``, ``n_filt``,
+``stride_height``, ``stride_width``, ``out_height``, ``out_width``, ``pad_top``, ``pad_bottom``, ``pad_left``,
+``pad_right``; weight (filt_height * filt_width * n_chan, n_filt), rows ordered (row, column, channel).
+op ``pool2d`` (Pooling2D, channels last): ``pool_op`` (max, average), ``accum_t``, ``count_pad``, ``in_height``,
+``in_width``, ``n_filt``, ``pool_height``, ``pool_width``, ``stride_height``, ``stride_width``, ``out_height``,
+``out_width``, ``pad_top``, ``pad_bottom``, ``pad_left``, ``pad_right``.
+op ``leaky_relu`` (LeakyReLU, quantized_relu with negative_slope): ``alpha`` (float), ``param_t``.
 op ``relu`` / ``linear`` / ``reshape`` (Flatten, Reshape): elementwise or a new shape, ``result_t``.
 op ``table`` (Activation sigmoid/tanh): ``function``, ``table_size``, ``table_t``.
 op ``hard_sigmoid`` / ``hard_tanh`` (QKeras quantized_sigmoid/tanh): ``slope``, ``shift``, ``slope_t``, ``shift_t``.
