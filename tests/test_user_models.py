@@ -325,3 +325,22 @@ def test_cnn_same_average_pooling_and_pointwise(tmp_path):
     config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
     config["Model"].update(ReuseFactor=2, Strategy="Resource")
     _run(tmp_path, "cnn_same_avg", model, _inputs((6, 5, 3), 11), hls_config_path=_write_config(tmp_path, "cnn", config))
+
+
+def test_synthesize_a_plain_input_model_with_a_user_config_and_an_input_type(tmp_path, capsys):
+    """`l1forge synthesize --model` converts a QDense on a plain Input; --input-type is applied to the user config."""
+    import hls4ml
+
+    inp = L.Input((6,), name="x")
+    model = _randomize(tf.keras.Model(inp, QDense(3, name="d", **_q())(QDense(5, name="d0", **_q())(inp))), 13)
+    model.save(tmp_path / "m.h5")
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    code, err = _cli(["synthesize", "--model", tmp_path / "m.h5", "--out", tmp_path / "fw", "--hls-config",
+                      _write_config(tmp_path, "c", config), "--input-type", "fixed<10,4,RND_CONV,SAT>"], capsys)
+    assert code == 0, err
+    block = json.loads((tmp_path / "fw" / "summary.json").read_text())["tasks"]["user"]["firmware"]
+    assert block["input_type"].startswith("fixed<10,4,RND_CONV,SAT") and block["input_type_note"] is None
+    np.save(tmp_path / "x.npy", _inputs((6,), 13))
+    code, err = _cli(["emulate", "--model", tmp_path / "m.h5", "--data", tmp_path / "x.npy"], capsys)  # no C-sim
+    assert code == 0 and "note: input type fixed<16,6,RND_CONV,SAT> (the l1forge default" in err, err
+    assert "warning: the firmware differs from the Keras model" in err  # inputs beyond +-32 saturate
