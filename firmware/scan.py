@@ -21,11 +21,14 @@ REQUIRED = ("metric", "LUT", "latency_ns")
 
 @dataclasses.dataclass(frozen=True)
 class ScanPoint:
-    """One design: QKeras weight and activation bit widths and the hls4ml reuse factor."""
+    """One design: QKeras weight and activation bit widths, the hls4ml reuse factor and the student family
+    ("hlf": the MLP on jet features; "deepsets": students/deepsets.py on ``n_constituents`` constituents)."""
 
     weight_bits: int
     activation_bits: int
     reuse_factor: int = 1
+    family: str = "hlf"
+    n_constituents: int = 0  # deepsets only
 
 
 def scan(points, evaluate: Callable[[ScanPoint], dict], executor=None) -> list[dict]:
@@ -63,15 +66,28 @@ def pareto_front(results, maximize: str = "metric", minimize=("LUT", "latency_ns
 
 
 def plot_pareto(ax, results, front, maximize: str = "metric", latency: str = "latency_ns"):
-    """Metric against LUTs on ``ax``, coloured by latency, the front ringed in red; returns the scatter of all."""
-    points = ax.scatter(
-        [row["LUT"] for row in results],
-        [row[maximize] for row in results],
-        c=[row[latency] for row in results],
-        cmap="viridis",
-        s=30,
-        zorder=2,
-    )
+    """Metric against LUTs on ``ax``, coloured by latency, one marker per design family (the HLF MLP and each
+    deepsets N, labelled when there is more than one), the front ringed in red; returns the last scatter."""
+    lat = [row[latency] for row in results]
+    designs: dict = {}
+    for row in results:
+        family = row.get("family", "hlf")
+        designs.setdefault(family + (f" N={row['n_constituents']}" if family != "hlf" else " MLP"), []).append(row)
+    for (name, rows), marker in zip(designs.items(), "osD^vP*X"):
+        points = ax.scatter(
+            [row["LUT"] for row in rows],
+            [row[maximize] for row in rows],
+            c=[row[latency] for row in rows],
+            cmap="viridis",
+            vmin=min(lat),
+            vmax=max(lat),
+            s=30,
+            marker=marker,
+            edgecolors="black" if len(designs) > 1 else "none",
+            linewidths=0.4,
+            label=name if len(designs) > 1 else None,
+            zorder=2,
+        )
     ax.figure.colorbar(points, ax=ax, label=latency.replace("_ns", " [ns]"))
     ax.scatter(  # rings, not a line: with latency as an objective the front is not monotonic in LUT
         [row["LUT"] for row in front],
@@ -94,13 +110,17 @@ class StudentEstimate:
     and costed by firmware/estimate.py; "metric" is ``metric(model)``, the caller's (picklable) function.
 
     ``metric`` is called on the freshly built model (random weights, ``seed``) before conversion, so a metric
-    that trains the model in place is costed with its trained weights.
+    that trains the model in place is costed with its trained weights. It returns a number, or a dict holding
+    "metric" and any other fields for the result row (e.g. uncertainties, R50). A "deepsets" point builds
+    students/deepsets.py ``build_deepsets`` with ``phi`` and ``head`` on (n_constituents, 3) words.
     """
 
     metric: Callable
     n_inputs: int = 16
     n_outputs: int = 5
     hidden: tuple = (64, 32, 32)
+    phi: tuple = (16, 16)
+    head: tuple = (32,)
     settings: FirmwareSettings = dataclasses.field(default_factory=FirmwareSettings)
     seed: int = 0
 
@@ -115,14 +135,23 @@ class StudentEstimate:
 
         tf.keras.utils.set_random_seed(self.seed)
         precision = Precision(weight_bits=point.weight_bits, activation_bits=point.activation_bits)
-        model = build_student(self.n_inputs, self.n_outputs, self.hidden, precision)
-        metric = float(self.metric(model))
+        if point.family == "deepsets":
+            from l1forge.quantize.l1words import L1_CONSTITUENT
+            from l1forge.students.deepsets import build_deepsets
+
+            model = build_deepsets(point.n_constituents, L1_CONSTITUENT.n_features, self.n_outputs, self.phi,
+                                   self.head, precision)
+        else:
+            model = build_student(self.n_inputs, self.n_outputs, self.hidden, precision)
+        measured = self.metric(model)
+        measured = dict(measured) if isinstance(measured, dict) else {"metric": float(measured)}
         settings = self.settings.model_copy(update={"reuse_factor": point.reuse_factor})
         with tempfile.TemporaryDirectory() as tmp:
             hls_model = convert(model, precision.input, settings, pathlib.Path(tmp) / "hls", compile=False)
             report = estimate(*describe_model(hls_model), settings.clock_mhz)
         return {
-            "metric": metric,
+            **measured,
+            "params": int(model.count_params()),
             **report["resources"],
             "latency_cycles": report["latency_cycles"],
             "latency_ns": report["latency_ns"],

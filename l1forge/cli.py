@@ -231,17 +231,24 @@ def scan(
     bits: str = typer.Option("4,6,8", help="Bit widths of weights and activations, comma-separated."),
     reuse: str = typer.Option("1,2,4", help="Reuse factors, comma-separated."),
     executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS,
+    families: str = typer.Option("hlf", help="Student families, comma-separated: hlf, deepsets."),
+    constituents: str = typer.Option("16", help="Constituents per jet of the deepsets family, comma-separated."),
 ):
-    """Scan bit widths x reuse factors of the student; Pareto front of accuracy vs LUTs vs latency (report)."""
+    """Scan family x constituents x bit widths x reuse factors of the student; Pareto front of accuracy vs LUTs vs
+    latency (report)."""
     runner = _runner(task, preset, config, out, force, quiet, executor=executor, address=address)
     if not hasattr(runner.task, "scan"):
         raise typer.BadParameter(f"task '{task}' has no design-space scan (tagging has)")
     d = runner.cfg.data
     with executors.executor(d.executor, d.address, d.workers) as pool:
-        result = runner.task.scan(_ints(bits), _ints(reuse), pool)
+        names = tuple(f.strip() for f in families.split(",") if f.strip())
+        if unknown := set(names) - {"hlf", "deepsets"}:
+            raise typer.BadParameter(f"--families: unknown {', '.join(sorted(unknown))} (hlf, deepsets)")
+        result = runner.task.scan(_ints(bits), _ints(reuse), pool, names, _ints(constituents))
     runner.report()
     for point in result["front"]:
-        console.print(f"front: {point['weight_bits']} bits, reuse {point['reuse_factor']}: accuracy {point['metric']:.3f}, "
+        family = point.get("family", "hlf") + (f" N={point['n_constituents']}" if point.get("family") == "deepsets" else "")
+        console.print(f"front: {family}, {point['weight_bits']} bits, reuse {point['reuse_factor']}: accuracy {point['metric']:.3f}, "
                       f"{point['LUT']:.0f} LUT, {point['latency_ns']:.1f} ns", highlight=False)
 
 

@@ -1,4 +1,5 @@
-"""Design-space scan of the flow's student: bit widths x reuse factors -> accuracy vs LUTs vs latency."""
+"""Design-space scan of the flow's student: family x constituents x bit widths x reuse factors -> accuracy vs LUTs
+vs latency."""
 
 from __future__ import annotations
 
@@ -21,31 +22,39 @@ class DistilledAccuracy:
     teacher: str
     student: dict  # StudentConfig fields
 
-    def __call__(self, model) -> float:
+    def __call__(self, model) -> dict:
+        """{"metric": test accuracy, "accuracy_err", "rejection_at_50", "rejection_at_50_err",
+        "rejection_at_50_lower_bound", "top_vs_qcd_auc"} of the model trained in place (QKeras, float)."""
         from l1forge.events.schema import read_jets
         from l1forge.core.artifacts import read_array
+        from l1forge.students.deepsets import student_inputs
         from l1forge.students.distill import train_student
-        from l1forge.students.preprocess import Standardizer
 
         run = pathlib.Path(self.run_dir)
         jets = read_jets(run / "data" / "jets.h5")
         teacher_logits = read_array(run / "teachers" / self.teacher / "predictions.h5", "logits")
         s = self.student
+        family = "deepsets" if len(model.input_shape) == 3 else "hlf"  # (None, n, 3) words or (None, 16) features
+        features, names, preprocess = student_inputs(family, jets, model.input_shape[1], None)
         with tempfile.TemporaryDirectory() as tmp:
             train_student(
-                jets.features, jets.feature_names, jets.labels, jets.split, pathlib.Path(tmp), teacher_logits,
+                features, names, jets.labels, jets.split, pathlib.Path(tmp), teacher_logits,
                 epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], temperature=s["temperature"],
-                alpha=s["alpha"], seed=s["seed"], progress=False, model=model,
+                alpha=s["alpha"], seed=s["seed"], progress=False, model=model, preprocess=preprocess,
             )
-            scaler = Standardizer.load(pathlib.Path(tmp) / "preprocess.json")
+            logits = read_array(pathlib.Path(tmp) / "predictions.h5", "logits")
         test = jets.split == 2
-        logits = model.predict(scaler(jets.features[test]), batch_size=4096, verbose=0)
-        return classification_metrics(jets.labels[test], np.asarray(logits), jets.class_names)["accuracy"]
+        m = classification_metrics(jets.labels[test], np.asarray(logits)[test], jets.class_names)
+        keys = ("accuracy_err", "top_vs_qcd_auc", "rejection_at_50", "rejection_at_50_err", "rejection_at_50_lower_bound")
+        return {"metric": m["accuracy"], **{k: m[k] for k in keys}}
 
 
-def scan_points(weight_bits, reuse_factors) -> list[ScanPoint]:
-    """Weights and activations share the bit width; every width with every reuse factor."""
-    return [ScanPoint(bits, bits, rf) for bits, rf in itertools.product(weight_bits, reuse_factors)]
+def scan_points(weight_bits, reuse_factors, families=("hlf",), n_constituents=(16,)) -> list[ScanPoint]:
+    """Weights and activations share the bit width; every width with every reuse factor, for every family (the
+    deepsets family once per number of constituents)."""
+    designs = [(f, n) for f in families for n in (n_constituents if f == "deepsets" else (0,))]
+    return [ScanPoint(bits, bits, rf, family, n)
+            for (family, n), bits, rf in itertools.product(designs, weight_bits, reuse_factors)]
 
 
 def run_scan(run_dir: pathlib.Path, teacher: str, student: dict, settings, points, executor=None) -> dict:
@@ -54,6 +63,7 @@ def run_scan(run_dir: pathlib.Path, teacher: str, student: dict, settings, point
     teacher predictions, so the workers of a remote Dask cluster need ``run_dir`` on a shared file system."""
     run_dir = pathlib.Path(run_dir).resolve()  # absolute: a worker's directory may differ
     metric = DistilledAccuracy(str(run_dir), teacher, student)
-    evaluate = StudentEstimate(metric=metric, hidden=tuple(student["hidden"]), settings=settings, seed=student["seed"])
+    evaluate = StudentEstimate(metric=metric, hidden=tuple(student["hidden"]), settings=settings, seed=student["seed"],
+                               phi=tuple(student.get("phi", (16, 16))), head=tuple(student.get("head", (32,))))
     results = scan(points, evaluate, executor)
     return {"metric": "accuracy", "points": results, "front": pareto_front(results)}

@@ -87,3 +87,24 @@ def test_real_student_point_end_to_end():
     assert row["metric"] == 8 * 8 + 8 + 8 * 3 + 3
     assert row["source"] == "estimate" and row["ii_cycles"] == 2
     assert row["LUT"] > 0 and math.isclose(row["latency_ns"], row["latency_cycles"] * 1000 / 240.0)
+
+
+def test_constituent_points_on_the_same_scan():
+    """family x N x bits: the deepsets student (phi 4-4, head 4) is costed at II 1 (pointwise convolutions on every
+    constituent at once), its parameters do not depend on N, its LUTs grow with N; the plot marks each design."""
+    from matplotlib.figure import Figure
+
+    from l1forge.design_scan import scan_points
+
+    points = scan_points((4,), (1,), ("hlf", "deepsets"), (4, 8))
+    assert [(p.family, p.n_constituents) for p in points] == [("hlf", 0), ("deepsets", 4), ("deepsets", 8)]
+    evaluate = StudentEstimate(parameter_count, n_inputs=8, n_outputs=3, hidden=(8,), phi=(4, 4), head=(4,))
+    rows = scan(points, evaluate, executor=_Serial())
+    hlf, ds4, ds8 = rows
+    assert ds4["params"] == ds8["params"] == 3 * 4 + 4 * 4 + (4 * 4 + 4) + (4 * 3 + 3) == ds4["metric"]
+    assert hlf["params"] == 8 * 8 + 8 + 8 * 3 + 3
+    assert ds4["ii_cycles"] == ds8["ii_cycles"] == 1 and ds4["LUT"] < ds8["LUT"]
+    fig = Figure()
+    ax = fig.add_subplot()
+    plot_pareto(ax, rows, pareto_front(rows))
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"hlf MLP", "deepsets N=4", "deepsets N=8"}

@@ -176,11 +176,13 @@ class Tagging(Task):
             "qcd_rate_khz": float(rate_curve(scores, weights, t.n_bunches, [scores.min()])[1][0]),
         }
 
-    def scan(self, weight_bits=(4, 6, 8), reuse_factors=(1, 2, 4), executor=None) -> dict:
-        """Design-space scan of the student (not part of ``run``): accuracy vs estimated LUTs vs latency."""
+    def scan(self, weight_bits=(4, 6, 8), reuse_factors=(1, 2, 4), executor=None, families=("hlf",),
+             n_constituents=(16,)) -> dict:
+        """Design-space scan of the student (not part of ``run``): accuracy vs estimated LUTs vs latency, for every
+        family (deepsets at every number of constituents) on the same plot."""
         from l1forge.design_scan import run_scan, scan_points
 
-        points = scan_points(weight_bits, reuse_factors)
+        points = scan_points(weight_bits, reuse_factors, families, n_constituents)
         teacher = self.chosen_teacher()
         student = self.cfg.student.model_dump()
 
