@@ -72,17 +72,19 @@ def test_qdense_on_a_plain_input_gets_the_default_input_type(tmp_path):
     assert stats["keras_mismatches"] >= 1 and div["layer"] == "d1" and "outside the input type's range" in div["cause"]
 
 
-def test_input_feeding_two_branches_with_batchnorm_and_an_input_type(tmp_path):
+def test_input_feeding_two_branches_with_batchnorm_average_and_an_input_type(tmp_path):
     inp = L.Input((8,), name="x")
     a = QDense(6, name="da", **_q())(inp)
     a = L.BatchNormalization(name="bn")(a)
     a = QActivation(quantized_relu(8, 3), name="aa")(a)
     b = QDense(6, name="db", **_q(8, 1))(inp)
     b = QActivation(quantized_bits(8, 3, alpha=1), name="ab")(b)
-    out = L.Add(name="add")([a, b])
+    out = L.Average(name="avg")([a, b])  # hls4ml PR #1317: an Average merge whose constant 1/2 wrapped
     model = _randomize(tf.keras.Model(inp, out), 2)
     stats = _run(tmp_path, "two_branches", model, _inputs((8,), 2), input_type="fixed<12,5,RND_CONV,SAT>")
     assert stats["input_type"] == "fixed<12,5,RND_CONV,SAT>" and stats["input_type_note"] is None
+    # Beyond the input range and the input's quantization the average agrees with Keras (no wrap, PR #1317).
+    assert stats["first_keras_divergence"]["layer"] in ("da", "db", "da_linear", "db_linear")
 
 
 # ---- integer types -------------------------------------------------------------------------------------------
