@@ -202,9 +202,24 @@ class Tagging(Task):
         if "student" in task:  # which family, and for constituent students how many constituents
             student = self.run.result("distill.student")
             task["student"].update({k: student[k] for k in ("family", "n_constituents", "input_word") if k in student})
+            if verdict := self._distillation_verdict():
+                task["student"]["distilled_vs_baseline"] = verdict
         if scan := self.run.state.get("scan"):
             task["scan"] = {k: scan["result"][k] for k in ("metric", "points", "front")}
         return task
+
+    def _distillation_verdict(self) -> dict | None:
+        """Distilled student minus its label-trained twin on the same test jets (metrics.paired_difference: paired
+        bootstrap, verdict "A" = distillation wins beyond 2 sigma, "B" = the baseline wins, else "tie")."""
+        from l1forge.metrics import paired_difference
+
+        paths = [self.run.student / "predictions.h5", self.run.baseline / "predictions.h5"]
+        if not all(p.exists() for p in paths) or not self.data_path.exists():
+            return None
+        labels, split = read_h5(self.data_path, "labels", "split")
+        test = split == TEST_SPLIT
+        a, b = (read_array(p, "logits")[test] for p in paths)
+        return {m: paired_difference(labels[test], a, b, CLASSES, m) for m in ("accuracy", "top_vs_qcd_auc")}
 
     # ---- report.html ---------------------------------------------------------------------------------------
     @classmethod
@@ -222,6 +237,7 @@ class Tagging(Task):
             "data": _data_section(block.get("data"), labels, split),
             "models": _model_rows(scores, block),
             "student_bits": block.get("student", {}).get("bits"),
+            "distillation": block.get("student", {}).get("distilled_vs_baseline"),
             "roc_png": _roc_plot(scores) if scores else None,
             "confusion_model": cm_model,
             "confusion_png": _confusion_plot(*scores[cm_model]) if cm_model in scores else None,
