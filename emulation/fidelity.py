@@ -15,7 +15,9 @@ The block (``fidelity``) has:
 * ``dropped_quantizers``: Keras QActivation layers inside the model that have no firmware layer (folded into the
   layer before them, or dropped: hls4ml's passes/linear.py under a name config without bit-exact inference);
 * ``first_keras_divergence``: None, or {"layer", "class_name", "events", "of_events", "max_abs_diff", "cause"} for
-  the first firmware layer (in execution order) whose values diverge from the Keras layer of the same name, with
+  the first firmware layer (in execution order) whose values diverge from the Keras layer of the same name on at
+  least half of the differing events looked at (``earlier``: {"layer", "events"} of a layer before it diverging on
+  fewer; the first layer with any divergence when none reaches half), with
   the known cause where one is recognised (``cause`` None otherwise): inputs outside the input type's range,
   inputs quantized by an input type the model does not have, a wide type feeding a table, a table-based
   activation or softmax, a quantizer setting hls4ml implements differently (keep_negative=False, symmetric), a
@@ -142,9 +144,11 @@ def _cause(layer, keras_name: str, emulator, model, x_sel: np.ndarray, diverged:
     if layer.op in ("softmax", "table"):
         src_t = emulator._types[layer.inputs[0]]
         what = "softmax" if layer.op == "softmax" else layer.spec.get("function", "activation")
-        if src_t.width > _TABLE_WIDE_BITS:
-            return (f"a wide type {src_t.hls()} (hls4ml 'auto') feeds the table-based {what}, which is addressed by "
-                    "its top bits only: set a narrower result type on the layer before it")
+        # latency softmax: the exp table is addressed by the top bits of the input type; stable: of inp_norm_t
+        address_t = FixedType.parse(layer.spec["inp_norm_t"]) if layer.spec.get("implementation") == "stable" else src_t
+        if layer.op == "softmax" and address_t.width > _TABLE_WIDE_BITS:
+            return (f"a wide type {address_t.hls()} (hls4ml 'auto') addresses the table-based softmax by its top "
+                    f"bits only (input {src_t.hls()}): set a narrower result type on the layer before it")
         return f"table-based {what}: finite tables (hls4ml #1512, #1443); compare and cut on the logits"
     try:
         keras_layer = model.get_layer(keras_name)
@@ -246,6 +250,7 @@ def _first_divergence(model, emulator, x_sel: np.ndarray, has_input_quantizer: b
             keras_of[layer.name] = src
     _, codes = emulator.run(x_sel, keep_layers=True)
     m = len(x_sel)
+    found = []
     for layer in emulator.layers:
         if layer.name not in keras_of:
             continue
@@ -258,7 +263,7 @@ def _first_divergence(model, emulator, x_sel: np.ndarray, has_input_quantizer: b
         diff = np.abs(ours - FixedType(r.width, r.integer, r.signed, r.rounding, "SAT").quantize(theirs))
         diverged = np.any(diff > _tolerance(layer.result.lsb, theirs), axis=1)
         if diverged.any():
-            return {
+            found.append({
                 "layer": layer.name,
                 "class_name": layer.spec.get("class_name"),
                 "events": int(diverged.sum()),
@@ -266,7 +271,16 @@ def _first_divergence(model, emulator, x_sel: np.ndarray, has_input_quantizer: b
                 "max_abs_diff": float(np.abs(ours - theirs).max()),
                 "cause": _cause(layer, keras_of[layer.name], emulator, model, x_sel, diverged, theirs, dropped,
                                 has_input_quantizer, not (_fw_ancestors(emulator, layer.name) & set(keras_of))),
-            }
+            })
+            if 2 * found[-1]["events"] >= m:
+                break
+    if found:
+        # The first layer where most of the differing events diverge; a layer before it that diverges on a few
+        # events only (e.g. float32 rounding of the inputs in Keras crossing a rounding boundary) is named beside.
+        main = next((f for f in found if 2 * f["events"] >= m), found[0])
+        if main is not found[0]:
+            main["earlier"] = {k: found[0][k] for k in ("layer", "events")}
+        return main
     # No layer of the firmware diverges from its Keras namesake: the outputs differ after the last of them.
     dropped = _dropped_first(model, dropped)
     cause = _dropped_cause(model, emulator, dropped[0]) if dropped else None

@@ -110,16 +110,17 @@ def test_several_outputs_one_dataset_per_head(tmp_path):
     h = QActivation(quantized_bits(10, 4, alpha=1), name="qin")(inp)
     o1 = QDense(3, name="h1", **_q())(h)
     o2 = L.Reshape((2, 2), name="h2r")(QDense(4, name="h2", **_q())(h))
-    o3 = L.Activation("softmax", name="h3")(QDense(5, name="h3d", **_q())(h))
+    o3 = L.Activation("softmax", name="h3")(QDense(5, name="h3d", **_q(16, 2))(h))  # a wide 'auto' type
     model = _randomize(tf.keras.Model(inp, [o1, o2, o3]), 4)
     stats = _run(tmp_path, "three_heads", model, _inputs((8,), 4), output=tmp_path / "heads.h5")
     with h5py.File(tmp_path / "heads.h5") as f:
         shapes = {k: f[k].shape for k in f}
     assert sorted(shapes.values()) == sorted([(N, 3), (N, 2, 2), (N, 5)])  # Keras shapes, one dataset per head
-    # The table-based softmax differs from Keras' exact one (hls4ml #1512, #1443).
+    # The table-based softmax differs from Keras' exact one (hls4ml #1512, #1443), here addressed by the top bits
+    # of a wide 'auto' type: argmax flips.
     div = stats["first_keras_divergence"]
-    assert stats["keras_mismatches"] > 0 and div["layer"] == "h3" and "softmax" in div["cause"]
-    assert stats["argmax_flips"] is not None
+    assert stats["keras_mismatches"] > N // 2 and div["layer"] == "h3" and "wide type" in div["cause"], div
+    assert stats["argmax_flips"] > 0
 
 
 # ---- refusals, before any compilation ------------------------------------------------------------------------
