@@ -173,3 +173,23 @@ def test_yosys_failure_is_named(tmp_path):
     (tmp_path / "rtl" / info["files"][0]).write_text("module broken(;\n")
     with pytest.raises(verilator.ToolError, match="yosys.log"):
         yosys.synthesize(tmp_path / "rtl", info, tmp_path / "yosys")
+
+
+def test_rtl_of_a_user_model_through_the_cli(tmp_path):
+    """`l1forge rtl --model`: a QKeras model converted by hls4ml as `synthesize --model` converts it, its Verilog
+    bit-exact with the emulator on inputs spanning the input type (saturation included)."""
+    import subprocess
+    import sys
+
+    from l1forge.students.model import build_student
+
+    model = build_student(6, 3, hidden=(5,))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape) for w in model.get_weights()])
+    model.save(tmp_path / "m.h5")
+    res = subprocess.run([sys.executable, "-c", "from l1forge.cli import main; main()", "rtl", "--model", tmp_path / "m.h5",
+                          "--out", tmp_path / "out", "--events", "3000", "--no-synthesis"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rtl = json.loads(res.stdout[res.stdout.index('{\n "rtl"'):])["rtl"]  # after whatever hls4ml prints
+    assert rtl["events_checked"] == 3000 and rtl["mismatches"] == 0 and rtl["adders"] > 10
+    assert (tmp_path / "out" / "graph.json").exists() and (tmp_path / "out" / "rtl" / "rtl.json").exists()
