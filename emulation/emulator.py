@@ -28,6 +28,7 @@ repeats what the nnet_utils C++ does, in the same order of quantization steps:
   global_average: ``acc = (accum_t)(acc + x)`` in order, ``acc /= n`` (truncating), ``(res_t)acc``.
 * add / subtract / average / maximum / minimum: exact two-input result, then ``(res_t)``; concatenate: each input
   cast to ``res_t``; reshape (Flatten/Reshape): the same codes in the new shape.
+* transpose (Permute, ``nnet_transpose.h``): the codes with their axes permuted (``perm``), cast to ``res_t``.
 """
 
 from __future__ import annotations
@@ -382,6 +383,10 @@ class Emulator:
     def _reshape(self, layer: _Layer, src) -> np.ndarray:
         return src[0]
 
+    def _transpose(self, layer: _Layer, src) -> np.ndarray:
+        """Permute the axes of one event (``perm`` without the batch axis), each value cast to the result type."""
+        return layer.result.from_codes(np.transpose(src[0], [0, *(p + 1 for p in layer.spec["perm"])]), src[1].frac)
+
     def _dense(self, layer: _Layer, src) -> np.ndarray:
         x, x_type = src
         x = x.reshape(len(x), -1)
@@ -568,4 +573,5 @@ class Emulator:
         "minimum": _merge,
         "concatenate": _concatenate,
         "reshape": _reshape,
+        "transpose": _transpose,
     }

@@ -22,7 +22,7 @@ Every layer gets a row ``{"name", "op", "cycles", "ii", "LUT", "FF", "DSP", "BRA
   operands exceed ``dsp_min_bits``, else ``lut_per_mult_bit2`` LUTs per partial-product bit), one accumulator per
   multiplier; with R > 1 the weights are a ``ROM_nP_BRAM`` reshaped to width n_in x n_out / R and depth R:
   BRAM18 = ceil(width x weight_bits / 36) x ceil(R / 512). Cycles = R + the multiplier and adder pipeline, II = R.
-* relu: ``relu_lut_per_bit`` LUTs per output bit, combinational (0 cycles); linear / reshape / concatenate: free.
+* relu: ``relu_lut_per_bit`` LUTs per output bit, combinational (0 cycles); linear / reshape / concatenate / transpose: free (wiring).
 * table (sigmoid, tanh): one ROM read per element, a dual-port BRAM18 serves two elements; 2 cycles.
 * softmax (latency/stable/legacy): exp ROM read per element, an adder tree, one inverse ROM read and one multiply
   per element (DSP when wide); stable adds a max tree. Cycles = 1 + ceil((levels x add_ns + t_mult) / period).
@@ -126,7 +126,7 @@ def _layer(layer: dict, x: tuple, res_type: FixedType, weights: dict, k: dict, p
     """The row of one layer; ``x`` is (type, number of elements) of its first input."""
     (x_type, n_in), op, n = x, layer["op"], math.prod(layer["shape"])
     bits = res_type.width * n
-    if op in ("input", "linear", "reshape", "concatenate"):
+    if op in ("input", "linear", "reshape", "concatenate", "transpose"):
         return _row()
     if op == "relu":
         return _row(lut=k["relu_lut_per_bit"] * bits)

@@ -216,6 +216,8 @@ def _describe(layer, backend) -> tuple[dict, dict]:
         entry.update(op="concatenate", axis=int(layer.get_attr("axis", -1)))
     elif cls == "Reshape":
         entry["op"] = "reshape"
+    elif cls == "Transpose":  # Keras Permute: nnet_transpose.h, res[i] = data[from(i)] (a cast to result_t)
+        entry.update(op="transpose", perm=[int(p) for p in layer.get_attr("perm")])
     else:
         raise _unsupported(layer)
     return entry, weights

@@ -22,13 +22,13 @@ REQUIRED = ("metric", "LUT", "latency_ns")
 @dataclasses.dataclass(frozen=True)
 class ScanPoint:
     """One design: QKeras weight and activation bit widths, the hls4ml reuse factor and the student family
-    ("hlf": the MLP on jet features; "deepsets": students/deepsets.py on ``n_constituents`` constituents)."""
+    ("hlf": the MLP on jet features; "deepsets" or "mixer": students/deepsets.py on ``n_constituents`` constituents)."""
 
     weight_bits: int
     activation_bits: int
     reuse_factor: int = 1
     family: str = "hlf"
-    n_constituents: int = 0  # deepsets only
+    n_constituents: int = 0  # constituent students only
 
 
 def scan(points, evaluate: Callable[[ScanPoint], dict], executor=None) -> list[dict]:
@@ -111,8 +111,8 @@ class StudentEstimate:
 
     ``metric`` is called on the freshly built model (random weights, ``seed``) before conversion, so a metric
     that trains the model in place is costed with its trained weights. It returns a number, or a dict holding
-    "metric" and any other fields for the result row (e.g. uncertainties, R50). A "deepsets" point builds
-    students/deepsets.py ``build_deepsets`` with ``phi`` and ``head`` on (n_constituents, 3) words.
+    "metric" and any other fields for the result row (e.g. uncertainties, R50). A "deepsets" or "mixer" point
+    builds students/deepsets.py ``build_constituent_student`` with ``phi`` and ``head`` on (n_constituents, 3) words.
     """
 
     metric: Callable
@@ -135,12 +135,12 @@ class StudentEstimate:
 
         tf.keras.utils.set_random_seed(self.seed)
         precision = Precision(weight_bits=point.weight_bits, activation_bits=point.activation_bits)
-        if point.family == "deepsets":
+        if point.family != "hlf":
             from l1forge.quantize.l1words import L1_CONSTITUENT
-            from l1forge.students.deepsets import build_deepsets
+            from l1forge.students.deepsets import build_constituent_student
 
-            model = build_deepsets(point.n_constituents, L1_CONSTITUENT.n_features, self.n_outputs, self.phi,
-                                   self.head, precision)
+            model = build_constituent_student(point.family, point.n_constituents, L1_CONSTITUENT.n_features,
+                                              self.n_outputs, self.phi, self.head, precision)
         else:
             model = build_student(self.n_inputs, self.n_outputs, self.hidden, precision)
         measured = self.metric(model)

@@ -231,8 +231,8 @@ def scan(
     bits: str = typer.Option("4,6,8", help="Bit widths of weights and activations, comma-separated."),
     reuse: str = typer.Option("1,2,4", help="Reuse factors, comma-separated."),
     executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS,
-    families: str = typer.Option("hlf", help="Student families, comma-separated: hlf, deepsets."),
-    constituents: str = typer.Option("16", help="Constituents per jet of the deepsets family, comma-separated."),
+    families: str = typer.Option("hlf", help="Student families, comma-separated: hlf, deepsets, mixer."),
+    constituents: str = typer.Option("16", help="Constituents per jet of the deepsets/mixer families, comma-separated."),
 ):
     """Scan family x constituents x bit widths x reuse factors of the student; Pareto front of accuracy vs LUTs vs
     latency (report)."""
@@ -242,12 +242,12 @@ def scan(
     d = runner.cfg.data
     with executors.executor(d.executor, d.address, d.workers) as pool:
         names = tuple(f.strip() for f in families.split(",") if f.strip())
-        if unknown := set(names) - {"hlf", "deepsets"}:
-            raise typer.BadParameter(f"--families: unknown {', '.join(sorted(unknown))} (hlf, deepsets)")
+        if unknown := set(names) - {"hlf", "deepsets", "mixer"}:
+            raise typer.BadParameter(f"--families: unknown {', '.join(sorted(unknown))} (hlf, deepsets, mixer)")
         result = runner.task.scan(_ints(bits), _ints(reuse), pool, names, _ints(constituents))
     runner.report()
     for point in result["front"]:
-        family = point.get("family", "hlf") + (f" N={point['n_constituents']}" if point.get("family") == "deepsets" else "")
+        family = point.get("family", "hlf") + (f" N={point['n_constituents']}" if point.get("family", "hlf") != "hlf" else "")
         console.print(f"front: {family}, {point['weight_bits']} bits, reuse {point['reuse_factor']}: accuracy {point['metric']:.3f}, "
                       f"{point['LUT']:.0f} LUT, {point['latency_ns']:.1f} ns", highlight=False)
 

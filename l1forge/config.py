@@ -47,12 +47,12 @@ class TeacherConfig(Strict):
 
 
 class StudentConfig(Strict):
-    # hlf: MLP on the 16 jet features (students/model.py); deepsets: on the L1 words of the n_constituents leading
-    # constituents (students/deepsets.py, words in quantize/l1words.py)
-    family: Literal["hlf", "deepsets"] = "hlf"
+    # hlf: MLP on the 16 jet features (students/model.py); deepsets / mixer: on the L1 words of the n_constituents
+    # leading constituents (students/deepsets.py, words in quantize/l1words.py)
+    family: Literal["hlf", "deepsets", "mixer"] = "hlf"
     n_constituents: int = pydantic.Field(16, ge=1)  # deepsets: constituents per jet (8, 16, 32 studied)
-    phi: list[int] = [16, 16]  # deepsets: per-constituent layers (bias-free, shared across constituents)
-    head: list[int] = [32]  # deepsets: layers after the pooling
+    phi: list[int] = [16, 16]  # deepsets: per-constituent layers (bias-free); mixer: embedding, channel mixing
+    head: list[int] = [32]  # deepsets / mixer: layers after the pooling
     hidden: list[int] = [64, 32, 32]  # hlf
     input_type: str = "fixed<16,6,RND_CONV,SAT>"
     weight_bits: int = 6

@@ -34,7 +34,7 @@ class DistilledAccuracy:
         jets = read_jets(run / "data" / "jets.h5")
         teacher_logits = read_array(run / "teachers" / self.teacher / "predictions.h5", "logits")
         s = self.student
-        family = "deepsets" if len(model.input_shape) == 3 else "hlf"  # (None, n, 3) words or (None, 16) features
+        family = "deepsets" if len(model.input_shape) == 3 else "hlf"  # (None, n, 3) words (deepsets and mixer alike)
         features, names, preprocess = student_inputs(family, jets, model.input_shape[1], None)
         with tempfile.TemporaryDirectory() as tmp:
             train_student(
@@ -51,8 +51,8 @@ class DistilledAccuracy:
 
 def scan_points(weight_bits, reuse_factors, families=("hlf",), n_constituents=(16,)) -> list[ScanPoint]:
     """Weights and activations share the bit width; every width with every reuse factor, for every family (the
-    deepsets family once per number of constituents)."""
-    designs = [(f, n) for f in families for n in (n_constituents if f == "deepsets" else (0,))]
+    constituent families, deepsets and mixer, once per number of constituents)."""
+    designs = [(f, n) for f in families for n in (n_constituents if f != "hlf" else (0,))]
     return [ScanPoint(bits, bits, rf, family, n)
             for (family, n), bits, rf in itertools.product(designs, weight_bits, reuse_factors)]
 

@@ -15,6 +15,12 @@ multiplicity is needed in firmware (with N a power of two, 1/N is exact). The pr
 
 hls4ml 1.3.0 converts QConv1D(kernel 1) to a PointwiseConv1D and the average pooling to GlobalPooling1D (io_parallel),
 both described by firmware/graph.py and run bit-exactly by the emulator.
+
+The mixer family (``build_mixer``; MLP-Mixer, Tolstikhin et al. 2021, arXiv 2105.01601; linear in N like JEDI-linear,
+arXiv 2508.15468) adds mixing across constituents: embed each constituent (pointwise, bias-free), transpose
+(Keras Permute, hls4ml Transpose: wiring), a pointwise layer over the N constituent slots of each feature (token
+mixing, N -> N, with bias), transpose back, pointwise channel mixing, then the same pooling and head. Token mixing
+sees the slots in pT order, so the mixer is not permutation invariant: it uses the ordering L1 delivers.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from l1forge.core.artifacts import write_json_atomic
 from l1forge.quantize.l1words import L1_CONSTITUENT, ConstituentWord, WordField, constituent_inputs
 from l1forge.quantize.precision import Precision
 
-FAMILIES = ("hlf", "deepsets")
+FAMILIES = ("hlf", "deepsets", "mixer")
 
 
 @dataclasses.dataclass
@@ -92,7 +98,7 @@ def checked_inputs(jets, n: int, input_type=None, word: ConstituentWord = L1_CON
     if not 1 <= n <= stored:
         raise DataError(f"{jets.path}: student.n_constituents={n} but the file stores {stored} constituents per jet")
     if n_features < word.n_features:
-        raise DataError(f"{jets.path}: constituents have {n_features} features; the L1 word of student.family=deepsets "
+        raise DataError(f"{jets.path}: constituents have {n_features} features; the L1 word of a constituent student "
                         f"needs {word.n_features} ({', '.join(f.name for f in word.fields)})")
     if input_type is not None:
         try:
@@ -105,10 +111,10 @@ def checked_inputs(jets, n: int, input_type=None, word: ConstituentWord = L1_CON
 def student_inputs(family: str, jets, n_constituents: int, input_type=None):
     """(raw inputs, feature names, preprocess) of a student family for ``train_student``: the 16 jet features with
     a fitted Standardizer (preprocess None) for "hlf"; the stored constituents (jets, 64, F) with their
-    ``checked_inputs`` for "deepsets"."""
+    ``checked_inputs`` for the constituent students ("deepsets", "mixer")."""
     if family == "hlf":
         return jets.features, jets.feature_names, None
-    if family == "deepsets":
+    if family in ("deepsets", "mixer"):
         return jets.constituents, None, checked_inputs(jets, n_constituents, input_type)
     raise ValueError(f"student.family={family!r}: one of {', '.join(FAMILIES)}")
 
@@ -119,3 +125,44 @@ def load_preprocess(path):
 
     kind = json.loads(pathlib.Path(path).read_text()).get("kind")
     return ConstituentInputs.load(path) if kind == "l1_constituents" else Standardizer.load(path)
+
+
+def build_mixer(n_constituents: int, n_features: int, n_outputs: int, phi=(16, 16), head=(32,),
+                precision: Precision = Precision(), name: str = "mixer"):
+    """The mixer student: input (n_constituents, n_features) -> (n_outputs,) logits. ``phi[0]`` is the embedding
+    width, one token-mixing layer (N -> N over the constituent slots) follows it, then a channel-mixing layer per
+    further ``phi`` entry; pooling and head as ``build_deepsets``."""
+    import tensorflow as tf
+    from qkeras import QActivation, QConv1D, QDense
+
+    def pointwise(x, width, name, bias):
+        x = QConv1D(width, 1, use_bias=bias, kernel_quantizer=precision.weight_quantizer(),
+                    bias_quantizer=precision.weight_quantizer() if bias else None,
+                    kernel_initializer="lecun_uniform", name=name)(x)
+        return QActivation(precision.activation_quantizer(), name=f"{name}_relu")(x)
+
+    inputs = tf.keras.Input((n_constituents, n_features), name="inputs")
+    x = QActivation(precision.input_quantizer(), name="input_quant")(inputs)
+    x = pointwise(x, phi[0], "embed", False)
+    x = tf.keras.layers.Permute((2, 1), name="to_slots")(x)  # (features, constituents)
+    x = pointwise(x, n_constituents, "token_mix", True)
+    x = tf.keras.layers.Permute((2, 1), name="to_features")(x)  # (constituents, features)
+    for i, width in enumerate(phi[1:], start=1):
+        x = pointwise(x, width, f"channel_mix{i}", False)
+    x = tf.keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    for i, width in enumerate(head, start=1):
+        x = QDense(width, kernel_quantizer=precision.weight_quantizer(), bias_quantizer=precision.weight_quantizer(),
+                   kernel_initializer="lecun_uniform", name=f"head{i}")(x)
+        x = QActivation(precision.activation_quantizer(), name=f"head_relu{i}")(x)
+    logits = QDense(n_outputs, kernel_quantizer=precision.weight_quantizer(), bias_quantizer=precision.weight_quantizer(),
+                    kernel_initializer="lecun_uniform", name="logits")(x)
+    return tf.keras.Model(inputs, logits, name=name)
+
+
+def build_constituent_student(family: str, n_constituents: int, n_features: int, n_outputs: int, phi=(16, 16),
+                              head=(32,), precision: Precision = Precision()):
+    """``build_deepsets`` or ``build_mixer`` by family name; ValueError for any other."""
+    builders = {"deepsets": build_deepsets, "mixer": build_mixer}
+    if family not in builders:
+        raise ValueError(f"student.family={family!r} is not a constituent student ({', '.join(builders)})")
+    return builders[family](n_constituents, n_features, n_outputs, phi, head, precision)

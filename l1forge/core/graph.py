@@ -27,6 +27,7 @@ op ``pool2d`` (Pooling2D, channels last): ``pool_op`` (max, average), ``accum_t`
 ``out_width``, ``pad_top``, ``pad_bottom``, ``pad_left``, ``pad_right``.
 op ``leaky_relu`` (LeakyReLU, quantized_relu with negative_slope): ``alpha`` (float), ``param_t``.
 op ``relu`` / ``linear`` / ``reshape`` (Flatten, Reshape): elementwise or a new shape, ``result_t``.
+op ``transpose`` (Permute): ``perm``, the permutation of the axes of one event (no batch axis), ``result_t``.
 op ``table`` (Activation sigmoid/tanh): ``function``, ``table_size``, ``table_t``.
 op ``hard_sigmoid`` / ``hard_tanh`` (QKeras quantized_sigmoid/tanh): ``slope``, ``shift``, ``slope_t``, ``shift_t``.
 op ``softmax`` (last axis): ``implementation`` (latency, stable, legacy), ``exp_table_size``, ``inv_table_size``,

@@ -78,7 +78,7 @@ class Tagging(Task):
         return self.stage(f"teach.{kind}", t, ["generate"], [out / "predictions.h5", out / "model.onnx"], work)
 
     def distill(self) -> dict:
-        from l1forge.students.deepsets import build_deepsets, student_inputs
+        from l1forge.students.deepsets import build_constituent_student, student_inputs
         from l1forge.students.distill import train_student
 
         s = self.cfg.student
@@ -89,8 +89,9 @@ class Tagging(Task):
                 jets = self.jets()
                 logits = read_array(self.run.teacher(teacher) / "predictions.h5", "logits") if teacher else None
                 features, names, preprocess = student_inputs(s.family, jets, s.n_constituents, precision.input)
-                model = None if preprocess is None else build_deepsets(
-                    s.n_constituents, preprocess.word.n_features, len(jets.class_names), s.phi, s.head, precision)
+                model = None if preprocess is None else build_constituent_student(
+                    s.family, s.n_constituents, preprocess.word.n_features, len(jets.class_names), s.phi, s.head,
+                    precision)
                 result = train_student(
                     features, names, jets.labels, jets.split, out, teacher_logits=logits,
                     precision=precision, hidden=tuple(s.hidden), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
@@ -98,7 +99,7 @@ class Tagging(Task):
                     model=model, preprocess=preprocess,
                 )
                 result.update(teacher=teacher, family=s.family)
-                if preprocess is not None:  # deepsets: phi layers, pooling, head
+                if preprocess is not None:  # constituent students: phi layers, pooling, head
                     result.update(hidden=[*s.phi, *s.head], phi=list(s.phi), head=list(s.head),
                                   n_constituents=s.n_constituents, input_word=preprocess.word.as_dict())
                 result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
@@ -122,7 +123,7 @@ class Tagging(Task):
 
     def student_x(self, jets, index: np.ndarray) -> np.ndarray:
         """Float64 firmware input of jets ``index`` as the trained student's ``preprocess.json`` defines it: (events,
-        16) standardized features (hlf) or (events, n, 3) L1 constituent words (deepsets)."""
+        16) standardized features (hlf) or (events, n, 3) L1 constituent words (deepsets, mixer)."""
         from l1forge.students.deepsets import ConstituentInputs, load_preprocess
 
         prep = load_preprocess(self.run.student / "preprocess.json")
