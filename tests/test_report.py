@@ -81,6 +81,18 @@ def test_full_report(run_dir):
     assert not list(run_dir.glob(".report.*"))  # no temp file left behind
 
 
+def test_fidelity_to_the_trained_model(run_dir):
+    summary = copy.deepcopy(SUMMARY)
+    summary["tasks"]["tagging"]["emulation"]["fidelity"] = {
+        "keras_mismatches": 7, "keras_max_abs_diff": 0.1875, "argmax_flips": 2, "dropped_quantizers": ["relu3"],
+        "first_keras_divergence": {"layer": "dense1", "class_name": "QDense", "cause": "inputs outside the input type"}}
+    html = write_report(run_dir, summary).read_text()
+    assert "Firmware against the trained model" in html and f">7</span> of\n  {M} events" in html
+    assert "0.188" in html and "argmax flips 2" in html and "<code>dense1</code>" in html
+    assert "inputs outside the input type" in html and "relu3" in html
+    assert "Firmware against the trained model" not in write_report(run_dir, SUMMARY).read_text()
+
+
 def test_missing_blocks_omitted(run_dir):
     summary = copy.deepcopy(SUMMARY)
     tagging = summary["tasks"]["tagging"]
