@@ -76,7 +76,8 @@ def critical_path(netlist: dict, top: str) -> dict:
                 for b in bits:
                     driver[b] = (name, port)
     consumers = collections.defaultdict(list)
-    seq = {name for name, c in cells.items() if c["type"] in FF_CELLS or c["type"].startswith("RAMB")}
+    seq = {name for name, c in cells.items()  # clocked cells: flip-flops, shift registers (delay lines), RAMs
+           if c["type"] in FF_CELLS or c["type"].startswith(("RAMB", "SRL", "RAM32", "RAM64"))}
     indeg = {}
     for name, c in cells.items():
         if name in seq:
@@ -142,7 +143,7 @@ def critical_path(netlist: dict, top: str) -> dict:
     for name in seq:
         c = cells[name]
         for port, bits in c["connections"].items():
-            if c["port_directions"].get(port) == "input" and port not in ("C", "CLK", "CLKARDCLK", "CLKBWRCLK"):
+            if c["port_directions"].get(port) == "input" and port not in ("C", "CLK", "CLKARDCLK", "CLKBWRCLK", "WCLK"):
                 for b in bits:
                     if isinstance(b, int) and (d := driver.get(b)) and d[0] not in seq:
                         s = arrival[d[0]]
