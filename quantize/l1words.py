@@ -35,42 +35,56 @@ import numpy as np
 from l1forge.quantize.fixed import FixedType
 
 ETAPHI_LSB = math.pi / 720  # rad, l1ct::Scales::ETAPHI_LSB
-PT_LSB = 0.25  # GeV, l1ct pt_t = ap_ufixed<14,12>
 
 
 @dataclasses.dataclass(frozen=True)
 class WordField:
-    """One field of the word: ``code = quantize(value / lsb)`` in ``width`` bits; network value ``code * 2**-shift``."""
+    """One field of the word: ``code`` = the physical value in units of ``scale`` (``unit``) converted into the
+    fixed-point ``type`` (quantize.fixed semantics: its rounding and overflow modes); network value
+    ``code * 2**-shift``."""
 
     name: str
-    width: int
-    signed: bool
-    lsb: float
+    type: str  # hls4ml syntax, e.g. "ufixed<14,12,TRN,SAT>"
+    scale: float  # physical units per integer unit of the type
     unit: str
     shift: int
-    rounding: str  # "TRN" (toward minus infinity, as AP_TRN) or "RND" (nearest, half away from zero)
+
+    @property
+    def fixed(self) -> FixedType:
+        return FixedType.parse(self.type)
+
+    @property
+    def width(self) -> int:
+        return self.fixed.width
+
+    @property
+    def signed(self) -> bool:
+        return self.fixed.signed
+
+    @property
+    def lsb(self) -> float:
+        """One code step in ``unit``."""
+        return self.scale * self.fixed.lsb
 
     @property
     def min_code(self) -> int:
-        return -(1 << (self.width - 1)) if self.signed else 0
+        return self.fixed.min_code
 
     @property
     def max_code(self) -> int:
-        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+        return self.fixed.max_code
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        """Physical values (``unit``) -> int64 codes of the word (rounded as ``rounding``, saturated)."""
-        scaled = np.asarray(values, np.float64) / self.lsb
-        codes = np.floor(scaled) if self.rounding == "TRN" else np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
-        return np.clip(codes, self.min_code, self.max_code).astype(np.int64)
+        """Physical values (``unit``) -> int64 codes of the word (rounded and saturated as ``type`` says)."""
+        return self.fixed.from_float(np.asarray(values, np.float64) / self.scale)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-PT = WordField("pt", 14, False, PT_LSB, "GeV", 8, "TRN")
-DETA = WordField("deta", 10, True, ETAPHI_LSB, "rad", 7, "RND")
-DPHI = WordField("dphi", 10, True, ETAPHI_LSB, "rad", 7, "RND")
+PT = WordField("pt", "ufixed<14,12,TRN,SAT>", 1.0, "GeV", 8)  # l1ct pt_t: LSB 0.25 GeV
+DETA = WordField("deta", "fixed<10,10,RND_INF,SAT>", ETAPHI_LSB, "rad", 7)  # l1ct eta_t in ETAPHI_LSB units
+DPHI = WordField("dphi", "fixed<10,10,RND_INF,SAT>", ETAPHI_LSB, "rad", 7)
 
 
 @dataclasses.dataclass(frozen=True)

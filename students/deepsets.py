@@ -69,7 +69,9 @@ def build_deepsets(n_constituents: int, n_features: int, n_outputs: int, phi=(32
                    precision: Precision = Precision(), name: str = "deepsets"):
     """The deep-sets student: input (n_constituents, n_features) -> (n_outputs,) logits; see the module docstring."""
     import tensorflow as tf
-    from qkeras import QActivation, QConv1D, QDense
+    from qkeras import QActivation, QConv1D
+
+    from l1forge.students.model import dense_head
 
     inputs = tf.keras.Input((n_constituents, n_features), name="inputs")
     x = QActivation(precision.input_quantizer(), name="input_quant")(inputs)
@@ -78,12 +80,7 @@ def build_deepsets(n_constituents: int, n_features: int, n_outputs: int, phi=(32
                     kernel_initializer="lecun_uniform", name=f"phi{i}")(x)
         x = QActivation(precision.activation_quantizer(), name=f"phi_relu{i}")(x)
     x = tf.keras.layers.GlobalAveragePooling1D(name="pool")(x)
-    for i, width in enumerate(head, start=1):
-        x = QDense(width, kernel_quantizer=precision.weight_quantizer(), bias_quantizer=precision.weight_quantizer(),
-                   kernel_initializer="lecun_uniform", name=f"head{i}")(x)
-        x = QActivation(precision.activation_quantizer(), name=f"head_relu{i}")(x)
-    logits = QDense(n_outputs, kernel_quantizer=precision.weight_quantizer(), bias_quantizer=precision.weight_quantizer(),
-                    kernel_initializer="lecun_uniform", name="logits")(x)
+    logits = dense_head(x, head, n_outputs, precision, prefix="head", activation="head_relu")
     return tf.keras.Model(inputs, logits, name=name)
 
 
@@ -133,7 +130,9 @@ def build_mixer(n_constituents: int, n_features: int, n_outputs: int, phi=(16, 1
     width, one token-mixing layer (N -> N over the constituent slots) follows it, then a channel-mixing layer per
     further ``phi`` entry; pooling and head as ``build_deepsets``."""
     import tensorflow as tf
-    from qkeras import QActivation, QConv1D, QDense
+    from qkeras import QActivation, QConv1D
+
+    from l1forge.students.model import dense_head
 
     def pointwise(x, width, name, bias):
         x = QConv1D(width, 1, use_bias=bias, kernel_quantizer=precision.weight_quantizer(),
@@ -150,12 +149,7 @@ def build_mixer(n_constituents: int, n_features: int, n_outputs: int, phi=(16, 1
     for i, width in enumerate(phi[1:], start=1):
         x = pointwise(x, width, f"channel_mix{i}", False)
     x = tf.keras.layers.GlobalAveragePooling1D(name="pool")(x)
-    for i, width in enumerate(head, start=1):
-        x = QDense(width, kernel_quantizer=precision.weight_quantizer(), bias_quantizer=precision.weight_quantizer(),
-                   kernel_initializer="lecun_uniform", name=f"head{i}")(x)
-        x = QActivation(precision.activation_quantizer(), name=f"head_relu{i}")(x)
-    logits = QDense(n_outputs, kernel_quantizer=precision.weight_quantizer(), bias_quantizer=precision.weight_quantizer(),
-                    kernel_initializer="lecun_uniform", name="logits")(x)
+    logits = dense_head(x, head, n_outputs, precision, prefix="head", activation="head_relu")
     return tf.keras.Model(inputs, logits, name=name)
 
 

@@ -17,23 +17,28 @@ def build_student(n_inputs: int, n_outputs: int, hidden=(64, 32, 32), precision:
     """Input quantizer, quantized Dense + quantized ReLU blocks, and a quantized Dense returning logits."""
     inputs = tf.keras.Input((n_inputs,), name="inputs")
     x = QActivation(precision.input_quantizer(), name="input_quant")(inputs)
+    return tf.keras.Model(inputs, dense_head(x, hidden, n_outputs, precision), name=name)
+
+
+def dense_head(x, hidden, n_outputs: int, precision: Precision, prefix: str = "dense", activation: str = "relu"):
+    """Quantized Dense + quantized ReLU blocks (layers ``{prefix}{i}``, ``{activation}{i}``) of widths ``hidden``
+    on ``x``, then a quantized Dense ``logits`` of ``n_outputs``; returns the logits tensor."""
     for i, width in enumerate(hidden, start=1):
         x = QDense(
             width,
             kernel_quantizer=precision.weight_quantizer(),
             bias_quantizer=precision.weight_quantizer(),
             kernel_initializer="lecun_uniform",
-            name=f"dense{i}",
+            name=f"{prefix}{i}",
         )(x)
-        x = QActivation(precision.activation_quantizer(), name=f"relu{i}")(x)
-    logits = QDense(
+        x = QActivation(precision.activation_quantizer(), name=f"{activation}{i}")(x)
+    return QDense(
         n_outputs,
         kernel_quantizer=precision.weight_quantizer(),
         bias_quantizer=precision.weight_quantizer(),
         kernel_initializer="lecun_uniform",
         name="logits",
     )(x)
-    return tf.keras.Model(inputs, logits, name=name)
 
 
 def load_qkeras_model(path):
