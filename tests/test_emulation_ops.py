@@ -130,9 +130,9 @@ def test_quantized_ops_bit_exact_flow(tmp_path):
 
 def test_unsupported_layer_fails_at_description(tmp_path):
     inputs = tf.keras.Input((4,), name="x")
-    outputs = L.LeakyReLU(name="leaky")(L.Dense(3, name="fc")(inputs))
+    outputs = L.ELU(name="elu")(L.Dense(3, name="fc")(inputs))  # LeakyReLU is emulated now; ELU is not
     hls_model = hls4ml.converters.convert_from_keras_model(
         tf.keras.Model(inputs, outputs), output_dir=str(tmp_path / "hls"), backend="Vitis"
     )
-    with pytest.raises(UnsupportedLayerError, match=r"'leaky' of type ParametrizedActivation \(LeakyReLU\)"):
+    with pytest.raises(UnsupportedLayerError, match=r"'elu' of type ParametrizedActivation \(ELU\)"):
         write_graph(hls_model, tmp_path)
