@@ -4,10 +4,12 @@ A task is a class with a ``name``, its data file, its stages and, optionally, it
 
 * ``generate``, ``teach_one(kind)``, ``distill``, ``emulate``: the task's stages, each run through
   ``self.stage(name, config, upstream, outputs, fn)`` so that the runner does the bookkeeping;
+* ``test_inputs()``: the student's inputs on the test split (what the rtl stage streams through the Verilog);
 * ``summary()``: the task's block of ``summary.json``;
 * ``report_context(run_dir, block)`` and ``report_template``: the task's section of ``report.html``.
 
-``synthesize`` (the hls4ml project of ``students/student/model.h5``) and the emulator-versus-C-sim check are shared.
+``synthesize`` (the hls4ml project of ``students/student/model.h5``), the emulator-versus-C-sim check and ``rtl``
+(Verilog, Verilator against the emulator, Yosys) are shared.
 A new task is one module in ``l1forge/tasks/`` that defines ``TASK = <its class>`` (found by ``l1forge.tasks``).
 """
 
