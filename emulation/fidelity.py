@@ -96,7 +96,6 @@ def _dropped_first(model, dropped: list) -> list:
 
 def _dropped_cause(model, emulator, name: str) -> str:
     """Why a Keras quantizer with no firmware layer matters: folded into the input type, or dropped."""
-    import tensorflow as tf
 
     layer = model.get_layer(name)
     if setting := _quantizer_setting(layer):
