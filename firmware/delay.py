@@ -51,3 +51,24 @@ CONSTANTS = {"T_LUT": T_LUT, "T_NET": T_NET, "T_CARRY_IN": T_CARRY_IN, "T_CARRY4
              "T_SETUP": T_SETUP, "T_UNCERTAINTY": T_UNCERTAINTY,
              "source": "typical UltraScale+ -2 delays of the order of Xilinx DS923 and Vivado timing reports; not "
                        "fitted here (estimate, about +-30%)"}
+
+
+def compare_ns(width: int) -> float:
+    """A comparison of two ``width``-bit values (a carry chain) and the 2:1 multiplexer it drives."""
+    return adder_ns(width) + lut_levels_ns(1)
+
+
+def select_ns(cond_width: int) -> float:
+    """``c > 0 ? a : b``: the sign and or-reduction of ``c`` (a reduction tree), then the multiplexer."""
+    return lut_levels_ns(compare_levels(cond_width) + 1)
+
+
+def rom_ns(address_bits: int) -> float:
+    """A case-statement ROM: LUT6 for 6 address bits, MUXF7/F8 beside them for 8, a mux tree beyond."""
+    return lut_levels_ns(1 + max(0, math.ceil((address_bits - 8) / 2)))
+
+
+def multiplier_ns(wa: int, wb: int) -> float:
+    """A variable product mapped to LUTs and carry chains: a tree of ceil(log2(min width)) adders of the full width
+    (a DSP48E2 is of the same order at these widths)."""
+    return adder_ns(wa + wb) * max(1, math.ceil(math.log2(max(min(wa, wb), 2))))

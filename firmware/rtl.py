@@ -34,11 +34,13 @@ import re
 
 import numpy as np
 
-from l1forge.firmware import delay
+from l1forge.firmware import delay, rtl_cells
 from l1forge.firmware.rtl_cells import add_const, adder, cast, ext, plan_cast, width_of
 from l1forge.quantize.fixed import MAX_WIDTH, FixedType
 
-SUPPORTED = ("input", "dense", "relu", "linear", "reshape")
+SUPPORTED = ("input", "dense", "conv1d", "conv2d", "pool2d", "global_average", "global_max", "batchnorm", "leaky_relu",
+             "hard_sigmoid", "hard_tanh", "table", "softmax", "relu", "linear", "reshape", "transpose", "concatenate",
+             "add", "subtract", "average", "maximum", "minimum")
 
 
 class RtlError(ValueError):
@@ -107,8 +109,11 @@ def check_supported(graph: dict):
         op = spec.get("op")
         if op not in SUPPORTED:
             raise RtlError(f"layer '{spec['name']}' ({spec.get('class_name')}, op {op!r}) is not supported by the RTL writer")
-        if op == "dense" and spec.get("product") != "mult":
-            raise RtlError(f"layer '{spec['name']}' (Dense, op 'dense'): product {spec.get('product')!r} is not supported by the RTL writer")
+        where = f"layer '{spec['name']}' ({spec.get('class_name')}, op {op!r})"
+        if op in ("dense", "conv1d", "conv2d") and spec.get("product") != "mult":
+            raise RtlError(f"{where}: product {spec.get('product')!r} is not supported by the RTL writer")
+        if op == "softmax" and spec.get("implementation") not in ("latency", "stable"):
+            raise RtlError(f"{where}: softmax implementation {spec.get('implementation')!r} is not supported by the RTL writer")
 
 
 class _Writer:
@@ -265,12 +270,159 @@ class _Writer:
         self.counts["casts"] += 1
         return out
 
+    # ---- more cells ------------------------------------------------------------------------------------
+    def _inst(self, make, kind: str, ns: float, inputs: list, lsb: int, lo: int, hi: int, ports: list) -> Sig:
+        """One instance of the cell ``make(name)``; ``ports`` = [(port, Sig)] (constants become literals)."""
+        stage, t = self._place(inputs, ns)
+        module = self._cell(make, kind)
+        out = self._wire(lsb, lo, hi, stage, t)
+        conns = ", ".join(f".{p}({self.at(s, stage)})" for p, s in ports)
+        self.insts.append(f"  {module} u_{out.name}({conns}, .y({out.name}));")
+        return out
+
+    def select_pos(self, c: Sig, a: Sig, b: Sig) -> Sig:
+        """``c > 0 ? a : b``."""
+        if c.const is not None or c.lo > 0 or c.hi <= 0:
+            return a if (c.lo > 0 if c.const is None else c.const > 0) else b
+        at = min(a.lsb, b.lsb)
+        lo, hi = min(a.lo << (a.lsb - at), b.lo << (b.lsb - at)), max(a.hi << (a.lsb - at), b.hi << (b.lsb - at))
+        wo = width_of(lo, hi)
+        spec = lambda s: (s.width, s.signed, s.lsb - at)  # noqa: E731
+        return self._inst(lambda n: rtl_cells.select(n, (c.width, c.signed), spec(a), spec(b), wo), "sel",
+                          delay.select_ns(c.width), [c, a, b], at, lo, hi, [("c", c), ("a", a), ("b", b)])
+
+    def maxmin(self, a: Sig, b: Sig, op: str) -> Sig:
+        """``max(a, b)`` or ``min(a, b)`` (values)."""
+        at = min(a.lsb, b.lsb)
+        (alo, ahi), (blo, bhi) = ((s.lo << (s.lsb - at), s.hi << (s.lsb - at)) for s in (a, b))
+        pick = max if op == "max" else min
+        if a.const is not None and b.const is not None:
+            return self.const(pick(alo, blo), at)
+        if (op == "max" and alo >= bhi) or (op == "min" and ahi <= blo):
+            return a
+        if (op == "max" and blo >= ahi) or (op == "min" and bhi <= alo):
+            return b
+        lo, hi = pick(alo, blo), pick(ahi, bhi)
+        wo = width_of(lo, hi)
+        spec = lambda s: (s.width, s.signed, s.lsb - at)  # noqa: E731
+        return self._inst(lambda n: rtl_cells.maxmin(n, spec(a), spec(b), wo, op), op,
+                          delay.compare_ns(max(a.width + a.lsb, b.width + b.lsb) - at + 1), [a, b], at, lo, hi,
+                          [("a", a), ("b", b)])
+
+    def reduce_max(self, xs: list, op: str = "max") -> Sig:
+        level = list(xs)
+        while len(level) > 1:
+            level = [self.maxmin(level[i], level[i + 1], op) for i in range(0, len(level) - 1, 2)] + \
+                level[len(level) - len(level) % 2:]
+        return level[0]
+
+    def multiply(self, a: Sig, b: Sig) -> Sig:
+        """``a * b`` exact (a variable product: LUTs or a DSP, as the synthesis tool maps it)."""
+        if a.const is not None or b.const is not None:
+            c, x = (a, b) if a.const is not None else (b, a)
+            return self.tree([Term(x, x.lsb + c.lsb + k, d) for k, d in csd(c.const)], self.const(0, 0))
+        ends = [p * q for p in (a.lo, a.hi) for q in (b.lo, b.hi)]
+        lo, hi = min(ends), max(ends)
+        wo = width_of(lo, hi)
+        return self._inst(lambda n: rtl_cells.multiply(n, (a.width, a.signed), (b.width, b.signed), wo), "mul",
+                          delay.multiplier_ns(a.width, b.width), [a, b], a.lsb + b.lsb, lo, hi, [("a", a), ("b", b)])
+
+    def rom(self, x: Sig, table: dict) -> Sig:
+        """``table[value of x]`` (x an integer, lsb >= 0) for every value x can take, as a case statement over x's
+        code; the table's values are codes at lsb 0."""
+        if x.lsb < 0:
+            raise AssertionError(f"{x.name}: a ROM address must be an integer")
+        if x.const is not None:
+            return self.const(table[x.const << x.lsb], 0)
+        entries = {c: table[c << x.lsb] for c in range(x.lo, x.hi + 1)}
+        lo, hi = min(entries.values()), max(entries.values())
+        if lo == hi:
+            return self.const(lo, 0)
+        wo = width_of(lo, hi)
+        return self._inst(lambda n: rtl_cells.rom(n, x.width, x.signed, entries, wo), "rom",
+                          delay.rom_ns(x.width), [x], 0, lo, hi, [("a", x)])
+
+    def top_bits(self, x: Sig, t: FixedType, n: int) -> Sig:
+        """The top ``n`` bits of x's raw bit pattern in type ``t`` (x already a value of t): an unsigned index."""
+        shift = x.lsb + t.frac
+        if x.const is not None:
+            return self.const(((x.const << shift) & ((1 << t.width) - 1)) >> (t.width - n), 0)
+        return self._inst(lambda m: rtl_cells.bits(m, (x.width, x.signed, shift), t.width, t.width - 1, t.width - n),
+                          "bits", 0.0, [x], 0, 0, (1 << n) - 1, [("a", x)])
+
+    def msb_bit(self, x: Sig) -> Sig:
+        """The sign bit of a signed wire (1 when negative), wiring only."""
+        sig = Sig(self._name(), 0, 0, 1, x.stage, x.t)
+        self.decls.append(f"  wire [0:0] {sig.name} = {x.name}[{x.width - 1}];")
+        return sig
+
+    # ---- sums and divisions ------------------------------------------------------------------------------
+    def chain_sum(self, xs: list, acc_t: FixedType) -> Sig:
+        """``acc = 0; acc = (acc_t)(acc + x)`` for each x in order; one tree and one cast when the order cannot matter
+        (nothing below the accumulator's lsb, and the accumulator wraps or no partial sum leaves its range)."""
+        at = -acc_t.frac
+        xs = [x for x in xs if x.const != 0]
+        if not xs:
+            return self.const(0, at)
+        exact = all(x.lsb >= at for x in xs)
+        lo = hi = 0
+        in_range = True
+        for x in xs:
+            lo, hi = lo + (x.lo << max(x.lsb - at, 0)), hi + (x.hi << max(x.lsb - at, 0))
+            in_range &= acc_t.min_code <= lo and hi <= acc_t.max_code
+        if exact and (acc_t.overflow == "WRAP" or in_range):
+            return self.cast(self.tree([Term(x, x.lsb, 1) for x in xs], self.const(0, 0)), acc_t)
+        acc = self.const(0, at)
+        for x in xs:
+            acc = self.cast(self.tree([Term(acc, acc.lsb, 1), Term(x, x.lsb, 1)], self.const(0, 0)), acc_t)
+        return acc
+
+    def trunc_div(self, x: Sig, n: int, at: int) -> Sig:
+        """The value of x divided by the integer n, truncated towards zero to a multiple of 2**at (C integer division
+        of the codes at lsb ``at``; x's lsb >= at). A power of two is a TRN_ZERO cast; any other n a multiplication
+        by m = ceil(2**k / n) and a shift by k (exact: k is chosen so that the error stays below one code)."""
+        if n == 1:
+            return x
+        if x.const is not None:
+            code = x.const << (x.lsb - at)
+            return self.const(int(np.sign(code)) * (abs(code) // n), at)
+        s = n.bit_length() - 1
+        if n == 1 << s:
+            q = self.cast(x, FixedType(MAX_WIDTH, MAX_WIDTH + at + s, True, "TRN_ZERO", "WRAP"))
+            return dataclasses.replace(q, lsb=q.lsb - s)
+        # y = code + (code < 0 ? n - 1 : 0) + b * n >= 0, so that trunc(code / n) = floor(y / n) - b
+        terms = [Term(x, x.lsb, 1)]
+        b = 0
+        if x.lo < 0:
+            sign = self.msb_bit(x)
+            terms += [Term(sign, at + k, d) for k, d in csd(n - 1)]
+            b = -((x.lo << (x.lsb - at)) // n)  # ceil(-lo / n)
+        y = self.tree(terms, self.const(b * n, at))
+        y_max = y.hi << (y.lsb - at)
+        k = 1
+        while True:
+            m = -(-(1 << k) // n)
+            if (m * n - (1 << k)) * y_max < (1 << k):
+                break
+            k += 1
+        prod = self.tree([Term(y, y.lsb + j, d) for j, d in csd(m)], self.const(0, 0))
+        q = self.cast(prod, FixedType(MAX_WIDTH, MAX_WIDTH + at + k, True, "TRN", "WRAP"))
+        q = dataclasses.replace(q, lsb=q.lsb - k)
+        if b:
+            q = self.add_const(Term(q, q.lsb, 1), self.const(-b, at))
+        return q
+
     # ---- layers ------------------------------------------------------------------------------------------
-    def dense(self, xs: list[Sig], x_t: FixedType, spec: dict, weights: dict) -> list[Sig]:
+    def dense_params(self, spec: dict, weights: dict, n_in: int) -> dict:
         name = spec["name"]
         wt, bt, acc_t, res_t = (FixedType.parse(spec[k]) for k in ("weight_t", "bias_t", "accum_t", "result_t"))
-        w = wt.from_float(weights[f"{name}/weight"]).reshape(len(xs), -1)
+        w = wt.from_float(weights[f"{name}/weight"]).reshape(n_in, -1)
         b_acc = acc_t.from_codes(bt.from_float(weights[f"{name}/bias"]).reshape(-1), bt.frac)
+        return {"w": w, "wt": wt, "b_acc": b_acc, "acc_t": acc_t, "res_t": res_t}
+
+    def dense(self, xs: list[Sig], x_t: FixedType, p: dict) -> list[Sig]:
+        """``nnet::dense_latency`` on the inputs ``xs`` (flat, in the C++ order) with the parameters of dense_params."""
+        w, wt, b_acc, acc_t, res_t = p["w"], p["wt"], p["b_acc"], p["acc_t"], p["res_t"]
         wraps = acc_t.overflow == "WRAP"
         per_product_cast = x_t.frac + wt.frac > acc_t.frac or not wraps
         outs = []
@@ -278,7 +430,7 @@ class _Writer:
             products = []  # the terms of each non-zero product, in input order
             for i, x in enumerate(xs):
                 code = int(w[i, j])
-                if code == 0:
+                if code == 0 or x.const == 0:
                     continue
                 if x.const is not None:
                     c = self.const(x.const * code, x.lsb - wt.frac)
@@ -286,8 +438,8 @@ class _Writer:
                 else:
                     terms = [Term(x, x.lsb + k - wt.frac, d) for k, d in csd(code)]
                 if per_product_cast:  # (accum_t)(x * w): rounding, and overflow unless the sum wraps anyway
-                    p = self.cast(self.tree(terms, self.const(0, 0)), acc_t)
-                    terms = [Term(p, p.lsb, 1)]
+                    p_ = self.cast(self.tree(terms, self.const(0, 0)), acc_t)
+                    terms = [Term(p_, p_.lsb, 1)]
                 products.append(terms)
             bias = self.const(int(b_acc[j]), -acc_t.frac)
             outs.append(self.cast(self._accumulate(products, bias, acc_t, wraps), res_t))
@@ -311,6 +463,271 @@ class _Writer:
         return acc
 
 
+def _each(fn, arr: np.ndarray) -> np.ndarray:
+    out = np.empty(arr.shape, dtype=object)
+    for idx in np.ndindex(arr.shape):
+        out[idx] = fn(arr[idx])
+    return out
+
+
+def _csd_terms(x: Sig, code: int, frac: int) -> list:
+    """The terms of ``x * code * 2**-frac`` (canonical signed digits of the constant)."""
+    if x.const is not None:
+        return [Term(c, c.lsb, 1) for c in [_Writer.const(x.const * code, x.lsb - frac)]]
+    return [Term(x, x.lsb + k - frac, d) for k, d in csd(code)]
+
+
+def _dense_layer(wr, spec, srcs, weights, emu):
+    (x, x_t), = srcs
+    flat = list(x.ravel())
+    return wr.dense(flat, x_t, wr.dense_params(spec, weights, len(flat)))
+
+
+def _conv1d_layer(wr, spec, srcs, weights, emu):
+    """``conv_1d_latency_cl``: the dense accumulation on each output position's zero-padded window (taps, channels)."""
+    (x, x_t), = srcs
+    s = spec
+    x = x.reshape(s["in_width"], s["n_chan"])
+    zero = wr.const(0, 0)
+    p = wr.dense_params(spec, weights, s["filt_width"] * s["n_chan"])
+    outs = []
+    for o in range(s["out_width"]):
+        window = []
+        for f in range(s["filt_width"]):
+            i = o * s["stride_width"] + f - s["pad_left"]
+            window += list(x[i]) if 0 <= i < s["in_width"] else [zero] * s["n_chan"]
+        outs.append(wr.dense(window, x_t, p))
+    return outs
+
+
+def _conv2d_layer(wr, spec, srcs, weights, emu):
+    """``conv_2d_latency_cl``: the dense accumulation on each output pixel's zero-padded window (rows, columns,
+    channels), pixels row-major."""
+    (x, x_t), = srcs
+    s = spec
+    x = x.reshape(s["in_height"], s["in_width"], s["n_chan"])
+    zero = wr.const(0, 0)
+    p = wr.dense_params(spec, weights, s["filt_height"] * s["filt_width"] * s["n_chan"])
+    outs = []
+    for oi in range(s["out_height"]):
+        for oj in range(s["out_width"]):
+            window = []
+            for fi in range(s["filt_height"]):
+                for fj in range(s["filt_width"]):
+                    i, j = oi * s["stride_height"] + fi - s["pad_top"], oj * s["stride_width"] + fj - s["pad_left"]
+                    inside = 0 <= i < s["in_height"] and 0 <= j < s["in_width"]
+                    window += list(x[i, j]) if inside else [zero] * s["n_chan"]
+            outs.append(wr.dense(window, x_t, p))
+    return outs
+
+
+def _pool2d_layer(wr, spec, srcs, weights, emu):
+    """``pooling2d_cl``: max in the input type (padding: the MSB-only bit pattern), or the sum in accum_t (one cast
+    per addition) divided towards zero by the unpadded area (or the window with count_pad); then (res_t)."""
+    (x, x_t), = srcs
+    s = spec
+    acc_t, res_t = FixedType.parse(s["accum_t"]), FixedType.parse(s["result_t"])
+    x = x.reshape(s["in_height"], s["in_width"], s["n_filt"])
+    pad = wr.const(x_t.min_code if x_t.signed else 1 << (x_t.width - 1), -x_t.frac)
+    outs = []
+    for oi in range(s["out_height"]):
+        for oj in range(s["out_width"]):
+            for c in range(s["n_filt"]):
+                win, inside = [], 0
+                for fi in range(s["pool_height"]):
+                    for fj in range(s["pool_width"]):
+                        i, j = oi * s["stride_height"] + fi - s["pad_top"], oj * s["stride_width"] + fj - s["pad_left"]
+                        ok = 0 <= i < s["in_height"] and 0 <= j < s["in_width"]
+                        inside += ok
+                        win.append(x[i, j, c] if ok else None)
+                if s["pool_op"] == "max":
+                    acc = wr.cast(wr.reduce_max([v if v is not None else pad for v in win]), acc_t)
+                else:
+                    acc = wr.chain_sum([v for v in win if v is not None], acc_t)
+                    size = s["pool_height"] * s["pool_width"] if s["count_pad"] else inside
+                    acc = wr.cast(wr.trunc_div(acc, size, -acc_t.frac), acc_t)
+                outs.append(wr.cast(acc, res_t))
+    return outs
+
+
+def _global_layer(wr, spec, srcs, weights, emu):
+    """GlobalPooling1D over the first axis: ``(res_t)(accum_t)max``, or ``acc = (accum_t)(acc + x)`` in order,
+    ``acc /= n`` (truncating), ``(res_t)acc``."""
+    (x, x_t), = srcs
+    acc_t, res_t = FixedType.parse(spec["accum_t"]), FixedType.parse(spec["result_t"])
+    x = x.reshape(x.shape[0], -1)
+    outs = []
+    for f in range(x.shape[1]):
+        col = list(x[:, f])
+        if spec["op"] == "global_max":
+            acc = wr.cast(wr.reduce_max(col), acc_t)
+        else:
+            acc = wr.cast(wr.trunc_div(wr.chain_sum(col, acc_t), len(col), -acc_t.frac), acc_t)
+        outs.append(wr.cast(acc, res_t))
+    return outs
+
+
+def _batchnorm_layer(wr, spec, srcs, weights, emu):
+    """``res = (res_t)(x * scale + bias)``, exact inside: the constant product in canonical signed digits."""
+    (x, x_t), = srcs
+    scale_t, bias_t, res_t = (FixedType.parse(spec[k]) for k in ("scale_t", "bias_t", "result_t"))
+    flat = x.ravel()
+    pick = np.arange(len(flat)) % len(weights[f"{spec['name']}/scale"])
+    scale = scale_t.from_float(weights[f"{spec['name']}/scale"])[pick]
+    bias = bias_t.from_float(weights[f"{spec['name']}/bias"])[pick]
+    return [wr.cast(wr.tree(_csd_terms(v, int(scale[k]), scale_t.frac), wr.const(int(bias[k]), -bias_t.frac)), res_t)
+            for k, v in enumerate(flat)]
+
+
+def _leaky_relu_layer(wr, spec, srcs, weights, emu):
+    """``x > 0 ? (res_t)x : (res_t)(alpha * x)``, alpha in param_t, the product exact."""
+    (x, x_t), = srcs
+    res_t, param_t = FixedType.parse(spec["result_t"]), FixedType.parse(spec["param_t"])
+    alpha = int(param_t.from_float(spec["alpha"]))
+
+    def one(v):
+        neg = wr.cast(wr.tree(_csd_terms(v, alpha, param_t.frac), wr.const(0, 0)), res_t)
+        return wr.select_pos(v, wr.cast(v, res_t), neg)
+
+    return _each(one, x)
+
+
+def _hard_layer(wr, spec, srcs, weights, emu):
+    """hard_sigmoid / hard_tanh: ``y = slope * x + shift`` exact, clipped to [0, 1] (``2y - 1`` for tanh), (res_t)y."""
+    (x, x_t), = srcs
+    slope_t, shift_t, res_t = (FixedType.parse(spec[k]) for k in ("slope_t", "shift_t", "result_t"))
+    slope, shift = int(slope_t.from_float(spec["slope"])), int(shift_t.from_float(spec["shift"]))
+
+    def one(v):
+        y = wr.tree(_csd_terms(v, slope, slope_t.frac), wr.const(shift, -shift_t.frac))
+        y = wr.maxmin(wr.maxmin(y, wr.const(0, 0), "max"), wr.const(1, 0), "min")
+        if spec["op"] == "hard_tanh":
+            y = wr.tree([Term(y, y.lsb + 1, 1)], wr.const(-1, 0))
+        return wr.cast(y, res_t)
+
+    return _each(one, x)
+
+
+def _table_layer(wr, spec, srcs, weights, emu):
+    """sigmoid / tanh tables: ``index = clamp((int)(x * N / R) + R/2 * N / R)`` in C ints (the division truncating
+    towards zero), then a ROM of the table converted to res_t (its contents as ``init_*_table`` builds them)."""
+    from l1forge.emulation.emulator import _centred_offset, _index_divisor
+
+    (x, x_t), = srcs
+    layer = emu[spec["name"]]
+    p = layer.params
+    table = layer.result.from_codes(p["table"], p["table_t"].frac)
+    size = len(table)
+    mult, den = _index_divisor(x_t.frac, size, p["span"])
+    offset = _centred_offset(size, p["span"])
+    rom = {k: int(v) for k, v in enumerate(table)}
+
+    def one(v):
+        code = dataclasses.replace(v, lsb=v.lsb + x_t.frac)  # the code of x_t, as an integer
+        prod = wr.tree(_csd_terms(code, int(mult), 0), wr.const(0, 0))
+        q = wr.trunc_div(prod, int(den), 0)
+        q = dataclasses.replace(q, lsb=q.lsb + max(-x_t.frac, 0))
+        if q.const is None and max(-q.lo, q.hi) << max(q.lsb, 0) >= 2**31 - offset:
+            raise RtlError(f"layer '{spec['name']}' (table): the index leaves 32-bit ints; not supported by the RTL writer")
+        index = wr.tree([Term(q, q.lsb, 1)], wr.const(offset, 0))
+        index = wr.maxmin(wr.maxmin(index, wr.const(0, 0), "max"), wr.const(size - 1, 0), "min")
+        out = wr.rom(index, rom)
+        return dataclasses.replace(out, lsb=out.lsb - res_t_frac)
+
+    res_t_frac = layer.result.frac
+    return _each(one, x)
+
+
+def _softmax_layer(wr, spec, srcs, weights, emu):
+    """Softmax, latency and stable: exp ROM on the top bits of x (stable: of ``inp_norm_t(max - x)``) giving
+    accum_t codes, their sum as the C++ balanced tree (each addition cast to accum_t), ``(inv_inp_t)sum``, the
+    inverse ROM on its top bits, ``res = (res_t)(exp * inv)`` (a variable product)."""
+    from l1forge.emulation.emulator import _ceillog2, _floorlog2
+
+    (x, x_t), = srcs
+    layer = emu[spec["name"]]
+    p = layer.params
+    acc_t, exp_t, inv_t, inv_inp_t, address_t = (p[k] for k in ("acc_t", "exp_t", "inv_t", "inv_inp_t", "address_t"))
+    res_t = layer.result
+    exp_codes = acc_t.from_codes(p["exp"], exp_t.frac)
+    exp_rom = {k: int(v) for k, v in enumerate(exp_codes)}
+    inv_rom = {k: int(v) for k, v in enumerate(p["inv"])}
+    rows = x.reshape(-1, x.shape[-1])
+    outs = []
+    for row in rows:
+        row = list(row)
+        if spec["implementation"] == "stable":
+            top = wr.reduce_max(row)
+            row = [wr.cast(wr.tree([Term(top, top.lsb, 1), Term(v, v.lsb, -1)], wr.const(0, 0)), address_t) for v in row]
+        exps = []
+        for v in row:
+            e = wr.rom(wr.top_bits(v, address_t, _ceillog2(len(exp_codes))), exp_rom)
+            exps.append(dataclasses.replace(e, lsb=e.lsb - acc_t.frac))
+
+        def tree_sum(cols):
+            if len(cols) == 1:
+                return cols[0]
+            left = 1 << _floorlog2(len(cols) - 1)
+            a, b = tree_sum(cols[:left]), tree_sum(cols[left:])
+            return wr.cast(wr.tree([Term(a, a.lsb, 1), Term(b, b.lsb, 1)], wr.const(0, 0)), acc_t)
+
+        total = wr.cast(tree_sum(exps), inv_inp_t)
+        inv = wr.rom(wr.top_bits(total, inv_inp_t, _ceillog2(len(inv_rom))), inv_rom)
+        inv = dataclasses.replace(inv, lsb=inv.lsb - inv_t.frac)
+        outs += [wr.cast(wr.multiply(e, inv), res_t) for e in exps]
+    return outs
+
+
+def _merge_layer(wr, spec, srcs, weights, emu):
+    """add / subtract / average / maximum / minimum: the exact two-input result, then (res_t)."""
+    (a, _), (b, _) = srcs
+    res_t, op = FixedType.parse(spec["result_t"]), spec["op"]
+
+    def one(u, v):
+        if op in ("maximum", "minimum"):
+            y = wr.maxmin(u, v, op[:3])
+        else:
+            half = -1 if op == "average" else 0  # (a + b) * ap_ufixed<1,0>(0.5)
+            y = wr.tree([Term(u, u.lsb + half, 1), Term(v, v.lsb + half, -1 if op == "subtract" else 1)], wr.const(0, 0))
+        return wr.cast(y, res_t)
+
+    return [one(u, v) for u, v in zip(a.ravel(), b.ravel())]
+
+
+def _concatenate_layer(wr, spec, srcs, weights, emu):
+    res_t, axis = FixedType.parse(spec["result_t"]), spec["axis"]
+    parts = [_each(lambda v: wr.cast(v, res_t), x) for x, _ in srcs]
+    return np.concatenate(parts, axis=axis - 1 if axis > 0 else axis)
+
+
+def _transpose_layer(wr, spec, srcs, weights, emu):
+    (x, _), = srcs
+    res_t = FixedType.parse(spec["result_t"])
+    return _each(lambda v: wr.cast(v, res_t), np.transpose(x, spec["perm"]))
+
+
+_LAYERS = {
+    "dense": _dense_layer,
+    "conv1d": _conv1d_layer,
+    "conv2d": _conv2d_layer,
+    "pool2d": _pool2d_layer,
+    "global_average": _global_layer,
+    "global_max": _global_layer,
+    "batchnorm": _batchnorm_layer,
+    "leaky_relu": _leaky_relu_layer,
+    "hard_sigmoid": _hard_layer,
+    "hard_tanh": _hard_layer,
+    "table": _table_layer,
+    "softmax": _softmax_layer,
+    "relu": lambda wr, spec, srcs, w, e: _each(lambda v: wr.cast(v, FixedType.parse(spec["result_t"]), relu=True), srcs[0][0]),
+    "linear": lambda wr, spec, srcs, w, e: _each(lambda v: wr.cast(v, FixedType.parse(spec["result_t"])), srcs[0][0]),
+    "reshape": lambda wr, spec, srcs, w, e: srcs[0][0],
+    "transpose": _transpose_layer,
+    "concatenate": _concatenate_layer,
+    **{op: _merge_layer for op in ("add", "subtract", "average", "maximum", "minimum")},
+}
+
+
 def write_rtl(graph: dict, weights: dict, out_dir, clock_mhz: float = 240.0, top: str | None = None) -> dict:
     """Write the Verilog of ``graph`` to ``out_dir``; returns the ``rtl.json`` description (also written).
 
@@ -320,33 +737,31 @@ def write_rtl(graph: dict, weights: dict, out_dir, clock_mhz: float = 240.0, top
     check_supported(graph)
     top = top or "m_" + re.sub(r"\W", "_", graph.get("project_name", "top")) + "_rtl"  # a valid Verilog name
     wr = _Writer(top, clock_mhz)
-    values: dict[str, list[Sig]] = {}
+    values: dict[str, np.ndarray] = {}  # layer -> object array of Sig, shaped as the layer's output
     types: dict[str, FixedType] = {}
     ports_in = []
+    emulator = None
     for spec in graph["layers"]:
         name, op = spec["name"], spec["op"]
         res_t = FixedType.parse(spec["result_t"])
         types[name] = res_t
         if op == "input":
             n = int(np.prod(spec["shape"]))
-            sigs = []
+            sigs = np.empty(n, dtype=object)
             for k in range(n):
-                sigs.append(Sig(f"in_{k}", -res_t.frac, res_t.min_code, res_t.max_code, stage=0, t=0.0))
+                sigs[k] = Sig(f"in_{k}", -res_t.frac, res_t.min_code, res_t.max_code, stage=0, t=0.0)
                 ports_in.append({"name": f"in_{k}", "width": res_t.width, "signed": res_t.signed})
-            values[name] = sigs
+            values[name] = sigs.reshape(spec["shape"])
             continue
-        src = values[spec["inputs"][0]]
-        src_t = types[spec["inputs"][0]]
-        if op == "dense":
-            values[name] = wr.dense(src, src_t, spec, weights)
-        elif op == "relu":
-            values[name] = [wr.cast(x, res_t, relu=True) for x in src]
-        elif op == "linear":
-            values[name] = [wr.cast(x, res_t) for x in src]
-        else:  # reshape
-            values[name] = list(src)
-    outs = [s for name in graph["outputs"] for s in values[name]]
-    out_types = [types[name] for name in graph["outputs"] for _ in values[name]]
+        if op in ("table", "softmax") and emulator is None:
+            from l1forge.emulation.emulator import Emulator  # the table contents, as hls4ml's init_*_table builds them
+
+            emulator = {layer.name: layer for layer in Emulator(graph, weights).layers}
+        srcs = [(values[i], types[i]) for i in spec["inputs"]]
+        out = _LAYERS[op](wr, spec, srcs, weights, emulator)
+        values[name] = np.asarray(out, dtype=object).reshape(spec["shape"])
+    outs = [s for name in graph["outputs"] for s in values[name].ravel()]
+    out_types = [types[name] for name in graph["outputs"] for _ in values[name].ravel()]
     last = max([s.stage for s in outs if s.const is None] + [1])
     latency = last + 1  # stages 1..last, then the output register
     ports_out, assigns = [], []

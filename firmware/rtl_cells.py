@@ -195,3 +195,59 @@ def cast(name: str, wa: int, sa: bool, plan: dict, t: FixedType) -> tuple[str, i
     lines.append(f"  assign y = {val}[{wy - 1}:0];" if wval >= wy else f"  assign y = {ext(val, wval, olo < 0, wy)};")
     lines.append("endmodule\n")
     return "\n".join(lines), wy
+
+
+def select(name: str, c: tuple, a: tuple, b: tuple, wo: int) -> str:
+    """``y = (c > 0) ? (a << shift_a) : (b << shift_b)``, both sign- or zero-extended to ``wo`` bits.
+
+    ``c`` = (width, signed): the condition's source; ``a``/``b`` = (width, signed, shift).
+    """
+    (wc, sc), (wa, sa, ha), (wb, sb, hb) = c, a, b
+    pos = f"(~c[{wc - 1}] & (|c))" if sc else "(|c)"
+
+    def val(n, w, s, h):
+        e = ext(n, w, s, wo - h)
+        return f"{{{e}, {h}'d0}}" if h else e
+
+    return (f"(* keep_hierarchy *)\nmodule {name}(input [{wc - 1}:0] c, input [{wa - 1}:0] a, input [{wb - 1}:0] b, "
+            f"output [{wo - 1}:0] y);\n  assign y = {pos} ? {val('a', wa, sa, ha)} : {val('b', wb, sb, hb)};\nendmodule\n")
+
+
+def maxmin(name: str, a: tuple, b: tuple, wo: int, op: str) -> str:
+    """``y = max(a << shift_a, b << shift_b)`` (``op`` "max") or the min, as ``wo``-bit codes; a/b = (width, signed, shift)."""
+    (wa, sa, ha), (wb, sb, hb) = a, b
+    w = max(wa + ha, wb + hb, wo) + 1
+    lines = [f"(* keep_hierarchy *)\nmodule {name}(input [{wa - 1}:0] a, input [{wb - 1}:0] b, output [{wo - 1}:0] y);"]
+    for n, wn, sn, hn in (("a", wa, sa, ha), ("b", wb, sb, hb)):
+        e = ext(n, wn, sn, w - hn)
+        lines.append(f"  wire signed [{w - 1}:0] {n}e = " + (f"{{{e}, {hn}'d0}};" if hn else f"{e};"))
+    cmp = ">=" if op == "max" else "<="
+    lines.append(f"  wire [{w - 1}:0] r = (ae {cmp} be) ? ae : be;")
+    lines.append(f"  assign y = r[{wo - 1}:0];\nendmodule\n")
+    return "\n".join(lines)
+
+
+def multiply(name: str, a: tuple, b: tuple, wo: int) -> str:
+    """``y = a * b`` modulo 2**wo (exact when the product's range fits ``wo`` bits); a/b = (width, signed)."""
+    (wa, sa), (wb, sb) = a, b
+    return (f"(* keep_hierarchy *)\nmodule {name}(input [{wa - 1}:0] a, input [{wb - 1}:0] b, output [{wo - 1}:0] y);\n"
+            f"  assign y = {ext('a', wa, sa, wo)} * {ext('b', wb, sb, wo)};\nendmodule\n")
+
+
+def bits(name: str, a: tuple, width: int, hi: int, lo: int) -> str:
+    """Wiring: bits [hi:lo] of ``a << shift`` extended to ``width`` bits (the raw pattern of a type); a = (width, signed, shift)."""
+    wa, sa, ha = a
+    e = ext("a", wa, sa, width - ha) if width > ha else None
+    pattern = (f"{{{e}, {ha}'d0}}" if ha else e) if e else f"{width}'d0"
+    return (f"(* keep_hierarchy *)\nmodule {name}(input [{wa - 1}:0] a, output [{hi - lo}:0] y);\n"
+            f"  wire [{width - 1}:0] p = {pattern};\n  assign y = p[{hi}:{lo}];\nendmodule\n")
+
+
+def rom(name: str, wa: int, sa: bool, table: dict, wo: int) -> str:
+    """A case statement: ``y = table[code of a]`` (codes as ``wo``-bit two's complement), 0 for codes not listed."""
+    lines = [f"(* keep_hierarchy *)\nmodule {name}(input [{wa - 1}:0] a, output reg [{wo - 1}:0] y);",
+             "  always @(*) begin", "    case (a)"]
+    for code, value in sorted(table.items()):
+        lines.append(f"      {lit(code, wa)}: y = {lit(value, wo)};")
+    lines += [f"      default: y = {lit(0, wo)};", "    endcase", "  end", "endmodule\n"]
+    return "\n".join(lines)

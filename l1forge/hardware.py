@@ -58,8 +58,8 @@ def check_rtl(graph_json, x: np.ndarray, out_dir, events: int, clock_mhz: float 
     emulator = Emulator(graph, weights)
     xs = cycled(x, events)
     t0 = time.perf_counter()
-    emu = emulator.run(xs)
-    emu = emu.reshape(len(xs), -1)
+    emu = emulator.run(xs)  # several outputs: their codes side by side, in graph["outputs"] order, as the ports
+    emu = np.concatenate([o.reshape(len(xs), -1) for o in (emu if isinstance(emu, list) else [emu])], axis=1)
     seconds["emulator"] = time.perf_counter() - t0
     codes = emulator.input_type.from_float(xs.reshape(len(xs), -1))
     t0 = time.perf_counter()
