@@ -21,7 +21,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.stats import chi2
 
-from l1forge.events.pfcands import TRACK_ETA_MAX
+from l1forge.events.pfcands import ETA_MAX, TRACK_ETA_MAX
 
 DZ_CUT_CM = 0.5
 R0, R_MIN = 0.4, 0.01
@@ -55,6 +55,24 @@ def neighbour_pairs(event: np.ndarray, eta: np.ndarray, phi: np.ndarray, radius:
 def pv_track(sample) -> np.ndarray:
     """Tracks compatible with the primary vertex (|dz| < DZ_CUT_CM)."""
     return sample.has_track & (np.abs(sample.dz) < DZ_CUT_CM)
+
+
+def region_index(eta: np.ndarray, phi: np.ndarray, n_eta: int, n_phi: int) -> np.ndarray:
+    """Region of each candidate: n_eta equal bands over |eta| < ETA_MAX times n_phi equal phi sectors, numbered
+    eta band * n_phi + phi sector."""
+    band = np.clip(((np.asarray(eta) + ETA_MAX) / (2 * ETA_MAX) * n_eta).astype(np.int64), 0, n_eta - 1)
+    sector = np.clip(((np.asarray(phi) + np.pi) / (2 * np.pi) * n_phi).astype(np.int64), 0, n_phi - 1)
+    return band * n_phi + sector
+
+
+def regional_cap(sample, n_eta: int, n_phi: int, cap: int) -> np.ndarray:
+    """(n_particles,) bool: the `cap` highest-pT candidates of each region (``region_index``) of each crossing, as
+    L1 firmware that reads a fixed number of candidates per region sees them; the rest are dropped."""
+    key = sample.event * (n_eta * n_phi) + region_index(sample.eta, sample.phi, n_eta, n_phi)
+    order = np.lexsort((-sample.pt, key))
+    rank = np.empty(len(key), np.int64)
+    rank[order] = np.arange(len(key)) - np.searchsorted(key[order], key[order])
+    return rank < cap
 
 
 def chs_weights(sample) -> np.ndarray:

@@ -103,6 +103,13 @@ class PileupSample:
         """Candidate rows of the given events (bool mask over events), in order."""
         return np.repeat(np.asarray(events, bool), np.diff(self.offsets))
 
+    def select(self, candidates: np.ndarray) -> "PileupSample":
+        """The same crossings holding only the chosen candidates (bool mask over candidates), order kept."""
+        candidates = np.asarray(candidates, bool)
+        counts = np.bincount(self.event[candidates], minlength=self.n_events)
+        return dataclasses.replace(self, **{f: getattr(self, f)[candidates] for f in _PARTICLE_FIELDS},
+                                   offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
     def subset(self, events: np.ndarray) -> "PileupSample":
         """The chosen events (bool mask over events) as a sample of their own."""
         events = np.asarray(events, bool)
@@ -311,13 +318,14 @@ def _read(f, path, name, shape, kind, n):
     return data
 
 
-def read_pileup(path) -> PileupSample:
-    """Read and validate an l1forge.pileup/1 file; DataError (one line naming file and dataset) otherwise."""
+def read_pileup(path, schema: str = SCHEMA) -> PileupSample:
+    """Read and validate an l1forge.pileup/1 file (or a superset of it with the given `schema`, such as
+    events/crossings.py's); DataError (one line naming file and dataset) otherwise."""
     path = pathlib.Path(path)
     with open_h5(path) as f:
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-        if attrs.get("schema") != SCHEMA:
-            fail(path, f"attribute 'schema' is {attrs.get('schema')!r}, expected {SCHEMA!r}")
+        if attrs.get("schema") != schema:
+            fail(path, f"attribute 'schema' is {attrs.get('schema')!r}, expected {schema!r}")
         offsets = _read(f, path, "offsets", (), "iu", None).astype(np.int64)
         n_events = len(offsets) - 1
         if n_events < 1 or offsets[0] != 0 or np.any(np.diff(offsets) < 0):

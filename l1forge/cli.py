@@ -263,6 +263,8 @@ def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.
 
         _logging()
         configs = {name: _config(name, preset, config, process or (), executor, address) for name in registry()}
+        if "chain" in configs and configs["chain"].chain.pileup_run is None:  # the chain reuses the pileup task's run
+            configs["chain"].chain.pileup_run = str(out / "pileup")
         summary = run_tasks(configs, out, progress=not quiet, force=force)
     else:
         summary = _runner(task, preset, config, out, force, quiet, process or (), executor, address).run_all()

@@ -125,9 +125,10 @@ def run_tasks(configs: dict, out: pathlib.Path, progress: bool = True, force: bo
     ``out/summary.json`` with the task blocks side by side and one ``out/report.html`` with a section per task.
     ``configs``: {task name: its RunConfig}."""
     out = pathlib.Path(out)
-    runners = {name: Runner(cfg, out / name, progress, force) for name, cfg in configs.items()}
     summary = {"version": __version__, "preset": next(iter(configs.values())).preset, "tasks": {}, "stage_seconds": {}}
-    for name, runner in runners.items():
+    runners = {}
+    for name, cfg in configs.items():  # each runner reads its state when it starts: one task may run another's
+        runner = runners[name] = Runner(cfg, out / name, progress, force)
         part = runner.run_all()
         summary["tasks"][name] = part["tasks"][name]
         summary["stage_seconds"].update({f"{name}/{stage}": s for stage, s in part["stage_seconds"].items()})

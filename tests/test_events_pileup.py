@@ -173,3 +173,21 @@ def test_mitigation_improves_met_at_pileup(sample):
     res = {k: v["met"]["resolution_gev"] for k, v in table.items()}
     assert res["truth"] < res["puppi"] < res["none"]
     assert table["puppi"]["auc_neutral"] > 0.55 and table["truth"]["auc"] == 1.0
+
+
+def test_regional_cap_keeps_the_hardest_candidates_of_each_region(sample):
+    """Against a plain per-(crossing, region) loop: the cap keeps exactly the `cap` highest-pT candidates."""
+    cap, n_eta, n_phi = 3, 4, 3
+    kept = mitigation.regional_cap(sample, n_eta, n_phi, cap)
+    region = mitigation.region_index(sample.eta, sample.phi, n_eta, n_phi)
+    assert region.min() >= 0 and region.max() < n_eta * n_phi
+    for e in range(min(sample.n_events, 6)):
+        rows = np.arange(sample.offsets[e], sample.offsets[e + 1])
+        for r in np.unique(region[rows]):
+            members = rows[region[rows] == r]
+            hardest = members[np.argsort(-sample.pt[members], kind="stable")[:cap]]
+            assert set(members[kept[members]]) == set(hardest)
+    selected = sample.select(kept)
+    assert selected.n_events == sample.n_events and len(selected.pt) == kept.sum()
+    assert np.bincount(selected.event, minlength=sample.n_events).max() <= cap * n_eta * n_phi
+    assert np.array_equal(selected.pt, sample.pt[kept]) and np.array_equal(selected.is_pv, sample.is_pv[kept])

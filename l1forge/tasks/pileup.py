@@ -34,7 +34,12 @@ class PileupConfig(Strict):
     hard_mpi: bool = True
     teacher_epochs: int = pydantic.Field(3, ge=1)
     teacher_batch_events: int = pydantic.Field(16, ge=1)  # crossings per teacher batch (~900 candidates each at 60)
-    student_hidden: list[int] = [64, 32]
+    # the deployable student (README, "Pileup mitigation"): it reads at most region_cap candidates, the hardest, of
+    # each of region_eta x region_phi detector regions (events.mitigation.regional_cap; None: every candidate)
+    region_eta: int = pydantic.Field(8, ge=1)
+    region_phi: int = pydantic.Field(9, ge=1)
+    region_cap: int | None = pydantic.Field(16, ge=1)
+    student_hidden: list[int] = [16, 8]
     student_pt_power: float = pydantic.Field(1.0, ge=0)  # loss weight pT^power
     student_epochs: int = pydantic.Field(30, ge=1)
     student_batch_size: int = pydantic.Field(1024, ge=1)
@@ -59,6 +64,27 @@ def throughput(firmware: dict, candidates_per_crossing: dict[str, float]) -> dic
                     "LUT_percent_of_part": None if lut_percent is None else instances * lut_percent}
     return {"candidates_per_instance_per_crossing": per_instance, "clock_mhz": firmware["clock_mhz"],
             "ii_cycles": firmware["ii_cycles"], "per_pileup": rows}
+
+
+def student_candidates(sample, p: PileupConfig) -> np.ndarray:
+    """(n_particles,) bool: the candidates the student reads (the regional cap of the configuration)."""
+    from l1forge.events.mitigation import regional_cap
+
+    if p.region_cap is None:
+        return np.ones(len(sample.pt), bool)
+    return regional_cap(sample, p.region_eta, p.region_phi, p.region_cap)
+
+
+def cap_cost(test, kept: np.ndarray) -> dict:
+    """Per pileup, what the regional cap drops: the fraction of candidates, of primary-vertex pT and of pileup pT."""
+    out = {}
+    for mu in np.unique(test.pileup):
+        rows = test.particle_rows(test.pileup == mu)
+        pv, pu = rows & test.is_pv, rows & ~test.is_pv
+        out[f"{mu:g}"] = {"candidates_dropped": float(1 - kept[rows].mean()),
+                          "pv_pt_dropped": float(test.pt[pv & ~kept].sum() / max(test.pt[pv].sum(), 1e-9)),
+                          "pileup_pt_dropped": float(test.pt[pu & ~kept].sum() / max(test.pt[pu].sum(), 1e-9))}
+    return out
 
 
 def goals(table: dict, teacher: str, student: str, baseline: str = "puppi") -> dict:
@@ -93,6 +119,9 @@ class Pileup(Task):
         from l1forge.events.pfcands import read_pileup
 
         return read_pileup(self.data_path)
+
+    def kept(self, sample) -> np.ndarray:
+        return student_candidates(sample, self.cfg.pileup)
 
     # ---- stages ----------------------------------------------------------------------------------------
     def generate(self) -> dict:
@@ -143,15 +172,18 @@ class Pileup(Task):
         out = self.run.student
 
         def work():
-            sample = self._sample()
-            teacher_weight = read_array(self.run.teacher(teacher) / "weights.h5", "weight")
+            full = self._sample()
+            kept = self.kept(full)
+            sample = full.select(kept)
+            teacher_weight = read_array(self.run.teacher(teacher) / "weights.h5", "weight")[kept]
             result = train_weight_student(
                 student_inputs(sample), teacher_weight, sample.pt, sample.particle_rows(sample.split == 0),
                 sample.particle_rows(sample.split == 1), out, precision=self.precision(), hidden=tuple(p.student_hidden),
                 epochs=p.student_epochs, batch_size=p.student_batch_size, lr=s.lr, seed=s.seed,
                 max_train=p.student_max_train, pt_power=p.student_pt_power, progress=self.progress)
-            weight = np.clip(read_array(out / "predictions.h5", "weight"), 0.0, 1.0)
-            return {**result, "teacher": teacher, "metrics": performance(sample, {"student": weight})}
+            weight = np.zeros(len(kept), np.float32)  # a dropped candidate is lost: weight 0
+            weight[kept] = np.clip(read_array(out / "predictions.h5", "weight"), 0.0, 1.0)
+            return {**result, "teacher": teacher, "metrics": performance(full, {"student": weight})}
 
         config = {"pileup": p, "student": s}
         return {"student": self.stage("distill.student", config, ["generate", f"teach.{teacher}"],
@@ -161,8 +193,9 @@ class Pileup(Task):
         """Student inputs of the test candidates, as ``emulate`` feeds the emulator."""
         from l1forge.students.pileup import student_inputs
 
-        sample = self._sample()
-        return student_inputs(sample.subset(sample.split == 2)).astype(np.float64)
+        test = self._sample()
+        test = test.subset(test.split == 2)
+        return student_inputs(test.select(self.kept(test))).astype(np.float64)
 
     def emulate(self) -> dict:
         p = self.cfg.pileup
@@ -176,7 +209,8 @@ class Pileup(Task):
             sample = self._sample()
             test = sample.subset(sample.split == 2)
             rows = sample.particle_rows(sample.split == 2)
-            x = student_inputs(test).astype(np.float64)
+            kept = self.kept(test)
+            x = student_inputs(test.select(kept)).astype(np.float64)
             index = np.unique(np.linspace(0, len(x) - 1, min(p.csim_candidates, len(x))).astype(np.int64))
             stats, emu, csim = self.compare(x[index], index)
             emulator = Emulator.from_file(self.run.firmware / "graph.json")
@@ -186,17 +220,21 @@ class Pileup(Task):
             if not np.array_equal(firmware_weight[index], emu[:, 0]):
                 raise RuntimeError("emulator fast path and checked path disagree on the C-sim candidates")
             teacher = self.run.result("distill.student")["teacher"]
+            student = np.zeros(len(kept), np.float32)
+            predicted = read_array(self.run.student / "predictions.h5", "weight")  # the kept candidates of all splits
+            student[kept] = np.clip(predicted[rows[self.kept(sample)]], 0, 1)
             weights = {
-                "none": np.ones(len(x), np.float32), "chs": chs_weights(test), "puppi": puppi_weights(test),
+                "none": np.ones(len(kept), np.float32), "chs": chs_weights(test), "puppi": puppi_weights(test),
                 **{k: read_array(self.run.teacher(k) / "weights.h5", "weight")[rows] for k in self.cfg.teachers.kinds
                    if f"teach.{k}" in self.run.state},
-                "student": np.clip(read_array(self.run.student / "predictions.h5", "weight")[rows], 0, 1),
-                "student_firmware": np.clip(firmware_weight, 0, 1),
+                "student": student, "student_firmware": np.zeros(len(kept), np.float32),
                 "truth": test.is_pv.astype(np.float32),
             }
+            weights["student_firmware"][kept] = np.clip(firmware_weight, 0, 1)
             table = performance(test, weights)
-            counts = np.diff(test.offsets)
+            counts = np.bincount(test.event[kept], minlength=test.n_events)
             p99 = {f"{m:g}": float(np.percentile(counts[test.pileup == m], 99)) for m in np.unique(test.pileup)}
+            stats["region_cap"] = cap_cost(test, kept)
             stats["resolution"] = table
             stats["metrics"] = {mu: methods["student_firmware"] for mu, methods in table.items()}
             stats["goals"] = goals(table, teacher, "student_firmware")
@@ -214,7 +252,7 @@ class Pileup(Task):
         for kind, result in self.teacher_results().items():
             task["teachers"][kind].update({k: result.get(k) for k in ("val_auc", "val_auc_neutral", "train_seconds")})
         if emulation := self.run.state.get("emulate", {}).get("result"):
-            task["pileup"] = {k: emulation[k] for k in ("resolution", "goals", "throughput", "teacher")}
+            task["pileup"] = {k: emulation.get(k) for k in ("resolution", "goals", "throughput", "teacher", "region_cap")}
             task["emulation"]["emulator_all_candidates_per_s"] = emulation["emulator_all_candidates_per_s"]
         return task
 
@@ -252,7 +290,7 @@ def _pileup_section(block: dict | None) -> dict:
         ax.set_xlabel("Pileup")
     axes[1].legend(fontsize=9)
     return {"pileup_rows": rows, "pileup_goals": block["goals"], "pileup_throughput": block["throughput"],
-            "pileup_teacher": block["teacher"], "pileup_png": png(fig)}
+            "pileup_teacher": block["teacher"], "pileup_region_cap": block.get("region_cap"), "pileup_png": png(fig)}
 
 
 TASK = Pileup

@@ -1,0 +1,196 @@
+"""Zero-bias crossings and BSM signals as L1 particle-flow candidates at several pileups: the input of the chain
+(pileup mitigation in front of anomaly detection).
+
+The samples are those of the anomaly task (events/anomaly.py: minimum bias, the hard SM BACKGROUNDS weighted by
+``crossing_fractions`` at each pileup, SIGNALS and ``--process`` files); candidates, vertex model and truth are those
+of the pileup task (events/pfcands.py ``candidates``). Schema "l1forge.crossings/1" is "l1forge.pileup/1" (read by
+``read_pileup``; its ``process`` dataset indexes the sample names) plus:
+
+* ``weight`` (n_events,) float64: for a zero-bias crossing, the fraction of all crossings at its pileup that its
+  sample stands for, divided by the crossings of that sample generated at that pileup (the weights of one pileup sum
+  to 1); for a signal crossing, 1 / its sample's crossings at that pileup;
+* attribute ``sample_is_signal`` (one flag per sample name) and ``crossing_fraction`` (JSON {pileup: {sample: f}}).
+
+Splits: at ``reference_pileup`` the zero-bias crossings are split 60/20/20 train/val/test (models train there, the
+threshold is set there); every other crossing (other pileups, every signal) is test.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import importlib.metadata
+import json
+import math
+import pathlib
+import time
+import zlib
+
+import numpy as np
+
+from l1forge.events.anomaly import BACKGROUND_SPLIT, MINBIAS, crossing_fractions
+from l1forge.events.l1objects import Particles
+from l1forge.events.pfcands import PileupSample, _truth, candidates, read_pileup
+from l1forge.events.pileup import build_pileup_library, overlay, particles_from_batch
+from l1forge.events.processes import (BACKGROUNDS, COMMON_SETTINGS, QCD_PTHAT_BINS, SIGNALS, SQRT_S_GEV,
+                                      check_settings, chunk_seeds, new_pythia, run_chunks)
+from l1forge.events.schema import checked_dataset, fail, open_h5, write_h5
+
+SCHEMA = "l1forge.crossings/1"
+CHUNK_EVENTS = 100  # crossings per work unit: part of the seed derivation, so changing it changes the output
+LIBRARY_EVENTS = 20_000
+_PARTICLE_FIELDS = ("pt", "eta", "phi", "dz", "charge", "type", "is_pv")
+
+
+@dataclasses.dataclass
+class Crossings:
+    """Candidates of every crossing (``sample``, a PileupSample whose ``process`` is the sample index) with the
+    per-crossing rate weight and the signal flag of each sample."""
+
+    sample: PileupSample
+    weight: np.ndarray  # (n_events,) float64, module docstring
+    sample_is_signal: np.ndarray  # (n_samples,) bool
+
+    @property
+    def names(self) -> list[str]:
+        return self.sample.process_names
+
+    @property
+    def is_signal(self) -> np.ndarray:
+        """(n_events,) bool: the crossing belongs to a signal sample."""
+        return self.sample_is_signal[self.sample.process]
+
+    def zero_bias_weights(self, rows: np.ndarray) -> np.ndarray:
+        """(n_events,) rate weights of the zero-bias crossings in `rows` (bool mask), 0 elsewhere: each (pileup,
+        sample) block keeps its weight sum however many of its crossings the rows hold."""
+        s, rows = self.sample, np.asarray(rows, bool) & ~self.is_signal
+        out = np.zeros(s.n_events)
+        for mu in np.unique(s.pileup[rows]):
+            for k in np.unique(s.process[rows & (s.pileup == mu)]):
+                block = (s.pileup == mu) & (s.process == k)
+                out[block & rows] = self.weight[block].sum() / np.count_nonzero(block & rows)
+        return out
+
+
+def _chunk(name: str, settings, n_events: int, seed: int, chunk: int, mu: float, library: dict) -> dict:
+    """Candidates and truth of n_events crossings of one sample at Poisson(mu) pileup (settings None: minimum bias,
+    i.e. a crossing of pileup interactions only, the first of them counted as the primary)."""
+    pythia_seed, rng = chunk_seeds(seed, f"{name}_pu{mu:g}", chunk)
+    if settings is None:  # the primary interaction of a minimum-bias crossing is one more library event
+        picks = rng.integers(0, len(library["offsets"]) - 1, n_events)
+        lo, hi = library["offsets"][picks], library["offsets"][picks + 1]
+        rows = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if n_events else np.zeros(0, np.int64)
+        hard = Particles(library["px"][rows], library["py"][rows], library["pz"][rows], library["pid"][rows],
+                         np.repeat(np.arange(n_events), hi - lo), n_events)
+        sigma = math.nan
+    else:
+        pythia = new_pythia(settings, pythia_seed, name)
+        hard = particles_from_batch(pythia.nextBatch(n_events))
+        if hard.n_events != n_events:
+            raise RuntimeError(f"{name}: Pythia returned {hard.n_events} of {n_events} events")
+        sigma = pythia.infoPython().sigmaGen()
+    met, jets = _truth(hard)
+    crossing, vertex, n_pileup = overlay(hard, library, mu, rng, with_vertex=True)
+    return {**candidates(crossing, vertex, n_pileup, rng), "true_met": met, "truth_jets": jets,
+            "n_pileup": n_pileup.astype(np.int16), "sigma_mb": sigma}
+
+
+def _split(sample: np.ndarray, pileup: np.ndarray, signal: np.ndarray, reference: float, seed: int) -> np.ndarray:
+    """60/20/20 train/val/test for zero-bias crossings at the reference pileup, test for every other crossing."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(b"split")]))
+    split = np.full(len(sample), 2, np.int8)
+    for s in np.flatnonzero(~signal):
+        rows = np.flatnonzero((sample == s) & (pileup == reference))
+        rows = rows[rng.permutation(len(rows))]
+        edges = np.round(np.cumsum(BACKGROUND_SPLIT)[:2] * len(rows)).astype(int)
+        for value, part in enumerate(np.split(rows, edges)):
+            split[part] = value
+    return split
+
+
+def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileups=(60.0, 140.0, 200.0),
+                       reference_pileup: float = 60.0, seed: int = 1, workers: int = 2, signals=None,
+                       extra_processes: dict[str, list[str]] | None = None, hard_mpi: bool = True,
+                       library_events: int = LIBRARY_EVENTS, progress: bool = True,
+                       executor: concurrent.futures.Executor | None = None) -> dict:
+    """Write, at each pileup, n_zero_bias zero-bias crossings (half minimum bias, half shared by BACKGROUNDS) and
+    n_signal crossings of each signal (SIGNALS names, default all, then extra_processes {name: settings}), as L1
+    candidates with truth (module docstring). Chunks run on `executor` or `workers` local processes; the output is
+    byte-identical whatever the executor. Returns {"n_events", "n_candidates", "candidates_per_event" (per pileup),
+    "per_sample", "seconds", "events_per_s", "library_seconds", "path"}; ValueError on bad arguments."""
+    n_zero_bias, n_signal, seed, workers = int(n_zero_bias), int(n_signal), int(seed), int(workers)
+    pileups, reference = [float(m) for m in pileups], float(reference_pileup)
+    if n_zero_bias < 2 * len(BACKGROUNDS) or n_signal < 1 or workers < 1 or library_events < 1:
+        raise ValueError(f"need n_zero_bias >= {2 * len(BACKGROUNDS)} and n_signal, workers, library_events >= 1")
+    if not pileups or any(not (math.isfinite(m) and m > 0) for m in pileups) or reference not in pileups:
+        raise ValueError(f"pileups must be positive numbers including the reference pileup {reference:g}, not {pileups}")
+    signals = list(SIGNALS) if signals is None else list(signals)
+    if unknown := [s for s in signals if s not in SIGNALS]:
+        raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")
+    extra = dict(extra_processes or {})
+    for name, settings in extra.items():
+        if name in (MINBIAS, *BACKGROUNDS, *signals):
+            raise ValueError(f"extra process name {name!r} is already a sample name")
+        check_settings(settings, f"extra process '{name}'")
+    start = time.perf_counter()
+    common = [*COMMON_SETTINGS, f"PartonLevel:MPI = {'on' if hard_mpi else 'off'}"]
+    processes = {MINBIAS: None, **{k: [*common, *v] for k, v in
+                                   {**BACKGROUNDS, **{s: SIGNALS[s] for s in signals}, **extra}.items()}}
+    names = list(processes)
+    n_hard = n_zero_bias - n_zero_bias // 2
+    counts = {MINBIAS: n_zero_bias // 2,
+              **{k: n_hard // len(BACKGROUNDS) + (i < n_hard % len(BACKGROUNDS)) for i, k in enumerate(BACKGROUNDS)},
+              **{k: n_signal for k in names[1 + len(BACKGROUNDS):]}}
+    signal = np.array([i > len(BACKGROUNDS) for i in range(len(names))])
+    library = build_pileup_library(library_events, seed, workers, pthat_max=QCD_PTHAT_BINS[0][0], progress=progress,
+                                   executor=executor)
+    library_seconds = time.perf_counter() - start
+    tasks = [(name, processes[name], min(CHUNK_EVENTS, counts[name] - first), seed, k, mu)
+             for mu in pileups for name in names for k, first in enumerate(range(0, counts[name], CHUNK_EVENTS))]
+    results = run_chunks(_chunk, tasks, [t[2] for t in tasks], workers, "crossings", progress, executor,
+                         shared={"library": library})
+    sigma = {n: float(np.mean([r["sigma_mb"] for r, t in zip(results, tasks) if t[0] == n])) for n in names[1:]}
+    fractions = {f"{mu:g}": crossing_fractions({k: sigma[k] for k in BACKGROUNDS}, library["sigma_inel_mb"], mu)
+                 for mu in pileups}
+    sample = np.concatenate([np.full(t[2], names.index(t[0]), np.int16) for t in tasks])
+    pileup = np.concatenate([np.full(t[2], t[5], np.float32) for t in tasks])
+    per_event = {(f"{mu:g}", k): (1.0 if signal[i] else fractions[f"{mu:g}"][k]) / counts[k]
+                 for mu in pileups for i, k in enumerate(names)}
+    weight = np.array([per_event[f"{mu:g}", names[s]] for mu, s in zip(pileup.tolist(), sample.tolist())])
+    n_candidates = np.concatenate([r["counts"] for r in results])
+    arrays = {**{f: np.concatenate([r[f] for r in results]) for f in _PARTICLE_FIELDS},
+              "offsets": np.concatenate([[0], np.cumsum(n_candidates)]).astype(np.int64),
+              "process": sample, "pileup": pileup, "split": _split(sample, pileup, signal, reference, seed),
+              "weight": weight,
+              **{f: np.concatenate([r[f] for r in results]) for f in ("n_pileup", "true_met", "truth_jets")}}
+    arrays["is_pv"] = arrays["is_pv"].astype(np.int8)
+    attrs = {"schema": SCHEMA, "seed": seed, "sqrt_s_gev": SQRT_S_GEV, "process_names": names,
+             "sample_is_signal": signal.astype(np.int8), "pileups": pileups, "reference_pileup": reference,
+             "crossing_fraction": json.dumps(fractions), "sigma_inel_mb": library["sigma_inel_mb"],
+             "cross_section_mb": json.dumps({MINBIAS: library["sigma_inel_mb"], **sigma}),
+             "settings": json.dumps({"pythia": {**processes}, "hard_mpi": hard_mpi, "chunk_events": CHUNK_EVENTS,
+                                     "library_events": int(library_events),
+                                     "minbias_pthat_veto_gev": QCD_PTHAT_BINS[0][0]}),
+             "generator": f"pythia8mc {importlib.metadata.version('pythia8mc')}",
+             "l1forge_version": importlib.metadata.version("l1forge")}
+    write_h5(out, arrays, attrs)
+    seconds = time.perf_counter() - start
+    per_pileup = {f"{m:g}": float(n_candidates[pileup == m].mean()) for m in pileups}
+    return {"n_events": len(sample), "n_candidates": int(n_candidates.sum()), "candidates_per_event": per_pileup,
+            "per_sample": counts, "seconds": seconds, "events_per_s": len(sample) / seconds,
+            "library_seconds": library_seconds, "path": pathlib.Path(out)}
+
+
+def read_crossings(path) -> Crossings:
+    """Read and validate an l1forge.crossings/1 file; DataError (one line naming file and dataset) otherwise."""
+    path = pathlib.Path(path)
+    sample = read_pileup(path, schema=SCHEMA)
+    with open_h5(path) as f:
+        ds = checked_dataset(f, path, "weight", (), sample.n_events, "offsets")
+        weight = ds[()].astype(np.float64)
+    if not np.all(np.isfinite(weight) & (weight >= 0)):
+        fail(path, "dataset 'weight' has negative or non-finite values")
+    flags = np.atleast_1d(sample.attrs.get("sample_is_signal", [])).astype(bool)
+    if len(flags) != len(sample.process_names):
+        fail(path, f"attribute 'sample_is_signal' has {len(flags)} entries for {len(sample.process_names)} samples")
+    return Crossings(sample, weight, flags)

@@ -1,0 +1,337 @@
+"""Pileup mitigation in front of anomaly detection: zero-bias and signal crossings as L1 candidates at several
+pileups -> per-candidate weights (none, CHS, PUPPI-like, the pileup teacher, the pileup student's emulated firmware)
+-> fixed-point L1 objects (emulation/objects.py) -> an autoencoder per mitigation, the student chain's in firmware
+-> the rate at each pileup for a threshold set at the reference pileup, and efficiencies at a fixed rate.
+
+The pileup teacher and student are the pileup task's: its run directory (``chain.pileup_run``; by default
+``<chain run>/pileup``, and ``OUT/pileup`` under ``l1forge run --task all``) is brought up to date first through
+its own runner, so the chain resumes with it.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import time
+
+import matplotlib
+import numpy as np
+import pydantic
+from matplotlib.figure import Figure
+
+from l1forge.config import Strict
+from l1forge.core.artifacts import read_array, write_arrays_atomic
+from l1forge.report import EMULATED, png
+from l1forge.tasks.base import Task
+
+METHODS = ("none", "chs", "puppi", "teacher", "student")
+METHOD_NAMES = {"none": "No mitigation", "chs": "CHS", "puppi": "PUPPI-like", "teacher": "Pileup teacher",
+                "student": f"Pileup student ({EMULATED.lower()})"}
+
+
+class ChainConfig(Strict):
+    """The chain task: crossings (events/crossings.py), the anomaly models behind each mitigation, the rate."""
+
+    n_zero_bias: int = pydantic.Field(3000, ge=12)  # zero-bias crossings per pileup
+    n_signal: int = pydantic.Field(200, ge=1)  # crossings per signal per pileup
+    pileups: list[float] = pydantic.Field([60.0, 140.0, 200.0], min_length=1)
+    reference_pileup: float = pydantic.Field(60.0, gt=0)  # the threshold is set here, the autoencoders train here
+    library_events: int = pydantic.Field(20000, ge=1)
+    hard_mpi: bool = True
+    rate_khz: float = pydantic.Field(10.0, gt=0)
+    ae_latent: int = pydantic.Field(8, ge=1)
+    ae_hidden: list[int] = [32]
+    csim_candidates: int = pydantic.Field(20000, ge=1)  # chain candidates checked against the pileup student's C-sim
+    pileup_run: str | None = None  # the pileup task's run directory; None: <chain run>/pileup
+
+
+class Chain(Task):
+    """Pileup student -> weighted L1 objects -> anomaly student, and the trigger rate as pileup rises."""
+
+    name = "chain"
+    data_file = "crossings.h5"
+    report_template = "chain.html.j2"
+    config_section = ChainConfig
+    config_presets = {
+        "smoke": {"n_zero_bias": 120, "n_signal": 8, "pileups": [20, 60], "reference_pileup": 20,
+                  "library_events": 400, "hard_mpi": False, "csim_candidates": 2000},
+        "full": {"n_zero_bias": 40000, "n_signal": 2000},
+    }
+    stages = ("generate", "pileup", "weights", "distill", "synthesize", "emulate", "rtl")
+
+    @property
+    def pileup_dir(self) -> pathlib.Path:
+        where = self.cfg.chain.pileup_run
+        return pathlib.Path(where) if where else self.run.root / "pileup"
+
+    @property
+    def objects_path(self) -> pathlib.Path:
+        return self.run.data("objects.h5")
+
+    def _crossings(self):
+        from l1forge.events.crossings import read_crossings
+
+        return read_crossings(self.data_path)
+
+    def _ae_dir(self, method: str) -> pathlib.Path:
+        return self.run.student if method == "student" else self.run.root / "students" / f"ae_{method}"
+
+    # ---- stages ----------------------------------------------------------------------------------------
+    def generate(self) -> dict:
+        from l1forge.core.executors import executor
+        from l1forge.events.crossings import generate_crossings
+        from l1forge.events.processes import read_process_file
+
+        c, d = self.cfg.chain, self.cfg.data
+        processes = self.cfg.anomaly.processes
+
+        def work():
+            extra = {pathlib.Path(p).stem: read_process_file(p) for p in processes}
+            with executor(d.executor, d.address, d.workers) as pool:
+                result = generate_crossings(self.data_path, c.n_zero_bias, c.n_signal, c.pileups, c.reference_pileup,
+                                            seed=d.seed, workers=d.workers, extra_processes=extra or None,
+                                            hard_mpi=c.hard_mpi, library_events=c.library_events,
+                                            progress=self.progress, executor=pool)
+            return {**result, "path": str(result["path"])}
+
+        config = {"chain": c.model_dump(include={"n_zero_bias", "n_signal", "pileups", "reference_pileup",
+                                                 "library_events", "hard_mpi"}), "processes": processes, "seed": d.seed}
+        return self.stage("generate", config, [], [self.data_path], work)
+
+    def pileup(self) -> dict:
+        """Bring the pileup task's run (teachers, student, firmware) up to date, through its own runner."""
+        from l1forge.runner import Runner
+
+        nested = Runner(self.cfg.model_copy(update={"task": "pileup"}), self.pileup_dir, self.progress,
+                        self.runner.force)
+        block = nested.run_all()["tasks"]["pileup"]
+        fingerprints = {k: v["fingerprint"] for k, v in nested.run.state.items()}
+
+        def work():
+            keep = ("student", "firmware", "emulation", "rtl", "pileup")
+            return {"run": str(self.pileup_dir), **{k: block.get(k) for k in keep}}
+
+        return self.stage("pileup", fingerprints, [], [self.pileup_dir / "state.json"], work)
+
+    def weights(self) -> dict:
+        """Per-candidate weights of every mitigation on every crossing, and the L1 objects each gives
+        (data/objects.h5: one (n_crossings, 19, 4) dataset per method)."""
+
+        def work():
+            from l1forge.emulation.objects import build_objects, latency_estimate
+            from l1forge.events.mitigation import chs_weights, puppi_weights
+            from l1forge.events.pfcands import ELECTRON, MUON, PHOTON
+            from l1forge.tasks.pileup import student_candidates
+            from l1forge.teachers.pileup import load_pileup_teacher, predict_weights
+
+            sample = self._crossings().sample
+            pileup = self.run.result("pileup")
+            kept = student_candidates(sample, self.cfg.pileup)
+            teacher = pileup["student"]["teacher"]
+            start = time.perf_counter()
+            student, check = self._pileup_student(sample.select(kept))
+            weights = {"none": np.ones(len(sample.pt), np.float32), "chs": chs_weights(sample),
+                       "puppi": puppi_weights(sample),
+                       "teacher": predict_weights(load_pileup_teacher(self.pileup_dir / "teachers" / teacher),
+                                                  sample.features(), sample.offsets),
+                       "student": np.zeros(len(sample.pt), np.float32)}
+            weights["student"][kept] = student
+            weight_seconds = time.perf_counter() - start
+            egamma, muon = np.isin(sample.type, (ELECTRON, PHOTON)), sample.type == MUON
+            start = time.perf_counter()
+            objects = {m: build_objects(sample.offsets, sample.pt, sample.eta, sample.phi, w, egamma, muon)
+                       for m, w in weights.items()}
+            object_seconds = time.perf_counter() - start
+            write_arrays_atomic(self.objects_path, objects)
+            counts = np.bincount(sample.event[kept], minlength=sample.n_events)
+            p99 = {f"{m:g}": float(np.percentile(counts[sample.pileup == m], 99)) for m in np.unique(sample.pileup)}
+            clock = (pileup.get("firmware") or {}).get("clock_mhz") or self.cfg.firmware.clock_mhz
+            return {"teacher": teacher, "pileup_student_csim": check, "student_candidates_p99": p99,
+                    "objects_latency": latency_estimate(int(max(p99.values())), clock),
+                    "weights_seconds": weight_seconds, "objects_crossings_per_s": len(counts) / object_seconds}
+
+        return self.stage("weights", {"pileup": self.cfg.pileup, "csim": self.cfg.chain.csim_candidates},
+                          ["generate", "pileup"], [self.objects_path], work)
+
+    def _pileup_student(self, sample) -> tuple[np.ndarray, dict]:
+        """The pileup student's emulated firmware weight (clipped to [0, 1]) of every candidate of `sample`, and its
+        check against the pileup run's compiled C-sim on csim_candidates of them."""
+        import hls4ml
+
+        from l1forge.emulation.compare import compare_with_csim
+        from l1forge.emulation.emulator import Emulator
+        from l1forge.firmware.hls import quiet_call
+        from l1forge.students.pileup import student_inputs
+
+        x = student_inputs(sample).astype(np.float64)
+        emulator = Emulator.from_file(self.pileup_dir / "firmware" / "graph.json")
+        weight = emulator.predict(x)[:, 0]
+        index = np.unique(np.linspace(0, len(x) - 1, min(self.cfg.chain.csim_candidates, len(x))).astype(np.int64))
+        project = hls4ml.converters.link_existing_project(str(self.pileup_dir / "firmware" / "hls_project"))
+        quiet_call(project.compile)
+        stats, emu, _ = compare_with_csim(emulator, project.predict, x[index])
+        if not np.array_equal(emu[:, 0], weight[index]):
+            raise RuntimeError("pileup student: emulator outputs differ between the full pass and the C-sim check")
+        return np.clip(weight, 0, 1).astype(np.float32), {k: stats[k] for k in ("events_checked", "mismatches")}
+
+    def distill(self) -> dict:
+        """An autoencoder (students/anomaly.py ``train_ae_baseline``) per mitigation, on the zero-bias training
+        crossings at the reference pileup; the student chain's is the anomaly student that goes to firmware."""
+        from l1forge.students.anomaly import train_ae_baseline
+
+        c, s = self.cfg.chain, self.cfg.student
+        results = {}
+        for method in METHODS:
+            out = self._ae_dir(method)
+
+            def work(method=method, out=out):
+                crossings = self._crossings()
+                objects = read_array(self.objects_path, method)
+                result = train_ae_baseline(objects, crossings.sample.split, out, ~crossings.is_signal,
+                                           precision=self.precision(), latent=c.ae_latent, hidden=tuple(c.ae_hidden),
+                                           epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed,
+                                           progress=self.progress)
+                score = result.pop("score")
+                return {**result, "teacher": "none (autoencoder on zero-bias objects)", "mitigation": method,
+                        "metrics": self._anomaly_metrics(crossings, score, c.reference_pileup)}
+
+            name = "distill.student" if method == "student" else f"distill.ae_{method}"
+            results[method] = self.stage(name, {"chain": c, "student": s}, ["weights"],
+                                         [out / "model.h5", out / "predictions.h5"], work)
+        return results
+
+    def _anomaly_metrics(self, crossings, score: np.ndarray, pileup: float) -> dict:
+        """l1forge.metrics.anomaly_metrics on the test crossings at one pileup (zero-bias weights renormalised)."""
+        from l1forge.metrics import anomaly_metrics
+
+        s = crossings.sample
+        test = (s.split == 2) & (s.pileup == pileup)
+        w = crossings.zero_bias_weights(test)
+        bkg = test & ~crossings.is_signal
+        signals = {name: score[test & (s.process == i)] for i, name in enumerate(crossings.names)
+                   if crossings.sample_is_signal[i] and np.any(test & (s.process == i))}
+        return anomaly_metrics(score[bkg], w[bkg], signals, (self.cfg.chain.rate_khz,), self.cfg.trigger.n_bunches)
+
+    def test_inputs(self) -> np.ndarray:
+        """Flattened L1 objects of the student chain on the test crossings, as ``emulate`` feeds the emulator."""
+        from l1forge.students.anomaly import flatten_objects
+
+        split = self._crossings().sample.split
+        return flatten_objects(read_array(self.objects_path, "student")[split == 2]).astype(np.float64)
+
+    def emulate(self) -> dict:
+        def work():
+            from l1forge.emulation.emulator import Emulator
+            from l1forge.students.anomaly import flatten_objects, reconstruction_loss
+            from l1forge.students.model import load_qkeras_model
+
+            crossings = self._crossings()
+            s = crossings.sample
+            index = np.flatnonzero(s.split == 2)
+            x = flatten_objects(read_array(self.objects_path, "student")).astype(np.float64)
+            stats, emu, csim = self.compare(x[index], index)
+            emulator = Emulator.from_file(self.run.firmware / "graph.json")
+            x_q = self.precision().input.quantize(x)
+            scores = {"student": reconstruction_loss(x_q, emulator.predict(x)).numpy().astype(np.float64)}
+            for method in METHODS[:-1]:
+                xm = flatten_objects(read_array(self.objects_path, method))
+                recon = load_qkeras_model(self._ae_dir(method) / "model.h5").predict(xm, batch_size=8192, verbose=0)
+                scores[method] = reconstruction_loss(self.precision().input.quantize(xm), recon).numpy()
+            stats["chain"] = self._measure(crossings, scores)
+            stats["metrics"] = self._anomaly_metrics(crossings, scores["student"], self.cfg.chain.reference_pileup)
+            self.write_emulation(stats, emu, csim, index)
+            return stats
+
+        return self.stage("emulate", {"emulation": self.cfg.emulation, "trigger": self.cfg.trigger},
+                          ["synthesize", "weights"], [self.run.emulation / "outputs.h5"], work)
+
+    def _measure(self, crossings, scores: dict) -> dict:
+        """Per method: the threshold for chain.rate_khz at the reference pileup and the rate it gives at every
+        pileup (with its error and effective crossings above it), and per pileup the metrics at a fixed rate."""
+        from l1forge.emulation.trigger import rate_khz, threshold_for_rate
+        from l1forge.metrics import RESOLVED_CROSSINGS
+
+        c, t, s = self.cfg.chain, self.cfg.trigger, crossings.sample
+        test = s.split == 2
+        weight = crossings.zero_bias_weights(test)
+        bkg = test & ~crossings.is_signal
+        out = {"rate_khz_target": c.rate_khz, "reference_pileup": c.reference_pileup, "methods": {}}
+        for method, score in scores.items():
+            at = lambda mu: bkg & (s.pileup == mu)  # noqa: E731
+            ref = at(c.reference_pileup)
+            threshold, _, _ = threshold_for_rate(score[ref], c.rate_khz, weight[ref], t.n_bunches)
+            rates = {}
+            for mu in c.pileups:
+                rows = at(mu)
+                rate, err = rate_khz(score[rows], threshold, weight[rows], t.n_bunches)
+                w = weight[rows][score[rows] > threshold]
+                n_eff = float(w.sum() ** 2 / (w**2).sum()) if len(w) else 0.0
+                rates[f"{mu:g}"] = {"rate_khz": rate, "rate_khz_err": [float(e) for e in err],
+                                    "n_crossings": int(rows.sum()), "n_above": int(len(w)), "n_effective_above": n_eff,
+                                    "resolved": n_eff >= RESOLVED_CROSSINGS}
+            fixed = {f"{mu:g}": self._anomaly_metrics(crossings, score, mu) for mu in c.pileups}
+            out["methods"][method] = {"threshold": float(threshold), "rates": rates, "fixed_rate": fixed}
+        return out
+
+    # ---- summary.json --------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        task = super().summary()
+        result = lambda name: self.run.state.get(name, {}).get("result")  # noqa: E731
+        if (emulation := result("emulate")) and (weights := result("weights")) and (pileup := result("pileup")):
+            task["chain"] = {**emulation["chain"], "pileup_run": pileup["run"],
+                             "pileup_student_csim": weights["pileup_student_csim"],
+                             "pileup_student_rtl": pileup.get("rtl"),
+                             "objects_latency": weights["objects_latency"],
+                             "budget": self._budget(pileup, weights, result("synthesize"))}
+        return task
+
+    def _budget(self, pileup: dict, weights: dict, anomaly_firmware: dict | None) -> dict:
+        """The chain's latency (pileup student + object building + anomaly student, in series) and LUTs (the pileup
+        student instances for the 99th-percentile crossing at the highest pileup + the anomaly student) against the
+        trigger budget and the part."""
+        from l1forge.emulation.lhc import clocks_per_crossing
+        from l1forge.firmware.parts import part_resources
+
+        firmware = pileup.get("firmware") or {}
+        per_instance = clocks_per_crossing(firmware["clock_mhz"]) // firmware["ii_cycles"]
+        p99 = max(weights["student_candidates_p99"].values())
+        instances = math.ceil(p99 / max(per_instance, 1))
+        parts = {"pileup_student": firmware, "objects": weights["objects_latency"], "anomaly_student": anomaly_firmware or {}}
+        latency = sum(p.get("latency_ns") or 0.0 for p in parts.values())
+        lut = instances * ((firmware.get("resources") or {}).get("LUT") or 0) + \
+            ((anomaly_firmware or {}).get("resources") or {}).get("LUT", 0)
+        part_lut = part_resources(firmware["part"])["LUT"] if firmware.get("part") else None
+        return {"latency_ns": latency, "budget_ns": self.cfg.trigger.budget_ns,
+                "latency_ok": latency <= self.cfg.trigger.budget_ns,
+                "latency_ns_by_block": {k: p.get("latency_ns") for k, p in parts.items()},
+                "latency_sources": {k: p.get("source") for k, p in parts.items()},
+                "pileup_student_instances": instances, "candidates_p99": p99, "LUT": lut,
+                "LUT_percent_of_part": None if not part_lut else 100.0 * lut / part_lut,
+                "fits_part": None if not part_lut else lut <= part_lut, "part": firmware.get("part")}
+
+    # ---- report.html ---------------------------------------------------------------------------------------
+    @classmethod
+    def report_context(cls, run_dir: pathlib.Path, block: dict) -> dict:
+        chain = block.get("chain")
+        if not chain:
+            return {"chain": None}
+        methods = chain["methods"]
+        pileups = sorted(next(iter(methods.values()))["rates"], key=float)
+        fig = Figure(figsize=(7, 5))
+        ax = fig.subplots()
+        colours = matplotlib.colormaps["tab10"].colors
+        for n, (method, entry) in enumerate(methods.items()):
+            rate = [entry["rates"][mu]["rate_khz"] for mu in pileups]
+            err = np.array([entry["rates"][mu]["rate_khz_err"] for mu in pileups]).T
+            ax.errorbar([float(mu) for mu in pileups], rate, yerr=err, marker="os^vD"[n % 5], capsize=3,
+                        color=colours[n % 10], label=METHOD_NAMES.get(method, method))
+        ax.axhline(chain["rate_khz_target"], color="grey", ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("Pileup")
+        ax.set_ylabel(f"Rate [kHz], threshold set for {chain['rate_khz_target']:g} kHz at pileup "
+                      f"{chain['reference_pileup']:g}")
+        ax.legend(fontsize=9)
+        return {"chain": chain, "chain_pileups": pileups, "chain_names": METHOD_NAMES, "chain_png": png(fig)}
+
+
+TASK = Chain
