@@ -198,7 +198,7 @@ def test_all_tasks_into_one_run_directory(all_run):
     its own resumable subdirectory."""
     out, _ = all_run
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["tasks"]) == ["anomaly", "pileup", "tagging"] and summary["preset"] == "smoke"
+    assert list(summary["tasks"]) == ["anomaly", "chain", "pileup", "tagging"] and summary["preset"] == "smoke"
     for name, block in summary["tasks"].items():
         assert block["emulation"]["mismatches"] == 0 and block["emulation"]["events_checked"] > 0, name
         assert block["rtl"]["mismatches"] == 0 and block["rtl"]["events_checked"] == 2000, name
@@ -208,7 +208,7 @@ def test_all_tasks_into_one_run_directory(all_run):
     html = (out / "report.html").read_text()
     for name in summary["tasks"]:
         assert f'id="task-{name}"' in html
-    assert html.count("C-sim vs emulator agreement") == 3
+    assert html.count("C-sim vs emulator agreement") == 4
 
 
 def test_anomaly_flow_end_to_end(all_run, tmp_path):
@@ -234,6 +234,36 @@ def test_anomaly_flow_end_to_end(all_run, tmp_path):
     assert res.returncode == 1 and "zprime.cmnd:2" in res.stderr and "noSuchSetting" in res.stderr
 
 
+def test_chain_flow_end_to_end(all_run):
+    """--task chain (inside --task all, reusing the pileup task's run): crossings at both pileups, objects from five
+    weightings, an autoencoder per weighting, the student chain bit-exact (both students), the rate at pileup 60 for
+    the threshold set at 20, and the chain's budget."""
+    run = all_run[0]
+    out = run / "chain"
+    summary = json.loads((out / "summary.json").read_text())
+    task = summary["tasks"]["chain"]
+    assert "zprime" in task["data"]["per_sample"]  # --process files are signals of the chain too
+    assert task["emulation"]["mismatches"] == 0 and task["emulation"]["events_checked"] > 100
+    assert task["rtl"]["mismatches"] == 0
+    chain = task["chain"]
+    assert chain["pileup_run"] == str(run / "pileup") and not (out / "pileup").exists()
+    assert chain["pileup_student_csim"]["mismatches"] == 0 and chain["pileup_student_csim"]["events_checked"] == 2000
+    assert set(chain["methods"]) == {"none", "chs", "puppi", "teacher", "student"}
+    for method, entry in chain["methods"].items():
+        rates = entry["rates"]
+        assert set(rates) == {"20", "60"} and rates["20"]["rate_khz"] <= 10.0, method  # set for 10 kHz at 20
+        assert rates["60"]["n_above"] >= rates["60"]["n_effective_above"] > 0 or rates["60"]["rate_khz"] == 0
+        assert set(entry["fixed_rate"]["60"]["signals"]) >= {"a50_4l", "zprime"}
+    # more pileup, more rate for the unmitigated chain: the effect the chain exists to remove
+    assert chain["methods"]["none"]["rates"]["60"]["rate_khz"] > 10.0
+    budget = chain["budget"]
+    assert budget["latency_ns"] == pytest.approx(sum(budget["latency_ns_by_block"].values()))
+    assert budget["pileup_student_instances"] >= 1 and budget["LUT"] > 0 and budget["part"].startswith("xcvu13p")
+    assert "Pileup mitigation in front of anomaly detection" in (out / "report.html").read_text()
+    with h5py.File(out / "data" / "objects.h5") as f:
+        assert sorted(f) == ["chs", "none", "puppi", "student", "teacher"] and f["none"].shape[1:] == (19, 4)
+
+
 def test_pileup_flow_end_to_end(all_run, tmp_path):
     """--task pileup on smoke: candidates with truth, per-particle teachers and student, firmware bit-exact against
     the C-sim, the resolution table for every method at both test pileups; a resumed run redoes nothing."""
@@ -252,6 +282,9 @@ def test_pileup_flow_end_to_end(all_run, tmp_path):
     assert throughput["per_pileup"]["60"]["instances"] > throughput["per_pileup"]["20"]["instances"]
     assert task["trigger"]["latency_ok"] and task["trigger"]["ii_ok"]
     assert "Pileup mitigation: MET and jet performance versus pileup" in (out / "report.html").read_text()
+    cap = task["pileup"]["region_cap"]  # the deployable student reads at most 16 candidates of each of 72 regions
+    assert 0 < cap["20"]["candidates_dropped"] < cap["60"]["candidates_dropped"] < 0.5
+    assert throughput["per_pileup"]["60"]["candidates_p99"] <= 16 * 72
 
     res = l1forge("run", "--task", "pileup", "--preset", "smoke", "--out", out)
     assert res.returncode == 0 and res.stderr.count("up to date, skipped") == 7  # generate .. emulate, rtl
