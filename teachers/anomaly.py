@@ -60,7 +60,7 @@ def _evaluate(model, x, w, idx, batch_size):
 
 def load_anomaly_teacher(out_dir: pathlib.Path) -> torch.nn.Module:
     """Rebuild the best model from out_dir/model.pt, in eval mode."""
-    ckpt = torch.load(pathlib.Path(out_dir) / "model.pt", weights_only=True)
+    ckpt = torch.load(pathlib.Path(out_dir) / "model.pt", weights_only=True, map_location="cpu")
     model = build_autoencoder(ckpt["kind"], ckpt["size"], **ckpt["hyperparameters"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

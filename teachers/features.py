@@ -7,6 +7,8 @@ function zeroes padded slots first, so their content never matters.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -46,25 +48,50 @@ def particle_features(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     return torch.stack(feats, dim=-1), mask
 
 
-def pair_features(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_features(x: torch.Tensor, mask: torch.Tensor,
+                  pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw ParT pair features (B, P, P, 4) = ln dR, ln kT, ln z, ln m^2, and their validity (B, P, P).
 
     The pair mass treats constituents as massless; it is invariant under the boost and
-    rotation to the jet frame. Valid pairs are two distinct real particles.
+    rotation to the jet frame. Valid pairs are two distinct real particles. With `pairs` = (i, j), index
+    tensors (n,), only those pairs: features (B, n, 4) and validity (B, n). All four features are symmetric
+    in i and j, so the pairs i < j (`upper_pairs`) determine every pair.
     """
     x = x * mask.unsqueeze(-1)
     pt, eta, phi = x[..., 0], x[..., 1], x[..., 2]
-    deta = eta.unsqueeze(2) - eta.unsqueeze(1)
-    dphi = phi.unsqueeze(2) - phi.unsqueeze(1)
-    pti, ptj = pt.unsqueeze(2), pt.unsqueeze(1)
+    if pairs is None:
+        pick_i, pick_j = (lambda t: t.unsqueeze(2)), (lambda t: t.unsqueeze(1))
+    else:
+        pick_i, pick_j = (lambda t: t.index_select(1, pairs[0])), (lambda t: t.index_select(1, pairs[1]))
+    deta = pick_i(eta) - pick_j(eta)
+    dphi = pick_i(phi) - pick_j(phi)
+    pti, ptj = pick_i(pt), pick_j(pt)
     dr = torch.sqrt(deta**2 + dphi**2)
     ptmin = torch.minimum(pti, ptj)
     # massless pair mass, cancellation-free: 2 pti ptj (cosh deta - cos dphi)
     m2 = 4.0 * pti * ptj * ((0.5 * (torch.exp(deta / 2) - torch.exp(-deta / 2))) ** 2 + torch.sin(dphi / 2) ** 2)
     feats = torch.stack([_log(dr), _log(ptmin * dr), _log(ptmin / (pti + ptj).clamp(min=EPS)), _log(m2)], dim=-1)
-    eye = torch.eye(x.shape[1], dtype=mask.dtype)
-    valid = mask.unsqueeze(2) * mask.unsqueeze(1) * (1.0 - eye)
+    if pairs is None:
+        eye = torch.eye(x.shape[1], dtype=mask.dtype, device=mask.device)
+        valid = mask.unsqueeze(2) * mask.unsqueeze(1) * (1.0 - eye)
+    else:
+        valid = mask.index_select(1, pairs[0]) * mask.index_select(1, pairs[1]) * (pairs[0] != pairs[1]).to(mask.dtype)
     return feats, valid
+
+
+def upper_pairs(p: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index tensors (i, j) (n,) of the n = p (p - 1) / 2 pairs i < j, and `position` (p * p,): for the pair
+    (a, b) in row-major order, the index of (min, max) in that list, n on the diagonal."""
+    i, j, position = _upper_pairs(int(p))
+    return tuple(torch.from_numpy(a).to(device) for a in (i, j, position))  # constants in an ONNX export
+
+
+@functools.lru_cache(maxsize=None)
+def _upper_pairs(p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    i, j = np.triu_indices(p, 1)
+    position = np.full((p, p), len(i), np.int64)
+    position[i, j] = position[j, i] = np.arange(len(i))
+    return i.astype(np.int64), j.astype(np.int64), position.ravel()
 
 
 class Standardize(nn.Module):
@@ -95,8 +122,8 @@ class Standardize(nn.Module):
         self.mean.copy_(mean)
         self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        f, v = self.fn(x, mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, **kwargs) -> torch.Tensor:
+        f, v = self.fn(x, mask, **kwargs)
         return (f - self.mean) / self.std * v.unsqueeze(-1)
 
 

@@ -112,7 +112,7 @@ def _evaluate(model, features, offsets, is_pv, events, batch_size, pt_weighted):
 
 def load_pileup_teacher(out_dir: pathlib.Path) -> nn.Module:
     """Rebuild the best model from out_dir/model.pt, in eval mode."""
-    ckpt = torch.load(pathlib.Path(out_dir) / "model.pt", weights_only=True)
+    ckpt = torch.load(pathlib.Path(out_dir) / "model.pt", weights_only=True, map_location="cpu")
     model = build_pileup_model(ckpt["kind"], ckpt["size"], **ckpt["hyperparameters"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .features import JetFeatures, Standardize, pair_features, particle_features
+from .features import JetFeatures, Standardize, pair_features, particle_features, upper_pairs
 
 NEG = -1e9
 
@@ -80,10 +80,24 @@ class ParticleTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim * (2 if n_globals else 1), n_classes)
 
+    def pair_bias(self, particles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention bias (B, heads, P, P) embedded from the pair features, once per batch for every block.
+
+        The features are symmetric in i and j, so only the P (P - 1) / 2 pairs i < j are computed and embedded,
+        then mirrored; the diagonal and pairs with a padded particle get the embedding of the zero (invalid)
+        feature vector, exactly as embedding all P^2 pairs would give.
+        """
+        b, p = mask.shape
+        i, j, position = upper_pairs(p, mask.device)
+        upper = self.pair_embed(self.pair_features(particles, mask, pairs=(i, j))).transpose(1, 2)  # (B, H, n)
+        invalid = self.pair_embed(particles.new_zeros(1, 1, 4)).transpose(1, 2).expand(b, -1, 1)  # (B, H, 1)
+        table = torch.cat([upper, invalid], dim=2)  # (B, H, n + 1)
+        return table.index_select(2, position).view(b, -1, p, p)
+
     def forward(self, particles: torch.Tensor, mask: torch.Tensor, jet_features: torch.Tensor | None = None):
         key_bias = (NEG * (1.0 - mask)).view(mask.shape[0], 1, 1, -1)  # (B, 1, 1, P)
         x = self.embed(self.features(particles, mask)) * mask.unsqueeze(-1)
-        bias = self.pair_embed(self.pair_features(particles, mask)).permute(0, 3, 1, 2) + key_bias
+        bias = self.pair_bias(particles, mask) + key_bias
         for block in self.blocks:
             x = block(x, x, bias)
         x = x * mask.unsqueeze(-1)
