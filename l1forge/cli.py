@@ -32,16 +32,26 @@ EXECUTOR = typer.Option(None, help="Where parallel work runs: local (processes h
 ADDRESS = typer.Option(None, help="A running Dask scheduler, tcp://host:port (dask without it: a cluster of "
                                   "data.workers processes here); default: data.address.")
 FORCE = typer.Option(False, "--force", help="Redo stages even if they are up to date.")
+DEVICE = typer.Option(None, "--device", help="Where torch teachers train: auto (CUDA when torch sees a GPU) | cpu | "
+                                            "cuda; default: device of the config (auto).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 MODEL = typer.Option(None, help="A saved QKeras/Keras model (.h5 or SavedModel) instead of the flow's student.")
 HLS_CONFIG = typer.Option(None, help="hls4ml config (YAML/JSON) for --model; used as given (--input-type, if given, sets its inputs).")
 INPUT_TYPE = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,RND_CONV,SAT>'; default: the input quantizer's, else fixed<16,6,RND_CONV,SAT>.")
 
 
-def _config(task, preset, config, processes=(), executor=None, address=None):
-    from l1forge.config import load_config
+def _config(task, preset, config, processes=(), executor=None, address=None, device=None):
+    from l1forge.config import ConfigError, load_config
 
     cfg = load_config(preset, config, task)
+    if device is not None:
+        if device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device: expected auto, cpu or cuda, got {device!r}")
+        cfg.device = device
+    if cfg.device == "cuda":  # fail now, not after the stages before teach
+        from l1forge.teachers.train import resolve_device
+
+        resolve_device("cuda")
     if processes:
         cfg.anomaly.processes = [*cfg.anomaly.processes, *map(str, processes)]
     where = {key: value for key, value in (("executor", executor), ("address", address)) if value is not None}
@@ -49,11 +59,12 @@ def _config(task, preset, config, processes=(), executor=None, address=None):
     return cfg
 
 
-def _runner(task, preset, config, out, force, quiet, processes=(), executor=None, address=None):
+def _runner(task, preset, config, out, force, quiet, processes=(), executor=None, address=None, device=None):
     from l1forge.runner import Runner
 
     _logging()
-    return Runner(_config(task, preset, config, processes, executor, address), out, progress=not quiet, force=force)
+    return Runner(_config(task, preset, config, processes, executor, address, device), out, progress=not quiet,
+                  force=force)
 
 
 def _logging():
@@ -63,8 +74,8 @@ def _logging():
 
 def _stage(name: str):
     def command(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG,
-                task: str = TASK, force: bool = FORCE, quiet: bool = QUIET):
-        _runner(task, preset, config, out, force, quiet).run_stage(name)
+                task: str = TASK, force: bool = FORCE, quiet: bool = QUIET, device: Optional[str] = DEVICE):
+        _runner(task, preset, config, out, force, quiet, device=device).run_stage(name)
 
     command.__doc__ = f"Run the '{name}' stage in the run directory (earlier stages must be done)."
     return command

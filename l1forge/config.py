@@ -95,6 +95,9 @@ class RunConfig(Strict):
 
     task: str = "tagging"
     preset: str = "demo"
+    # where torch teachers train and predict: auto = CUDA when torch sees a GPU (mixed precision), else CPU; not part
+    # of any stage's fingerprint (a teacher trained on one device is not redone on another)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = DataConfig()
     teachers: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()

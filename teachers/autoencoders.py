@@ -57,13 +57,13 @@ def targets(objects: torch.Tensor, pt_target: str = "log") -> torch.Tensor:
 
 def input_features(objects: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Encoder features (B, 19, 8) = targets and the slot's one-hot type, and their validity (B, 19)."""
-    onehot = _TYPE_ONEHOT.expand(objects.shape[0], -1, -1) * mask.unsqueeze(-1)
+    onehot = _TYPE_ONEHOT.to(objects.device).expand(objects.shape[0], -1, -1) * mask.unsqueeze(-1)
     return torch.cat([targets(objects), onehot], dim=-1), mask
 
 
 def reconstruction_loss(recon: torch.Tensor, objects: torch.Tensor, pt_target: str = "log") -> torch.Tensor:
     """Per-event loss L (B,) of recon (B, 19, 4) in target space against objects (see the module docstring)."""
-    err = ((recon - targets(objects, pt_target)) ** 2 * _TARGET_WEIGHT).sum(-1)
+    err = ((recon.float() - targets(objects, pt_target)) ** 2 * _TARGET_WEIGHT.to(objects.device)).sum(-1)
     return (err * object_mask(objects)).sum(-1)
 
 
@@ -131,7 +131,7 @@ class TransformerVAE(AnomalyVAE):
         bias = (NEG * (1.0 - mask)).view(mask.shape[0], 1, 1, -1)
         for block in self.encoder:
             x = block(x, x, bias)
-        return torch.cat([self.norm((x * m).sum(1)), mask @ _TYPE_ONEHOT], dim=-1)
+        return torch.cat([self.norm((x * m).sum(1)), mask @ _TYPE_ONEHOT.to(mask.device)], dim=-1)
 
     def decode(self, z):
         x = self.query + self.from_latent(z).unsqueeze(1)

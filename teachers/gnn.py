@@ -52,7 +52,8 @@ def _bn(norm: nn.BatchNorm1d, x: torch.Tensor, mask: torch.Tensor | None = None)
     if mask is None or not norm.training:
         return norm(flat).view(x.shape)
     keep = mask.reshape(-1) > 0
-    return torch.zeros_like(flat).index_put((keep,), norm(flat[keep])).view(x.shape)
+    normed = norm(flat[keep])  # float32 under autocast
+    return normed.new_zeros(flat.shape).index_put((keep,), normed).view(x.shape)
 
 
 class EdgeConv(nn.Module):

@@ -23,7 +23,7 @@ from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_
 from .export import export_onnx
 from .models import count_params
 from .pileup_models import HAS_TRACK, N_INPUTS, SIZES, build_pileup_model
-from .train import fit, prepare
+from .train import Precision, _is_oom, copy_to_cpu, fit, model_device, out_of_memory, prepare, resolve_device
 
 KINDS = ("gnn", "transformer")
 SLOT_BUDGET = 2**24  # max events x slots^2 per batch (the k-NN distance matrix): one or two events at pileup 200
@@ -69,21 +69,27 @@ def pad_events(features: np.ndarray, offsets: np.ndarray, events: np.ndarray):
     return torch.from_numpy(x), torch.from_numpy(mask.astype(np.float32)), rows
 
 
-def _logits(model, features, offsets, events, batch_size):
-    """(rows, PV logits) of every candidate of `events`, model in eval mode."""
+def _logits(model, features, offsets, events, batch_size, precision=None):
+    """(rows, PV logits) of every candidate of `events`, model in eval mode, on the model's device."""
+    device = model_device(model)
+    precision = precision or Precision(device)
     model.eval()
     rows, logits = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
-    with torch.no_grad():
+    with torch.no_grad(), precision.autocast():
         for b in size_batches(offsets, events, batch_size):
             x, mask, r = pad_events(features, offsets, b)
+            x, mask = x.to(device), mask.to(device)
             rows.append(r)
-            logits.append(model(x, mask)[mask > 0].numpy())
+            logits.append(model(x, mask)[mask > 0].float().cpu().numpy())
     return np.concatenate(rows), np.concatenate(logits)
 
 
-def predict_weights(model: nn.Module, features: np.ndarray, offsets: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict_weights(model: nn.Module, features: np.ndarray, offsets: np.ndarray, batch_size: int = 64,
+                    device: str | torch.device | None = None) -> np.ndarray:
     """PV probability (n,) float32 of every candidate, in row order; events batched by size, memory bounded by
-    SLOT_BUDGET."""
+    SLOT_BUDGET; on `device` ("auto", "cpu", "cuda"; None: where the model is)."""
+    if device is not None:
+        model.to(device if isinstance(device, torch.device) else resolve_device(device))
     features, offsets = np.ascontiguousarray(features, np.float32), np.asarray(offsets, np.int64)
     weights = np.zeros(len(features), np.float32)
     rows, logits = _logits(model, features, offsets, np.arange(len(offsets) - 1), batch_size)
@@ -100,14 +106,24 @@ def _auc(is_pv, score, weight=None):
     return float(roc_auc_score(is_pv, score, sample_weight=weight)) if 0 < is_pv.mean() < 1 else float("nan")
 
 
-def _evaluate(model, features, offsets, is_pv, events, batch_size, pt_weighted):
+def _evaluate(model, features, offsets, is_pv, events, batch_size, pt_weighted, precision=None):
     """Validation loss (as trained), per-candidate AUC overall, on candidates without a track, and pT-weighted."""
-    rows, logits = _logits(model, features, offsets, events, batch_size)
+    rows, logits = _logits(model, features, offsets, events, batch_size, precision)
     y, pt, neutral = is_pv[rows], features[rows, 0], features[rows, HAS_TRACK] == 0
     t = torch.from_numpy
     loss = _bce(t(logits), t(y), t(pt if pt_weighted else np.ones_like(pt)))
     return {"val_loss": float(loss), "val_auc": _auc(y, logits), "val_auc_neutral": _auc(y[neutral], logits[neutral]),
             "val_auc_pt": _auc(y, logits, pt)}
+
+
+def _padded_batch(features, offsets, is_pv, events, pt_weighted, device):
+    """(candidates, mask, is_pv target, loss weight) of one training batch, padded once, on `device`."""
+    x, mask, rows = pad_events(features, offsets, events)
+    y, w = torch.zeros_like(mask), mask.clone()
+    y[mask > 0] = torch.from_numpy(is_pv[rows])
+    if pt_weighted:
+        w[mask > 0] = torch.from_numpy(features[rows, 0])
+    return tuple(t.to(device) for t in (x, mask, y, w))
 
 
 def load_pileup_teacher(out_dir: pathlib.Path) -> nn.Module:
@@ -121,19 +137,21 @@ def load_pileup_teacher(out_dir: pathlib.Path) -> nn.Module:
 def train_pileup_teacher(kind: str, features: np.ndarray, offsets: np.ndarray, is_pv: np.ndarray, split: np.ndarray,
                          out: pathlib.Path, size: str = "demo", epochs: int = 3, batch_size: int = 16,
                          lr: float = 2e-3, seed: int = 0, max_steps: int | None = None, pt_weighted: bool = False,
-                         progress: bool = True) -> dict:
+                         progress: bool = True, device: str = "auto") -> dict:
     """Train on the events of split 0, keep the epoch with the lowest split-1 loss, write artefacts to `out`.
 
     Loss: binary cross-entropy on is_pv over real candidates, each weighted by its pT if `pt_weighted`.
     `batch_size` is in events; `max_steps` caps the optimiser steps. Writes (each atomically) model.pt,
     model.onnx (inputs 'candidates' (B, P, 11) raw and 'mask' (B, P), output 'weight' (B, P); dynamic B and P,
     checked against torch with onnxruntime), weights.h5 (dataset 'weight' (n,) float32: PV probability of every
-    candidate of every split) and history.json.
+    candidate of every split) and history.json. `device`: "auto" (CUDA when torch sees a GPU), "cpu" or "cuda"
+    (mixed precision on GPU); the padded training batches are built once, on the device; model.pt and the ONNX
+    export come from a CPU copy.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown pileup teacher kind {kind!r}; expected one of {KINDS}")
     t_start = time.time()
-    out = prepare(epochs, max_steps, seed, out)
+    out, dev = prepare(epochs, max_steps, seed, out, device)
     features, offsets = np.ascontiguousarray(features, np.float32), np.asarray(offsets, np.int64)
     is_pv, split = np.asarray(is_pv, np.float32), np.asarray(split)
     n = len(features)
@@ -144,30 +162,38 @@ def train_pileup_teacher(kind: str, features: np.ndarray, offsets: np.ndarray, i
     if len(train_events) == 0 or len(val_events) == 0:
         raise ValueError(f"need training and validation events, got {len(train_events)} and {len(val_events)}")
 
-    model = build_pileup_model(kind, size)
+    model = build_pileup_model(kind, size)  # on CPU: the same initial weights on every device
     train_rows = np.flatnonzero(np.repeat(split == 0, np.diff(offsets)))
     sample = features[train_rows[:: -(-len(train_rows) // NORM_CANDIDATES)], None]
     model.features.fit(sample, np.ones(sample.shape[:2], np.float32), chunk=65536)
+    model.to(dev)
+    precision = Precision(dev)
     batches = size_batches(offsets, train_events, batch_size)
+    try:
+        padded = [_padded_batch(features, offsets, is_pv, b, pt_weighted, dev) for b in batches]
+    except RuntimeError as err:
+        if _is_oom(err):
+            raise out_of_memory(err, dev, "pileup.teacher_batch_events", batch_size) from None
+        raise
 
     def batch_loss(i):
-        x, mask, rows = pad_events(features, offsets, batches[int(i[0])])
-        y, w = torch.zeros_like(mask), mask.clone()
-        y[mask > 0] = torch.from_numpy(is_pv[rows])
-        if pt_weighted:
-            w[mask > 0] = torch.from_numpy(features[rows, 0])
+        x, mask, y, w = padded[int(i[0])]
         return _bce(model(x, mask), y, w)
 
     history, best, _ = fit(model, np.arange(len(batches)), batch_loss,
-                           lambda: _evaluate(model, features, offsets, is_pv, val_events, 4 * batch_size, pt_weighted),
-                           epochs, 1, lr, seed, max_steps, progress, f"pileup {kind}/{size}", "batches")
+                           lambda: _evaluate(model, features, offsets, is_pv, val_events, 4 * batch_size, pt_weighted,
+                                             precision),
+                           epochs, 1, lr, seed, max_steps, progress, f"pileup {kind}/{size}", "batches", precision,
+                           batch_setting="pileup.teacher_batch_events", batch_value=batch_size)
+    weights = predict_weights(model, features, offsets, 4 * batch_size)
+    model = copy_to_cpu(model)
     with atomic_path(out / "model.pt") as tmp:
         torch.save({"state_dict": model.state_dict(), "kind": kind, "size": size, "hyperparameters": SIZES[kind][size]},
                    tmp)
     x, mask, _ = pad_events(features, offsets, val_events[:ONNX_CHECK_EVENTS])
     onnx_diff = export_onnx(_Weights(model), out / "model.onnx", x.numpy(), mask.numpy(),
                             input_names=("candidates", "mask"), output_name="weight", dynamic_axes=ONNX_AXES)
-    write_arrays_atomic(out / "weights.h5", {"weight": predict_weights(model, features, offsets, 4 * batch_size)},
+    write_arrays_atomic(out / "weights.h5", {"weight": weights},
                         {"kind": kind, "size": size})
     write_json_atomic(out / "history.json", history)
     steps = len(batches) * epochs if max_steps is None else min(max_steps, len(batches) * epochs)
@@ -175,4 +201,4 @@ def train_pileup_teacher(kind: str, features: np.ndarray, offsets: np.ndarray, i
             "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
             **{k: best[k] for k in ("val_auc", "val_auc_neutral", "val_auc_pt")}, "epochs_run": len(history),
             "steps": steps, "train_seconds": sum(h["seconds"] for h in history), "history": history,
-            "onnx_max_abs_diff": onnx_diff, "seconds": time.time() - t_start}
+            "onnx_max_abs_diff": onnx_diff, "seconds": time.time() - t_start, "device": str(dev)}

@@ -50,7 +50,7 @@ class PileupNet(nn.Module):
     def forward(self, candidates: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.encode(candidates, mask) * mask.unsqueeze(-1)
         context = x.sum(1, keepdim=True) / mask.sum(1).clamp(min=1.0).view(-1, 1, 1)
-        logits = self.head(torch.cat([x, context.expand_as(x)], dim=-1)).squeeze(-1)
+        logits = self.head(torch.cat([x, context.expand_as(x)], dim=-1)).squeeze(-1).float()  # -1e9 needs float32
         return torch.where(mask > 0, logits, torch.full_like(logits, NEG))
 
 
@@ -91,7 +91,7 @@ class PileupTransformer(PileupNet):
         b, p = mask.shape
         points = eta_phi_points(candidates, mask)
         idx, valid = knn(points, mask, self.k)
-        idx = torch.cat([torch.arange(p).view(1, p, 1).expand(b, p, 1), idx], dim=-1)  # self first, always valid
+        idx = torch.cat([torch.arange(p, device=idx.device).view(1, p, 1).expand(b, p, 1), idx], dim=-1)  # self first, always valid
         valid = torch.cat([torch.ones_like(valid[..., :1]), valid], dim=-1)
         i, j = points.unsqueeze(2), gather(points, idx)
         cos_dphi = i[..., 1] * j[..., 1] + i[..., 2] * j[..., 2]

@@ -108,7 +108,7 @@ class Anomaly(Task):
             result = train_anomaly_teacher(
                 kind, sample.objects, sample.split, out, size=t.size, epochs=t.epochs, batch_size=t.batch_size,
                 lr=t.lr, seed=t.seed, max_steps=t.max_steps, progress=self.progress, background=~sample.is_signal,
-                pt_target=a.teacher_pt_target,
+                pt_target=a.teacher_pt_target, device=self.cfg.device,
             )
             result["score"] = a.teacher_score
             by_score = {k: self._metrics(sample, read_array(out / "scores.h5", name)) for k, name in SCORE_DATASETS.items()}

@@ -155,7 +155,7 @@ class Pileup(Task):
             result = train_pileup_teacher(
                 kind, sample.features(), sample.offsets, sample.is_pv, labelled, out, size=t.size,
                 epochs=p.teacher_epochs, batch_size=p.teacher_batch_events, lr=t.lr, seed=t.seed,
-                max_steps=t.max_steps, progress=self.progress)
+                max_steps=t.max_steps, progress=self.progress, device=self.cfg.device)
             result["metrics"] = performance(sample, {kind: read_array(out / "weights.h5", "weight")})
             return result
 

@@ -70,7 +70,7 @@ class Tagging(Task):
                 kind, jets.constituents, jets.n_constituents, jets.labels, jets.split, out,
                 size=t.size, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed,
                 max_steps=t.max_steps, progress=self.progress,
-                jet_features=jets.features if t.jet_features else None,
+                jet_features=jets.features if t.jet_features else None, device=self.cfg.device,
             )
             result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
             return result
