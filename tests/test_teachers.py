@@ -142,3 +142,91 @@ def test_deterministic_given_seed(jets, tmp_path):
     assert runs[0]["best_val_loss"] == runs[1]["best_val_loss"]
     with h5py.File(tmp_path / "0" / "predictions.h5") as a, h5py.File(tmp_path / "1" / "predictions.h5") as b:
         np.testing.assert_array_equal(a["logits"][:], b["logits"][:])
+
+
+# ---- devices ---------------------------------------------------------------------------------------------------
+DEVICES_HERE = ["cpu", "auto"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_one_clear_line(jets, tmp_path):
+    from typer.testing import CliRunner
+
+    from l1forge.cli import app
+    from l1forge.teachers.train import DeviceError, resolve_device
+
+    assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")
+    with pytest.raises(DeviceError) as err:
+        resolve_device("cuda")
+    message = str(err.value)
+    assert "\n" not in message and "torch.cuda.is_available() = False" in message
+    assert f"torch.cuda.device_count() = {torch.cuda.device_count()}" in message
+    with pytest.raises(DeviceError):  # the training entry point refuses before doing anything
+        train_teacher("gnn", jets.constituents, jets.n_constituents, jets.labels, jets.split, tmp_path / "t",
+                      size="smoke", epochs=1, max_steps=1, progress=False, device="cuda")
+    assert not (tmp_path / "t").exists()
+    result = CliRunner().invoke(app, ["teach", "--device", "cuda", "--out", str(tmp_path / "run"), "-q"])
+    assert isinstance(result.exception, DeviceError)  # main() prints it as one line
+    with pytest.raises(ValueError):
+        resolve_device("gpu")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_initial_weights_do_not_depend_on_the_device(kind, jets, tmp_path):
+    """With lr = 0 the saved weights are the initial ones: built on CPU after seeding, whatever the device."""
+    expected = None
+    for device in DEVICES_HERE:
+        out = tmp_path / device
+        train_teacher(kind, jets.constituents, jets.n_constituents, jets.labels, jets.split, out, size="smoke",
+                      epochs=1, batch_size=64, lr=0.0, max_steps=2, seed=11, progress=False, device=device)
+        params = dict(load_teacher(out).named_parameters())
+        if expected is None:
+            torch.manual_seed(11)
+            expected = dict(build_model(kind, "smoke").named_parameters())
+        assert params.keys() == expected.keys()
+        for name, value in expected.items():
+            assert torch.equal(params[name].detach(), value.detach()), (device, name)
+
+
+def test_auto_matches_cpu_here_and_seeds_the_batches(jets, tmp_path):
+    """On a machine without a GPU, auto is the CPU path bit for bit; on one with a GPU, the same seed gives a
+    model of the same quality whose CPU export agrees with onnxruntime."""
+    runs = {d: train_teacher("gnn", jets.constituents, jets.n_constituents, jets.labels, jets.split, tmp_path / d,
+                             size="smoke", epochs=2, batch_size=64, lr=1e-2, max_steps=8, seed=3, progress=False,
+                             device=d) for d in DEVICES_HERE}
+    assert runs["cpu"]["device"] == "cpu" and runs["cpu"]["mixed_precision"] is None
+    if not torch.cuda.is_available():
+        assert runs["auto"]["device"] == "cpu"
+        assert [h["val_loss"] for h in runs["auto"]["history"]] == [h["val_loss"] for h in runs["cpu"]["history"]]
+    else:
+        assert runs["auto"]["device"].startswith("cuda") and runs["cuda"]["mixed_precision"] in ("bfloat16", "float16")
+        assert abs(runs["cuda"]["best_val_loss"] - runs["cpu"]["best_val_loss"]) < 0.1
+    for device, run in runs.items():
+        assert run["onnx_max_abs_diff"] < 1e-4, device
+        with h5py.File(tmp_path / device / "predictions.h5") as f:
+            assert np.isfinite(f["logits"][:]).all()
+
+
+def test_out_of_memory_names_the_batch_size(jets):
+    from l1forge.teachers.train import fit
+
+    model = build_model("gnn", "smoke")
+
+    def batch_loss(b):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(RuntimeError) as err:
+        fit(model, np.arange(300), batch_loss, lambda: {"val_loss": 0.0}, 1, 128, 1e-3, 0, None, False, "t", "jets")
+    message = str(err.value)
+    assert "\n" not in message and "out of memory at teachers.batch_size = 128" in message and "64" in message
+
+
+def test_pair_bias_from_upper_triangle_equals_all_pairs(jets):
+    """The transformer embeds only the pairs i < j and mirrors them: the same bias as embedding all P^2 pairs."""
+    model = _eval_model("transformer", jets)
+    x, n = jets.constituents[:32, :40], np.minimum(jets.n_constituents[:32], 40)
+    n[:3] = [1, 2, 7]
+    xt, mask = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(make_mask(n, 40))
+    with torch.no_grad():
+        full = model.pair_embed(model.pair_features(xt, mask)).permute(0, 3, 1, 2)
+        np.testing.assert_allclose(model.pair_bias(xt, mask).numpy(), full.numpy(), rtol=0, atol=1e-6)
