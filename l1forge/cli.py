@@ -11,6 +11,7 @@ import warnings
 from typing import Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see l1forge/teachers/__init__.py
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402

@@ -11,11 +11,14 @@ SIZES: dict[str, dict[str, dict]] = {
     "gnn": {
         "smoke": dict(k=8, blocks=((16, 16),), fc=16, dropout=0.0),
         "demo": dict(k=12, blocks=((32, 32, 32), (64, 64, 64)), fc=64, dropout=0.1),
+        "medium": dict(k=16, blocks=((48, 48, 48), (96, 96, 96)), fc=128, dropout=0.1),
         "full": dict(k=16, blocks=((64, 64, 64), (128, 128, 128), (256, 256, 256)), fc=256, dropout=0.1),
     },
     "transformer": {
         "smoke": dict(dim=16, heads=2, blocks=1, cls_blocks=1, ffn=32, embed=(16,), pair_embed=(8,), dropout=0.0),
         "demo": dict(dim=32, heads=4, blocks=2, cls_blocks=1, ffn=64, embed=(32,), pair_embed=(16, 16), dropout=0.1),
+        "medium": dict(dim=64, heads=8, blocks=3, cls_blocks=1, ffn=192, embed=(64,), pair_embed=(32, 32),
+                       dropout=0.1),
         "full": dict(dim=128, heads=8, blocks=6, cls_blocks=2, ffn=512, embed=(128, 128), pair_embed=(64, 64, 64),
                      dropout=0.1),
     },

@@ -44,13 +44,13 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def cpu_threads() -> int:
-    """Torch threads for CPU training: L1FORGE_TORCH_THREADS if set, else the cores this process may use, at most
-    2 (measured in benchmarks/teacher_throughput.py: on 2 cores, 2 threads train faster than 1 on a quiet machine,
-    and with a competing CPU-bound process they stay within 2x of quiet once OpenMP threads stop spinning)."""
+    """Torch threads for CPU work: L1FORGE_TORCH_THREADS if set, else the cores this process may run on
+    (os.sched_getaffinity: a container's or taskset's limit, which torch's default ignores). With OpenMP threads
+    that sleep when idle (OMP_WAIT_POLICY=PASSIVE, set by importing l1forge.teachers before torch) all of them
+    can be used even when other processes hold some cores; see teachers/__init__.py for the measurement."""
     if os.environ.get("L1FORGE_TORCH_THREADS"):
         return max(1, int(os.environ["L1FORGE_TORCH_THREADS"]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, 2))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def configure_threads(threads: int | None = None) -> int:
