@@ -16,7 +16,9 @@ cycles is the RTL's pipeline depth, II = 1.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -161,39 +163,114 @@ def critical_path(netlist: dict, top: str) -> dict:
             "carry_segments": worst[3], "critical_path_cells": path[::-1]}
 
 
-def synthesize(rtl_dir, info: dict, work_dir, clock_mhz: float | None = None, timeout_s: float | None = None) -> dict:
-    """Yosys ``synth_xilinx -family xcup`` on the design ``info`` (rtl.json) in ``rtl_dir``; the open_synthesis block.
+_MODULE = re.compile(r"(?:\(\* keep_hierarchy \*\)\n)?module (\w+)\((.*?)\);.*?endmodule\n?", re.S)
+_PORT = re.compile(r"(input|output)(?: reg)? \[(\d+):0\] (\w+)")
 
-    Writes ``work_dir/yosys.ys``, ``yosys.log``, ``stat.txt`` and ``netlist.json`` (flattened). Raises ToolError
-    (missing Yosys: how to install it; failure: its last error line and the full log's path).
-    """
-    exe, version = find_yosys()
-    rtl_dir, work_dir = pathlib.Path(rtl_dir).resolve(), pathlib.Path(work_dir).resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    top = info["top"]
-    files = " ".join(str(rtl_dir / f) for f in reversed(info["files"]))
-    script = work_dir / "yosys.ys"
-    script.write_text("\n".join([
-        f"read_verilog {files}",
-        f"synth_xilinx -family xcup -top {top}",
-        f"tee -q -o {work_dir / 'stat_hierarchy.txt'} stat",
-        "setattr -mod -unset keep_hierarchy",
-        "flatten",
-        "opt_clean -purge",
-        f"tee -q -o {work_dir / 'stat.txt'} stat",
-        f"write_json {work_dir / 'netlist.json'}",
-        ""]))
-    log = work_dir / "yosys.log"
-    t0 = time.perf_counter()
+
+def _split_cells(text: str) -> list[tuple[str, str, list]]:
+    """(name, text, ports) of each leaf module of a ``<top>_cells.v``; ports = [(direction, width, name)]."""
+    return [(m.group(1), m.group(0), [(d, int(w) + 1, n) for d, w, n in _PORT.findall(m.group(2))])
+            for m in _MODULE.finditer(text)]
+
+
+def _run(exe: str, script: pathlib.Path, log: pathlib.Path, timeout_s: float | None):
     try:
         proc = subprocess.run([exe, "-q", "-l", str(log), "-s", str(script)], capture_output=True, text=True,
                               timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise ToolError(f"Yosys ran past {timeout_s:.0f} s (full log: {log})") from None
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0 or not (work_dir / "netlist.json").exists():
+    if proc.returncode != 0:
         text = (log.read_text(errors="replace") if log.exists() else "") + proc.stderr
         raise ToolError(f"Yosys failed: {last_error_line(text)} (full log: {log})")
+
+
+def synthesize_cells(cells_file, work_dir, jobs: int | None = None, timeout_s: float | None = None,
+                     top_file=None, top: str | None = None) -> list[pathlib.Path]:
+    """Synthesize the leaf modules of ``cells_file`` in parallel: batches of modules, each batch one Yosys process
+    (``synth_xilinx -family xcup`` on a wrapper instantiating each module once, the modules kept apart by their
+    keep_hierarchy), ``jobs`` processes at a time (default os.cpu_count()); with ``top_file`` the top module too,
+    its leaf modules read as black boxes (it holds only registers and instances). Returns the files of the mapped
+    modules (structural Verilog of UltraScale+ primitives), which a last Yosys run links, counts and flattens."""
+    exe, _ = find_yosys()
+    work_dir = pathlib.Path(work_dir)
+    batch_dir = work_dir / "cells"
+    batch_dir.mkdir(parents=True, exist_ok=True)
+    modules = _split_cells(pathlib.Path(cells_file).read_text())
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    n_batches = min(len(modules), jobs) or 1  # one per process: each Yosys start reads the cell library (~5 s)
+    bins: list[list] = [[] for _ in range(n_batches)]
+    load = [0] * n_batches
+    for mod in sorted(modules, key=lambda m: -len(m[1])):  # largest first into the lightest batch
+        k = load.index(min(load))
+        bins[k].append(mod)
+        load[k] += len(mod[1]) + 200
+    scripts = []
+    for k, batch in enumerate(b for b in bins if b):
+        ports, insts = [], []
+        for name, _, pl in batch:
+            ports += [f"{d} [{w - 1}:0] {name}_{n}" for d, w, n in pl]
+            insts.append(f"  {name} u_{name}(" + ", ".join(f".{n}({name}_{n})" for _, _, n in pl) + ");")
+        wrapper = f"batch{k}_top"
+        src = batch_dir / f"batch{k}.v"
+        src.write_text("".join(m[1] + "\n" for m in batch) + f"module {wrapper}(\n  " + ",\n  ".join(ports) +
+                       "\n);\n" + "\n".join(insts) + "\nendmodule\n")
+        out = batch_dir / f"batch{k}_mapped.v"
+        script = batch_dir / f"batch{k}.ys"
+        script.write_text(f"read_verilog {src}\nsynth_xilinx -family xcup -top {wrapper}\ndelete {wrapper}\n"
+                          f"write_verilog -noexpr {out}\n")
+        scripts.append((script, batch_dir / f"batch{k}.log", out))
+    if top_file is not None:
+        out = batch_dir / "top_mapped.v"
+        script = batch_dir / "top.ys"
+        script.write_text(f"read_verilog -lib {cells_file}\nread_verilog {top_file}\n"
+                          f"synth_xilinx -family xcup -top {top}\nwrite_verilog -noexpr {out}\n")
+        scripts.insert(0, (script, batch_dir / "top.log", out))
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(lambda s: _run(exe, s[0], s[1], timeout_s), scripts))  # raises the first failure
+    return [s[2] for s in scripts]
+
+
+def synthesize(rtl_dir, info: dict, work_dir, clock_mhz: float | None = None, timeout_s: float | None = None,
+               jobs: int | None = None) -> dict:
+    """Yosys ``synth_xilinx -family xcup`` on the design ``info`` (rtl.json) in ``rtl_dir``; the open_synthesis block.
+
+    The distinct leaf modules are synthesized first, in parallel (``synthesize_cells``, ``jobs`` Yosys processes,
+    default os.cpu_count()); a last run maps the top module (its registers) around the mapped modules, counts
+    cells per instance and writes the flattened netlist. Writes ``work_dir/yosys.ys``, ``yosys.log``, ``stat.txt``
+    and ``netlist.json`` (flattened). Raises ToolError (missing Yosys: how to install it; failure: its last error
+    line and the full log's path; ``timeout_s`` applies to each Yosys process).
+    """
+    exe, version = find_yosys()
+    rtl_dir, work_dir = pathlib.Path(rtl_dir).resolve(), pathlib.Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    top = info["top"]
+    t0 = time.perf_counter()
+    cells_v = [f for f in info["files"] if f.endswith("_cells.v")]
+    top_v = [f for f in info["files"] if f not in cells_v]
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    if len(cells_v) == 1 and len(top_v) == 1:
+        mapped = synthesize_cells(rtl_dir / cells_v[0], work_dir, jobs, timeout_s, rtl_dir / top_v[0], top)
+        lines = ["read_verilog -lib +/xilinx/cells_sim.v", "read_verilog -lib +/xilinx/cells_xtra.v",
+                 "read_verilog " + " ".join(str(f) for f in mapped), f"hierarchy -check -top {top}"]
+    else:
+        lines = [f"read_verilog {' '.join(str(rtl_dir / f) for f in reversed(info['files']))}",
+                 f"synth_xilinx -family xcup -top {top}"]
+    cells_s = time.perf_counter() - t0
+    script = work_dir / "yosys.ys"
+    script.write_text("\n".join(lines + [
+        f"tee -q -o {work_dir / 'stat_hierarchy.txt'} stat",
+        "setattr -mod -unset keep_hierarchy",
+        "flatten",
+        "blackbox =A:whitebox",  # the primitives (simulation models read as library cells): ports only
+        "opt_clean -purge",
+        f"tee -q -o {work_dir / 'stat.txt'} stat",
+        f"write_json {work_dir / 'netlist.json'}",
+        ""]))
+    log = work_dir / "yosys.log"
+    _run(exe, script, log, timeout_s)
+    seconds = time.perf_counter() - t0
+    if not (work_dir / "netlist.json").exists():
+        raise ToolError(f"Yosys failed: no netlist written (full log: {log})")
     cells = parse_stat((work_dir / "stat.txt").read_text())
     netlist = json.loads((work_dir / "netlist.json").read_text())
     path = critical_path(netlist, top)
@@ -207,4 +284,5 @@ def synthesize(rtl_dir, info: dict, work_dir, clock_mhz: float | None = None, ti
             "cells": cells, **path, "achievable_clock_mhz": round(fmax, 1), "clock_mhz": clock,
             "meets_clock": fmax >= clock, "latency_cycles": info["latency_cycles"],
             "latency_ns": round(info["latency_cycles"] * 1000.0 / clock, 3), "ii_cycles": info["ii_cycles"],
-            "seconds": round(seconds, 2), "log": str(log), "delay_model": delay.CONSTANTS}
+            "seconds": round(seconds, 2), "seconds_cells": round(cells_s, 2), "jobs": jobs, "log": str(log),
+            "delay_model": delay.CONSTANTS}

@@ -1,6 +1,7 @@
 """The open RTL path: Verilog from the firmware graph, Verilator against the emulator bit for bit, Yosys counts."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -171,8 +172,9 @@ def test_yosys_failure_is_named(tmp_path):
     graph, weights = random_graph(BLOCKS["wide"][:1], seed=6, n_in=4)
     info = write_rtl(graph, weights, tmp_path / "rtl")
     (tmp_path / "rtl" / info["files"][0]).write_text("module broken(;\n")
-    with pytest.raises(verilator.ToolError, match="yosys.log"):
+    with pytest.raises(verilator.ToolError, match=r"Yosys failed: .*\(full log: .*top\.log\)") as err:
         yosys.synthesize(tmp_path / "rtl", info, tmp_path / "yosys")
+    assert pathlib.Path(str(err.value).rsplit("full log: ", 1)[1][:-1]).exists()  # the top's own Yosys log
 
 
 def test_rtl_of_a_user_model_through_the_cli(tmp_path):
