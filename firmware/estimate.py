@@ -34,6 +34,29 @@ Every layer gets a row ``{"name", "op", "cycles", "ii", "LUT", "FF", "DSP", "BRA
   each inter-layer stream is a FIFO per channel (``fifo_ff`` FFs and ``fifo_lut`` LUTs when shallow, BRAM18 when
   its depth x width exceeds 1024 bits). Design II = largest layer II + 1 (dataflow handshake).
 * Any op not listed gets a zero-cost row with ``"note": "not modelled"``.
+
+Stated error, recomputed (2026-11-30) against the published points of ../shared/synthesis_points.md, each figure
+labelled with the *stage* it is compared with (HLS ``csynth`` estimates and Vivado post-synthesis numbers are
+different things: where a design has both, csynth LUTs are 1.7-2.2x the synthesized ones). Relative error =
+(estimate - published) / published; the estimate is computed on the point's model as ``firmware.calibration``
+rebuilds it (random weights where the source's trained weights are not published):
+
+* A1, Dense(5) on 16 inputs, ap_fixed<16,6>, io_stream, xc7z020, **csynth** (Vivado HLS 2020.1): LUT 1 513 vs
+  2 532 (-40%), FF 430 vs 7 969 (-95%), DSP 68 vs 73 (-7%), latency 6 vs 10 cycles (-40%), II 5 vs 8.
+* A2, the same design after **Vivado synthesis** (2020.1): LUT 1 513 vs 1 526 (-1%), FF 430 vs 2 428 (-82%),
+  DSP 68 vs 66 (+3%). On this io_stream point the LUT estimate matches post-synthesis rather than csynth.
+* Jet tagger 16-64-32-32-5, ap_fixed<16,6>, Latency RF 1, io_parallel, xcu250, 5 ns, **csynth**: against the
+  calibration point (HLS 2019.1; it was fitted on it) LUT 87 347 vs 109 157 (-20%), FF 10 864 vs 13 339 (-19%), DSP
+  3 041 vs 2 774 (+10%), latency 10 vs 10, II 1 vs 1, BRAM 4 vs 4; against C1 (a third-party HLS 2019.2 rerun, not
+  fitted) LUT -20% (109 753), FF -14% (12 562), DSP +44% (2 118), latency 10 vs 12 cycles (-17%), BRAM 4 vs 4.
+  No post-synthesis number is published for this design; by the 1.7-2.2x csynth/synth ratio above, Vivado would
+  give about 50-65k LUTs, i.e. the estimate is +35% to +75% *as a post-synthesis figure*.
+* Not scored: B1-B4 (a pruned CNN with trained weights that are not published: the zero weights decide the
+  cost), C2-C4 (RF 64 and an AXI wrapper / full block design), E1-E8 (Resource strategy at RF >= 1024, whose
+  sharing the estimate does not model beyond the ROM and multiplier counts): any number would be a guess.
+
+In short: the estimate is an HLS-csynth-style figure, about -20% on LUT and FF for the latency-strategy MLP it was
+fitted on, +10% to +45% on DSP, latency within 2 cycles; io_stream designs are off by 40% or more against csynth.
 """
 
 from __future__ import annotations

@@ -4,8 +4,26 @@
 pipeline registers, output registers and one instance per adder or cast), ``out_dir/<top>_cells.v`` (the leaf
 modules, firmware/rtl_cells.py) and ``out_dir/rtl.json`` (ports, latency, counts, delay model).
 
-Supported ops: ``input``, ``dense`` (product ``mult``), ``relu``, ``linear``, ``reshape``. Anything else raises
-``RtlError`` naming the layer and its op before a file is written.
+Supported ops (everything the emulator runs except the legacy softmax and non-``mult`` products): ``input``,
+``dense`` / ``conv1d`` / ``conv2d`` (product ``mult``; a convolution is the dense below on each output pixel's
+zero-padded window, taps then channels, so a pointwise conv1d is a dense per constituent), ``pool2d`` (max over the
+window with the MSB-only padding code; average: ``acc = (accum_t)(acc + x)`` then the truncating division),
+``global_average`` / ``global_max``, ``batchnorm`` (constant scale in canonical signed digits plus the bias, exact,
+then ``(res_t)``), ``relu``, ``linear``, ``leaky_relu`` (``x > 0 ? (res_t)x : (res_t)(alpha * x)``, a multiplexer),
+``hard_sigmoid`` / ``hard_tanh`` (constant product, clip by comparators), ``table`` (sigmoid / tanh: the C index
+arithmetic ``(int)(x * N / R) + offset`` with its truncating division and clamp, then a case-statement ROM of the
+table converted to ``res_t``), ``softmax`` latency / stable (exp ROM on the top bits of x, or of
+``inp_norm_t(max - x)`` after a comparator tree; the C++ balanced sum with a cast per addition; ``(inv_inp_t)sum``;
+inverse ROM on its top bits; a variable product ``exp * inv``, the only multiplier the writer emits), ``add`` /
+``subtract`` / ``average`` / ``maximum`` / ``minimum``, ``concatenate``, ``transpose`` (wiring plus the cast),
+``reshape`` (wiring). The ROM contents are the tables the emulator builds as hls4ml's ``init_*_table`` does; the
+index arithmetic around them is the writer's own. Anything else raises ``RtlError`` naming the layer and its op
+before a file is written. Several outputs are concatenated on the ports in ``graph["outputs"]`` order.
+
+Division by a constant n (average pooling), as C integer division of the accumulator codes: a power of two is a
+TRN_ZERO cast (wiring plus one increment for negative codes); any other n adds ``n - 1`` to negative codes and a
+bias ``b * n`` making the code non-negative, multiplies by ``m = ceil(2**k / n)`` (shift-and-add) and keeps the
+bits above ``k``, then subtracts ``b``: exact because k is the smallest with ``(m * n - 2**k) * max < 2**k``.
 
 Arithmetic, as ``nnet::dense_latency`` and the emulator (emulation/emulator.py) do it:
 
