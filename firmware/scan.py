@@ -113,6 +113,12 @@ class StudentEstimate:
     that trains the model in place is costed with its trained weights. It returns a number, or a dict holding
     "metric" and any other fields for the result row (e.g. uncertainties, R50). A "deepsets" or "mixer" point
     builds students/deepsets.py ``build_constituent_student`` with ``phi`` and ``head`` on (n_constituents, 3) words.
+
+    ``synthesis="open"`` costs each point by open synthesis instead: the RTL of the firmware graph
+    (firmware/rtl.py) through Yosys (firmware/yosys.py, one process per point: the scan's workers are the
+    parallelism), LUT/FF/DSP/BRAM and latency from that, ``"source": "yosys ... synth_xilinx xcup"``; the estimate's
+    LUT, FF and latency stay in the row as ``estimate_*``. The RTL is fully parallel (II 1) whatever the reuse
+    factor, so with reuse > 1 the open-synthesis row is the II-1 design (``"rtl_ii_cycles": 1``).
     """
 
     metric: Callable
@@ -123,6 +129,7 @@ class StudentEstimate:
     head: tuple = (32,)
     settings: FirmwareSettings = dataclasses.field(default_factory=FirmwareSettings)
     seed: int = 0
+    synthesis: str = "estimate"  # or "open": Yosys on the RTL writer's Verilog
 
     def __call__(self, point: ScanPoint) -> dict:
         import tensorflow as tf
@@ -146,15 +153,29 @@ class StudentEstimate:
         measured = self.metric(model)
         measured = dict(measured) if isinstance(measured, dict) else {"metric": float(measured)}
         settings = self.settings.model_copy(update={"reuse_factor": point.reuse_factor})
+        if self.synthesis not in ("estimate", "open"):
+            raise ValueError(f"synthesis must be 'estimate' or 'open', not {self.synthesis!r}")
         with tempfile.TemporaryDirectory() as tmp:
             hls_model = convert(model, precision.input, settings, pathlib.Path(tmp) / "hls", compile=False)
-            report = estimate(*describe_model(hls_model), settings.clock_mhz)
-        return {
-            **measured,
-            "params": int(model.count_params()),
-            **report["resources"],
-            "latency_cycles": report["latency_cycles"],
-            "latency_ns": report["latency_ns"],
-            "ii_cycles": report["ii_cycles"],
-            "source": report["source"],
-        }
+            graph, weights = describe_model(hls_model)
+            report = estimate(graph, weights, settings.clock_mhz)
+            row = {
+                **measured,
+                "params": int(model.count_params()),
+                **report["resources"],
+                "latency_cycles": report["latency_cycles"],
+                "latency_ns": report["latency_ns"],
+                "ii_cycles": report["ii_cycles"],
+                "source": report["source"],
+            }
+            if self.synthesis == "open":
+                from l1forge.firmware import yosys
+                from l1forge.firmware.rtl import write_rtl
+
+                info = write_rtl(graph, weights, pathlib.Path(tmp) / "rtl", settings.clock_mhz)
+                synth = yosys.synthesize(pathlib.Path(tmp) / "rtl", info, pathlib.Path(tmp) / "yosys", jobs=1)
+                row.update({f"estimate_{k}": row[k] for k in ("LUT", "FF", "DSP", "BRAM", "latency_cycles", "latency_ns")})
+                row.update(synth["resources"], latency_cycles=synth["latency_cycles"], latency_ns=synth["latency_ns"],
+                           source=synth["source"], CARRY4=synth["CARRY4"], rtl_ii_cycles=synth["ii_cycles"],
+                           achievable_clock_mhz=synth["achievable_clock_mhz"], yosys_seconds=synth["seconds"])
+        return row

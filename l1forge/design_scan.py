@@ -57,13 +57,16 @@ def scan_points(weight_bits, reuse_factors, families=("hlf",), n_constituents=(1
             for (family, n), bits, rf in itertools.product(designs, weight_bits, reuse_factors)]
 
 
-def run_scan(run_dir: pathlib.Path, teacher: str, student: dict, settings, points, executor=None) -> dict:
+def run_scan(run_dir: pathlib.Path, teacher: str, student: dict, settings, points, executor=None,
+             synthesis: str = "estimate") -> dict:
     """Evaluate every point in the workers of ``executor`` (``l1forge.core.executors.executor``; None: a local pool
     of 2 processes) and return {"metric", "points": [...], "front": [...]}. Each point reads ``run_dir``'s data and
-    teacher predictions, so the workers of a remote Dask cluster need ``run_dir`` on a shared file system."""
+    teacher predictions, so the workers of a remote Dask cluster need ``run_dir`` on a shared file system.
+    ``synthesis``: "estimate" (firmware/estimate.py) or "open" (Yosys on the RTL of each point, in its worker)."""
     run_dir = pathlib.Path(run_dir).resolve()  # absolute: a worker's directory may differ
     metric = DistilledAccuracy(str(run_dir), teacher, student)
     evaluate = StudentEstimate(metric=metric, hidden=tuple(student["hidden"]), settings=settings, seed=student["seed"],
-                               phi=tuple(student.get("phi", (16, 16))), head=tuple(student.get("head", (32,))))
+                               phi=tuple(student.get("phi", (16, 16))), head=tuple(student.get("head", (32,))),
+                               synthesis=synthesis)
     results = scan(points, evaluate, executor)
     return {"metric": "accuracy", "points": results, "front": pareto_front(results)}

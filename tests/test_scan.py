@@ -108,3 +108,16 @@ def test_constituent_points_on_the_same_scan():
     ax = fig.add_subplot()
     plot_pareto(ax, rows, pareto_front(rows))
     assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"hlf MLP", "deepsets N=4", "deepsets N=8"}
+
+
+def test_open_synthesis_per_point():
+    """synthesis='open': each point's RTL through Yosys in the scan's executor; the estimate kept beside it."""
+    evaluate = StudentEstimate(parameter_count, n_inputs=4, n_outputs=2, hidden=(3,), synthesis="open")
+    point = ScanPoint(weight_bits=4, activation_bits=4, reuse_factor=1)
+    [row] = scan([point], evaluate, executor=_Serial())
+    assert row["source"].startswith("yosys 0.") and row["source"].endswith("synth_xilinx xcup")
+    assert row["LUT"] > 0 and row["CARRY4"] > 0 and row["FF"] > 0 and row["rtl_ii_cycles"] == 1
+    assert row["estimate_LUT"] > 0 and row["latency_cycles"] >= 2
+    assert math.isclose(row["latency_ns"], row["latency_cycles"] * 1000 / 240.0, rel_tol=1e-3)
+    with pytest.raises(ValueError, match="'estimate' or 'open'"):
+        StudentEstimate(parameter_count, n_inputs=4, n_outputs=2, hidden=(3,), synthesis="vivado")(point)
