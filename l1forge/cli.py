@@ -24,7 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
 
 OUT = typer.Option(pathlib.Path("runs/demo"), "--out", "-o", help="Run directory.")
-PRESET = typer.Option("demo", "--preset", "-p", help="smoke | demo | full")
+PRESET = typer.Option("demo", "--preset", "-p", help="smoke | demo | medium | full")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML file overriding the preset.")
 TASK = typer.Option("tagging", "--task", help="Task: tagging | anomaly | pileup.")
 TASK_OR_ALL = typer.Option("tagging", "--task", help="Task: tagging | anomaly | pileup, or all (each in OUT/<task>/).")

@@ -37,7 +37,7 @@ class DataConfig(Strict):
 
 class TeacherConfig(Strict):
     kinds: list[Literal["gnn", "transformer"]] = ["gnn", "transformer"]
-    size: Literal["smoke", "demo", "full"] = "demo"
+    size: Literal["smoke", "demo", "medium", "full"] = "demo"
     epochs: int = pydantic.Field(10, ge=1)
     batch_size: int = pydantic.Field(256, ge=1)
     lr: float = 1e-3

@@ -177,11 +177,13 @@ SIZES: dict[str, dict[str, dict]] = {
     "transformer": {
         "smoke": dict(dim=16, heads=2, blocks=1, decoder_blocks=1, ffn=32, latent=4),
         "demo": dict(dim=32, heads=4, blocks=2, decoder_blocks=1, ffn=64, latent=8),
+        "medium": dict(dim=64, heads=4, blocks=2, decoder_blocks=1, ffn=128, latent=8),
         "full": dict(dim=128, heads=8, blocks=3, decoder_blocks=2, ffn=256, latent=16),
     },
     "gnn": {
         "smoke": dict(k=4, blocks=((16, 16),), decoder=(32,), latent=4),
         "demo": dict(k=8, blocks=((32, 32), (64, 64)), decoder=(64, 64), latent=8),
+        "medium": dict(k=8, blocks=((48, 48), (96, 96)), decoder=(128, 128), latent=8),
         "full": dict(k=8, blocks=((64, 64, 64), (128, 128, 128)), decoder=(256, 256), latent=16),
     },
 }

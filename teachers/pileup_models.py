@@ -109,11 +109,13 @@ SIZES: dict[str, dict[str, dict]] = {
     "gnn": {
         "smoke": dict(k=8, blocks=((16, 16),), head=16),
         "demo": dict(k=12, blocks=((32, 32), (32, 32)), head=32),
+        "medium": dict(k=16, blocks=((48, 48), (64, 64)), head=64),
         "full": dict(k=16, blocks=((64, 64, 64), (128, 128, 128), (128, 128, 128)), head=128, dropout=0.1),
     },
     "transformer": {
         "smoke": dict(k=8, dim=16, heads=2, blocks=1, ffn=32, head=16),
         "demo": dict(k=16, dim=32, heads=4, blocks=2, ffn=64, head=32),
+        "medium": dict(k=16, dim=48, heads=4, blocks=3, ffn=96, head=48),
         "full": dict(k=32, dim=128, heads=8, blocks=4, ffn=256, head=128, dropout=0.1),
     },
 }

@@ -245,6 +245,8 @@ def _fit(model, train_idx, batch_loss, evaluate, epochs, batch_size, lr, seed, m
                 if progress and (step % 10 == 0 or step == total):
                     bar.update(task, info=f"epoch {epoch + 1}/{epochs} loss {float(losses[-1]):.3f}")
                 bar.update(task, advance=1)
+            if precision.device_type == "cuda":
+                torch.cuda.synchronize()  # kernels run asynchronously: count them in this epoch's time
             seconds = time.time() - t0
             train_seconds, trained = train_seconds + seconds, trained + seen
             metrics = evaluate()
