@@ -125,11 +125,12 @@ def test_a_wrong_circuit_is_caught(tmp_path):
 def test_unsupported_layer_is_one_line_before_writing(tmp_path):
     graph, weights = random_graph(BLOCKS["wide"][:1], seed=4, n_in=4)
     graph["layers"].append({"name": "probs", "op": "softmax", "class_name": "Softmax", "inputs": ["act0_0"],
-                            "shape": [7], "result_t": "fixed<16,6>"})
+                            "shape": [7], "result_t": "fixed<16,6>", "implementation": "legacy"})
     graph["outputs"] = ["probs"]
     with pytest.raises(RtlError) as err:
         write_rtl(graph, weights, tmp_path / "rtl")
-    assert "'probs'" in str(err.value) and "softmax" in str(err.value) and "\n" not in str(err.value)
+    assert "'probs'" in str(err.value) and "Softmax" in str(err.value) and "legacy" in str(err.value)
+    assert "\n" not in str(err.value)
     assert not (tmp_path / "rtl").exists()
 
 
