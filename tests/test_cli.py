@@ -194,7 +194,7 @@ def all_run(tmp_path_factory):
 
 
 def test_all_tasks_into_one_run_directory(all_run):
-    """One summary.json with the three task blocks side by side, one report with a section per task; each task in
+    """One summary.json with the four task blocks side by side, one report with a section per task; each task in
     its own resumable subdirectory."""
     out, _ = all_run
     summary = json.loads((out / "summary.json").read_text())

@@ -64,8 +64,8 @@ def toy_task(tmp_path, monkeypatch):
     run_config_model.cache_clear()
 
 
-def test_registry_finds_the_three_tasks():
-    assert list(tasks.registry()) == ["anomaly", "pileup", "tagging"]
+def test_registry_finds_the_four_tasks():
+    assert list(tasks.registry()) == ["anomaly", "chain", "pileup", "tagging"]
     for name, cls in tasks.registry().items():
         assert cls.name == name and set(cls.stages) >= {"generate", "synthesize", "emulate"}
 
