@@ -71,7 +71,7 @@ def test_registry_finds_the_four_tasks():
 
 
 def test_unknown_task_is_a_one_line_error():
-    with pytest.raises(ConfigError, match="unknown task 'nope' .*anomaly, pileup, tagging"):
+    with pytest.raises(ConfigError, match="unknown task 'nope' .*anomaly, chain, pileup, tagging"):
         load_config("smoke", None, "nope")
 
 
