@@ -18,29 +18,21 @@ FAR = 1e9
 
 
 def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x (B, P, C) gathered at idx (B, P, k) -> (B, P, k, C).
-
-    One index_select on the flattened rows: its backward is an index_add, much cheaper on CPU than the
-    accumulating index_put of advanced indexing.
-    """
+    """x (B, P, C) gathered at idx (B, P, k) -> (B, P, k, C)."""
     b, p, c = x.shape
     base = torch.arange(b, device=idx.device).view(b, 1, 1) * p
-    return x.reshape(b * p, c).index_select(0, (idx + base).flatten()).view(b, p, idx.shape[-1], c)
+    return x.reshape(b * p, c)[(idx + base).flatten()].view(b, p, idx.shape[-1], c)
 
 
 def knn(points: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (B, P, k) of each point's nearest other real points, and their validity (B, P, k).
-
-    Only indices leave this function, so the pairwise distances are computed once, without autograd, in float32
-    (also under autocast: a bf16 distance would change the graph).
-    """
+    """Indices (B, P, k) of each point's nearest other real points, and their validity (B, P, k)."""
     p = points.shape[1]
     with torch.no_grad(), torch.autocast(points.device.type, enabled=False):
         points, mask = points.float(), mask.float()
         sq = (points**2).sum(-1)
-        d = torch.baddbmm(sq.unsqueeze(2) + sq.unsqueeze(1), points, points.transpose(1, 2), alpha=-2.0)
+        d = sq.unsqueeze(2) + sq.unsqueeze(1) - 2.0 * points @ points.transpose(1, 2)
         d = d + FAR * (1.0 - mask).unsqueeze(1) + FAR * torch.eye(p, dtype=d.dtype, device=d.device)
-        idx = d.topk(min(k, p), dim=-1, largest=False, sorted=False).indices
+        idx = d.topk(min(k, p), dim=-1, largest=False).indices
         not_self = (idx != torch.arange(p, device=idx.device).view(1, p, 1)).to(mask.dtype)
         valid = gather(mask.unsqueeze(-1), idx).squeeze(-1) * not_self
     return idx, valid
@@ -80,11 +72,8 @@ class EdgeConv(nn.Module):
         nbr = self.nbr_lin(x)
         h = torch.relu((self.self_lin(x) - nbr).unsqueeze(2) + gather(nbr, idx))
         for layer in self.mlp:
-            h = torch.relu_(layer(h))  # in place: a Linear's backward needs its input, not its output
-        # mean over valid neighbours as one batched matrix product (no (B, P, k, C) product tensor, no copy)
-        b, p, k, c = h.shape
-        weights = (valid / valid.sum(-1, keepdim=True).clamp(min=1.0)).to(h.dtype)
-        h = torch.bmm(weights.view(b * p, 1, k), h.view(b * p, k, c)).view(b, p, c)
+            h = torch.relu(layer(h))
+        h = (h * valid.unsqueeze(-1)).sum(2) / valid.sum(-1, keepdim=True).clamp(min=1.0)
         m = mask if self.masked_norm else None
         out = torch.relu(_bn(self.norm, h, m) + _bn(self.shortcut_norm, self.shortcut(x), m))
         return out * mask.unsqueeze(-1)
