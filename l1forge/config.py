@@ -1,4 +1,4 @@
-"""Run configuration: presets (smoke, demo, full) plus an optional YAML file of overrides, validated by pydantic.
+"""Run configuration: presets (smoke, demo, medium, full) plus an optional YAML file of overrides, validated by pydantic.
 
 Unknown keys and wrong types are errors that name the file and the key (``extra="forbid"`` everywhere).
 """
@@ -129,6 +129,13 @@ PRESETS: dict[str, dict] = {
         "data": {"n_per_class": 2000},  # 2000 test jets resolve 0.02 in accuracy; 0.01 needs 7500 per class (README)
         "teachers": {"size": "demo", "epochs": 12, "batch_size": 128, "lr": 3e-3},
         "student": {"epochs": 40},
+    },
+    # teachers several times the demo's (GNN 87k, transformer 180k parameters) on 3x its jets: both teachers in
+    # about an hour on 2 CPU cores (estimate from benchmarks/teacher_throughput.py in the README), minutes on a GPU
+    "medium": {
+        "data": {"n_per_class": 6000},
+        "teachers": {"size": "medium", "epochs": 10, "batch_size": 256, "lr": 2e-3},
+        "student": {"epochs": 60},
     },
     # the real thing: >= 100k jets per class, full-size teachers
     "full": {
