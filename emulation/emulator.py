@@ -33,8 +33,6 @@ repeats what the nnet_utils C++ does, in the same order of quantization steps:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import pathlib
 
@@ -43,9 +41,10 @@ import numpy as np
 from l1forge.core.graph import read_graph
 from l1forge.emulation.fastpath import FastPath
 from l1forge.quantize.fixed import MAX_WIDTH, FixedType, FixedTypeError
+from l1forge.quantize.hls_tables import (activation_table, ceillog2, centred_offset, floorlog2, index_divisor,
+                                         softmax_tables)
 
 EXACT_FLOAT = 2.0**53
-_HUGE = 2.0**1000  # what ap_fixed(double) makes of +-inf: a power of two beyond every range (WRAP -> 0, SAT -> max)
 
 
 class EmulationError(ValueError):
@@ -63,28 +62,6 @@ class _Layer:
 
 
 # ---- C++ arithmetic helpers -----------------------------------------------------------------------------
-def _libm(name: str):
-    """The host libm's single-precision ``name`` (expf, tanhf) as a numpy ufunc on float32 arrays."""
-    fn = getattr(ctypes.CDLL(ctypes.util.find_library("m")), name)
-    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
-    ufunc = np.frompyfunc(fn, 1, 1)
-    return lambda x: ufunc(np.asarray(x, dtype=np.float32)).astype(np.float32)
-
-
-def _to_fixed(t: FixedType, values) -> np.ndarray:
-    """``(t)value`` for a float or double value, infinities included."""
-    v = np.asarray(values, dtype=np.float64)
-    return t.from_float(np.where(np.isinf(v), np.copysign(_HUGE, v), v))
-
-
-def _ceillog2(x: int) -> int:
-    return 1 if x <= 2 else 1 + _ceillog2((x + 1) // 2)
-
-
-def _floorlog2(x: int) -> int:
-    return 0 if x < 2 else 1 + _floorlog2(x // 2)
-
-
 def _int32(v: np.ndarray) -> np.ndarray:
     return (v + 2**31) % 2**32 - 2**31
 
@@ -94,49 +71,20 @@ def _trunc_div(num: np.ndarray, den: int) -> np.ndarray:
     return np.sign(num) * (np.abs(num) // den)
 
 
-def _index_divisor(frac: int, size: int, span: int) -> tuple[int, int]:
-    """(m, d) with ``(int)(x * size / span) == trunc(code * m / d) << max(-frac, 0)``, m / d reduced."""
-    den = span << max(frac, 0)
-    g = np.gcd(size, den)
-    return size // g, den // g
-
-
 def _table_index(codes: np.ndarray, frac: int, size: int, span: int, offset: int) -> np.ndarray:
     """``index = (int)(x * size / span) + offset`` clamped to [0, size), in C ints, as nnet_activation.h does it.
 
     ``x * size / span`` is an ap_fixed division that keeps x's fractional bits (truncating towards zero); the
     conversion to int truncates again and keeps the low 32 bits.
     """
-    mult, den = _index_divisor(frac, size, span)
+    mult, den = index_divisor(frac, size, span)
     rounded = _trunc_div(codes * mult, den) << max(-frac, 0)
     return np.clip(_int32(_int32(rounded) + offset), 0, size - 1)
 
 
-def _centred_offset(size: int, span: int) -> int:
-    """``span / 2 * size / span`` in unsigned 32-bit arithmetic."""
-    return ((span // 2) * size % 2**32) // span
-
-
-def _table_input(t: FixedType, size: int) -> np.ndarray:
-    """``softmax_real_val_from_idx``: the value of ``t`` whose top ceillog2(size) bits are the index, as float."""
-    n = _ceillog2(size)
-    if n > t.width:
-        raise FixedTypeError(f"a table of {size} entries is addressed by more bits than {t} has")
-    raw = np.arange(size, dtype=np.int64) << (t.width - n)
-    if t.signed:
-        raw = np.where(raw > t.max_code, raw - (1 << t.width), raw)
-    return t.to_float(raw).astype(np.float32)
-
-
 def _top_bits(codes: np.ndarray, t: FixedType, size: int) -> np.ndarray:
     """``softmax_idx_from_real_val``: the top ceillog2(size) bits of the raw bit pattern."""
-    return (codes & ((1 << t.width) - 1)) >> (t.width - _ceillog2(size))
-
-
-def _init_x(size: int, half_range: float) -> np.ndarray:
-    """``float in_val = 2 * R * (ii - float(N) / 2.0) / float(N)`` of the init_*_table functions."""
-    ii = np.arange(size, dtype=np.float64)
-    return (2 * half_range * (ii - size / 2.0) / size).astype(np.float32)
+    return (codes & ((1 << t.width) - 1)) >> (t.width - ceillog2(size))
 
 
 def _tree_sum(cols: list, t: FixedType) -> np.ndarray:
@@ -144,7 +92,7 @@ def _tree_sum(cols: list, t: FixedType) -> np.ndarray:
     n = len(cols)
     if n == 1:
         return cols[0]
-    left = 1 << _floorlog2(n - 1)
+    left = 1 << floorlog2(n - 1)
     return t.from_codes(_tree_sum(cols[:left], t) + _tree_sum(cols[left:], t), t.frac)
 
 
@@ -202,7 +150,7 @@ class Emulator:
             raise EmulationError(f"layer '{layer.name}': {what} needs {bits} bits, beyond the {MAX_WIDTH} emulated")
 
     def _check_index(self, layer: _Layer, x_t: FixedType, size: int, span: int):
-        mult, _ = _index_divisor(x_t.frac, size, span)
+        mult, _ = index_divisor(x_t.frac, size, span)
         self._need_bits(layer, x_t.width + int(mult).bit_length() + max(-x_t.frac, 0), "the table index")
 
     def _prepare_dense(self, layer: _Layer, in_types: list, weights: dict):
@@ -247,17 +195,10 @@ class Emulator:
         p["w_float"] = w.astype(np.float64)
 
     def _prepare_table(self, layer: _Layer, in_types: list, weights: dict):
-        spec = layer.spec
         (table_t,) = self._types_of(layer, "table_t")
-        size, fn = spec["table_size"], spec["function"]
-        if fn == "sigmoid":  # sigmoid_fcn_float: 1.0 / (1 + std::exp(-x)) in float, returned as float
-            e = _libm("expf")(-_init_x(size, 8.0))
-            values = (1.0 / (np.float32(1) + e).astype(np.float64)).astype(np.float32)
-        else:  # tanh(float) of in_val in [-4, 4)
-            values = _libm("tanhf")(_init_x(size, 4.0))
-        span = 16 if fn == "sigmoid" else 8
-        self._check_index(layer, in_types[0], size, span)
-        layer.params = {"table": _to_fixed(table_t, values), "table_t": table_t, "span": span}
+        codes, span = activation_table(layer.spec["function"], layer.spec["table_size"], table_t)
+        self._check_index(layer, in_types[0], layer.spec["table_size"], span)
+        layer.params = {"table": codes, "table_t": table_t, "span": span}
 
     def _prepare_hard_sigmoid(self, layer: _Layer, in_types: list, weights: dict):
         slope_t, shift_t = self._types_of(layer, "slope_t", "shift_t")
@@ -275,35 +216,12 @@ class Emulator:
 
     def _prepare_softmax(self, layer: _Layer, in_types: list, weights: dict):
         spec = layer.spec
-        impl, n_exp, n_inv = spec["implementation"], spec["exp_table_size"], spec["inv_table_size"]
-        expf = _libm("expf")
-        if impl == "legacy":
-            (table_t,) = self._types_of(layer, "table_t")
-            in_val = 64.0 * np.arange(n_inv, dtype=np.float64) / np.float32(n_inv)
-            inv = np.divide(1.0, in_val.astype(np.float32), out=np.zeros(n_inv), where=in_val > 0)
-            layer.params = {
-                "exp": _to_fixed(table_t, expf(_init_x(n_exp, 8.0))),
-                "inv": _to_fixed(table_t, inv),
-                "table_t": table_t,
-            }
-            self._check_index(layer, FixedType(in_types[0].width + 1, in_types[0].integer + 1), n_exp, 16)
-            self._check_index(layer, table_t, n_inv, 64)
-            return
-        exp_t, inv_t, acc_t, inv_inp_t = self._types_of(layer, "exp_table_t", "inv_table_t", "accum_t", "inv_inp_t")
-        address_t = FixedType.parse(spec["inp_norm_t"]) if impl == "stable" else in_types[0]
-        x = _table_input(address_t, n_exp) * np.float32(spec["exp_scale"])
-        with np.errstate(divide="ignore"):
-            inv = np.float32(1) / _table_input(inv_inp_t, n_inv)
-        self._need_bits(layer, acc_t.width + inv_t.width, "exp * inv")
-        layer.params = {
-            "exp": _to_fixed(exp_t, expf(-x if impl == "stable" else x)),
-            "inv": _to_fixed(inv_t, inv),
-            "exp_t": exp_t,
-            "inv_t": inv_t,
-            "acc_t": acc_t,
-            "inv_inp_t": inv_inp_t,
-            "address_t": address_t,
-        }
+        layer.params = softmax_tables(spec, in_types[0])
+        if spec["implementation"] == "legacy":
+            self._check_index(layer, FixedType(in_types[0].width + 1, in_types[0].integer + 1), spec["exp_table_size"], 16)
+            self._check_index(layer, layer.params["table_t"], spec["inv_table_size"], 64)
+        else:
+            self._need_bits(layer, layer.params["acc_t"].width + layer.params["inv_t"].width, "exp * inv")
 
     def _prepare_batchnorm(self, layer: _Layer, in_types: list, weights: dict):
         scale_t, bias_t = self._types_of(layer, "scale_t", "bias_t")
@@ -473,7 +391,7 @@ class Emulator:
     def _table(self, layer: _Layer, src) -> np.ndarray:
         p = layer.params
         size = len(p["table"])
-        index = _table_index(src[0], src[1].frac, size, p["span"], _centred_offset(size, p["span"]))
+        index = _table_index(src[0], src[1].frac, size, p["span"], centred_offset(size, p["span"]))
         return layer.result.from_codes(p["table"][index], p["table_t"].frac)
 
     def _hard_sigmoid(self, layer: _Layer, src, tanh: bool = False) -> np.ndarray:
@@ -509,7 +427,7 @@ class Emulator:
         exp_res = np.zeros_like(x)
         for i in range(n):
             for j in range(n):
-                index = _table_index(x[..., j] - x[..., i], x_t.frac, n_exp, 16, _centred_offset(n_exp, 16))
+                index = _table_index(x[..., j] - x[..., i], x_t.frac, n_exp, 16, centred_offset(n_exp, 16))
                 diff = one if i == j else p["exp"][index]
                 exp_res[..., i] = table_t.from_codes(exp_res[..., i] + diff, table_t.frac)
         inv = p["inv"][_table_index(exp_res, table_t.frac, len(p["inv"]), 64, 0)]

@@ -55,6 +55,7 @@ import numpy as np
 from l1forge.firmware import delay, rtl_cells
 from l1forge.firmware.rtl_cells import add_const, adder, cast, ext, plan_cast, width_of
 from l1forge.quantize.fixed import MAX_WIDTH, FixedType
+from l1forge.quantize.hls_tables import activation_table, ceillog2, centred_offset, floorlog2, index_divisor, softmax_tables
 
 SUPPORTED = ("input", "dense", "conv1d", "conv2d", "pool2d", "global_average", "global_max", "batchnorm", "leaky_relu",
              "hard_sigmoid", "hard_tanh", "table", "softmax", "relu", "linear", "reshape", "transpose", "concatenate",
@@ -495,13 +496,13 @@ def _csd_terms(x: Sig, code: int, frac: int) -> list:
     return [Term(x, x.lsb + k - frac, d) for k, d in csd(code)]
 
 
-def _dense_layer(wr, spec, srcs, weights, emu):
+def _dense_layer(wr, spec, srcs, weights):
     (x, x_t), = srcs
     flat = list(x.ravel())
     return wr.dense(flat, x_t, wr.dense_params(spec, weights, len(flat)))
 
 
-def _conv1d_layer(wr, spec, srcs, weights, emu):
+def _conv1d_layer(wr, spec, srcs, weights):
     """``conv_1d_latency_cl``: the dense accumulation on each output position's zero-padded window (taps, channels)."""
     (x, x_t), = srcs
     s = spec
@@ -518,7 +519,7 @@ def _conv1d_layer(wr, spec, srcs, weights, emu):
     return outs
 
 
-def _conv2d_layer(wr, spec, srcs, weights, emu):
+def _conv2d_layer(wr, spec, srcs, weights):
     """``conv_2d_latency_cl``: the dense accumulation on each output pixel's zero-padded window (rows, columns,
     channels), pixels row-major."""
     (x, x_t), = srcs
@@ -539,7 +540,7 @@ def _conv2d_layer(wr, spec, srcs, weights, emu):
     return outs
 
 
-def _pool2d_layer(wr, spec, srcs, weights, emu):
+def _pool2d_layer(wr, spec, srcs, weights):
     """``pooling2d_cl``: max in the input type (padding: the MSB-only bit pattern), or the sum in accum_t (one cast
     per addition) divided towards zero by the unpadded area (or the window with count_pad); then (res_t)."""
     (x, x_t), = srcs
@@ -568,7 +569,7 @@ def _pool2d_layer(wr, spec, srcs, weights, emu):
     return outs
 
 
-def _global_layer(wr, spec, srcs, weights, emu):
+def _global_layer(wr, spec, srcs, weights):
     """GlobalPooling1D over the first axis: ``(res_t)(accum_t)max``, or ``acc = (accum_t)(acc + x)`` in order,
     ``acc /= n`` (truncating), ``(res_t)acc``."""
     (x, x_t), = srcs
@@ -585,7 +586,7 @@ def _global_layer(wr, spec, srcs, weights, emu):
     return outs
 
 
-def _batchnorm_layer(wr, spec, srcs, weights, emu):
+def _batchnorm_layer(wr, spec, srcs, weights):
     """``res = (res_t)(x * scale + bias)``, exact inside: the constant product in canonical signed digits."""
     (x, x_t), = srcs
     scale_t, bias_t, res_t = (FixedType.parse(spec[k]) for k in ("scale_t", "bias_t", "result_t"))
@@ -597,7 +598,7 @@ def _batchnorm_layer(wr, spec, srcs, weights, emu):
             for k, v in enumerate(flat)]
 
 
-def _leaky_relu_layer(wr, spec, srcs, weights, emu):
+def _leaky_relu_layer(wr, spec, srcs, weights):
     """``x > 0 ? (res_t)x : (res_t)(alpha * x)``, alpha in param_t, the product exact."""
     (x, x_t), = srcs
     res_t, param_t = FixedType.parse(spec["result_t"]), FixedType.parse(spec["param_t"])
@@ -610,7 +611,7 @@ def _leaky_relu_layer(wr, spec, srcs, weights, emu):
     return _each(one, x)
 
 
-def _hard_layer(wr, spec, srcs, weights, emu):
+def _hard_layer(wr, spec, srcs, weights):
     """hard_sigmoid / hard_tanh: ``y = slope * x + shift`` exact, clipped to [0, 1] (``2y - 1`` for tanh), (res_t)y."""
     (x, x_t), = srcs
     slope_t, shift_t, res_t = (FixedType.parse(spec[k]) for k in ("slope_t", "shift_t", "result_t"))
@@ -626,18 +627,16 @@ def _hard_layer(wr, spec, srcs, weights, emu):
     return _each(one, x)
 
 
-def _table_layer(wr, spec, srcs, weights, emu):
+def _table_layer(wr, spec, srcs, weights):
     """sigmoid / tanh tables: ``index = clamp((int)(x * N / R) + R/2 * N / R)`` in C ints (the division truncating
     towards zero), then a ROM of the table converted to res_t (its contents as ``init_*_table`` builds them)."""
-    from l1forge.emulation.emulator import _centred_offset, _index_divisor
-
     (x, x_t), = srcs
-    layer = emu[spec["name"]]
-    p = layer.params
-    table = layer.result.from_codes(p["table"], p["table_t"].frac)
+    res_t, table_t = FixedType.parse(spec["result_t"]), FixedType.parse(spec["table_t"])
+    codes, span = activation_table(spec["function"], spec["table_size"], table_t)
+    table = res_t.from_codes(codes, table_t.frac)
     size = len(table)
-    mult, den = _index_divisor(x_t.frac, size, p["span"])
-    offset = _centred_offset(size, p["span"])
+    mult, den = index_divisor(x_t.frac, size, span)
+    offset = centred_offset(size, span)
     rom = {k: int(v) for k, v in enumerate(table)}
 
     def one(v):
@@ -652,21 +651,18 @@ def _table_layer(wr, spec, srcs, weights, emu):
         out = wr.rom(index, rom)
         return dataclasses.replace(out, lsb=out.lsb - res_t_frac)
 
-    res_t_frac = layer.result.frac
+    res_t_frac = res_t.frac
     return _each(one, x)
 
 
-def _softmax_layer(wr, spec, srcs, weights, emu):
+def _softmax_layer(wr, spec, srcs, weights):
     """Softmax, latency and stable: exp ROM on the top bits of x (stable: of ``inp_norm_t(max - x)``) giving
     accum_t codes, their sum as the C++ balanced tree (each addition cast to accum_t), ``(inv_inp_t)sum``, the
     inverse ROM on its top bits, ``res = (res_t)(exp * inv)`` (a variable product)."""
-    from l1forge.emulation.emulator import _ceillog2, _floorlog2
-
     (x, x_t), = srcs
-    layer = emu[spec["name"]]
-    p = layer.params
+    p = softmax_tables(spec, x_t)
     acc_t, exp_t, inv_t, inv_inp_t, address_t = (p[k] for k in ("acc_t", "exp_t", "inv_t", "inv_inp_t", "address_t"))
-    res_t = layer.result
+    res_t = FixedType.parse(spec["result_t"])
     exp_codes = acc_t.from_codes(p["exp"], exp_t.frac)
     exp_rom = {k: int(v) for k, v in enumerate(exp_codes)}
     inv_rom = {k: int(v) for k, v in enumerate(p["inv"])}
@@ -679,24 +675,24 @@ def _softmax_layer(wr, spec, srcs, weights, emu):
             row = [wr.cast(wr.tree([Term(top, top.lsb, 1), Term(v, v.lsb, -1)], wr.const(0, 0)), address_t) for v in row]
         exps = []
         for v in row:
-            e = wr.rom(wr.top_bits(v, address_t, _ceillog2(len(exp_codes))), exp_rom)
+            e = wr.rom(wr.top_bits(v, address_t, ceillog2(len(exp_codes))), exp_rom)
             exps.append(dataclasses.replace(e, lsb=e.lsb - acc_t.frac))
 
         def tree_sum(cols):
             if len(cols) == 1:
                 return cols[0]
-            left = 1 << _floorlog2(len(cols) - 1)
+            left = 1 << floorlog2(len(cols) - 1)
             a, b = tree_sum(cols[:left]), tree_sum(cols[left:])
             return wr.cast(wr.tree([Term(a, a.lsb, 1), Term(b, b.lsb, 1)], wr.const(0, 0)), acc_t)
 
         total = wr.cast(tree_sum(exps), inv_inp_t)
-        inv = wr.rom(wr.top_bits(total, inv_inp_t, _ceillog2(len(inv_rom))), inv_rom)
+        inv = wr.rom(wr.top_bits(total, inv_inp_t, ceillog2(len(inv_rom))), inv_rom)
         inv = dataclasses.replace(inv, lsb=inv.lsb - inv_t.frac)
         outs += [wr.cast(wr.multiply(e, inv), res_t) for e in exps]
     return outs
 
 
-def _merge_layer(wr, spec, srcs, weights, emu):
+def _merge_layer(wr, spec, srcs, weights):
     """add / subtract / average / maximum / minimum: the exact two-input result, then (res_t)."""
     (a, _), (b, _) = srcs
     res_t, op = FixedType.parse(spec["result_t"]), spec["op"]
@@ -712,13 +708,13 @@ def _merge_layer(wr, spec, srcs, weights, emu):
     return [one(u, v) for u, v in zip(a.ravel(), b.ravel())]
 
 
-def _concatenate_layer(wr, spec, srcs, weights, emu):
+def _concatenate_layer(wr, spec, srcs, weights):
     res_t, axis = FixedType.parse(spec["result_t"]), spec["axis"]
     parts = [_each(lambda v: wr.cast(v, res_t), x) for x, _ in srcs]
     return np.concatenate(parts, axis=axis - 1 if axis > 0 else axis)
 
 
-def _transpose_layer(wr, spec, srcs, weights, emu):
+def _transpose_layer(wr, spec, srcs, weights):
     (x, _), = srcs
     res_t = FixedType.parse(spec["result_t"])
     return _each(lambda v: wr.cast(v, res_t), np.transpose(x, spec["perm"]))
@@ -737,9 +733,9 @@ _LAYERS = {
     "hard_tanh": _hard_layer,
     "table": _table_layer,
     "softmax": _softmax_layer,
-    "relu": lambda wr, spec, srcs, w, e: _each(lambda v: wr.cast(v, FixedType.parse(spec["result_t"]), relu=True), srcs[0][0]),
-    "linear": lambda wr, spec, srcs, w, e: _each(lambda v: wr.cast(v, FixedType.parse(spec["result_t"])), srcs[0][0]),
-    "reshape": lambda wr, spec, srcs, w, e: srcs[0][0],
+    "relu": lambda wr, spec, srcs, w: _each(lambda v: wr.cast(v, FixedType.parse(spec["result_t"]), relu=True), srcs[0][0]),
+    "linear": lambda wr, spec, srcs, w: _each(lambda v: wr.cast(v, FixedType.parse(spec["result_t"])), srcs[0][0]),
+    "reshape": lambda wr, spec, srcs, w: srcs[0][0],
     "transpose": _transpose_layer,
     "concatenate": _concatenate_layer,
     **{op: _merge_layer for op in ("add", "subtract", "average", "maximum", "minimum")},
@@ -758,7 +754,6 @@ def write_rtl(graph: dict, weights: dict, out_dir, clock_mhz: float = 240.0, top
     values: dict[str, np.ndarray] = {}  # layer -> object array of Sig, shaped as the layer's output
     types: dict[str, FixedType] = {}
     ports_in = []
-    emulator = None
     for spec in graph["layers"]:
         name, op = spec["name"], spec["op"]
         res_t = FixedType.parse(spec["result_t"])
@@ -771,12 +766,8 @@ def write_rtl(graph: dict, weights: dict, out_dir, clock_mhz: float = 240.0, top
                 ports_in.append({"name": f"in_{k}", "width": res_t.width, "signed": res_t.signed})
             values[name] = sigs.reshape(spec["shape"])
             continue
-        if op in ("table", "softmax") and emulator is None:
-            from l1forge.emulation.emulator import Emulator  # the table contents, as hls4ml's init_*_table builds them
-
-            emulator = {layer.name: layer for layer in Emulator(graph, weights).layers}
         srcs = [(values[i], types[i]) for i in spec["inputs"]]
-        out = _LAYERS[op](wr, spec, srcs, weights, emulator)
+        out = _LAYERS[op](wr, spec, srcs, weights)
         values[name] = np.asarray(out, dtype=object).reshape(spec["shape"])
     outs = [s for name in graph["outputs"] for s in values[name].ravel()]
     out_types = [types[name] for name in graph["outputs"] for _ in values[name].ravel()]
