@@ -14,11 +14,21 @@ before a change, from `git worktree add /tmp/before <commit>`) with the same dat
 The JSON file is a list of {"kind", "size", "device", "params", "train_jets_per_s", "infer_jets_per_s"} (plus
 "train_jets_per_s_epochs", "threads", "contended", "batch_size", "load_average").
 
-Measured here (AMD EPYC, 2 cores shared with other users; real Pythia jets of the demo preset, median 64
-constituents; batch 128; train / inference jets per second). "before" is commit 7650d57 (torch's default 2 threads);
-"after" is this code. quiet: nothing else running that we started; contended: one CPU-bound process beside it.
+Measured here (AMD EPYC, 2 cores that other users kept at a load average of 6-8 throughout, so there are no quiet
+numbers; real Pythia jets of the demo preset, median 64 constituents; batch 128; `--steps 10 --epochs 2`). "before"
+is commit 7650d57 (torch's default 2 spinning OpenMP threads), "after" this code (2 passive threads). Train and
+inference jets per second, with the load average at the end of each measurement:
 
-TABLE_PLACEHOLDER
+    kind         size    before train  after train   before infer  after infer
+    gnn          demo    71.7 (5.8)    80.9 (8.4)    177           112
+    transformer  demo    33.7 (6.1)    161.5 (7.8)   149           148
+    gnn          medium  -             35.1 (8.3)    -             57
+    transformer  medium  -             46.8 (6.1)    -             84
+CONTENDED_TABLE
+
+Cost of a training step independent of the load (`--cpu-clock`, OMP_NUM_THREADS=1, before and after alternated in
+one process by /tmp scripts of the same steps): gnn demo ~280 / ~275 jets per CPU-second (unchanged), transformer
+demo ~178 / ~285 (1.6x, the pair features of i < j only).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 import numpy as np
 
@@ -59,17 +70,31 @@ def _subset(jets, split: int, n: int) -> np.ndarray:
 
 
 def measure(kind: str, size: str, jets, device: str, batch_size: int, steps: int, epochs: int, infer_jets: int,
-            teachers) -> dict:
+            teachers, cpu_clock: bool = False) -> dict:
     models, train = teachers
     train_idx, val_idx = _subset(jets, 0, steps * batch_size), _subset(jets, 1, 256)
     idx = np.concatenate([train_idx, val_idx])
     split = np.r_[np.zeros(len(train_idx), np.int8), np.ones(len(val_idx), np.int8)]
     extra = {"device": device} if "device" in inspect.signature(train.train_teacher).parameters else {}
-    with tempfile.TemporaryDirectory() as out:
-        result = train.train_teacher(kind, jets.constituents[idx], jets.n_constituents[idx], jets.labels[idx], split,
-                                     pathlib.Path(out), size=size, epochs=epochs, batch_size=batch_size, lr=1e-3,
-                                     seed=0, progress=False, jet_features=jets.features[idx], **extra)
-        model = train.load_teacher(pathlib.Path(out))
+    clock = train.time
+    if cpu_clock:  # the training loop's clock becomes this process's CPU time: jets per CPU-second
+        train.time = types.SimpleNamespace(time=time.process_time)
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            result = train.train_teacher(kind, jets.constituents[idx], jets.n_constituents[idx], jets.labels[idx],
+                                         split, pathlib.Path(out), size=size, epochs=epochs, batch_size=batch_size,
+                                         lr=1e-3, seed=0, progress=False, jet_features=jets.features[idx], **extra)
+            model = train.load_teacher(pathlib.Path(out))
+    finally:
+        train.time = clock
+    if cpu_clock:
+        import torch
+
+        rates = [h["jets_per_s"] for h in result["history"]]
+        return {"kind": kind, "size": size, "device": result.get("device", "cpu"), "params": result["params"],
+                "train_jets_per_cpu_s": round(max(rates), 1), "threads": torch.get_num_threads(),
+                "batch_size": batch_size, "load_average": round(os.getloadavg()[0], 2),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     infer = _subset(jets, 2, infer_jets)
     extra = {"device": device} if "device" in inspect.signature(train.predict_logits).parameters else {}
     args = (model, jets.constituents[infer[:256]], jets.n_constituents[infer[:256]], jets.features[infer[:256]])
@@ -101,6 +126,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--epochs", type=int, default=3, help="epochs (and inference repeats); the fastest counts")
     p.add_argument("--infer-jets", type=int, default=2048)
     p.add_argument("--contend", action="store_true", help="run a CPU-bound process beside the measurement")
+    p.add_argument("--cpu-clock", action="store_true",
+                   help="time the training loop with this process's CPU time (jets per CPU-second: what a step "
+                        "costs, whatever else the machine runs); no inference timing")
     p.add_argument("--teachers-dir", type=pathlib.Path, default=None, help="measure another checkout's teachers/")
     args = p.parse_args(argv)
 
@@ -117,7 +145,7 @@ def main(argv=None) -> list[dict]:
                     print(f"{kind}/{size}: no such size in this checkout, skipped", file=sys.stderr)
                     continue
                 row = measure(kind, size, jets, args.device, args.batch_size, args.steps, args.epochs, args.infer_jets,
-                              teachers)
+                              teachers, args.cpu_clock)
                 row["contended"] = bool(args.contend)
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -134,7 +134,7 @@ PRESETS: dict[str, dict] = {
     # about an hour on 2 CPU cores (estimate from benchmarks/teacher_throughput.py in the README), minutes on a GPU
     "medium": {
         "data": {"n_per_class": 6000},
-        "teachers": {"size": "medium", "epochs": 10, "batch_size": 256, "lr": 2e-3},
+        "teachers": {"size": "medium", "epochs": 15, "batch_size": 256, "lr": 2e-3},
         "student": {"epochs": 60},
     },
     # the real thing: >= 100k jets per class, full-size teachers
