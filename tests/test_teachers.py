@@ -230,3 +230,13 @@ def test_pair_bias_from_upper_triangle_equals_all_pairs(jets):
     with torch.no_grad():
         full = model.pair_embed(model.pair_features(xt, mask)).permute(0, 3, 1, 2)
         np.testing.assert_allclose(model.pair_bias(xt, mask).numpy(), full.numpy(), rtol=0, atol=1e-6)
+
+
+def test_medium_preset_is_between_demo_and_full():
+    from l1forge.config import load_config
+
+    demo, medium = load_config("demo"), load_config("medium")
+    assert medium.teachers.size == "medium" and medium.data.n_per_class >= 3 * demo.data.n_per_class
+    for kind in KINDS:
+        sizes = [count_params(build_model(kind, s, n_globals=16)) for s in ("demo", "medium", "full")]
+        assert 2.5 * sizes[0] < sizes[1] < sizes[2], (kind, sizes)
