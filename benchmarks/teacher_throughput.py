@@ -24,7 +24,9 @@ inference jets per second, with the load average at the end of each measurement:
     transformer  demo    33.7 (6.1)    161.5 (7.8)   149           148
     gnn          medium  -             35.1 (8.3)    -             57
     transformer  medium  -             46.8 (6.1)    -             84
-CONTENDED_TABLE
+    with --contend (one more CPU-bound process):
+    gnn          demo    46.5 (5.7)    163.2 (5.8)   144           190
+    transformer  demo    28.1 (5.9)    184.1 (5.5)   147           228
 
 Cost of a training step independent of the load (`--cpu-clock`, OMP_NUM_THREADS=1, before and after alternated in
 one process by /tmp scripts of the same steps): gnn demo ~280 / ~275 jets per CPU-second (unchanged), transformer
