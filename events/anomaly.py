@@ -115,6 +115,31 @@ def _split(sample: np.ndarray, signal: np.ndarray, seed: int) -> np.ndarray:
     return split
 
 
+def sample_plan(n_background: int, n_signal: int, signals=None, extra_processes: dict | None = None,
+                hard_mpi: bool = True) -> tuple[dict, dict, np.ndarray]:
+    """The samples of a zero-bias stream with signals: ({name: Pythia settings, None for minimum bias}, {name:
+    events}, per-sample signal flags). Half the background is minimum bias, the rest shared by BACKGROUNDS; each
+    signal (SIGNALS names, default all, then extra_processes {name: settings}) gets n_signal. ValueError (one line)
+    for an unknown signal, a clashing name or a bad setting."""
+    signals = list(SIGNALS) if signals is None else list(signals)
+    if unknown := [s for s in signals if s not in SIGNALS]:
+        raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")
+    extra = dict(extra_processes or {})
+    for name, settings in extra.items():
+        if name in (MINBIAS, *BACKGROUNDS, *signals):
+            raise ValueError(f"extra process name {name!r} is already a sample name")
+        check_settings(settings, f"extra process '{name}'")
+    common = [*COMMON_SETTINGS, f"PartonLevel:MPI = {'on' if hard_mpi else 'off'}"]
+    processes = {MINBIAS: None, **{k: [*common, *v] for k, v in
+                                   {**BACKGROUNDS, **{s: SIGNALS[s] for s in signals}, **extra}.items()}}
+    names = list(processes)
+    n_hard = n_background - n_background // 2
+    counts = {MINBIAS: n_background // 2,
+              **{k: n_hard // len(BACKGROUNDS) + (i < n_hard % len(BACKGROUNDS)) for i, k in enumerate(BACKGROUNDS)},
+              **{k: n_signal for k in names[1 + len(BACKGROUNDS):]}}
+    return processes, counts, np.array([i > len(BACKGROUNDS) for i in range(len(names))])
+
+
 def generate_anomaly(out: pathlib.Path, n_background: int, n_signal: int, seed: int = 1, pileup: float = 60.0,
                      workers: int = 2, signals=None, extra_processes: dict[str, list[str]] | None = None,
                      hard_mpi: bool = True, library_events: int = LIBRARY_EVENTS, progress: bool = True,
@@ -136,25 +161,9 @@ def generate_anomaly(out: pathlib.Path, n_background: int, n_signal: int, seed: 
         raise ValueError(f"n_background must be >= {2 * len(BACKGROUNDS)} (half minimum bias, >= 1 per process)")
     if not (math.isfinite(pileup) and pileup > 0):
         raise ValueError(f"pileup must be a positive number, not {pileup}")
-    signals = list(SIGNALS) if signals is None else list(signals)
-    unknown = [s for s in signals if s not in SIGNALS]
-    if unknown:
-        raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")
-    extra = dict(extra_processes or {})
-    for name, settings in extra.items():
-        if name in (MINBIAS, *BACKGROUNDS, *signals):
-            raise ValueError(f"extra process name {name!r} is already a sample name")
-        check_settings(settings, f"extra process '{name}'")
-    start = time.perf_counter()
-    common = [*COMMON_SETTINGS, f"PartonLevel:MPI = {'on' if hard_mpi else 'off'}"]
-    processes = {MINBIAS: None, **{k: [*common, *v] for k, v in
-                                   {**BACKGROUNDS, **{s: SIGNALS[s] for s in signals}, **extra}.items()}}
+    processes, counts, signal = sample_plan(n_background, n_signal, signals, extra_processes, hard_mpi)
     names = list(processes)
-    n_hard = n_background - n_background // 2
-    counts = {MINBIAS: n_background // 2,
-              **{k: n_hard // len(BACKGROUNDS) + (i < n_hard % len(BACKGROUNDS)) for i, k in enumerate(BACKGROUNDS)},
-              **{k: n_signal for k in names[1 + len(BACKGROUNDS):]}}
-    signal = np.array([i > len(BACKGROUNDS) for i in range(len(names))])
+    start = time.perf_counter()
 
     library = build_pileup_library(library_events, seed, workers, pthat_max=QCD_PTHAT_BINS[0][0], progress=progress,
                                    executor=executor)

@@ -28,12 +28,11 @@ import zlib
 
 import numpy as np
 
-from l1forge.events.anomaly import BACKGROUND_SPLIT, MINBIAS, crossing_fractions
+from l1forge.events.anomaly import BACKGROUND_SPLIT, MINBIAS, crossing_fractions, sample_plan
 from l1forge.events.l1objects import Particles
 from l1forge.events.pfcands import PileupSample, _truth, candidates, read_pileup
 from l1forge.events.pileup import build_pileup_library, overlay, particles_from_batch
-from l1forge.events.processes import (BACKGROUNDS, COMMON_SETTINGS, QCD_PTHAT_BINS, SIGNALS, SQRT_S_GEV,
-                                      check_settings, chunk_seeds, new_pythia, run_chunks)
+from l1forge.events.processes import BACKGROUNDS, QCD_PTHAT_BINS, SQRT_S_GEV, chunk_seeds, new_pythia, run_chunks
 from l1forge.events.schema import checked_dataset, fail, open_h5, write_h5
 
 SCHEMA = "l1forge.crossings/1"
@@ -124,24 +123,9 @@ def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileu
         raise ValueError(f"need n_zero_bias >= {2 * len(BACKGROUNDS)} and n_signal, workers, library_events >= 1")
     if not pileups or any(not (math.isfinite(m) and m > 0) for m in pileups) or reference not in pileups:
         raise ValueError(f"pileups must be positive numbers including the reference pileup {reference:g}, not {pileups}")
-    signals = list(SIGNALS) if signals is None else list(signals)
-    if unknown := [s for s in signals if s not in SIGNALS]:
-        raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")
-    extra = dict(extra_processes or {})
-    for name, settings in extra.items():
-        if name in (MINBIAS, *BACKGROUNDS, *signals):
-            raise ValueError(f"extra process name {name!r} is already a sample name")
-        check_settings(settings, f"extra process '{name}'")
-    start = time.perf_counter()
-    common = [*COMMON_SETTINGS, f"PartonLevel:MPI = {'on' if hard_mpi else 'off'}"]
-    processes = {MINBIAS: None, **{k: [*common, *v] for k, v in
-                                   {**BACKGROUNDS, **{s: SIGNALS[s] for s in signals}, **extra}.items()}}
+    processes, counts, signal = sample_plan(n_zero_bias, n_signal, signals, extra_processes, hard_mpi)
     names = list(processes)
-    n_hard = n_zero_bias - n_zero_bias // 2
-    counts = {MINBIAS: n_zero_bias // 2,
-              **{k: n_hard // len(BACKGROUNDS) + (i < n_hard % len(BACKGROUNDS)) for i, k in enumerate(BACKGROUNDS)},
-              **{k: n_signal for k in names[1 + len(BACKGROUNDS):]}}
-    signal = np.array([i > len(BACKGROUNDS) for i in range(len(names))])
+    start = time.perf_counter()
     library = build_pileup_library(library_events, seed, workers, pthat_max=QCD_PTHAT_BINS[0][0], progress=progress,
                                    executor=executor)
     library_seconds = time.perf_counter() - start
