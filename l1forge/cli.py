@@ -245,6 +245,8 @@ def scan(
     executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS,
     families: str = typer.Option("hlf", help="Student families, comma-separated: hlf, deepsets, mixer."),
     constituents: str = typer.Option("16", help="Constituents per jet of the deepsets/mixer families, comma-separated."),
+    synthesis: str = typer.Option("estimate", help="Cost of each point: 'estimate' (firmware/estimate.py) or 'open' "
+                                  "(Yosys on the point's RTL, in the scan's workers; slower, measured)."),
 ):
     """Scan family x constituents x bit widths x reuse factors of the student; Pareto front of accuracy vs LUTs vs
     latency (report)."""
@@ -256,7 +258,9 @@ def scan(
         names = tuple(f.strip() for f in families.split(",") if f.strip())
         if unknown := set(names) - {"hlf", "deepsets", "mixer"}:
             raise typer.BadParameter(f"--families: unknown {', '.join(sorted(unknown))} (hlf, deepsets, mixer)")
-        result = runner.task.scan(_ints(bits), _ints(reuse), pool, names, _ints(constituents))
+        if synthesis not in ("estimate", "open"):
+            raise typer.BadParameter(f"--synthesis: {synthesis!r} is neither 'estimate' nor 'open'")
+        result = runner.task.scan(_ints(bits), _ints(reuse), pool, names, _ints(constituents), synthesis)
     runner.report()
     for point in result["front"]:
         family = point.get("family", "hlf") + (f" N={point['n_constituents']}" if point.get("family", "hlf") != "hlf" else "")

@@ -136,6 +136,8 @@ def test_scan_writes_a_pareto_front(smoke_run):
     lut = {p["weight_bits"]: p["LUT"] for p in scan["points"]}
     assert lut[4] < lut[6]  # narrower multipliers cost fewer LUTs
     assert scan["front"] and "Design-space scan" in (out / "report.html").read_text()
+    res = l1forge("scan", "--preset", "smoke", "--out", out, "--bits", "4", "--reuse", "1", "--synthesis", "vivado", "-q")
+    assert res.returncode != 0 and "--synthesis" in res.stderr and "'vivado'" in res.stderr
 
 
 def test_deepsets_student_distill_synthesize_emulate(smoke_run, tmp_path):

@@ -178,9 +178,10 @@ class Tagging(Task):
         }
 
     def scan(self, weight_bits=(4, 6, 8), reuse_factors=(1, 2, 4), executor=None, families=("hlf",),
-             n_constituents=(16,)) -> dict:
-        """Design-space scan of the student (not part of ``run``): accuracy vs estimated LUTs vs latency, for every
-        family (deepsets at every number of constituents) on the same plot."""
+             n_constituents=(16,), synthesis: str = "estimate") -> dict:
+        """Design-space scan of the student (not part of ``run``): accuracy vs LUTs vs latency, for every family
+        (deepsets at every number of constituents) on the same plot; LUTs and latency from the estimate or, with
+        synthesis="open", from Yosys on each point's RTL."""
         from l1forge.design_scan import run_scan, scan_points
 
         points = scan_points(weight_bits, reuse_factors, families, n_constituents)
@@ -188,11 +189,12 @@ class Tagging(Task):
         student = self.cfg.student.model_dump()
 
         def work():
-            result = run_scan(self.run.root, teacher, student, self.cfg.firmware, points, executor)
+            result = run_scan(self.run.root, teacher, student, self.cfg.firmware, points, executor, synthesis)
             write_json_atomic(self.run.root / "scan" / "scan.json", result)
             return result
 
-        config = {"points": [list(p.__dict__.values()) for p in points], "student": student, "firmware": self.cfg.firmware}
+        config = {"points": [list(p.__dict__.values()) for p in points], "student": student, "firmware": self.cfg.firmware,
+                  "synthesis": synthesis}
         return self.stage("scan", config, ["generate", f"teach.{teacher}"], [self.run.root / "scan" / "scan.json"], work)
 
     # ---- summary.json --------------------------------------------------------------------------------------
