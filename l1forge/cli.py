@@ -145,7 +145,7 @@ def emulate(
 ):
     """Emulate the flow's firmware bit for bit against its C-sim, or any user model with --model/--data."""
     if model is None:
-        _stage("emulate")(out, preset, config, task, force, quiet)
+        _stage("emulate")(out, preset, config, task, force, quiet, None)
         return
     if data is None:
         raise typer.BadParameter("--model needs --data")
