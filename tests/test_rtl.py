@@ -167,6 +167,14 @@ def test_yosys_counts_from_a_real_run(tmp_path):
     rows = {name: (a, b) for name, a, b in _side_by_side(fw)}
     assert rows["LUT"][1] == f"{synth['LUT']:,} ({100 * synth['LUT'] / 1_728_000:.2g}%)"
     assert rows["Source"][1].startswith("yosys 0.") and rows["Latency"][0].startswith("3 cycles")
+    # the 40 MHz verdict and the chain budget read the best-measured source: vendor > open synthesis > estimate
+    from l1forge.tasks.base import best_firmware
+
+    best = best_firmware(fw)
+    assert best["source"] == synth["source"] and best["latency_ns"] == synth["latency_ns"]
+    assert best["resources"]["LUT"] == synth["LUT"] and best["clock_mhz"] == 240.0
+    vendor = best_firmware({**fw, "source": "vivado csynth report"})
+    assert vendor["latency_ns"] == 12.5 and vendor["resources"]["LUT"] == 100
 
 
 def test_yosys_failure_is_named(tmp_path):

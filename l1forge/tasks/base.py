@@ -24,6 +24,15 @@ import numpy as np
 from l1forge.core.artifacts import write_json_atomic
 
 
+def best_firmware(firmware: dict) -> dict:
+    """The best-measured source of a summary ``firmware`` block: vendor reports > open synthesis of l1forge's RTL
+    (``open_synthesis``) > the hls4ml-path estimate, as {"latency_ns", "ii_cycles", "clock_mhz", "resources",
+    "source"}."""
+    measured = firmware.get("open_synthesis") if firmware.get("source") == "estimate" else None
+    best = measured or firmware
+    return {k: best.get(k) for k in ("latency_ns", "ii_cycles", "clock_mhz", "resources", "source")}
+
+
 class Task:
     name: ClassVar[str]
     data_file: ClassVar[str]  # under data/ of the run directory
@@ -200,17 +209,13 @@ class Task:
             from l1forge.emulation.trigger import check_timing
 
             task["firmware"] = {k: v for k, v in firmware.items() if k != "layers"}
-            timing = check_timing(firmware["latency_ns"], firmware["ii_cycles"], firmware["clock_mhz"],
-                                  self.cfg.trigger.budget_ns)
             rates = (result("emulate") or {}).get("trigger") or {}
-            measured = (result("rtl") or {}).get("open_synthesis")
-            if measured:
+            if measured := (result("rtl") or {}).get("open_synthesis"):
                 task["firmware"]["open_synthesis"] = measured
-            best = measured if measured and firmware["source"] == "estimate" else None  # vendor > open synthesis > estimate
-            if best:
-                timing = check_timing(best["latency_ns"], best["ii_cycles"], best["clock_mhz"], self.cfg.trigger.budget_ns)
+            best = best_firmware(task["firmware"])
+            timing = check_timing(best["latency_ns"], best["ii_cycles"], best["clock_mhz"], self.cfg.trigger.budget_ns)
             task["trigger"] = {**rates, **timing, "n_bunches": self.cfg.trigger.n_bunches,
-                               "timing_source": best["source"] if best else firmware["source"]}
+                               "timing_source": best["source"]}
         if emulation := result("emulate"):
             task["emulation"] = {k: emulation[k] for k in ("events_checked", "mismatches", "emulator_events_per_s",
                                                            "csim_events_per_s", "first_mismatch")}

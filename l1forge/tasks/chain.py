@@ -10,7 +10,6 @@ its own runner, so the chain resumes with it.
 
 from __future__ import annotations
 
-import math
 import pathlib
 import time
 
@@ -121,7 +120,7 @@ class Chain(Task):
             from l1forge.emulation.objects import build_objects, latency_estimate
             from l1forge.events.mitigation import chs_weights, puppi_weights
             from l1forge.events.pfcands import ELECTRON, MUON, PHOTON
-            from l1forge.tasks.pileup import student_candidates
+            from l1forge.tasks.pileup import candidates_p99, student_candidates
             from l1forge.teachers.pileup import load_pileup_teacher, predict_weights
 
             sample = self._crossings().sample
@@ -143,12 +142,11 @@ class Chain(Task):
                        for m, w in weights.items()}
             object_seconds = time.perf_counter() - start
             write_arrays_atomic(self.objects_path, objects)
-            counts = np.bincount(sample.event[kept], minlength=sample.n_events)
-            p99 = {f"{m:g}": float(np.percentile(counts[sample.pileup == m], 99)) for m in np.unique(sample.pileup)}
+            p99 = candidates_p99(sample, kept)
             clock = (pileup.get("firmware") or {}).get("clock_mhz") or self.cfg.firmware.clock_mhz
             return {"teacher": teacher, "pileup_student_csim": check, "student_candidates_p99": p99,
                     "objects_latency": latency_estimate(int(max(p99.values())), clock),
-                    "weights_seconds": weight_seconds, "objects_crossings_per_s": len(counts) / object_seconds}
+                    "weights_seconds": weight_seconds, "objects_crossings_per_s": sample.n_events / object_seconds}
 
         return self.stage("weights", {"pileup": self.cfg.pileup, "csim": self.cfg.chain.csim_candidates},
                           ["generate", "pileup"], [self.objects_path], work)
@@ -282,32 +280,34 @@ class Chain(Task):
                              "pileup_student_csim": weights["pileup_student_csim"],
                              "pileup_student_rtl": pileup.get("rtl"),
                              "objects_latency": weights["objects_latency"],
-                             "budget": self._budget(pileup, weights, result("synthesize"))}
+                             "budget": self._budget(pileup, weights, task.get("firmware"))}
         return task
 
     def _budget(self, pileup: dict, weights: dict, anomaly_firmware: dict | None) -> dict:
         """The chain's latency (pileup student + object building + anomaly student, in series) and LUTs (the pileup
         student instances for the 99th-percentile crossing at the highest pileup + the anomaly student) against the
-        trigger budget and the part."""
-        from l1forge.emulation.lhc import clocks_per_crossing
+        trigger budget and the part, each student from its best-measured source (``best_firmware``)."""
         from l1forge.firmware.parts import part_resources
+        from l1forge.tasks.base import best_firmware
+        from l1forge.tasks.pileup import throughput
 
-        firmware = pileup.get("firmware") or {}
-        per_instance = clocks_per_crossing(firmware["clock_mhz"]) // firmware["ii_cycles"]
+        part = (pileup.get("firmware") or {}).get("part")
+        firmware = best_firmware(pileup.get("firmware") or {})
+        anomaly = best_firmware(anomaly_firmware or {})
         p99 = max(weights["student_candidates_p99"].values())
-        instances = math.ceil(p99 / max(per_instance, 1))
-        parts = {"pileup_student": firmware, "objects": weights["objects_latency"], "anomaly_student": anomaly_firmware or {}}
+        instances = throughput(firmware, {"p99": p99})["per_pileup"]["p99"]["instances"]
+        parts = {"pileup_student": firmware, "objects": weights["objects_latency"], "anomaly_student": anomaly}
         latency = sum(p.get("latency_ns") or 0.0 for p in parts.values())
         lut = instances * ((firmware.get("resources") or {}).get("LUT") or 0) + \
-            ((anomaly_firmware or {}).get("resources") or {}).get("LUT", 0)
-        part_lut = part_resources(firmware["part"])["LUT"] if firmware.get("part") else None
+            (anomaly.get("resources") or {}).get("LUT", 0)
+        part_lut = part_resources(part)["LUT"] if part else None
         return {"latency_ns": latency, "budget_ns": self.cfg.trigger.budget_ns,
                 "latency_ok": latency <= self.cfg.trigger.budget_ns,
                 "latency_ns_by_block": {k: p.get("latency_ns") for k, p in parts.items()},
-                "latency_sources": {k: p.get("source") for k, p in parts.items()},
+                "sources": {k: p.get("source") for k, p in parts.items()},
                 "pileup_student_instances": instances, "candidates_p99": p99, "LUT": lut,
                 "LUT_percent_of_part": None if not part_lut else 100.0 * lut / part_lut,
-                "fits_part": None if not part_lut else lut <= part_lut, "part": firmware.get("part")}
+                "fits_part": None if not part_lut else lut <= part_lut, "part": part}
 
     # ---- report.html ---------------------------------------------------------------------------------------
     @classmethod

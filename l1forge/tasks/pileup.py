@@ -75,6 +75,12 @@ def student_candidates(sample, p: PileupConfig) -> np.ndarray:
     return regional_cap(sample, p.region_eta, p.region_phi, p.region_cap)
 
 
+def candidates_p99(sample, kept: np.ndarray) -> dict[str, float]:
+    """Per pileup ('60', '200', ...): the 99th percentile over crossings of the candidates the student reads."""
+    counts = np.bincount(sample.event[kept], minlength=sample.n_events)
+    return {f"{m:g}": float(np.percentile(counts[sample.pileup == m], 99)) for m in np.unique(sample.pileup)}
+
+
 def cap_cost(test, kept: np.ndarray) -> dict:
     """Per pileup, what the regional cap drops: the fraction of candidates, of primary-vertex pT and of pileup pT."""
     out = {}
@@ -232,8 +238,7 @@ class Pileup(Task):
             }
             weights["student_firmware"][kept] = np.clip(firmware_weight, 0, 1)
             table = performance(test, weights)
-            counts = np.bincount(test.event[kept], minlength=test.n_events)
-            p99 = {f"{m:g}": float(np.percentile(counts[test.pileup == m], 99)) for m in np.unique(test.pileup)}
+            p99 = candidates_p99(test, kept)
             stats["region_cap"] = cap_cost(test, kept)
             stats["resolution"] = table
             stats["metrics"] = {mu: methods["student_firmware"] for mu, methods in table.items()}
