@@ -30,7 +30,7 @@ run: $(STAMP) tools
 	$(BIN)/l1forge run --task tagging --preset $(PRESET) --out $(OUT)
 
 test: $(STAMP) tools
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 clean:
 	rm -rf $(VENV) runs

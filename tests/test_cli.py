@@ -19,23 +19,10 @@ def l1forge(*args, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """A smoke run killed in the middle of a stage, then resumed to the end."""
-    out = tmp_path_factory.mktemp("run")
-    proc = subprocess.Popen([*L1FORGE, "run", "--preset", "smoke", "--out", str(out), "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    state = out / "state.json"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists() and "teach.gnn" in json.loads(state.read_text()):
-            break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # kills it inside 'teach.transformer' (or later)
-    proc.wait()
-    killed_state = json.loads(state.read_text())
-    resumed = l1forge("run", "--preset", "smoke", "--out", out, "-q")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return out, killed_state, resumed
+def smoke_run(all_run):
+    """The tagging task of `run --task all`: (its run directory, its state when killed, the resumed run)."""
+    out, _, killed_state, resumed = all_run
+    return out / "tagging", killed_state, resumed
 
 
 def test_summary_schema_and_results(smoke_run):
@@ -184,21 +171,35 @@ def test_synthesize_a_user_model(tmp_path):
 
 @pytest.fixture(scope="module")
 def all_run(tmp_path_factory):
-    """`l1forge run --task all` on smoke, with one more anomaly signal from a user process file."""
+    """`l1forge run --task all` on smoke, with one more anomaly signal from a user process file, killed in the middle
+    of the tagging task's teachers (tagging runs last), then resumed to the end: (run directory, process file,
+    tagging state when killed, the resumed run)."""
     tmp = tmp_path_factory.mktemp("all")
     process = tmp / "zprime.cmnd"
     process.write_text("# a user signal\nNewGaugeBoson:ffbar2gmZZprime = on\nZprime:gmZmode = 3\n32:m0 = 1000.\n"
                        "32:onMode = off\n32:onIfAny = 11 13\n")
     out = tmp / "run"
-    res = l1forge("run", "--task", "all", "--preset", "smoke", "--out", out, "--process", process, "-q", timeout=1800)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return out, process
+    args = ["run", "--task", "all", "--preset", "smoke", "--out", str(out), "--process", str(process), "-q"]
+    proc = subprocess.Popen([*L1FORGE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    state = out / "tagging" / "state.json"
+    deadline = time.time() + 1800
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and "teach.gnn" in json.loads(state.read_text()):
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # kills it inside the tagging task's 'teach.transformer' (or later)
+    proc.wait()
+    killed_state = json.loads(state.read_text())
+    resumed = l1forge(*args, timeout=1800)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return out, process, killed_state, resumed
 
 
 def test_all_tasks_into_one_run_directory(all_run):
     """One summary.json with the four task blocks side by side, one report with a section per task; each task in
     its own resumable subdirectory."""
-    out, _ = all_run
+    out = all_run[0]
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["tasks"]) == ["anomaly", "chain", "pileup", "tagging"] and summary["preset"] == "smoke"
     for name, block in summary["tasks"].items():
@@ -217,7 +218,7 @@ def test_all_tasks_into_one_run_directory(all_run):
 def test_anomaly_flow_end_to_end(all_run, tmp_path):
     """--task anomaly on smoke: zero-bias stream + signals (one from a user process file), VAE teachers, student,
     firmware bit-exact against the C-sim, efficiencies at fixed rate; a bad process file is named by file and line."""
-    run, process = all_run
+    run, process = all_run[:2]
     out = run / "anomaly"
     task = json.loads((out / "summary.json").read_text())["tasks"]["anomaly"]
     assert task == json.loads((run / "summary.json").read_text())["tasks"]["anomaly"]
