@@ -97,14 +97,17 @@ class Chain(Task):
                                                  "library_events", "hard_mpi"}), "processes": processes, "seed": d.seed}
         return self.stage("generate", config, [], [self.data_path], work)
 
-    def pileup(self) -> dict:
-        """Bring the pileup task's run (teachers, student, firmware) up to date, through its own runner."""
+    def _pileup_runner(self):
         from l1forge.runner import Runner
 
-        nested = Runner(self.cfg.model_copy(update={"task": "pileup"}), self.pileup_dir, self.progress,
-                        self.runner.force)
+        return Runner(self.cfg.model_copy(update={"task": "pileup"}), self.pileup_dir, self.progress, self.runner.force)
+
+    def pileup(self) -> dict:
+        """Bring the pileup task's run (teachers, student, firmware) up to date, through its own runner."""
+        nested = self._pileup_runner()
         block = nested.run_all()["tasks"]["pileup"]
-        fingerprints = {k: v["fingerprint"] for k, v in nested.run.state.items()}
+        # what the weights depend on: not the RTL check of the student's firmware (summary() reads that live)
+        fingerprints = {k: v["fingerprint"] for k, v in nested.run.state.items() if k != "rtl"}
 
         def work():
             keep = ("student", "firmware", "emulation", "rtl", "pileup")
@@ -276,7 +279,9 @@ class Chain(Task):
         task = super().summary()
         result = lambda name: self.run.state.get(name, {}).get("result")  # noqa: E731
         if (emulation := result("emulate")) and (weights := result("weights")) and (pileup := result("pileup")):
-            task["chain"] = {**emulation["chain"], "pileup_run": pileup["run"],
+            if (self.pileup_dir / "state.json").exists():  # its RTL check and open synthesis as they are now
+                pileup = self._pileup_runner().summary()["tasks"]["pileup"]
+            task["chain"] = {**emulation["chain"], "pileup_run": str(self.pileup_dir),
                              "pileup_student_csim": weights["pileup_student_csim"],
                              "pileup_student_rtl": pileup.get("rtl"),
                              "objects_latency": weights["objects_latency"],
