@@ -105,6 +105,19 @@ def test_rtl_is_bit_exact_with_the_emulator(name, tmp_path):
     assert len(np.unique(emu)) > 5
 
 
+def test_pipeline_meets_a_faster_clock(tmp_path):
+    """At 360 MHz the writer cuts the same datapath into more stages; still bit-exact, and the synthesized netlist's
+    longest register-to-register path fits the shorter period."""
+    graph, weights = random_graph(BLOCKS["wide"], seed=7)
+    fw, x = save_graph(graph, weights, tmp_path / "fw"), inputs(2000, 8, seed=3)
+    slow = write_rtl(graph, weights, tmp_path / "rtl240", clock_mhz=240.0)
+    fast = check_rtl(fw, x, tmp_path / "rtl360", events=2000, clock_mhz=360.0, synthesis=True)
+    assert fast["rtl"]["mismatches"] == 0 and fast["rtl"]["latency_cycles"] > slow["latency_cycles"]
+    synth = fast["open_synthesis"]
+    assert synth["clock_mhz"] == 360.0 and synth["critical_path_ns"] <= 1000.0 / 360 and synth["meets_clock"]
+    assert synth["latency_cycles"] == fast["rtl"]["latency_cycles"]
+
+
 def test_a_wrong_circuit_is_caught(tmp_path):
     """Flip one adder of the written Verilog: the comparison names the first differing event and output."""
     graph, weights = random_graph(BLOCKS["wide"][:1], seed=3, n_in=4)
