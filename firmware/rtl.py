@@ -27,13 +27,24 @@ bits above ``k``, then subtracts ``b``: exact because k is the smallest with ``(
 
 Arithmetic, as ``nnet::dense_latency`` and the emulator (emulation/emulator.py) do it:
 
-* each product ``x_i * w_ij`` is a sum of shifted copies of ``x_i``, one per non-zero digit of the weight code
-  in canonical signed digits (no multipliers); if the product has more fractional bits than ``accum_t`` it is cast
-  into ``accum_t`` (rounding mode; overflow too unless ``accum_t`` wraps) before it is added;
-* when ``accum_t`` wraps, or no partial sum of the C++ order (bias, then inputs 0..n-1) can leave its range
-  (checked on exact ranges), the products and the bias are summed in a balanced tree of two-operand adders, each
-  trimmed to the exact range of its result, and cast to ``accum_t`` once (modular sums are order-free);
-  otherwise each addition is followed by the cast, in the C++ order (a saturating chain);
+* no multipliers: each product ``x_i * w_ij`` is a sum of shifted copies of ``x_i`` (the weight code's canonical
+  signed digits), and sums of such copies are shared between outputs where the order allows it (below); if a
+  product has more fractional bits than ``accum_t`` it is cast into ``accum_t`` (rounding mode; overflow too unless
+  ``accum_t`` wraps) before it is added;
+* a column whose sum is order-free: no product has bits below ``accum_t``'s lsb, and ``accum_t`` wraps (modular
+  sums are order-free) or no product and no partial sum of the C++ order (bias, then inputs 0..n-1) can leave its
+  range (exact ranges). Such columns of a layer share one adder graph, the constant-matrix-vector product
+  (CMVM) solution of da4ml 0.5.2 (firmware/rtl_cmvm.py) for the integer weight codes of the non-constant inputs:
+  each of its nodes, ``a +/- b * 2**s``, is one of the writer's two-operand adders, trimmed to the node's exact
+  range over the box of input ranges; the column's output node (with its shift and sign), the products of the
+  constant inputs and the bias (folded into one constant addition) then give ``accum_t`` with one cast. da4ml's
+  solution is checked exact (each output's coefficients are its column) before anything is emitted; rtl.json's
+  ``cmvm_adders`` counts its adders. Its Verilog generator is not used: cells, pipelining and names stay the
+  writer's. A convolution solves once per set of live window inputs (interior pixels share one solution);
+* every other column is summed on its own: each product from its canonical-signed-digit terms, cast to
+  ``accum_t`` when it has bits below its lsb or ``accum_t`` saturates; then, when ``accum_t`` wraps or no partial
+  sum can leave its range, a balanced tree of two-operand adders, each trimmed to the exact range of its result,
+  and one cast; otherwise each addition followed by the cast, in the C++ order (a saturating chain);
 * ``result_t = (result_t) acc``; relu: ``x > 0 ? (result_t) x : 0``; linear: ``(result_t) x``.
 
 Pipelining: each adder or cast is placed as soon as its inputs are ready (ASAP); when its delay (firmware/delay.py)
@@ -49,10 +60,11 @@ import dataclasses
 import json
 import pathlib
 import re
+from fractions import Fraction
 
 import numpy as np
 
-from l1forge.firmware import delay, rtl_cells
+from l1forge.firmware import delay, rtl_cells, rtl_cmvm
 from l1forge.firmware.rtl_cells import add_const, adder, cast, ext, plan_cast, width_of
 from l1forge.quantize.fixed import MAX_WIDTH, FixedType
 from l1forge.quantize.hls_tables import activation_table, ceillog2, centred_offset, floorlog2, index_divisor, softmax_tables
@@ -145,7 +157,8 @@ class _Writer:
         self.insts: list[str] = []
         self.regs: dict[str, tuple[str, int]] = {}  # register name -> (source, width)
         self.n = 0
-        self.counts = {"adders": 0, "casts": 0}
+        self.counts = {"adders": 0, "casts": 0, "cmvm_adders": 0}
+        self.plans: dict = {}  # CMVM solutions by (matrix, input intervals)
 
     # ---- bookkeeping -----------------------------------------------------------------------------------
     def _name(self, prefix: str = "n") -> str:
@@ -198,8 +211,11 @@ class _Writer:
         return Sig(f"c{value}", lsb, value, value, const=value)
 
     # ---- arithmetic ------------------------------------------------------------------------------------
-    def add(self, x: Term, y: Term) -> Term:
-        """One two-operand adder: returns the sum as a term (its sign chosen so the adder's low bits pass through)."""
+    def add(self, x: Term, y: Term, exact: tuple | None = None) -> Term:
+        """One two-operand adder: returns the sum as a term (its sign chosen so the adder's low bits pass through).
+
+        ``exact``: the value range of ``x + y`` (Fractions) when it is known tighter than the operands' intervals
+        (a CMVM node, firmware/rtl_cmvm.py); the adder is trimmed to it (its sum is modulo 2**width)."""
         if x.sign == y.sign:
             sign, a, b = x.sign, x, y
         else:
@@ -209,6 +225,12 @@ class _Writer:
         at = min(a.lsb, b.lsb)
         (alo, ahi), (blo, bhi) = Term(a.sig, a.lsb, a.sign * sign).value_range(at), Term(b.sig, b.lsb, b.sign * sign).value_range(at)
         lo, hi = alo + blo, ahi + bhi
+        if exact is not None:
+            elo, ehi = (v / Fraction(2) ** at for v in exact)
+            assert elo.denominator == 1 and ehi.denominator == 1, (exact, at)
+            elo, ehi = (int(elo), int(ehi)) if sign > 0 else (-int(ehi), -int(elo))
+            assert lo <= elo <= ehi <= hi, (lo, hi, elo, ehi)
+            lo, hi = elo, ehi
         wo = width_of(lo, hi)
         stage, t = self._place([a.sig, b.sig], delay.adder_ns(wo, a.sign * sign < 0 or b.sign * sign < 0))
         spec = lambda term: (term.sig.width, term.sig.signed, term.lsb - at, term.sign * sign)  # noqa: E731
@@ -385,10 +407,11 @@ class _Writer:
             return self.const(0, at)
         exact = all(x.lsb >= at for x in xs)
         lo = hi = 0
+        tmin, tmax = _unchanged(acc_t)
         in_range = True
         for x in xs:
             lo, hi = lo + (x.lo << max(x.lsb - at, 0)), hi + (x.hi << max(x.lsb - at, 0))
-            in_range &= acc_t.min_code <= lo and hi <= acc_t.max_code
+            in_range &= tmin <= lo and hi <= tmax
         if exact and (acc_t.overflow == "WRAP" or in_range):
             return self.cast(self.tree([Term(x, x.lsb, 1) for x in xs], self.const(0, 0)), acc_t)
         acc = self.const(0, at)
@@ -440,12 +463,27 @@ class _Writer:
         return {"w": w, "wt": wt, "b_acc": b_acc, "acc_t": acc_t, "res_t": res_t}
 
     def dense(self, xs: list[Sig], x_t: FixedType, p: dict) -> list[Sig]:
-        """``nnet::dense_latency`` on the inputs ``xs`` (flat, in the C++ order) with the parameters of dense_params."""
+        """``nnet::dense_latency`` on the inputs ``xs`` (flat, in the C++ order) with the parameters of dense_params.
+
+        The columns whose sum is order-free (``_order_free``) share one adder graph, da4ml's CMVM solution
+        (``cmvm``); each of the others is summed on its own from canonical signed digits (``_accumulate``)."""
         w, wt, b_acc, acc_t, res_t = p["w"], p["wt"], p["b_acc"], p["acc_t"], p["res_t"]
         wraps = acc_t.overflow == "WRAP"
         per_product_cast = x_t.frac + wt.frac > acc_t.frac or not wraps
+        biases = [self.const(int(b_acc[j]), -acc_t.frac) for j in range(w.shape[1])]
+        free = [j for j in range(w.shape[1]) if self._order_free(xs, w[:, j], wt, biases[j], x_t, acc_t)]
+        if np.abs(w).max(initial=0) >= rtl_cmvm.MAX_CODE:  # beyond the solver's float32 codes: each column alone
+            free = []
+        live = [i for i, x in enumerate(xs) if x.const is None and (x.lo, x.hi) != (0, 0)]
+        shared = dict(zip(free, self.cmvm([xs[i] for i in live], w[np.ix_(live, free)]))) if live and free else {}
         outs = []
         for j in range(w.shape[1]):
+            if j in free:  # the shared column, the constant inputs' products folded, the bias: one cast
+                terms = [Term(t.sig, t.lsb - wt.frac, t.sign) for t in [shared.get(j)] if t is not None]
+                terms += [Term(c, c.lsb, 1) for x, code in zip(xs, w[:, j]) if x.const and code
+                          for c in [self.const(x.const * int(code), x.lsb - wt.frac)]]
+                outs.append(self.cast(self.cast(self.tree(terms, biases[j]), acc_t), res_t))
+                continue
             products = []  # the terms of each non-zero product, in input order
             for i, x in enumerate(xs):
                 code = int(w[i, j])
@@ -460,26 +498,86 @@ class _Writer:
                     p_ = self.cast(self.tree(terms, self.const(0, 0)), acc_t)
                     terms = [Term(p_, p_.lsb, 1)]
                 products.append(terms)
-            bias = self.const(int(b_acc[j]), -acc_t.frac)
-            outs.append(self.cast(self._accumulate(products, bias, acc_t, wraps), res_t))
+            outs.append(self.cast(self._accumulate(products, biases[j], acc_t, wraps), res_t))
         return outs
+
+    @staticmethod
+    def _order_free(xs: list[Sig], col: np.ndarray, wt: FixedType, bias: Sig, x_t: FixedType, acc_t: FixedType) -> bool:
+        """Whether ``(accum_t)(bias + sum x_i * w_i)``, in the C++ order with each product cast to accum_t (rounding,
+        and overflow unless accum_t wraps), equals the exact sum cast once: no product has bits below accum_t's
+        lsb, and accum_t wraps (modular sums are order-free) or no product and no partial sum (bias, then inputs
+        0..n-1) leaves its range (exact ranges)."""
+        if x_t.frac + wt.frac > acc_t.frac:
+            return False
+        if acc_t.overflow == "WRAP":
+            return True
+        at = -acc_t.frac
+        tmin, tmax = _unchanged(acc_t)
+        lo = hi = bias.const << (bias.lsb - at)
+        for x, code in zip(xs, col):
+            code = int(code)
+            if code == 0 or x.const == 0:
+                continue
+            shift = x.lsb - wt.frac - at
+            if shift < 0:
+                return False
+            ends = (x.lo * code << shift, x.hi * code << shift)
+            plo, phi = min(ends), max(ends)
+            lo, hi = lo + plo, hi + phi
+            if not (tmin <= plo and phi <= tmax and tmin <= lo and hi <= tmax):
+                return False
+        return True
+
+    def cmvm(self, xs: list[Sig], w: np.ndarray) -> list[Term | None]:
+        """``sum_i xs[i] * w[i, j]`` for each column j of the integer matrix ``w`` (inputs not constant), as the
+        adder graph of da4ml's CMVM solution (firmware/rtl_cmvm.py), shared by all columns: one two-operand adder
+        per node, trimmed to the node's exact range. None for a zero column."""
+        key = (w.shape, w.astype(np.int64).tobytes(), tuple((x.lo, x.hi, x.lsb) for x in xs))
+        if key not in self.plans:  # a convolution's pixels share one solution (and its ranges)
+            self.plans[key] = (rtl_cmvm.solve(w, [(x.lo, x.hi, x.lsb) for x in xs]), {})
+        plan, ranges = self.plans[key]
+        box = [(Fraction(x.lo) * Fraction(2) ** x.lsb, Fraction(x.hi) * Fraction(2) ** x.lsb) for x in xs]
+        terms: dict[int, Term] = {}
+
+        def ref(r):
+            t = terms[r.node]
+            return Term(t.sig, t.lsb + r.shift, t.sign * r.sign)
+
+        for k in plan.needed():
+            node = plan.nodes[k]
+            if node[0] == "in":
+                terms[k] = Term(xs[node[1]], xs[node[1]].lsb, 1)
+            else:
+                if k not in ranges:
+                    ranges[k] = plan.value_range(k, box)
+                terms[k] = self.add(ref(node[1]), ref(node[2]), exact=ranges[k])
+                self.counts["cmvm_adders"] += 1
+        return [None if r is None else ref(r) for r in plan.outs]
 
     def _accumulate(self, products: list, bias: Sig, acc_t: FixedType, wraps: bool) -> Sig:
         """accum_t sum of bias + products in the C++ order (one tree when the order cannot matter)."""
         at = -acc_t.frac
+        tmin, tmax = _unchanged(acc_t)
         lo = hi = bias.const << (bias.lsb - at)
         in_range = True
         for terms in products:
             for term in terms:
                 a, b = term.value_range(at)
                 lo, hi = lo + a, hi + b
-            in_range &= acc_t.min_code <= lo and hi <= acc_t.max_code
+            in_range &= tmin <= lo and hi <= tmax
         if wraps or in_range:
             return self.cast(self.tree([t for terms in products for t in terms], bias), acc_t)
         acc = bias
         for terms in products:  # saturating chain, as the C++ loop: acc = (accum_t)(acc + mult)
             acc = self.cast(self.tree(terms + [Term(acc, acc.lsb, 1)], self.const(0, 0)), acc_t)
         return acc
+
+
+def _unchanged(t: FixedType) -> tuple[int, int]:
+    """The codes ``t``'s overflow mode leaves as they are (SAT_SYM saturates the most negative code too)."""
+    if t.overflow == "SAT_SYM" and t.signed:
+        return -t.max_code, t.max_code
+    return t.min_code, t.max_code
 
 
 def _each(fn, arr: np.ndarray) -> np.ndarray:
@@ -798,7 +896,8 @@ def write_rtl(graph: dict, weights: dict, out_dir, clock_mhz: float = 240.0, top
     info = {"top": top, "files": [f"{top}.v", f"{top}_cells.v"], "clock_mhz": clock_mhz, "latency_cycles": latency,
             "ii_cycles": 1, "latency_ns": round(latency * 1000.0 / clock_mhz, 3),
             "stage_budget_ns": round(wr.budget, 3), "inputs": ports_in, "outputs": ports_out,
-            "input_type": str(types[graph["inputs"][0]]), "adders": wr.counts["adders"], "casts": wr.counts["casts"],
+            "input_type": str(types[graph["inputs"][0]]), "adders": wr.counts["adders"],
+            "cmvm_adders": wr.counts["cmvm_adders"], "casts": wr.counts["casts"],
             "registers_bits": int(sum(w for _, w in wr.regs.values())), "cell_modules": len(wr.cells),
             "delay_model": delay.CONSTANTS}
     (out_dir / "rtl.json").write_text(json.dumps(info, indent=1))

@@ -363,3 +363,151 @@ def test_constituent_students_through_rtl(family, tmp_path):
     rtl = check_rtl(tmp_path / "fw" / "graph.json", x, tmp_path / "rtl", events=3000, synthesis=False)["rtl"]
     assert rtl["events_checked"] == 3000 and rtl["mismatches"] == 0, rtl["first_mismatch"]
     assert len(np.unique(Emulator.from_file(tmp_path / "fw" / "graph.json").run(x))) > 20
+
+
+# ---- the shared adder graph of da4ml's CMVM solution (firmware/rtl_cmvm.py) --------------------------------------
+def _shared_codes(rng, n_in, n_out, lim):
+    """Integer weight codes whose columns share subexpressions: random columns, their sums, differences, shifted
+    and negated copies, a zero column and a zero row."""
+    base = rng.integers(-lim // 3, lim // 3 + 1, size=(n_in, 3))
+    cols = [base[:, 0], base[:, 1], base[:, 0] + base[:, 1], base[:, 0] - base[:, 2], -base[:, 1], 2 * base[:, 2],
+            np.zeros(n_in, dtype=int), base[:, 1] - 2 * base[:, 0]]
+    cols += [rng.integers(-lim, lim + 1, size=n_in) * (rng.random(n_in) > 0.3) for _ in range(n_out - len(cols))]
+    w = np.clip(np.stack(cols[:n_out], axis=1), -lim, lim)
+    w[n_in // 2] = 0
+    return w
+
+
+def _eval_plan(plan, x):
+    vals = []
+    for node in plan.nodes:
+        if node[0] == "in":
+            vals.append(x[node[1]])
+        else:
+            vals.append(sum(r.sign * vals[r.node] * 2**r.shift for r in node[1:]))
+    return [0 if r is None else r.sign * vals[r.node] * 2**r.shift for r in plan.outs], vals
+
+
+def test_cmvm_plan_is_the_matrix_with_exact_ranges():
+    """da4ml's solution as a flat plan: on random integer inputs its outputs are ``x @ w`` (python ints), every
+    node's value lies in its exact range and the range's ends are reached at corners of the input box; it needs
+    fewer adders than the per-column canonical-signed-digit trees."""
+    from fractions import Fraction
+
+    from l1forge.firmware import rtl_cmvm
+
+    rng = np.random.default_rng(11)
+    w = _shared_codes(rng, 12, 10, 100)
+    ranges = [(-(1 << 15), (1 << 15) - 1, -10)] * 6 + [(0, 63, -6)] * 6  # wide signed and narrow unsigned inputs
+    plan = rtl_cmvm.solve(w, ranges)
+    assert plan.outs[6] is None  # the zero column
+    box = [(Fraction(lo) * Fraction(2) ** s, Fraction(hi) * Fraction(2) ** s) for lo, hi, s in ranges]
+    codes = [rng.integers(lo, hi + 1, size=300) for lo, hi, _ in ranges]
+    corners = [[(lo if rng.random() < 0.5 else hi) for lo, hi, _ in ranges] for _ in range(64)]
+    need = plan.needed()
+    seen = {k: set() for k in need}
+    for e in range(300 + len(corners)):
+        c = [int(v[e]) for v in codes] if e < 300 else corners[e - 300]
+        x = [Fraction(ci) * Fraction(2) ** s for ci, (_, _, s) in zip(c, ranges)]
+        outs, vals = _eval_plan(plan, x)
+        assert outs == [sum(x[i] * int(w[i, j]) for i in range(12)) for j in range(10)]
+        for k in need:
+            lo, hi = plan.value_range(k, box)
+            assert lo <= vals[k] <= hi
+            seen[k].add(vals[k])
+    # the ends of each range: reached by the corner that picks each input's end by its coefficient's sign
+    for k in need:
+        lo, hi = plan.value_range(k, box)
+        assert hi == sum(c * box[i][int(c > 0)] for i, c in plan.coef[k].items())
+        assert lo == sum(c * box[i][int(c < 0)] for i, c in plan.coef[k].items())
+        assert max(seen[k]) <= hi and min(seen[k]) >= lo
+    n_csd = sum(len(csd(int(v))) for v in w.ravel())
+    per_column = n_csd - sum(1 for j in range(10) if w[:, j].any())  # a tree of n terms has n - 1 adders
+    assert 0 < plan.adders < per_column
+
+
+def _cmvm_graph(seed):
+    """Wide inputs; a wrapping dense layer with shared columns, negative weights, a zero column (its output the
+    constant bias, an input constant of the next layer); a saturating dense layer, some of its columns free of
+    overflow (the shared graph), others not (the per-column chain); a 'same' conv1d (zero padding: the edge
+    windows have fewer live inputs) with a wrapping accumulator; dense head."""
+    rng = np.random.default_rng(seed)
+    w = {}
+    wt = FixedType.parse("fixed<8,3>")
+    codes0 = _shared_codes(rng, 10, 12, 100)
+    w["d0/weight"] = codes0 * 2.0**-wt.frac
+    w["d0/bias"] = wt.quantize(rng.normal(scale=1.0, size=12))
+    w["d0/bias"][6] = 1.25  # the zero column: a positive constant after the relu
+    codes1 = _shared_codes(rng, 12, 8, 60)
+    codes1[:, 0] = 127  # a column whose partial sums saturate the accumulator
+    codes1[6] = np.where(codes1[6] == 0, 9, codes1[6])  # the constant input has weights
+    w["d1/weight"] = codes1 * 2.0**-wt.frac
+    w["d1/bias"] = wt.quantize(rng.normal(scale=0.5, size=8))
+    conv = dict(in_width=4, n_chan=2, filt_width=3, n_filt=6, stride_width=1, out_width=4, pad_left=1, pad_right=1,
+                implementation="linebuffer")
+    w["cv/weight"] = _shared_codes(rng, 6, 6, 100) * 2.0**-wt.frac
+    w["cv/bias"] = wt.quantize(rng.normal(scale=1.0, size=6))
+    w["out/weight"] = _shared_codes(rng, 24, 4, 100) * 2.0**-wt.frac
+    w["out/bias"] = wt.quantize(rng.normal(scale=1.0, size=4))
+    dense = dict(weight_t="fixed<8,3>", bias_t="fixed<8,3>", product="mult", strategy="latency", reuse_factor=1)
+    L = [_layer("x", "input", [], (10,), "fixed<16,6,RND_CONV,SAT>"),
+         _layer("d0", "dense", ["x"], (12,), "fixed<12,5,RND,SAT>", accum_t="fixed<30,14,TRN,WRAP>", **dense),
+         _layer("r0", "relu", ["d0"], (12,), "ufixed<8,3,RND_CONV,SAT>"),
+         _layer("d1", "dense", ["r0"], (8,), "fixed<12,6,TRN,SAT>", accum_t="fixed<18,8,RND,SAT>", **dense),
+         _layer("rs", "reshape", ["d1"], (4, 2), "fixed<12,6,TRN,SAT>"),
+         _layer("cv", "conv1d", ["rs"], (4, 6), "fixed<10,4,RND_ZERO,SAT>", accum_t="fixed<26,10,TRN,WRAP>", **dense,
+                **conv),
+         _layer("fl", "reshape", ["cv"], (24,), "fixed<10,4,RND_ZERO,SAT>"),
+         _layer("out", "dense", ["fl"], (4,), "fixed<12,5,RND,SAT>", accum_t="fixed<26,10,TRN,WRAP>", **dense)]
+    return {"schema": "l1forge.firmware-graph/1", "project_name": f"cmvm{seed}", "io_type": "io_parallel",
+            "inputs": ["x"], "outputs": ["out"], "layers": L}, w
+
+
+def test_cmvm_dense_and_conv_are_bit_exact_and_smaller(tmp_path, monkeypatch):
+    """The shared adder graph in place of the per-column trees: 0 mismatches over 6 000 events against the
+    emulator (a wrong node, shift, sign or output of the translation changes outputs), fewer adders."""
+    from l1forge.firmware import rtl
+
+    graph, weights = _cmvm_graph(7)
+    calls = []
+    real = rtl._Writer.cmvm
+
+    def spy(self, xs, w):  # records which columns took the shared graph, then builds it
+        calls.append(w.shape)
+        return real(self, xs, w)
+
+    monkeypatch.setattr(rtl._Writer, "cmvm", spy)
+    x = inputs(6000, 10, seed=8)
+    result = check_rtl(save_graph(graph, weights, tmp_path / "fw"), x, tmp_path / "rtl", events=6000, synthesis=False)
+    r = result["rtl"]
+    assert r["events_checked"] == 6000 and r["mismatches"] == 0, r["first_mismatch"]
+    info = json.loads((tmp_path / "rtl" / "rtl.json").read_text())
+    assert calls[0] == (10, 12)  # d0: every column (wrapping accumulator), every input live
+    assert calls[1][0] == 11 and 0 < calls[1][1] < 8  # d1: the constant input folded; some columns chained
+    conv = calls[2:-1]  # one per output position; padding and d1's constant output leave fewer live inputs
+    assert len(conv) == 4 and len(set(conv)) == 4 and {c[1] for c in conv} == {6}
+    assert 0 < info["cmvm_adders"] < info["adders"]
+    emu = Emulator(graph, weights).run(x)
+    assert len(np.unique(emu)) > 50
+    # the same design with every column summed on its own (the canonical-signed-digit trees): more adders
+    monkeypatch.setattr(rtl._Writer, "_order_free", staticmethod(lambda *a: False))
+    csd_info = write_rtl(graph, weights, tmp_path / "rtl_csd")
+    assert csd_info["cmvm_adders"] == 0 and info["adders"] < csd_info["adders"]
+
+
+def test_sat_sym_accumulator_whose_partial_sum_reaches_the_most_negative_code(tmp_path):
+    """SAT_SYM also saturates the most negative code: a partial sum that reaches it is changed by the C++ cast
+    after that addition, so the column is no sum to reorder (neither the shared graph nor one tree): the chain."""
+    dense = dict(weight_t="fixed<6,3>", bias_t="fixed<6,3>", product="mult", strategy="latency", reuse_factor=1)
+    L = [_layer("x", "input", [], (2,), "fixed<4,4,TRN,SAT>"),
+         _layer("r", "relu", ["x"], (2,), "ufixed<3,3,TRN,SAT>"),
+         _layer("d", "dense", ["r"], (1,), "fixed<8,5,TRN,SAT_SYM>", accum_t="fixed<8,5,TRN,SAT_SYM>", **dense)]
+    graph = {"schema": "l1forge.firmware-graph/1", "project_name": "satsym", "io_type": "io_parallel",
+             "inputs": ["x"], "outputs": ["d"], "layers": L}
+    weights = {"d/weight": np.array([[-2.25], [0.125]]), "d/bias": np.array([-0.25])}  # -0.25 - 2.25 * 7 = -16
+    x = np.array([[a, b] for a in range(-8, 8) for b in range(-8, 8)], dtype=float)
+    graph_json = save_graph(graph, weights, tmp_path / "fw")
+    rtl = check_rtl(graph_json, x, tmp_path / "rtl", events=len(x), synthesis=False)["rtl"]
+    assert rtl["mismatches"] == 0, rtl["first_mismatch"]
+    emu = Emulator(graph, weights).run(np.array([[7.0, 1.0]]))
+    assert emu.ravel()[0] == -126  # (acc_t)(-16) = -127/8 (SAT_SYM), + 1/8: not the -127 of the exact sum
