@@ -34,6 +34,8 @@ def test_summary_schema_and_results(smoke_run):
     for kind in ("gnn", "transformer"):
         assert task["teachers"][kind]["params"] > 0
         assert {"accuracy", "auc", "rejection_at_30", "rejection_at_50"} <= task["teachers"][kind]["metrics"].keys()
+        versus = task["teachers"][kind]["vs_baseline_student"]  # paired against the label-trained student
+        assert versus["accuracy"]["verdict"] in ("A", "B", "tie") and versus["top_vs_qcd_auc"]["difference_err"] > 0
     student = task["student"]
     assert student["bits"]["weight_bits"] == 6 and student["params"] > 1000
     assert student["metrics"]["accuracy"] > 0.3  # 5 classes: chance is 0.2

@@ -205,18 +205,22 @@ class Tagging(Task):
         if "student" in task:  # which family, and for constituent students how many constituents
             student = self.run.result("distill.student")
             task["student"].update({k: student[k] for k in ("family", "n_constituents", "input_word") if k in student})
-            if verdict := self._distillation_verdict():
+            if verdict := self._paired(self.run.student, self.run.baseline):
                 task["student"]["distilled_vs_baseline"] = verdict
+            for kind in task.get("teachers", {}):  # is the teacher worth distilling: does it beat the label-trained student?
+                if verdict := self._paired(self.run.teacher(kind), self.run.baseline):
+                    task["teachers"][kind]["vs_baseline_student"] = verdict
         if scan := self.run.state.get("scan"):
             task["scan"] = {k: scan["result"][k] for k in ("metric", "points", "front")}
         return task
 
-    def _distillation_verdict(self) -> dict | None:
-        """Distilled student minus its label-trained twin on the same test jets (metrics.paired_difference: paired
-        bootstrap, verdict "A" = distillation wins beyond 2 sigma, "B" = the baseline wins, else "tie")."""
+    def _paired(self, a: pathlib.Path, b: pathlib.Path) -> dict | None:
+        """Model ``a`` minus model ``b`` (directories with predictions.h5) on the same test jets, in accuracy and
+        top-vs-QCD AUC (metrics.paired_difference: paired bootstrap, verdict "A" = a wins beyond 2 sigma, "B" = b
+        wins, else "tie")."""
         from l1forge.metrics import paired_difference
 
-        paths = [self.run.student / "predictions.h5", self.run.baseline / "predictions.h5"]
+        paths = [a / "predictions.h5", b / "predictions.h5"]
         if not all(p.exists() for p in paths) or not self.data_path.exists():
             return None
         labels, split = read_h5(self.data_path, "labels", "split")
@@ -241,6 +245,8 @@ class Tagging(Task):
             "models": _model_rows(scores, block),
             "student_bits": block.get("student", {}).get("bits"),
             "distillation": block.get("student", {}).get("distilled_vs_baseline"),
+            "teacher_verdicts": {k: t["vs_baseline_student"] for k, t in block.get("teachers", {}).items()
+                                 if t.get("vs_baseline_student")},
             "roc_png": _roc_plot(scores) if scores else None,
             "confusion_model": cm_model,
             "confusion_png": _confusion_plot(*scores[cm_model]) if cm_model in scores else None,
