@@ -2,6 +2,13 @@
 
 import pytest
 
+
+def pytest_addoption(parser):
+    parser.addoption("--zoo-rtl-events", type=int, default=0,
+                     help="also simulate the RTL of every model-zoo model (tests/test_user_models.py) in Verilator "
+                          "against the emulator on this many events (0: no)")
+
+
 SMOKE_N = 200  # jets per class
 
 

@@ -42,19 +42,52 @@ def _inputs(shape, seed, scale=3.0):
     return x
 
 
+@pytest.fixture(autouse=True)
+def _zoo_rtl_events(request):
+    """`pytest --zoo-rtl-events N` (tests/conftest.py): also simulate each zoo model's RTL on N events."""
+    global RTL_EVENTS
+    RTL_EVENTS = request.config.getoption("--zoo-rtl-events")
+
+
+RTL_EVENTS = 0
+
+
 def _run(tmp_path, name, model, x, output=None, **kw) -> dict:
-    """Save the model and inputs, emulate with the C-sim check; the stats (0 C-sim mismatches asserted)."""
+    """Save the model and inputs, emulate with the C-sim check; the stats (0 C-sim mismatches asserted). With
+    ``--zoo-rtl-events N`` also the Verilog of its firmware graph in Verilator against the emulator on N events."""
     model.save(tmp_path / f"{name}.h5")
     np.save(tmp_path / f"{name}_x.npy", x)
     start = time.perf_counter()
-    stats = emulate_model(tmp_path / f"{name}.h5", tmp_path / f"{name}_x.npy", check_csim=True, output=output, **kw)
+    project = tmp_path / f"{name}_project"
+    stats = emulate_model(tmp_path / f"{name}.h5", tmp_path / f"{name}_x.npy", check_csim=True, output=output,
+                          project_dir=project, **kw)
     TIMES[name] = time.perf_counter() - start
     assert stats["events_checked"] == N
     assert stats["mismatches"] == 0, stats["first_mismatch"]
     print(f"zoo {name}: {N} events, C-sim mismatches {stats['mismatches']}, Keras: {stats['keras_mismatches']} events "
           f"(max {stats['keras_max_abs_diff']:.3g}, flips {stats['argmax_flips']}), {TIMES[name]:.0f} s, "
           f"first {json.dumps(stats['first_keras_divergence'])}", file=sys.stderr)
+    if RTL_EVENTS:
+        _check_rtl(name, project / "graph.json", x, tmp_path / f"{name}_rtl")
     return stats
+
+
+def _check_rtl(name, graph_json, x, out):
+    """0 mismatches between the RTL (Verilator) and the emulator on RTL_EVENTS inputs: the zoo inputs resampled with
+    a random factor of 0.8-1.25 each (distinct values, the same far tail)."""
+    from l1forge.firmware.rtl import RtlError
+    from l1forge.hardware import check_rtl
+
+    rng = np.random.default_rng(len(name))
+    xs = x[rng.integers(len(x), size=RTL_EVENTS)] * rng.uniform(0.8, 1.25, size=(RTL_EVENTS, *x.shape[1:]))
+    try:
+        rtl = check_rtl(graph_json, xs, out, RTL_EVENTS, synthesis=False)["rtl"]
+    except RtlError as err:  # a layer the RTL writer lacks: named, and nothing simulated
+        print(f"zoo {name}: no RTL: {err}", file=sys.stderr)
+        return
+    print(f"zoo {name}: RTL {rtl['events_checked']} events, {rtl['mismatches']} mismatches, "
+          f"{rtl['adders']} adders", file=sys.stderr)
+    assert rtl["events_checked"] == RTL_EVENTS and rtl["mismatches"] == 0, rtl["first_mismatch"]
 
 
 # ---- no input quantizer ------------------------------------------------------------------------------------
