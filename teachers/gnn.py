@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .features import JetFeatures, Standardize, particle_features
+from .reflections import ReflectionSymmetric
 
 FAR = 1e9
 
@@ -21,7 +22,7 @@ def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B, P, C) gathered at idx (B, P, k) -> (B, P, k, C)."""
     b, p, c = x.shape
     base = torch.arange(b, device=idx.device).view(b, 1, 1) * p
-    return x.reshape(b * p, c)[(idx + base).flatten()].view(b, p, idx.shape[-1], c)
+    return x.reshape(b * p, c).index_select(0, (idx + base).flatten()).view(b, p, idx.shape[-1], c)
 
 
 def knn(points: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,8 +80,9 @@ class EdgeConv(nn.Module):
         return out * mask.unsqueeze(-1)
 
 
-class ParticleNet(nn.Module):
-    """forward(particles (B, P, 4), mask (B, P)[, jet_features (B, G)]) -> logits (B, n_classes)."""
+class ParticleNet(ReflectionSymmetric):
+    """forward(particles (B, P, 4), mask (B, P)[, jet_features (B, G)]) -> logits (B, n_classes), reflection-symmetric
+    (``ReflectionSymmetric``: random reflections in training, the mean of the four in eval)."""
 
     def __init__(self, k: int = 16, blocks=((64, 64, 64), (128, 128, 128), (256, 256, 256)), fc: int = 256,
                  dropout: float = 0.1, n_classes: int = 5, n_globals: int = 0):
@@ -95,7 +97,7 @@ class ParticleNet(nn.Module):
         c += fc if n_globals else 0
         self.head = nn.Sequential(nn.Linear(c, fc), nn.ReLU(), nn.Dropout(dropout), nn.Linear(fc, n_classes))
 
-    def forward(self, particles: torch.Tensor, mask: torch.Tensor, jet_features: torch.Tensor | None = None):
+    def logits(self, particles: torch.Tensor, mask: torch.Tensor, jet_features: torch.Tensor | None = None):
         x = self.features(particles, mask)
         points = particles[..., 1:3] * mask.unsqueeze(-1)
         for conv in self.edge_convs:

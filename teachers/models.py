@@ -10,7 +10,7 @@ from .transformer import ParticleTransformer
 SIZES: dict[str, dict[str, dict]] = {
     "gnn": {
         "smoke": dict(k=8, blocks=((16, 16),), fc=16, dropout=0.0),
-        "demo": dict(k=12, blocks=((32, 32, 32), (64, 64, 64)), fc=64, dropout=0.1),
+        "demo": dict(k=8, blocks=((32, 32, 32), (64, 64, 64)), fc=64, dropout=0.1),
         "medium": dict(k=16, blocks=((48, 48, 48), (96, 96, 96)), fc=128, dropout=0.1),
         "full": dict(k=16, blocks=((64, 64, 64), (128, 128, 128), (256, 256, 256)), fc=256, dropout=0.1),
     },

@@ -135,6 +135,23 @@ def test_real_particle_permutation_invariance(kind, jets):
     np.testing.assert_allclose(_logits(model, perm, n), _logits(model, x, n), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_predictions_are_the_mean_over_the_four_reflections(kind, jets):
+    """Eval logits are invariant under deta -> -deta and dphi -> -dphi and equal the mean of the one-pass logits of
+    the four reflected jets; one pass alone is not invariant (so the average is what makes it so)."""
+    model = _eval_model(kind, jets)
+    x, n = jets.constituents[:32], jets.n_constituents[:32]
+    mask = torch.from_numpy(make_mask(n, x.shape[1]))
+    mirrored = [x * np.array([1, a, b, 1], np.float32) for a in (1, -1) for b in (1, -1)]
+    with torch.no_grad():
+        passes = [model(torch.from_numpy(m), mask, average=False).numpy() for m in mirrored]
+    ref = _logits(model, x, n)
+    np.testing.assert_allclose(ref, np.mean(passes, 0), rtol=0, atol=1e-5)
+    for m in mirrored[1:]:
+        np.testing.assert_allclose(_logits(model, m, n), ref, rtol=0, atol=1e-5)
+    assert np.abs(passes[1] - passes[0]).max() > 1e-3
+
+
 def test_deterministic_given_seed(jets, tmp_path):
     runs = [train_teacher("gnn", jets.constituents, jets.n_constituents, jets.labels, jets.split, tmp_path / str(i),
                           size="smoke", epochs=1, batch_size=128, max_steps=3, seed=5, progress=False)
