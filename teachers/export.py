@@ -12,7 +12,30 @@ from l1forge.core.artifacts import atomic_path
 
 ONNX_INPUTS = ("particles", "mask", "jet_features")
 ONNX_OUTPUT = "logits"
-ONNX_TOLERANCE = 1e-4
+ONNX_TOLERANCE = 1e-4  # per output row: max |onnx - torch| (relative: divided by max(1, |torch|))
+# k-NN teachers rank neighbours by distances that can tie to float round-off; torch and onnxruntime round differently
+# (their matrix products sum in different orders), so at a near-tie they may pick another neighbour for one jet:
+# measured 1 jet in 2048 (demo GNN, one of its four reflections), logits off by 5e-4. Such rows are tolerated up to
+# ONNX_NEAR_TIE_ROWS of the batch and ONNX_NEAR_TIE_TOLERANCE each; a wrong export differs on most rows.
+ONNX_NEAR_TIE_ROWS = 0.01
+ONNX_NEAR_TIE_TOLERANCE = 1e-2
+
+
+def check_onnx(got: np.ndarray, want: np.ndarray, path, relative: bool = False) -> float:
+    """max |got - want| over onnxruntime outputs `got` and torch outputs `want` (B, ...), after checking them.
+
+    RuntimeError (naming `path`) if more than ONNX_NEAR_TIE_ROWS of the B rows differ by ONNX_TOLERANCE or more, or
+    any row by ONNX_NEAR_TIE_TOLERANCE or more; with `relative` the difference is divided by max(1, |want|) first.
+    """
+    diff = np.abs(got - want)
+    scaled = diff / np.maximum(1.0, np.abs(want)) if relative else diff
+    rows = scaled.reshape(len(scaled), -1).max(1)
+    off = int(np.sum(~(rows < ONNX_TOLERANCE)))
+    if off > ONNX_NEAR_TIE_ROWS * len(rows) or not np.max(rows) < ONNX_NEAR_TIE_TOLERANCE:
+        kind = "relative " if relative else ""
+        raise RuntimeError(f"ONNX export of {path} differs from torch: max {kind}difference {np.max(rows):.3g}, "
+                           f"{off} of {len(rows)} rows >= {ONNX_TOLERANCE}")
+    return float(diff.max())
 
 
 def export_onnx(model: torch.nn.Module, path: pathlib.Path, particles: np.ndarray, mask: np.ndarray,
@@ -24,8 +47,8 @@ def export_onnx(model: torch.nn.Module, path: pathlib.Path, particles: np.ndarra
     jet_features (B, G) float32 (raw, standardised inside); output logits (B, n_classes). The arrays given
     (None skipped) take the first `input_names` in order; `output_name` names the output. `dynamic_axes` (torch's
     format) replaces the default, a dynamic batch axis on every input and the output.
-    Raises RuntimeError if the difference reaches ONNX_TOLERANCE, or with `relative` if the difference divided by
-    max(1, |torch output|) does (for outputs in the hundreds, where float32 round-off alone exceeds 1e-4).
+    Raises RuntimeError as ``check_onnx`` does (`relative`: for outputs in the hundreds, where float32 round-off
+    alone exceeds 1e-4).
     """
     import onnxruntime as ort
 
@@ -41,10 +64,4 @@ def export_onnx(model: torch.nn.Module, path: pathlib.Path, particles: np.ndarra
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = session.run([output_name], {n: t.numpy() for n, t in zip(names, tensors)})[0]
         want = model(*tensors).numpy()
-        diff = np.abs(got - want)
-        scaled = diff / np.maximum(1.0, np.abs(want)) if relative else diff
-        if not np.max(scaled) < ONNX_TOLERANCE:
-            kind = "relative " if relative else ""
-            raise RuntimeError(f"ONNX export of {path} differs from torch by {diff.max():.3g} "
-                               f"({kind}>= {ONNX_TOLERANCE})")
-    return float(diff.max())
+        return check_onnx(got, want, path, relative)

@@ -16,7 +16,7 @@ SIZES: dict[str, dict[str, dict]] = {
     },
     "transformer": {
         "smoke": dict(dim=16, heads=2, blocks=1, cls_blocks=1, ffn=32, embed=(16,), pair_embed=(8,), dropout=0.0),
-        "demo": dict(dim=32, heads=4, blocks=2, cls_blocks=1, ffn=64, embed=(32,), pair_embed=(16, 16), dropout=0.1),
+        "demo": dict(dim=48, heads=4, blocks=2, cls_blocks=1, ffn=96, embed=(48,), pair_embed=(16, 16), dropout=0.1),
         "medium": dict(dim=64, heads=8, blocks=3, cls_blocks=1, ffn=192, embed=(64,), pair_embed=(32, 32),
                        dropout=0.1),
         "full": dict(dim=128, heads=8, blocks=6, cls_blocks=2, ffn=512, embed=(128, 128), pair_embed=(64, 64, 64),
