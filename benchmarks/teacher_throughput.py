@@ -14,23 +14,22 @@ before a change, from `git worktree add /tmp/before <commit>`) with the same dat
 The JSON file is a list of {"kind", "size", "device", "params", "train_jets_per_s", "infer_jets_per_s"} (plus
 "train_jets_per_s_epochs", "threads", "contended", "batch_size", "load_average").
 
-Measured here (AMD EPYC, 2 cores that other users kept at a load average of 6-8 throughout, so there are no quiet
-numbers; real Pythia jets of the demo preset, median 64 constituents; batch 128; `--steps 10 --epochs 2`). "before"
-is commit 7650d57 (torch's default 2 spinning OpenMP threads), "after" this code (2 passive threads). Train and
-inference jets per second, with the load average at the end of each measurement:
+Measured here (Intel Xeon, 2 quiet cores, load average 1.2-1.6; real Pythia jets of the demo preset, median 64
+constituents; batch 128; `--steps 30 --epochs 2`). "before" is commit 7650d57 (torch's default spinning OpenMP
+threads, GNN k = 12, transformer dim 32), run on the same machine and data with `--teachers-dir`; "after" is this
+code (2 passive threads, GNN k = 8, transformer dim 48, inference = mean of the four (deta, dphi) reflections):
 
-    kind         size    before train  after train   before infer  after infer
-    gnn          demo    71.7 (5.8)    80.9 (8.4)    177           112
-    transformer  demo    33.7 (6.1)    161.5 (7.8)   149           148
-    gnn          medium  -             35.1 (8.3)    -             57
-    transformer  medium  -             46.8 (6.1)    -             84
+    kind         size    params before/after   train before  after   infer before  after
+    gnn          demo    31557 / 31557         1023          1402    1194          384
+    transformer  demo    29655 / 73543         818           949     973           297
+    gnn          medium  - / 87013             -             382     -             98
+    transformer  medium  - / 196315            -             437     -             84
     with --contend (one more CPU-bound process):
-    gnn          demo    46.5 (5.7)    163.2 (5.8)   144           190
-    transformer  demo    28.1 (5.9)    184.1 (5.5)   147           228
+    gnn          demo                          137           878     567           247
+    transformer  demo                          109           682     584           185
 
-Cost of a training step independent of the load (`--cpu-clock`, OMP_NUM_THREADS=1, before and after alternated in
-one process by /tmp scripts of the same steps): gnn demo ~280 / ~275 jets per CPU-second (unchanged), transformer
-demo ~178 / ~285 (1.6x, the pair features of i < j only).
+On the 2-core AMD EPYC of earlier sessions the same steps ran about 2.5x slower (quiet, after: GNN 476,
+transformer dim 32 583 train jets/s).
 """
 
 from __future__ import annotations
