@@ -38,9 +38,9 @@ class ReflectionSymmetric(nn.Module):
         if not average:
             return self.logits(particles, mask, jet_features)
         n = len(SIGNS)
-        four = lambda t: None if t is None else torch.cat([t] * n)  # noqa: E731
         particles = torch.cat([reflect(particles, signs) for signs in SIGNS])
-        return self.logits(particles, four(mask), four(jet_features)).unflatten(0, (n, -1)).mean(0)
+        jet_features = None if jet_features is None else jet_features.repeat(n, 1)
+        return self.logits(particles, mask.repeat(n, 1), jet_features).unflatten(0, (n, -1)).mean(0)
 
     def logits(self, particles: torch.Tensor, mask: torch.Tensor, jet_features: torch.Tensor | None = None):
         raise NotImplementedError
