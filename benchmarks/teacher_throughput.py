@@ -17,16 +17,17 @@ The JSON file is a list of {"kind", "size", "device", "params", "train_jets_per_
 Measured here (Intel Xeon, 2 quiet cores, load average 1.2-1.6; real Pythia jets of the demo preset, median 64
 constituents; batch 128; `--steps 30 --epochs 2`). "before" is commit 7650d57 (torch's default spinning OpenMP
 threads, GNN k = 12, transformer dim 32), run on the same machine and data with `--teachers-dir`; "after" is this
-code (2 passive threads, GNN k = 8, transformer dim 48, inference = mean of the four (deta, dphi) reflections):
+code (2 passive threads, glibc keeping freed memory, GNN k = 8, transformer dim 48, inference = mean of the four
+(deta, dphi) reflections):
 
     kind         size    params before/after   train before  after   infer before  after
-    gnn          demo    31557 / 31557         1023          1402    1194          384
-    transformer  demo    29655 / 73543         818           949     973           297
-    gnn          medium  - / 87013             -             382     -             98
-    transformer  medium  - / 196315            -             437     -             84
+    gnn          demo    31557 / 31557         1023          1422    1194          621
+    transformer  demo    29655 / 73543         818           918     973           399
+    gnn          medium  - / 87013             -             561     -             172
+    transformer  medium  - / 196315            -             444     -             152
     with --contend (one more CPU-bound process):
-    gnn          demo                          137           878     567           247
-    transformer  demo                          109           682     584           185
+    gnn          demo                          137           894     567           401
+    transformer  demo                          109           618     584           278
 
 On the 2-core AMD EPYC of earlier sessions the same steps ran about 2.5x slower (quiet, after: GNN 476,
 transformer dim 32 583 train jets/s).

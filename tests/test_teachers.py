@@ -274,3 +274,16 @@ def test_onnx_check_tolerates_a_near_tie_jet_not_a_wrong_export():
             check_onnx(wrong, want, "m.onnx")
     big = want * 300  # relative: float32 round-off of outputs in the hundreds
     assert check_onnx(big + big * 1e-6, big, "m.onnx", relative=True) > 1e-4
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+def test_activations_come_from_the_heap_not_fresh_kernel_mappings():
+    """With glibc keeping freed memory, a 32 MiB activation is served from the [heap] mapping, not mapped from the
+    kernel (and unmapped again) on every step: glibc's default threshold would mmap anything over 128 KiB-32 MiB."""
+    from l1forge.teachers import keep_freed_memory
+
+    if not keep_freed_memory():
+        pytest.skip("glibc allocator left as it is (not glibc, or L1FORGE_GLIBC_MALLOC=default)")
+    x = torch.empty(8 << 20)  # 32 MiB of float32
+    heap = [line.split()[0].split("-") for line in open("/proc/self/maps") if line.rstrip().endswith("[heap]")]
+    assert any(int(lo, 16) <= x.data_ptr() < int(hi, 16) for lo, hi in heap), "32 MiB tensor is not on the heap"
