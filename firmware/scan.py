@@ -112,7 +112,8 @@ class StudentEstimate:
     ``metric`` is called on the freshly built model (random weights, ``seed``) before conversion, so a metric
     that trains the model in place is costed with its trained weights. It returns a number, or a dict holding
     "metric" and any other fields for the result row (e.g. uncertainties, R50). A "deepsets" or "mixer" point
-    builds students/deepsets.py ``build_constituent_student`` with ``phi`` and ``head`` on (n_constituents, 3) words.
+    builds students/deepsets.py ``build_constituent_student`` with ``phi`` and ``head`` on (n_constituents, 4) words;
+    its activations keep the family's integer bits (quantize/precision.py ``ACTIVATION_INTEGER``).
 
     ``synthesis="open"`` costs each point by open synthesis instead: the RTL of the firmware graph
     (firmware/rtl.py) through Yosys (firmware/yosys.py, one process per point: the scan's workers are the
@@ -141,7 +142,8 @@ class StudentEstimate:
         from l1forge.students.model import build_student
 
         tf.keras.utils.set_random_seed(self.seed)
-        precision = Precision(weight_bits=point.weight_bits, activation_bits=point.activation_bits)
+        precision = Precision.for_family(point.family, weight_bits=point.weight_bits,
+                                         activation_bits=point.activation_bits)
         if point.family != "hlf":
             from l1forge.quantize.l1words import L1_CONSTITUENT
             from l1forge.students.deepsets import build_constituent_student

@@ -34,7 +34,7 @@ class DistilledAccuracy:
         jets = read_jets(run / "data" / "jets.h5")
         teacher_logits = read_array(run / "teachers" / self.teacher / "predictions.h5", "logits")
         s = self.student
-        family = "deepsets" if len(model.input_shape) == 3 else "hlf"  # (None, n, 3) words (deepsets and mixer alike)
+        family = "deepsets" if len(model.input_shape) == 3 else "hlf"  # (None, n, 4) words (deepsets and mixer alike)
         features, names, preprocess = student_inputs(family, jets, model.input_shape[1], None)
         with tempfile.TemporaryDirectory() as tmp:
             train_student(
@@ -50,10 +50,13 @@ class DistilledAccuracy:
 
 
 def scan_points(weight_bits, reuse_factors, families=("hlf",), n_constituents=(16,)) -> list[ScanPoint]:
-    """Weights and activations share the bit width; every width with every reuse factor, for every family (the
-    constituent families, deepsets and mixer, once per number of constituents)."""
+    """Every weight width with every reuse factor, for every family (the constituent families, deepsets and mixer, once
+    per number of constituents); the activations have the weights' width plus the family's integer bits
+    (quantize/precision.py ``ACTIVATION_INTEGER``: the same for the HLF MLP, 2 more for the constituent students)."""
+    from l1forge.quantize.precision import ACTIVATION_INTEGER
+
     designs = [(f, n) for f in families for n in (n_constituents if f != "hlf" else (0,))]
-    return [ScanPoint(bits, bits, rf, family, n)
+    return [ScanPoint(bits, bits + ACTIVATION_INTEGER[family], rf, family, n)
             for (family, n), bits, rf in itertools.product(designs, weight_bits, reuse_factors)]
 
 

@@ -1,7 +1,7 @@
 """Constituent students: a quantization-aware QKeras deep-sets network on the L1 words of the leading constituents.
 
-Input: (N, 3) per jet, the words of ``l1forge.quantize.l1words`` (pT, deta, dphi relative to the jet axis) of the N
-leading constituents, pT-ordered and zero-padded (``ConstituentInputs``). Network (Zaheer et al. 2017, "Deep Sets";
+Input: (N, 4) per jet, the words of ``l1forge.quantize.l1words`` (pT, deta, dphi relative to the jet axis, valid
+flag) of the N leading constituents, pT-ordered and zero-padded (``ConstituentInputs``). Network (Zaheer et al. 2017, "Deep Sets";
 the particle-flow network of Komiske, Metodiev, Thaler 2019; its L1 form in arXiv 2402.01876):
 
     phi:   per-constituent QConv1D(kernel 1) + quantized ReLU blocks, weights shared by all N constituents
@@ -11,7 +11,9 @@ the particle-flow network of Komiske, Metodiev, Thaler 2019; its L1 form in arXi
 Masking: the phi layers have no bias, so a zero-padded constituent (an all-zero word) stays exactly zero through
 every phi layer (ReLU(0) = 0, quantizers keep 0) and adds nothing to the pool: the average over the N slots is
 (sum over the real constituents) / N, a constant scale the head absorbs; no mask input or division by the
-multiplicity is needed in firmware (with N a power of two, 1/N is exact). The price is no bias in phi.
+multiplicity is needed in firmware (with N a power of two, 1/N is exact). The word's valid flag (1 on real
+constituents, 0 on padding) gives the first layer a bias on real constituents only, and through its constant
+channels every later phi layer too.
 
 hls4ml 1.3.0 converts QConv1D(kernel 1) to a PointwiseConv1D and the average pooling to GlobalPooling1D (io_parallel),
 both described by firmware/graph.py and run bit-exactly by the emulator.
@@ -61,7 +63,8 @@ class ConstituentInputs:
     @classmethod
     def load(cls, path) -> "ConstituentInputs":
         data = json.loads(pathlib.Path(path).read_text())
-        fields = tuple(WordField(**f) for f in data["word"]["fields"])
+        # files written before fields named their column read pt, deta, dphi in that order
+        fields = tuple(WordField(**{"column": i, **f}) for i, f in enumerate(data["word"]["fields"]))
         return cls(int(data["n"]), ConstituentWord(fields))
 
 
@@ -94,9 +97,9 @@ def checked_inputs(jets, n: int, input_type=None, word: ConstituentWord = L1_CON
     _, stored, n_features = jets.constituents.shape
     if not 1 <= n <= stored:
         raise DataError(f"{jets.path}: student.n_constituents={n} but the file stores {stored} constituents per jet")
-    if n_features < word.n_features:
+    if n_features < word.n_columns:
         raise DataError(f"{jets.path}: constituents have {n_features} features; the L1 word of a constituent student "
-                        f"needs {word.n_features} ({', '.join(f.name for f in word.fields)})")
+                        f"needs {word.n_columns} ({word.column_names})")
     if input_type is not None:
         try:
             word.check_input_type(input_type)

@@ -98,10 +98,11 @@ def test_constituent_points_on_the_same_scan():
 
     points = scan_points((4,), (1,), ("hlf", "deepsets"), (4, 8))
     assert [(p.family, p.n_constituents) for p in points] == [("hlf", 0), ("deepsets", 4), ("deepsets", 8)]
+    assert [p.activation_bits for p in points] == [4, 6, 6]  # constituent activations: 2 integer bits on top
     evaluate = StudentEstimate(parameter_count, n_inputs=8, n_outputs=3, hidden=(8,), phi=(4, 4), head=(4,))
     rows = scan(points, evaluate, executor=_Serial())
     hlf, ds4, ds8 = rows
-    assert ds4["params"] == ds8["params"] == 3 * 4 + 4 * 4 + (4 * 4 + 4) + (4 * 3 + 3) == ds4["metric"]
+    assert ds4["params"] == ds8["params"] == 4 * 4 + 4 * 4 + (4 * 4 + 4) + (4 * 3 + 3) == ds4["metric"]  # 4-value words
     assert hlf["params"] == 8 * 8 + 8 + 8 * 3 + 3
     assert ds4["ii_cycles"] == ds8["ii_cycles"] == 1 and ds4["LUT"] < ds8["LUT"]
     fig = Figure()

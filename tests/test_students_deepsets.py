@@ -7,7 +7,7 @@ import pytest
 
 from l1forge.events.schema import DataError, read_jets
 from l1forge.quantize.fixed import FixedType
-from l1forge.quantize.l1words import DETA, L1_CONSTITUENT, PT, constituent_inputs
+from l1forge.quantize.l1words import DETA, L1_CONSTITUENT, PT, VALID, constituent_inputs
 
 
 def test_words_have_the_l1_lsbs_rounding_and_saturation():
@@ -17,19 +17,26 @@ def test_words_have_the_l1_lsbs_rounding_and_saturation():
     assert PT.encode(np.array([0.0, 0.24, 0.25, 10.37, 5000.0])).tolist() == [0, 0, 1, 41, 16383]
     lsb = math.pi / 720
     assert DETA.encode(np.array([0.4 * lsb, 0.6 * lsb, -0.6 * lsb, 3.0, -3.0])).tolist() == [0, 1, -1, 511, -512]
-    assert L1_CONSTITUENT.bits == 34
+    # the valid flag is the OR of the pT code's bits: 0 below one pT LSB, 1 from it on
+    assert VALID.encode(np.array([0.0, 0.24, 0.25, 10.37, 5000.0])).tolist() == [0, 0, 1, 1, 1]
+    assert L1_CONSTITUENT.bits == 35 and L1_CONSTITUENT.n_features == 4 and L1_CONSTITUENT.n_columns == 3
 
 
 def test_network_values_are_exact_in_the_default_input_type():
     rng = np.random.default_rng(1)
-    cons = np.stack([rng.uniform(0, 1500, 1000), rng.uniform(-1, 1, 1000), rng.uniform(-1, 1, 1000)], axis=1)
+    cons = np.stack([rng.uniform(0, 1020, 1000), rng.uniform(-1, 1, 1000), rng.uniform(-1, 1, 1000)], axis=1)
+    cons[:4, 0] = [0.0, 0.1, 0.24, 0.25]  # below and at one pT LSB
     x = L1_CONSTITUENT.to_network(L1_CONSTITUENT.encode(cons))
     t = FixedType.parse("fixed<16,6,RND_CONV,SAT>")
     L1_CONSTITUENT.check_input_type(t)
     np.testing.assert_array_equal(t.quantize(x), x)  # the input quantizer changes nothing
-    np.testing.assert_allclose(x[:, 0] * 64, cons[:, 0], atol=0.25)  # pT / 64 GeV, within one LSB
+    np.testing.assert_allclose(x[:, 0] * 32, cons[:, 0], atol=0.25)  # pT / 32 GeV, within one LSB
+    np.testing.assert_allclose(x[:, 1] * 0.1396, cons[:, 1], atol=0.0025)  # deta / (32 pi / 720)
+    assert set(x[:, 3]) == {0.0, 1.0} and (x[:, 3] == (cons[:, 0] >= 0.25)).all()
+    hard = L1_CONSTITUENT.to_network(L1_CONSTITUENT.encode(np.array([[1500.0, 0.0, 0.0]])))
+    assert t.quantize(hard)[0, 0] == t.max_value  # pT saturates at 1024 GeV in the input type, as documented
     with pytest.raises(ValueError, match="fractional bits"):
-        L1_CONSTITUENT.check_input_type(FixedType.parse("fixed<12,6,RND_CONV,SAT>"))
+        L1_CONSTITUENT.check_input_type(FixedType.parse("fixed<6,0,RND_CONV,SAT>"))
 
 
 def test_inputs_are_leading_constituents_zero_padded():
@@ -39,8 +46,9 @@ def test_inputs_are_leading_constituents_zero_padded():
     cons[1, :5, 0] = [50.0, 40.0, 30.0, 20.0, 10.0]
     cons[1, 4, 2] = 0.5  # past n_constituents = 4 below: must be zeroed
     x = constituent_inputs(cons, np.array([3, 4]), 4)
-    assert x.shape == (2, 4, 3)
-    assert x[0, 3].tolist() == [0, 0, 0] and x[0, 0, 0] == 300 / 64 and x[1, 3, 0] == 20 / 64
+    assert x.shape == (2, 4, 4)
+    assert x[0, 3].tolist() == [0, 0, 0, 0] and x[0, 0, 0] == 300 / 32 and x[1, 3, 0] == 20 / 32
+    assert x[:, :, 3].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]  # valid flag: 0 on the padded slot
     with pytest.raises(ValueError, match="n_constituents=6 but 5"):
         constituent_inputs(cons, np.array([3, 4]), 6)
     with pytest.raises(ValueError, match="word needs 3"):
@@ -68,7 +76,7 @@ def test_deepsets_is_permutation_invariant_and_ignores_padding(smoke_jets):
 
     jets = read_jets(smoke_jets)
     x = checked_inputs(jets, 16)(jets.constituents[:64], jets.n_constituents[:64])
-    model = build_deepsets(16, 3, 5, phi=(8, 8), head=(8,))
+    model = build_deepsets(16, 4, 5, phi=(8, 8), head=(8,))
     rng = np.random.default_rng(0)
     shuffled = x.copy()
     for i, n in enumerate(np.minimum(jets.n_constituents[:64], 16)):
@@ -99,7 +107,7 @@ def test_constituent_firmware_is_bit_exact(smoke_jets, tmp_path, family):
     jets = read_jets(smoke_jets)
     x = checked_inputs(jets, 8)(jets.constituents[:300], jets.n_constituents[:300]).astype(np.float64)
     tf.keras.utils.set_random_seed(2)
-    model = build_constituent_student(family, 8, 3, 5, phi=(6, 6), head=(8,), precision=Precision())
+    model = build_constituent_student(family, 8, 4, 5, phi=(6, 6), head=(8,), precision=Precision())
     block = build_firmware(model, Precision().input, FirmwareSettings(), tmp_path / "fw")
     assert block["ii_cycles"] == 1 and block["latency_ns"] < 100
     graph = __import__("json").loads((tmp_path / "fw" / "graph.json").read_text())
@@ -111,3 +119,16 @@ def test_constituent_firmware_is_bit_exact(smoke_jets, tmp_path, family):
     assert stats["events_checked"] == 300 and stats["mismatches"] == 0
     assert np.ptp(emu, axis=0).max() > 0  # outputs differ between jets: the check is not on constants
     np.testing.assert_array_equal(model.predict(x, verbose=0), emu)
+
+
+def test_family_precision_rule():
+    """Constituent students get 2 integer activation bits on top of the weight width; set values win."""
+    from l1forge.quantize.precision import Precision
+
+    hlf, ds = Precision.for_family("hlf"), Precision.for_family("deepsets", weight_bits=4)
+    assert (hlf.activation_bits, hlf.activation_integer) == (6, 0)
+    assert (ds.weight_bits, ds.activation_bits, ds.activation_integer) == (4, 6, 2)
+    mixer = Precision.for_family("mixer", activation_bits=5, activation_integer=1)
+    assert (mixer.activation_bits, mixer.activation_integer) == (5, 1)
+    with pytest.raises(ValueError, match="'gnn' has no precision rule"):
+        Precision.for_family("gnn")

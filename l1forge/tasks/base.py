@@ -131,7 +131,8 @@ class Task:
         from l1forge.quantize.precision import Precision
 
         s = self.cfg.student
-        return Precision(FixedType.parse(s.input_type), s.weight_bits, s.weight_integer, s.activation_bits, s.activation_integer)
+        return Precision.for_family(s.family, FixedType.parse(s.input_type), s.weight_bits, s.weight_integer,
+                                    s.activation_bits, s.activation_integer)
 
     def compare(self, x: np.ndarray, index: np.ndarray):
         """Emulator vs the compiled C-sim of the firmware project on inputs ``x`` (rows ``index`` of the data):
