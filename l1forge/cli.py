@@ -240,7 +240,7 @@ def _ints(text: str) -> list[int]:
 def scan(
     out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
     force: bool = FORCE, quiet: bool = QUIET,
-    bits: str = typer.Option("4,6,8", help="Bit widths of weights and activations, comma-separated."),
+    bits: str = typer.Option("4,6,8", help="Weight bit widths, comma-separated; activations as wide (2 bits wider, the integer bits, for deepsets/mixer)."),
     reuse: str = typer.Option("1,2,4", help="Reuse factors, comma-separated."),
     executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS,
     families: str = typer.Option("hlf", help="Student families, comma-separated: hlf, deepsets, mixer."),
@@ -264,7 +264,7 @@ def scan(
     runner.report()
     for point in result["front"]:
         family = point.get("family", "hlf") + (f" N={point['n_constituents']}" if point.get("family", "hlf") != "hlf" else "")
-        console.print(f"front: {family}, {point['weight_bits']} bits, reuse {point['reuse_factor']}: accuracy {point['metric']:.3f}, "
+        console.print(f"front: {family}, {point['weight_bits']}/{point['activation_bits']} bits, reuse {point['reuse_factor']}: accuracy {point['metric']:.3f}, "
                       f"{point['LUT']:.0f} LUT, {point['latency_ns']:.1f} ns", highlight=False)
 
 

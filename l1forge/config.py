@@ -57,8 +57,8 @@ class StudentConfig(Strict):
     input_type: str = "fixed<16,6,RND_CONV,SAT>"
     weight_bits: int = 6
     weight_integer: int = 0
-    # None: the family's rule, quantize/precision.py ACTIVATION_INTEGER (integer bits: hlf 0, deepsets and mixer 2;
-    # width: weight_bits + those, so 6 and 8 by default)
+    # None: the family's default, quantize/precision.py FAMILY_ACTIVATIONS (hlf, and the other tasks' MLP students:
+    # 6 bits, 0 integer; deepsets and mixer: 8 bits, 2 integer)
     activation_bits: int | None = None
     activation_integer: int | None = None
     teacher: Literal["best", "gnn", "transformer"] = "best"
@@ -132,7 +132,8 @@ PRESETS: dict[str, dict] = {
         "teachers": {"size": "demo", "epochs": 12, "batch_size": 128, "lr": 3e-3},
         # 200 epochs of 64 jets with early stopping (patience 40): distillation keeps improving long after labels
         # alone stop (HLF, GNN teacher: 0.713 -> 0.723 distilled, 0.7145 -> 0.702 on labels, vs 40 epochs of 256);
-        # the constituent students need the steps (deep sets 16-16, 32 on N = 16: 0.528 -> 0.566)
+        # the constituent students need the steps (deep sets 16-16 / 32 on N = 16, valid-flag words: 0.528 -> 0.566).
+        # The block is every task's: the demo's anomaly students and chain autoencoders train this way too
         "student": {"epochs": 200, "batch_size": 64},
     },
     # teachers several times the demo's (GNN 87k, transformer 180k parameters) on 3x its jets: both teachers in

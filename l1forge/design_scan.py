@@ -52,11 +52,11 @@ class DistilledAccuracy:
 def scan_points(weight_bits, reuse_factors, families=("hlf",), n_constituents=(16,)) -> list[ScanPoint]:
     """Every weight width with every reuse factor, for every family (the constituent families, deepsets and mixer, once
     per number of constituents); the activations have the weights' width plus the family's integer bits
-    (quantize/precision.py ``ACTIVATION_INTEGER``: the same for the HLF MLP, 2 more for the constituent students)."""
-    from l1forge.quantize.precision import ACTIVATION_INTEGER
+    (quantize/precision.py ``FAMILY_ACTIVATIONS``: the same for the HLF MLP, 2 more for the constituent students)."""
+    from l1forge.quantize.precision import FAMILY_ACTIVATIONS
 
     designs = [(f, n) for f in families for n in (n_constituents if f != "hlf" else (0,))]
-    return [ScanPoint(bits, bits + ACTIVATION_INTEGER[family], rf, family, n)
+    return [ScanPoint(bits, bits + FAMILY_ACTIVATIONS[family][1], rf, family, n)
             for (family, n), bits, rf in itertools.product(designs, weight_bits, reuse_factors)]
 
 

@@ -118,8 +118,12 @@ class ConstituentWord:
 
     @property
     def bits(self) -> int:
-        """Bits of one word on the link."""
-        return sum(f.width for f in self.fields)
+        """Bits of one word on the link: the first field of each column (a derived field, the valid flag from pT,
+        costs no link bits)."""
+        first = {}
+        for f in self.fields:
+            first.setdefault(f.column, f)
+        return sum(f.width for f in first.values())
 
     def encode(self, constituents: np.ndarray) -> np.ndarray:
         """(..., F>=n_columns) physical values [pt GeV, deta rad, dphi rad, ...] -> (..., n_features) int64 codes.

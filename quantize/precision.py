@@ -13,13 +13,13 @@ from l1forge.quantize.fixed import FixedType
 
 DEFAULT_INPUT = FixedType(16, 6, True, "RND_CONV", "SAT")
 
-# Integer bits of the activations of each student family where the configuration leaves them unset; the activation
-# width then defaults to the weight width plus these bits (the fractional resolution of the weights). The HLF MLP
-# sees standardised features: activations in [0, 1) suffice. The constituent students (students/deepsets.py) carry
+# (activation bits, integer bits) of each student family where the configuration leaves them unset; a design scan
+# (l1forge/design_scan.py) gives the activations its weight width plus the family's integer bits. The HLF MLP (and
+# the MLP students of the other tasks) sees standardised features: activations in [0, 1) suffice. The constituent students (students/deepsets.py) carry
 # per-constituent values of order 1-10 (the L1 words of quantize/l1words.py) and their sums: 2 integer bits (demo,
 # deep sets 32-32 / 32-32 on N = 16 distilled from the GNN, 6-bit weights, one training each, +- 0.011: test
 # accuracy 0.583 with 6-bit activations and 0 integer bits, 0.574 with 6 and 2, 0.611 with 8 and 2).
-ACTIVATION_INTEGER = {"hlf": 0, "deepsets": 2, "mixer": 2}
+FAMILY_ACTIVATIONS = {"hlf": (6, 0), "deepsets": (8, 2), "mixer": (8, 2)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,13 +36,13 @@ class Precision:
     def for_family(cls, family: str = "hlf", input: FixedType = DEFAULT_INPUT, weight_bits: int = 6,
                    weight_integer: int = 0, activation_bits: int | None = None,
                    activation_integer: int | None = None) -> "Precision":
-        """The precision of a student family: ``activation_integer`` None takes ``ACTIVATION_INTEGER[family]``,
-        ``activation_bits`` None ``weight_bits`` + those integer bits (ValueError naming an unknown family)."""
-        if family not in ACTIVATION_INTEGER:
-            raise ValueError(f"student family {family!r} has no precision rule; one of {', '.join(ACTIVATION_INTEGER)}")
-        integer = ACTIVATION_INTEGER[family] if activation_integer is None else activation_integer
-        bits = weight_bits + integer if activation_bits is None else activation_bits
-        return cls(input, weight_bits, weight_integer, bits, integer)
+        """The precision of a student family; activation widths left None take ``FAMILY_ACTIVATIONS[family]``
+        (ValueError naming an unknown family)."""
+        if family not in FAMILY_ACTIVATIONS:
+            raise ValueError(f"student family {family!r} has no precision rule; one of {', '.join(FAMILY_ACTIVATIONS)}")
+        bits, integer = FAMILY_ACTIVATIONS[family]
+        return cls(input, weight_bits, weight_integer, bits if activation_bits is None else activation_bits,
+                   integer if activation_integer is None else activation_integer)
 
     def __post_init__(self):
         if not self.input.signed or self.input.rounding != "RND_CONV" or self.input.overflow != "SAT":

@@ -42,7 +42,7 @@ FAMILIES = ("hlf", "deepsets", "mixer")
 
 @dataclasses.dataclass
 class ConstituentInputs:
-    """Preprocessing of a constituent student: jets' constituents (jets, M, F) -> network input (jets, n, 3).
+    """Preprocessing of a constituent student: jets' constituents (jets, M, F) -> network input (jets, n, word.n_features).
 
     Stands where the HLF student's ``Standardizer`` stands (``train_student(..., preprocess=...)``, saved as
     ``preprocess.json``): no statistics, only the fixed-point words of quantize/l1words.py.

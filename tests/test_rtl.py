@@ -351,14 +351,14 @@ def test_constituent_students_through_rtl(family, tmp_path):
     from l1forge.students.deepsets import build_constituent_student
 
     tf.keras.utils.set_random_seed(3)
-    model = build_constituent_student(family, 8, 3, 5, phi=(6, 6), head=(8,), precision=Precision())
+    model = build_constituent_student(family, 8, 4, 5, phi=(6, 6), head=(8,), precision=Precision.for_family(family))
     build_firmware(model, Precision().input, FirmwareSettings(), tmp_path / "fw")
     graph = json.loads((tmp_path / "fw" / "graph.json").read_text())
     ops = {layer["op"] for layer in graph["layers"]}
     assert {"conv1d", "global_average"} <= ops and ("transpose" in ops) == (family == "mixer")
     t = FixedType.parse(graph["layers"][0]["result_t"])
     rng = np.random.default_rng(0)
-    x = rng.uniform(t.min_value, t.max_value, size=(3000, 8, 3))
+    x = rng.uniform(t.min_value, t.max_value, size=(3000, 8, 4))
     x[:300] *= 1.5
     rtl = check_rtl(tmp_path / "fw" / "graph.json", x, tmp_path / "rtl", events=3000, synthesis=False)["rtl"]
     assert rtl["events_checked"] == 3000 and rtl["mismatches"] == 0, rtl["first_mismatch"]

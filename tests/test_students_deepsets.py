@@ -19,7 +19,7 @@ def test_words_have_the_l1_lsbs_rounding_and_saturation():
     assert DETA.encode(np.array([0.4 * lsb, 0.6 * lsb, -0.6 * lsb, 3.0, -3.0])).tolist() == [0, 1, -1, 511, -512]
     # the valid flag is the OR of the pT code's bits: 0 below one pT LSB, 1 from it on
     assert VALID.encode(np.array([0.0, 0.24, 0.25, 10.37, 5000.0])).tolist() == [0, 0, 1, 1, 1]
-    assert L1_CONSTITUENT.bits == 35 and L1_CONSTITUENT.n_features == 4 and L1_CONSTITUENT.n_columns == 3
+    assert L1_CONSTITUENT.bits == 34 and L1_CONSTITUENT.n_features == 4 and L1_CONSTITUENT.n_columns == 3
 
 
 def test_network_values_are_exact_in_the_default_input_type():
@@ -107,7 +107,7 @@ def test_constituent_firmware_is_bit_exact(smoke_jets, tmp_path, family):
     jets = read_jets(smoke_jets)
     x = checked_inputs(jets, 8)(jets.constituents[:300], jets.n_constituents[:300]).astype(np.float64)
     tf.keras.utils.set_random_seed(2)
-    model = build_constituent_student(family, 8, 4, 5, phi=(6, 6), head=(8,), precision=Precision())
+    model = build_constituent_student(family, 8, 4, 5, phi=(6, 6), head=(8,), precision=Precision.for_family(family))
     block = build_firmware(model, Precision().input, FirmwareSettings(), tmp_path / "fw")
     assert block["ii_cycles"] == 1 and block["latency_ns"] < 100
     graph = __import__("json").loads((tmp_path / "fw" / "graph.json").read_text())
@@ -122,12 +122,12 @@ def test_constituent_firmware_is_bit_exact(smoke_jets, tmp_path, family):
 
 
 def test_family_precision_rule():
-    """Constituent students get 2 integer activation bits on top of the weight width; set values win."""
+    """Constituent students get 8-bit activations with 2 integer bits, the HLF MLP 6 and 0; set values win."""
     from l1forge.quantize.precision import Precision
 
     hlf, ds = Precision.for_family("hlf"), Precision.for_family("deepsets", weight_bits=4)
     assert (hlf.activation_bits, hlf.activation_integer) == (6, 0)
-    assert (ds.weight_bits, ds.activation_bits, ds.activation_integer) == (4, 6, 2)
+    assert (ds.weight_bits, ds.activation_bits, ds.activation_integer) == (4, 8, 2)
     mixer = Precision.for_family("mixer", activation_bits=5, activation_integer=1)
     assert (mixer.activation_bits, mixer.activation_integer) == (5, 1)
     with pytest.raises(ValueError, match="'gnn' has no precision rule"):

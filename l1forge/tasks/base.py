@@ -125,13 +125,14 @@ class Task:
             raise RuntimeError("stage 'distill' needs a trained teacher first (run `l1forge teach`)")
         return min(trained, key=lambda k: trained[k]["best_val_loss"])
 
-    def precision(self):
-        """The student's bits, from the configuration (quantize/ owns the rules)."""
+    def precision(self, family: str = "hlf"):
+        """The student's bits, from the configuration; activation widths it leaves unset follow ``family``'s rule
+        (quantize/precision.py ``FAMILY_ACTIVATIONS``: the MLP students of every task are "hlf")."""
         from l1forge.quantize.fixed import FixedType
         from l1forge.quantize.precision import Precision
 
         s = self.cfg.student
-        return Precision.for_family(s.family, FixedType.parse(s.input_type), s.weight_bits, s.weight_integer,
+        return Precision.for_family(family, FixedType.parse(s.input_type), s.weight_bits, s.weight_integer,
                                     s.activation_bits, s.activation_integer)
 
     def compare(self, x: np.ndarray, index: np.ndarray):

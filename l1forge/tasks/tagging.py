@@ -82,7 +82,7 @@ class Tagging(Task):
         from l1forge.students.distill import train_student
 
         s = self.cfg.student
-        precision = self.precision()
+        precision = self.precision(self.cfg.student.family)
 
         def work(out: pathlib.Path, teacher: str | None):
             def fn():
@@ -123,7 +123,7 @@ class Tagging(Task):
 
     def student_x(self, jets, index: np.ndarray) -> np.ndarray:
         """Float64 firmware input of jets ``index`` as the trained student's ``preprocess.json`` defines it: (events,
-        16) standardized features (hlf) or (events, n, 3) L1 constituent words (deepsets, mixer)."""
+        16) standardized features (hlf) or (events, n, 4) L1 constituent words (deepsets, mixer)."""
         from l1forge.students.deepsets import ConstituentInputs, load_preprocess
 
         prep = load_preprocess(self.run.student / "preprocess.json")
