@@ -19,9 +19,10 @@ LSB (half away from zero) and saturate. The network sees each word with its bina
 bits (a wire relabelling in firmware, no logic), chosen so that a typical constituent of a 1 TeV jet gives values
 of order one (pT 10-300 GeV -> 0.3-9; |deta| 0.02-0.4 -> 0.14-2.9): with 6-8-bit weights and activations of few
 integer bits the network cannot scale tiny inputs up (demo, deep sets N = 16, one training each, +- 0.011: test
-accuracy 0.593 with pT / 64 GeV and angles / 0.559, 0.611 with these shifts). Every network value is exactly representable in the
-default student input type ``fixed<16,6>`` (10 fractional bits >= 7, angles within +-16); pT saturates at 1024 GeV
-there (value 32), far above the constituents of the 800-1200 GeV jets but for the hardest one of a few jets.
+accuracy 0.593 with pT / 64 GeV and angles / 0.559, 0.611 with these shifts). Every network value is exactly
+representable in the default student input type ``fixed<16,6>`` (10 fractional bits >= 7, angles within +-16); pT
+saturates at 1024 GeV there (value 32), far above the constituents of the 800-1200 GeV jets but for the hardest one
+of a few jets.
 
 ``valid`` is 1 for a candidate and 0 for an empty slot (L1 marks an empty candidate by pT code 0: the OR of the 14
 pT bits). It lets a bias-free per-constituent layer have a bias on real constituents only, so padding stays zero

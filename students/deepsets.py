@@ -1,8 +1,8 @@
 """Constituent students: a quantization-aware QKeras deep-sets network on the L1 words of the leading constituents.
 
 Input: (N, 4) per jet, the words of ``l1forge.quantize.l1words`` (pT, deta, dphi relative to the jet axis, valid
-flag) of the N leading constituents, pT-ordered and zero-padded (``ConstituentInputs``). Network (Zaheer et al. 2017, "Deep Sets";
-the particle-flow network of Komiske, Metodiev, Thaler 2019; its L1 form in arXiv 2402.01876):
+flag) of the N leading constituents, pT-ordered and zero-padded (``ConstituentInputs``). Network (Zaheer et al.
+2017, "Deep Sets"; the particle-flow network of Komiske, Metodiev, Thaler 2019; its L1 form in arXiv 2402.01876):
 
     phi:   per-constituent QConv1D(kernel 1) + quantized ReLU blocks, weights shared by all N constituents
     pool:  GlobalAveragePooling1D over the N slots (permutation invariant)
@@ -42,7 +42,7 @@ FAMILIES = ("hlf", "deepsets", "mixer")
 
 @dataclasses.dataclass
 class ConstituentInputs:
-    """Preprocessing of a constituent student: jets' constituents (jets, M, F) -> network input (jets, n, word.n_features).
+    """Preprocessing of a constituent student: constituents (jets, M, F) -> network input (jets, n, word.n_features).
 
     Stands where the HLF student's ``Standardizer`` stands (``train_student(..., preprocess=...)``, saved as
     ``preprocess.json``): no statistics, only the fixed-point words of quantize/l1words.py.
