@@ -113,18 +113,23 @@ class ConstituentWord:
         return len(self.fields)
 
     @property
-    def n_columns(self) -> int:
-        """Physical constituent columns the word reads (pt, deta, dphi, ...)."""
-        return max(f.column for f in self.fields) + 1
-
-    @property
-    def bits(self) -> int:
-        """Bits of one word on the link: the first field of each column (a derived field, the valid flag from pT,
-        costs no link bits)."""
+    def link_fields(self) -> tuple[WordField, ...]:
+        """The first field reading each physical column, by column: the fields on the link (a derived field, such
+        as the valid flag from pT, costs no link bits)."""
         first = {}
         for f in self.fields:
             first.setdefault(f.column, f)
-        return sum(f.width for f in first.values())
+        return tuple(first[c] for c in sorted(first))
+
+    @property
+    def n_columns(self) -> int:
+        """Physical constituent columns the word reads (pt, deta, dphi, ...)."""
+        return self.link_fields[-1].column + 1
+
+    @property
+    def bits(self) -> int:
+        """Bits of one word on the link."""
+        return sum(f.width for f in self.link_fields)
 
     def encode(self, constituents: np.ndarray) -> np.ndarray:
         """(..., F>=n_columns) physical values [pt GeV, deta rad, dphi rad, ...] -> (..., n_features) int64 codes.
@@ -138,11 +143,8 @@ class ConstituentWord:
 
     @property
     def column_names(self) -> str:
-        """The physical columns the word reads, by the name of the field that reads each first: "pt, deta, dphi"."""
-        names = {}
-        for f in self.fields:
-            names.setdefault(f.column, f.name)
-        return ", ".join(names[c] for c in sorted(names))
+        """The physical columns the word reads, by their link fields' names: "pt, deta, dphi"."""
+        return ", ".join(f.name for f in self.link_fields)
 
     def to_network(self, codes: np.ndarray) -> np.ndarray:
         """int codes (..., n_features) -> float64 network values ``code * 2**-shift`` (exact)."""

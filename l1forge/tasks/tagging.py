@@ -82,7 +82,7 @@ class Tagging(Task):
         from l1forge.students.distill import train_student
 
         s = self.cfg.student
-        precision = self.precision(self.cfg.student.family)
+        precision = self.precision(s.family)
 
         def work(out: pathlib.Path, teacher: str | None):
             def fn():
