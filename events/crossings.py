@@ -11,8 +11,9 @@ of the pileup task (events/pfcands.py ``candidates``). Schema "l1forge.crossings
   to 1); for a signal crossing, 1 / its sample's crossings at that pileup;
 * attribute ``sample_is_signal`` (one flag per sample name) and ``crossing_fraction`` (JSON {pileup: {sample: f}}).
 
-Splits: at ``reference_pileup`` the zero-bias crossings are split 60/20/20 train/val/test (models train there, the
-threshold is set there); every other crossing (other pileups, every signal) is test.
+Splits: at ``reference_pileup`` (where models train and the threshold is set) twice as many zero-bias crossings are
+generated and split REFERENCE_SPLIT 40/10/50 train/val/test, so the rate there rests on as many test crossings as at
+every other pileup; every other crossing (other pileups, every signal) is test.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import zlib
 
 import numpy as np
 
-from l1forge.events.anomaly import BACKGROUND_SPLIT, MINBIAS, crossing_fractions, sample_plan
+from l1forge.events.anomaly import MINBIAS, crossing_fractions, sample_plan
 from l1forge.events.l1objects import Particles
 from l1forge.events.pfcands import PileupSample, _truth, candidates, read_pileup
 from l1forge.events.pileup import build_pileup_library, overlay, particles_from_batch
@@ -38,6 +39,7 @@ from l1forge.events.schema import checked_dataset, fail, open_h5, write_h5
 SCHEMA = "l1forge.crossings/1"
 CHUNK_EVENTS = 100  # crossings per work unit: part of the seed derivation, so changing it changes the output
 LIBRARY_EVENTS = 20_000
+REFERENCE_SPLIT = (0.4, 0.1, 0.5)  # train/val/test of the zero-bias crossings at the reference pileup (2x as many)
 _PARTICLE_FIELDS = ("pt", "eta", "phi", "dz", "charge", "type", "is_pv")
 
 
@@ -95,13 +97,13 @@ def _chunk(name: str, settings, n_events: int, seed: int, chunk: int, mu: float,
 
 
 def _split(sample: np.ndarray, pileup: np.ndarray, signal: np.ndarray, reference: float, seed: int) -> np.ndarray:
-    """60/20/20 train/val/test for zero-bias crossings at the reference pileup, test for every other crossing."""
+    """REFERENCE_SPLIT for zero-bias crossings at the reference pileup, test for every other crossing."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(b"split")]))
     split = np.full(len(sample), 2, np.int8)
     for s in np.flatnonzero(~signal):
         rows = np.flatnonzero((sample == s) & (pileup == reference))
         rows = rows[rng.permutation(len(rows))]
-        edges = np.round(np.cumsum(BACKGROUND_SPLIT)[:2] * len(rows)).astype(int)
+        edges = np.round(np.cumsum(REFERENCE_SPLIT)[:2] * len(rows)).astype(int)
         for value, part in enumerate(np.split(rows, edges)):
             split[part] = value
     return split
@@ -112,8 +114,8 @@ def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileu
                        extra_processes: dict[str, list[str]] | None = None, hard_mpi: bool = True,
                        library_events: int = LIBRARY_EVENTS, progress: bool = True,
                        executor: concurrent.futures.Executor | None = None) -> dict:
-    """Write, at each pileup, n_zero_bias zero-bias crossings (half minimum bias, half shared by BACKGROUNDS) and
-    n_signal crossings of each signal (SIGNALS names, default all, then extra_processes {name: settings}), as L1
+    """Write, at each pileup, n_zero_bias zero-bias crossings (half minimum bias, half shared by BACKGROUNDS; twice as
+    many at the reference pileup, module docstring) and n_signal crossings of each signal (SIGNALS names, default all, then extra_processes {name: settings}), as L1
     candidates with truth (module docstring). Chunks run on `executor` or `workers` local processes; the output is
     byte-identical whatever the executor. Returns {"n_events", "n_candidates", "candidates_per_event" (per pileup),
     "per_sample", "seconds", "events_per_s", "library_seconds", "path"}; ValueError on bad arguments."""
@@ -129,8 +131,11 @@ def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileu
     library = build_pileup_library(library_events, seed, workers, pthat_max=QCD_PTHAT_BINS[0][0], progress=progress,
                                    executor=executor)
     library_seconds = time.perf_counter() - start
-    tasks = [(name, processes[name], min(CHUNK_EVENTS, counts[name] - first), seed, k, mu)
-             for mu in pileups for name in names for k, first in enumerate(range(0, counts[name], CHUNK_EVENTS))]
+    n_at = {(f"{mu:g}", k): counts[k] * (2 if mu == reference and not signal[i] else 1)
+            for mu in pileups for i, k in enumerate(names)}
+    tasks = [(name, processes[name], min(CHUNK_EVENTS, n_at[f"{mu:g}", name] - first), seed, k, mu)
+             for mu in pileups for name in names
+             for k, first in enumerate(range(0, n_at[f"{mu:g}", name], CHUNK_EVENTS))]
     results = run_chunks(_chunk, tasks, [t[2] for t in tasks], workers, "crossings", progress, executor,
                          shared={"library": library})
     sigma = {n: float(np.mean([r["sigma_mb"] for r, t in zip(results, tasks) if t[0] == n])) for n in names[1:]}
@@ -138,7 +143,7 @@ def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileu
                  for mu in pileups}
     sample = np.concatenate([np.full(t[2], names.index(t[0]), np.int16) for t in tasks])
     pileup = np.concatenate([np.full(t[2], t[5], np.float32) for t in tasks])
-    per_event = {(f"{mu:g}", k): (1.0 if signal[i] else fractions[f"{mu:g}"][k]) / counts[k]
+    per_event = {(f"{mu:g}", k): (1.0 if signal[i] else fractions[f"{mu:g}"][k]) / n_at[f"{mu:g}", k]
                  for mu in pileups for i, k in enumerate(names)}
     weight = np.array([per_event[f"{mu:g}", names[s]] for mu, s in zip(pileup.tolist(), sample.tolist())])
     n_candidates = np.concatenate([r["counts"] for r in results])

@@ -20,7 +20,9 @@ from l1forge.core import executors
 SQRT_S_GEV = 14000.0
 COMMON_SETTINGS = (f"Beams:eCM = {SQRT_S_GEV:.1f}", "Print:quiet = on", "Next:numberCount = 0", "Check:event = off")
 MINBIAS_SETTINGS = ("SoftQCD:inelastic = on",)  # Pythia defaults otherwise: MPI on
-QCD_PTHAT_BINS = ((30, 100), (100, 300), (300, None))  # GeV; the minimum-bias stream vetoes pTHat >= 30
+# GeV; the minimum-bias stream vetoes pTHat >= 30. Narrow bins below 170 GeV: the crossings that pass a 10 kHz
+# threshold at high pileup lie in the upper part of a wide low bin, where each crossing would stand for ~50 kHz
+QCD_PTHAT_BINS = ((30, 50), (50, 80), (80, 120), (120, 170), (170, 300), (300, None))
 
 
 def _qcd(lo, hi):

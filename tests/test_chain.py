@@ -96,14 +96,16 @@ def crossings(tmp_path_factory):
 
 def test_crossings_layout_weights_and_splits(crossings):
     s = crossings.sample
-    assert crossings.names[:2] == ["minbias", "qcd_pthat30_100"] and crossings.names[-1] == "a50_4l"
+    assert crossings.names[:2] == ["minbias", "qcd_pthat30_50"] and crossings.names[-1] == "a50_4l"
     assert sorted(np.unique(s.pileup).tolist()) == [10, 30]
-    for mu in (10, 30):
+    for mu, n in ((10, 48), (30, 24)):  # twice the zero-bias crossings at the reference pileup (10)
         zero_bias = (s.pileup == mu) & ~crossings.is_signal
-        assert zero_bias.sum() == 24 and crossings.weight[zero_bias].sum() == pytest.approx(1.0)
+        assert zero_bias.sum() == n and crossings.weight[zero_bias].sum() == pytest.approx(1.0)
         assert crossings.weight[(s.pileup == mu) & crossings.is_signal].sum() == pytest.approx(1.0)
         # more pileup, more candidates; the PV share falls
-        assert (s.pileup == mu).sum() == 26
+        assert (s.pileup == mu).sum() == n + 2
+        # as many zero-bias test crossings at the reference as at every other pileup
+        assert (zero_bias & (s.split == 2)).sum() == 24
     counts = np.diff(s.offsets)
     assert counts[s.pileup == 30].mean() > 2 * counts[s.pileup == 10].mean()
     assert set(s.split[s.pileup == 30].tolist()) == {2} and set(s.split[crossings.is_signal].tolist()) == {2}

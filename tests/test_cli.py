@@ -254,7 +254,7 @@ def test_chain_flow_end_to_end(all_run):
     chain = task["chain"]
     assert chain["pileup_run"] == str(run / "pileup") and not (out / "pileup").exists()
     assert chain["pileup_student_csim"]["mismatches"] == 0 and chain["pileup_student_csim"]["events_checked"] == 2000
-    assert set(chain["methods"]) == {"none", "chs", "puppi", "teacher", "student"}
+    assert set(chain["methods"]) == {"none", "chs", "puppi", "teacher", "student", "truth"}
     for method, entry in chain["methods"].items():
         rates = entry["rates"]
         assert set(rates) == {"20", "60"} and rates["20"]["rate_khz"] <= 10.0, method  # set for 10 kHz at 20
@@ -262,12 +262,14 @@ def test_chain_flow_end_to_end(all_run):
         assert set(entry["fixed_rate"]["60"]["signals"]) >= {"a50_4l", "zprime"}
     # more pileup, more rate for the unmitigated chain: the effect the chain exists to remove
     assert chain["methods"]["none"]["rates"]["60"]["rate_khz"] > 10.0
+    truth = chain["methods"]["truth"]["rates"]
+    assert truth["60"]["over_truth"] == 1.0 or truth["60"]["rate_khz"] == 0
     budget = chain["budget"]
     assert budget["latency_ns"] == pytest.approx(sum(budget["latency_ns_by_block"].values()))
     assert budget["pileup_student_instances"] >= 1 and budget["LUT"] > 0 and budget["part"].startswith("xcvu13p")
     assert "Pileup mitigation in front of anomaly detection" in (out / "report.html").read_text()
     with h5py.File(out / "data" / "objects.h5") as f:
-        assert sorted(f) == ["chs", "none", "puppi", "student", "teacher"] and f["none"].shape[1:] == (19, 4)
+        assert sorted(f) == ["chs", "none", "puppi", "student", "teacher", "truth"] and f["none"].shape[1:] == (19, 4)
 
 
 def test_pileup_flow_end_to_end(all_run, tmp_path):

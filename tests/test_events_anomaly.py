@@ -111,27 +111,28 @@ def test_crossing_fractions_by_hand():
 def test_generated_file_and_physics(anomaly_file):
     path, info = anomaly_file
     s = read_anomaly(path)
-    names = ["minbias", "qcd_pthat30_100", "qcd_pthat100_300", "qcd_pthat300", "wlnu", "zll", "ttbar",
-             "a50_4l", "h60_tautau"]
+    names = ["minbias", "qcd_pthat30_50", "qcd_pthat50_80", "qcd_pthat80_120", "qcd_pthat120_170",
+             "qcd_pthat170_300", "qcd_pthat300", "wlnu", "zll", "ttbar", "a50_4l", "h60_tautau"]
     assert s.sample_names == names and info["n_events"] == 140 == len(s.objects)
     assert s.objects.shape == (140, 19, 4) and s.objects.dtype == np.float32 and s.sample.dtype == np.int16
-    assert np.bincount(s.sample).tolist() == [50, 9, 9, 8, 8, 8, 8, 20, 20]
+    assert np.bincount(s.sample).tolist() == [50, 6, 6, 6, 6, 6, 5, 5, 5, 5, 20, 20]
+    k = {name: i for i, name in enumerate(names)}
     assert s.attrs["schema"] == "l1forge.anomaly/1" and s.attrs["pileup_mu"] == 10.0
     bkg = ~s.is_signal
     assert s.weight[bkg].sum() == pytest.approx(1.0) and (s.split[s.is_signal] > 0).all()
-    frac = s.weight[s.sample == 1].sum()
+    frac = s.weight[s.sample == k["qcd_pthat30_50"]].sum()
     sigma = info["cross_section_mb"]
-    assert frac == pytest.approx(10 * sigma["qcd_pthat30_100"] / s.attrs["sigma_inel_mb"], rel=0.1)
-    for k in (7, 8):
-        np.testing.assert_allclose(s.weight[s.sample == k], 1 / 20)
+    assert frac == pytest.approx(10 * sigma["qcd_pthat30_50"] / s.attrs["sigma_inel_mb"], rel=0.1)
+    for signal in ("a50_4l", "h60_tautau"):
+        np.testing.assert_allclose(s.weight[s.sample == k[signal]], 1 / 20)
     train = s.subset("train")
     assert not train.is_signal.any() and train.weight.sum() == pytest.approx(1.0)
-    assert s.subset("test").weight[s.subset("test").sample == 7].sum() == pytest.approx(1.0)
+    assert s.subset("test").weight[s.subset("test").sample == k["a50_4l"]].sum() == pytest.approx(1.0)
     leptons = (s.objects[:, 1:9, 0] > 0).sum(axis=1)
-    assert leptons[s.sample == 7].mean() > 2.0 > leptons[s.sample == 0].mean() + 1
+    assert leptons[s.sample == k["a50_4l"]].mean() > 2.0 > leptons[s.sample == 0].mean() + 1
     lead_jet = s.objects[:, 9, 0]
-    assert np.median(lead_jet[s.sample == 3]) > 200 > np.median(lead_jet[s.sample == 0])
-    assert np.median(s.true_met[s.sample == 4]) > 15 > np.median(s.true_met[s.sample == 0])
+    assert np.median(lead_jet[s.sample == k["qcd_pthat300"]]) > 200 > np.median(lead_jet[s.sample == 0])
+    assert np.median(s.true_met[s.sample == k["wlnu"]]) > 15 > np.median(s.true_met[s.sample == 0])
     assert (s.objects[..., 2] >= -np.pi).all() and (s.objects[..., 2] < np.pi).all()
 
 

@@ -19,7 +19,7 @@ from l1forge.tasks.base import Task
 class AnomalyConfig(Strict):
     """The anomaly task: zero-bias stream and signals (events/anomaly.py), student and baseline sizes, L1 rates."""
 
-    n_background: int = pydantic.Field(20000, ge=12)
+    n_background: int = pydantic.Field(20000, ge=18)
     n_signal: int = pydantic.Field(2000, ge=1)
     pileup: float = pydantic.Field(60.0, ge=0)
     library_events: int = pydantic.Field(20000, ge=1)

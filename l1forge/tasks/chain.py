@@ -23,15 +23,18 @@ from l1forge.core.artifacts import read_array, write_arrays_atomic
 from l1forge.report import EMULATED, png
 from l1forge.tasks.base import Task
 
-METHODS = ("none", "chs", "puppi", "teacher", "student")
+# truth: primary-vertex candidates only, the limit of perfect mitigation. Its rate still grows with pileup, because
+# the share of crossings that hold a hard interaction grows with the interactions per crossing (at a fixed bunch
+# count, pileup is luminosity): the pileup-free growth every other weighting is measured against
+METHODS = ("none", "chs", "puppi", "teacher", "student", "truth")
 METHOD_NAMES = {"none": "No mitigation", "chs": "CHS", "puppi": "PUPPI-like", "teacher": "Pileup teacher",
-                "student": f"Pileup student ({EMULATED.lower()})"}
+                "student": f"Pileup student ({EMULATED.lower()})", "truth": "Truth (PV candidates only)"}
 
 
 class ChainConfig(Strict):
     """The chain task: crossings (events/crossings.py), the anomaly models behind each mitigation, the rate."""
 
-    n_zero_bias: int = pydantic.Field(3000, ge=12)  # zero-bias crossings per pileup
+    n_zero_bias: int = pydantic.Field(3000, ge=18)  # zero-bias crossings per pileup
     n_signal: int = pydantic.Field(200, ge=1)  # crossings per signal per pileup
     pileups: list[float] = pydantic.Field([60.0, 140.0, 200.0], min_length=1)
     reference_pileup: float = pydantic.Field(60.0, gt=0)  # the threshold is set here, the autoencoders train here
@@ -123,21 +126,20 @@ class Chain(Task):
             from l1forge.emulation.objects import build_objects, latency_estimate
             from l1forge.events.mitigation import chs_weights, puppi_weights
             from l1forge.events.pfcands import ELECTRON, MUON, PHOTON
-            from l1forge.tasks.pileup import candidates_p99, student_candidates
+            from l1forge.tasks.pileup import candidates_p99, region_kept, student_candidates, student_weights
             from l1forge.teachers.pileup import load_pileup_teacher, predict_weights
 
+            p = self.cfg.pileup
             sample = self._crossings().sample
             pileup = self.run.result("pileup")
-            kept = student_candidates(sample, self.cfg.pileup)
             teacher = pileup["student"]["teacher"]
             start = time.perf_counter()
-            student, check = self._pileup_student(sample.select(kept))
+            student, check = self._pileup_student(sample)
             weights = {"none": np.ones(len(sample.pt), np.float32), "chs": chs_weights(sample),
                        "puppi": puppi_weights(sample),
                        "teacher": predict_weights(load_pileup_teacher(self.pileup_dir / "teachers" / teacher),
                                                   sample.features(), sample.offsets),
-                       "student": np.zeros(len(sample.pt), np.float32)}
-            weights["student"][kept] = student
+                       "student": student_weights(sample, p, student), "truth": sample.is_pv.astype(np.float32)}
             weight_seconds = time.perf_counter() - start
             egamma, muon = np.isin(sample.type, (ELECTRON, PHOTON)), sample.type == MUON
             start = time.perf_counter()
@@ -145,26 +147,28 @@ class Chain(Task):
                        for m, w in weights.items()}
             object_seconds = time.perf_counter() - start
             write_arrays_atomic(self.objects_path, objects)
-            p99 = candidates_p99(sample, kept)
+            p99 = candidates_p99(sample, student_candidates(sample, p))  # what the network instances serve
+            read = candidates_p99(sample, region_kept(sample, p))  # what the object builder reads
             clock = (pileup.get("firmware") or {}).get("clock_mhz") or self.cfg.firmware.clock_mhz
             return {"teacher": teacher, "pileup_student_csim": check, "student_candidates_p99": p99,
-                    "objects_latency": latency_estimate(int(max(p99.values())), clock),
+                    "objects_latency": latency_estimate(int(max(read.values())), clock),
                     "weights_seconds": weight_seconds, "objects_crossings_per_s": sample.n_events / object_seconds}
 
         return self.stage("weights", {"pileup": self.cfg.pileup, "csim": self.cfg.chain.csim_candidates},
                           ["generate", "pileup"], [self.objects_path], work)
 
     def _pileup_student(self, sample) -> tuple[np.ndarray, dict]:
-        """The pileup student's emulated firmware weight (clipped to [0, 1]) of every candidate of `sample`, and its
-        check against the pileup run's compiled C-sim on csim_candidates of them."""
+        """The pileup student's emulated firmware weight (clipped to [0, 1]) of every candidate its network weighs
+        (``tasks.pileup.student_candidates``), and its check against the pileup run's compiled C-sim on
+        csim_candidates of them."""
         import hls4ml
 
         from l1forge.emulation.compare import compare_with_csim
         from l1forge.emulation.emulator import Emulator
         from l1forge.firmware.hls import quiet_call
-        from l1forge.students.pileup import student_inputs
+        from l1forge.tasks.pileup import network_inputs
 
-        x = student_inputs(sample).astype(np.float64)
+        x = network_inputs(sample, self.cfg.pileup).astype(np.float64)
         emulator = Emulator.from_file(self.pileup_dir / "firmware" / "graph.json")
         weight = emulator.predict(x)[:, 0]
         index = np.unique(np.linspace(0, len(x) - 1, min(self.cfg.chain.csim_candidates, len(x))).astype(np.int64))
@@ -234,7 +238,7 @@ class Chain(Task):
             emulator = Emulator.from_file(self.run.firmware / "graph.json")
             x_q = self.precision().input.quantize(x)
             scores = {"student": reconstruction_loss(x_q, emulator.predict(x)).numpy().astype(np.float64)}
-            for method in METHODS[:-1]:
+            for method in (m for m in METHODS if m != "student"):
                 xm = flatten_objects(read_array(self.objects_path, method))
                 recon = load_qkeras_model(self._ae_dir(method) / "model.h5").predict(xm, batch_size=8192, verbose=0)
                 scores[method] = reconstruction_loss(self.precision().input.quantize(xm), recon).numpy()
@@ -248,7 +252,8 @@ class Chain(Task):
 
     def _measure(self, crossings, scores: dict) -> dict:
         """Per method: the threshold for chain.rate_khz at the reference pileup and the rate it gives at every
-        pileup (with its error and effective crossings above it), and per pileup the metrics at a fixed rate."""
+        pileup (with its error, effective crossings above it and its ratio to the truth weighting's rate,
+        ``over_truth``), and per pileup the metrics at a fixed rate."""
         from l1forge.emulation.trigger import rate_khz, threshold_for_rate
         from l1forge.metrics import RESOLVED_CROSSINGS
 
@@ -272,6 +277,11 @@ class Chain(Task):
                                     "resolved": n_eff >= RESOLVED_CROSSINGS}
             fixed = {f"{mu:g}": self._anomaly_metrics(crossings, score, mu) for mu in c.pileups}
             out["methods"][method] = {"threshold": float(threshold), "rates": rates, "fixed_rate": fixed}
+        if truth := out["methods"].get("truth"):  # each rate over the pileup-free one (module note on METHODS)
+            for entry in out["methods"].values():
+                for mu, r in entry["rates"].items():
+                    base = truth["rates"][mu]["rate_khz"]
+                    r["over_truth"] = r["rate_khz"] / base if base > 0 else None
         return out
 
     # ---- summary.json --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import pathlib
 import time
+from typing import Literal
 
 import matplotlib
 import numpy as np
@@ -39,6 +40,10 @@ class PileupConfig(Strict):
     region_eta: int = pydantic.Field(8, ge=1)
     region_phi: int = pydantic.Field(9, ge=1)
     region_cap: int | None = pydantic.Field(16, ge=1)
+    # vertex: tracks the cap keeps take their vertex association (the CHS weight), the network weighs the neutral
+    # candidates, as L1 PUPPI does (a learned weight below 1 would shrink every primary-vertex lepton); network: the
+    # network weighs every candidate the cap keeps
+    student_tracks: Literal["vertex", "network"] = "vertex"
     student_hidden: list[int] = [16, 8]
     student_pt_power: float = pydantic.Field(1.0, ge=0)  # loss weight pT^power
     student_epochs: int = pydantic.Field(30, ge=1)
@@ -66,7 +71,7 @@ def throughput(firmware: dict, candidates_per_crossing: dict[str, float]) -> dic
             "ii_cycles": firmware["ii_cycles"], "per_pileup": rows}
 
 
-def student_candidates(sample, p: PileupConfig) -> np.ndarray:
+def region_kept(sample, p: PileupConfig) -> np.ndarray:
     """(n_particles,) bool: the candidates the student reads (the regional cap of the configuration)."""
     from l1forge.events.mitigation import regional_cap
 
@@ -75,8 +80,38 @@ def student_candidates(sample, p: PileupConfig) -> np.ndarray:
     return regional_cap(sample, p.region_eta, p.region_phi, p.region_cap)
 
 
+def student_candidates(sample, p: PileupConfig) -> np.ndarray:
+    """(n_particles,) bool: the candidates the student's network weighs: those the cap keeps, less the tracks when
+    ``student_tracks`` is 'vertex'."""
+    kept = region_kept(sample, p)
+    return kept & ~sample.has_track if p.student_tracks == "vertex" else kept
+
+
+def network_inputs(sample, p: PileupConfig) -> np.ndarray:
+    """(n, len(INPUT_NAMES)) float32 network inputs of the ``student_candidates``, in order; their local sums run
+    over every candidate the cap keeps."""
+    from l1forge.students.pileup import student_inputs
+
+    capped = sample.select(region_kept(sample, p))
+    x = student_inputs(capped)
+    return x[~capped.has_track] if p.student_tracks == "vertex" else x
+
+
+def student_weights(sample, p: PileupConfig, network: np.ndarray) -> np.ndarray:
+    """(n_particles,) float32 weights of the student: the network's outputs (one per ``student_candidates`` row,
+    clipped to [0, 1]), the CHS weight on the tracks the cap keeps ('vertex'), 0 on the candidates it drops."""
+    from l1forge.events.mitigation import chs_weights
+
+    weight = np.zeros(len(sample.pt), np.float32)
+    if p.student_tracks == "vertex":
+        tracks = region_kept(sample, p) & sample.has_track
+        weight[tracks] = chs_weights(sample)[tracks]
+    weight[student_candidates(sample, p)] = np.clip(network, 0.0, 1.0)
+    return weight
+
+
 def candidates_p99(sample, kept: np.ndarray) -> dict[str, float]:
-    """Per pileup ('60', '200', ...): the 99th percentile over crossings of the candidates the student reads."""
+    """Per pileup ('60', '200', ...): the 99th percentile over crossings of the candidates in `kept` (bool mask)."""
     counts = np.bincount(sample.event[kept], minlength=sample.n_events)
     return {f"{m:g}": float(np.percentile(counts[sample.pileup == m], 99)) for m in np.unique(sample.pileup)}
 
@@ -126,9 +161,6 @@ class Pileup(Task):
 
         return read_pileup(self.data_path)
 
-    def kept(self, sample) -> np.ndarray:
-        return student_candidates(sample, self.cfg.pileup)
-
     # ---- stages ----------------------------------------------------------------------------------------
     def generate(self) -> dict:
         from l1forge.core.executors import executor
@@ -171,7 +203,7 @@ class Pileup(Task):
 
     def distill(self) -> dict:
         from l1forge.resolution import performance
-        from l1forge.students.pileup import student_inputs, train_weight_student
+        from l1forge.students.pileup import train_weight_student
 
         p, s = self.cfg.pileup, self.cfg.student
         teacher = self.chosen_teacher()
@@ -179,16 +211,14 @@ class Pileup(Task):
 
         def work():
             full = self._sample()
-            kept = self.kept(full)
-            sample = full.select(kept)
-            teacher_weight = read_array(self.run.teacher(teacher) / "weights.h5", "weight")[kept]
+            rows = student_candidates(full, p)
+            teacher_weight = read_array(self.run.teacher(teacher) / "weights.h5", "weight")[rows]
             result = train_weight_student(
-                student_inputs(sample), teacher_weight, sample.pt, sample.particle_rows(sample.split == 0),
-                sample.particle_rows(sample.split == 1), out, precision=self.precision(), hidden=tuple(p.student_hidden),
-                epochs=p.student_epochs, batch_size=p.student_batch_size, lr=s.lr, seed=s.seed,
-                max_train=p.student_max_train, pt_power=p.student_pt_power, progress=self.progress)
-            weight = np.zeros(len(kept), np.float32)  # a dropped candidate is lost: weight 0
-            weight[kept] = np.clip(read_array(out / "predictions.h5", "weight"), 0.0, 1.0)
+                network_inputs(full, p), teacher_weight, full.pt[rows], full.particle_rows(full.split == 0)[rows],
+                full.particle_rows(full.split == 1)[rows], out, precision=self.precision(),
+                hidden=tuple(p.student_hidden), epochs=p.student_epochs, batch_size=p.student_batch_size, lr=s.lr,
+                seed=s.seed, max_train=p.student_max_train, pt_power=p.student_pt_power, progress=self.progress)
+            weight = student_weights(full, p, read_array(out / "predictions.h5", "weight"))
             return {**result, "teacher": teacher, "metrics": performance(full, {"student": weight})}
 
         config = {"pileup": p, "student": s}
@@ -196,12 +226,9 @@ class Pileup(Task):
                                        [out / "model.h5", out / "predictions.h5"], work)}
 
     def test_inputs(self) -> np.ndarray:
-        """Student inputs of the test candidates, as ``emulate`` feeds the emulator."""
-        from l1forge.students.pileup import student_inputs
-
+        """Network inputs of the test candidates, as ``emulate`` feeds the emulator."""
         test = self._sample()
-        test = test.subset(test.split == 2)
-        return student_inputs(test.select(self.kept(test))).astype(np.float64)
+        return network_inputs(test.subset(test.split == 2), self.cfg.pileup).astype(np.float64)
 
     def emulate(self) -> dict:
         p = self.cfg.pileup
@@ -210,13 +237,11 @@ class Pileup(Task):
             from l1forge.emulation.emulator import Emulator
             from l1forge.events.mitigation import chs_weights, puppi_weights
             from l1forge.resolution import performance
-            from l1forge.students.pileup import student_inputs
 
             sample = self._sample()
             test = sample.subset(sample.split == 2)
             rows = sample.particle_rows(sample.split == 2)
-            kept = self.kept(test)
-            x = student_inputs(test.select(kept)).astype(np.float64)
+            x = network_inputs(test, p).astype(np.float64)
             index = np.unique(np.linspace(0, len(x) - 1, min(p.csim_candidates, len(x))).astype(np.int64))
             stats, emu, csim = self.compare(x[index], index)
             emulator = Emulator.from_file(self.run.firmware / "graph.json")
@@ -226,20 +251,19 @@ class Pileup(Task):
             if not np.array_equal(firmware_weight[index], emu[:, 0]):
                 raise RuntimeError("emulator fast path and checked path disagree on the C-sim candidates")
             teacher = self.run.result("distill.student")["teacher"]
-            student = np.zeros(len(kept), np.float32)
-            predicted = read_array(self.run.student / "predictions.h5", "weight")  # the kept candidates of all splits
-            student[kept] = np.clip(predicted[rows[self.kept(sample)]], 0, 1)
+            predicted = read_array(self.run.student / "predictions.h5", "weight")  # network rows of all splits
+            n = len(test.pt)
             weights = {
-                "none": np.ones(len(kept), np.float32), "chs": chs_weights(test), "puppi": puppi_weights(test),
+                "none": np.ones(n, np.float32), "chs": chs_weights(test), "puppi": puppi_weights(test),
                 **{k: read_array(self.run.teacher(k) / "weights.h5", "weight")[rows] for k in self.cfg.teachers.kinds
                    if f"teach.{k}" in self.run.state},
-                "student": student, "student_firmware": np.zeros(len(kept), np.float32),
+                "student": student_weights(test, p, predicted[rows[student_candidates(sample, p)]]),
+                "student_firmware": student_weights(test, p, firmware_weight),
                 "truth": test.is_pv.astype(np.float32),
             }
-            weights["student_firmware"][kept] = np.clip(firmware_weight, 0, 1)
             table = performance(test, weights)
-            p99 = candidates_p99(test, kept)
-            stats["region_cap"] = cap_cost(test, kept)
+            p99 = candidates_p99(test, student_candidates(test, p))
+            stats["region_cap"] = cap_cost(test, region_kept(test, p))
             stats["resolution"] = table
             stats["metrics"] = {mu: methods["student_firmware"] for mu, methods in table.items()}
             stats["goals"] = goals(table, teacher, "student_firmware")
