@@ -300,7 +300,7 @@ class Chain(Task):
 
     def _budget(self, pileup: dict, weights: dict, anomaly_firmware: dict | None) -> dict:
         """The chain's latency (pileup student + object building + anomaly student, in series) and LUTs (the pileup
-        student instances for the 99th-percentile crossing at the highest pileup + the anomaly student) against the
+        student instances for the largest 99th-percentile crossing over the pileups + the anomaly student) against the
         trigger budget and the part, each student from its best-measured source (``best_firmware``)."""
         from l1forge.firmware.parts import part_resources
         from l1forge.tasks.base import best_firmware
