@@ -115,10 +115,11 @@ def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileu
                        library_events: int = LIBRARY_EVENTS, progress: bool = True,
                        executor: concurrent.futures.Executor | None = None) -> dict:
     """Write, at each pileup, n_zero_bias zero-bias crossings (half minimum bias, half shared by BACKGROUNDS; twice as
-    many at the reference pileup, module docstring) and n_signal crossings of each signal (SIGNALS names, default all, then extra_processes {name: settings}), as L1
-    candidates with truth (module docstring). Chunks run on `executor` or `workers` local processes; the output is
-    byte-identical whatever the executor. Returns {"n_events", "n_candidates", "candidates_per_event" (per pileup),
-    "per_sample", "seconds", "events_per_s", "library_seconds", "path"}; ValueError on bad arguments."""
+    many at the reference pileup) and n_signal crossings of each signal (SIGNALS names, default all, then
+    extra_processes {name: settings}), as L1 candidates with truth (module docstring). Chunks run on `executor` or
+    `workers` local processes; the output is byte-identical whatever the executor. Returns {"n_events",
+    "n_candidates", "candidates_per_event" (per pileup), "per_sample", "seconds", "events_per_s", "library_seconds",
+    "path"}; ValueError on bad arguments."""
     n_zero_bias, n_signal, seed, workers = int(n_zero_bias), int(n_signal), int(seed), int(workers)
     pileups, reference = [float(m) for m in pileups], float(reference_pileup)
     if n_zero_bias < 2 * len(BACKGROUNDS) or n_signal < 1 or workers < 1 or library_events < 1:

@@ -16,9 +16,10 @@ DEFAULT_INPUT = FixedType(16, 6, True, "RND_CONV", "SAT")
 # (activation bits, integer bits) of each student family where the configuration leaves them unset; a design scan
 # (l1forge/design_scan.py) gives the activations its weight width plus the family's integer bits. The HLF MLP (and
 # the MLP students of the other tasks) sees standardised features: activations in [0, 1) suffice. The constituent
-# students (students/deepsets.py) carry per-constituent values of order 1-10 (the L1 words of quantize/l1words.py) and their sums: 2 integer bits (demo,
-# deep sets 32-32 / 32-32 on N = 16 distilled from the GNN, 6-bit weights, one training each, +- 0.011: test
-# accuracy 0.583 with 6-bit activations and 0 integer bits, 0.574 with 6 and 2, 0.611 with 8 and 2).
+# students (students/deepsets.py) carry per-constituent values of order 1-10 (the L1 words of quantize/l1words.py)
+# and their sums: 2 integer bits (demo, deep sets 32-32 / 32-32 on N = 16 distilled from the GNN, 6-bit weights,
+# one training each, +- 0.011: test accuracy 0.583 with 6-bit activations and 0 integer bits, 0.574 with 6 and 2,
+# 0.611 with 8 and 2).
 FAMILY_ACTIVATIONS = {"hlf": (6, 0), "deepsets": (8, 2), "mixer": (8, 2)}
 
 

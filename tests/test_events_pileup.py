@@ -198,19 +198,21 @@ def test_student_weights_tracks_by_vertex_network_on_neutrals():
     """The deployable student's weights on a hand-built crossing, a cap of 2 in one region: the two hardest are a
     PV track (CHS weight 1) and a neutral (the network's weight, clipped); the pileup track kept in another region
     gets CHS 0; what the cap drops gets 0. 'network' hands every kept candidate to the network instead."""
-    from l1forge.tasks.pileup import PileupConfig, network_inputs, student_candidates, student_weights
+    from l1forge.tasks.pileup import PileupConfig, network_inputs, region_kept, student_candidates, student_weights
     from l1forge.students.pileup import INPUT_NAMES
 
     rows = [(10.0, 0.1, 0.1, 0.0, CHARGED_HADRON, 1), (8.0, 0.12, 0.1, 0.0, NEUTRAL_HADRON, 1),
             (3.0, 0.15, 0.12, 0.0, NEUTRAL_HADRON, 0), (4.0, -2.0, -2.0, 5.0, MUON, 0)]
     event = _event(rows)
     p = PileupConfig(region_eta=2, region_phi=2, region_cap=2)
-    assert student_candidates(event, p).tolist() == [False, True, False, False]
-    x = network_inputs(event, p)
+    kept = region_kept(event, p)
+    assert kept.tolist() == [True, True, False, True]
+    assert student_candidates(event, kept, p).tolist() == [False, True, False, False]
+    x = network_inputs(event, kept, p)
     assert x.shape == (1, len(INPUT_NAMES)) and x[0, 0] == pytest.approx(8.0 * 2**-3)
     assert x[0, INPUT_NAMES.index("sum_pv_tracks_r0.1")] == pytest.approx(10.0 * 2**-3)  # its PV-track neighbour
-    assert student_weights(event, p, np.array([1.7])).tolist() == [1.0, 1.0, 0.0, 0.0]
-    assert student_weights(event, p, np.array([0.25])).tolist() == [1.0, 0.25, 0.0, 0.0]
+    assert student_weights(event, kept, p, np.array([1.7])).tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert student_weights(event, kept, p, np.array([0.25])).tolist() == [1.0, 0.25, 0.0, 0.0]
     every = p.model_copy(update={"student_tracks": "network"})
-    assert student_candidates(event, every).tolist() == [True, True, False, True]
-    assert student_weights(event, every, np.array([0.5, -1.0, 0.75])).tolist() == [0.5, 0.0, 0.0, 0.75]
+    assert student_candidates(event, kept, every).tolist() == [True, True, False, True]
+    assert student_weights(event, kept, every, np.array([0.5, -1.0, 0.75])).tolist() == [0.5, 0.0, 0.0, 0.75]

@@ -134,12 +134,13 @@ class Chain(Task):
             pileup = self.run.result("pileup")
             teacher = pileup["student"]["teacher"]
             start = time.perf_counter()
-            student, check = self._pileup_student(sample)
+            kept = region_kept(sample, p)
+            student, check = self._pileup_student(sample, kept)
             weights = {"none": np.ones(len(sample.pt), np.float32), "chs": chs_weights(sample),
                        "puppi": puppi_weights(sample),
                        "teacher": predict_weights(load_pileup_teacher(self.pileup_dir / "teachers" / teacher),
                                                   sample.features(), sample.offsets),
-                       "student": student_weights(sample, p, student), "truth": sample.is_pv.astype(np.float32)}
+                       "student": student_weights(sample, kept, p, student), "truth": sample.is_pv.astype(np.float32)}
             weight_seconds = time.perf_counter() - start
             egamma, muon = np.isin(sample.type, (ELECTRON, PHOTON)), sample.type == MUON
             start = time.perf_counter()
@@ -147,8 +148,8 @@ class Chain(Task):
                        for m, w in weights.items()}
             object_seconds = time.perf_counter() - start
             write_arrays_atomic(self.objects_path, objects)
-            p99 = candidates_p99(sample, student_candidates(sample, p))  # what the network instances serve
-            read = candidates_p99(sample, region_kept(sample, p))  # what the object builder reads
+            p99 = candidates_p99(sample, student_candidates(sample, kept, p))  # what the network instances serve
+            read = candidates_p99(sample, kept)  # what the object builder reads
             clock = (pileup.get("firmware") or {}).get("clock_mhz") or self.cfg.firmware.clock_mhz
             return {"teacher": teacher, "pileup_student_csim": check, "student_candidates_p99": p99,
                     "objects_latency": latency_estimate(int(max(read.values())), clock),
@@ -157,10 +158,10 @@ class Chain(Task):
         return self.stage("weights", {"pileup": self.cfg.pileup, "csim": self.cfg.chain.csim_candidates},
                           ["generate", "pileup"], [self.objects_path], work)
 
-    def _pileup_student(self, sample) -> tuple[np.ndarray, dict]:
+    def _pileup_student(self, sample, kept: np.ndarray) -> tuple[np.ndarray, dict]:
         """The pileup student's emulated firmware weight (clipped to [0, 1]) of every candidate its network weighs
-        (``tasks.pileup.student_candidates``), and its check against the pileup run's compiled C-sim on
-        csim_candidates of them."""
+        (``tasks.pileup.student_candidates`` of the cap's `kept`), and its check against the pileup run's compiled
+        C-sim on csim_candidates of them."""
         import hls4ml
 
         from l1forge.emulation.compare import compare_with_csim
@@ -168,7 +169,7 @@ class Chain(Task):
         from l1forge.firmware.hls import quiet_call
         from l1forge.tasks.pileup import network_inputs
 
-        x = network_inputs(sample, self.cfg.pileup).astype(np.float64)
+        x = network_inputs(sample, kept, self.cfg.pileup).astype(np.float64)
         emulator = Emulator.from_file(self.pileup_dir / "firmware" / "graph.json")
         weight = emulator.predict(x)[:, 0]
         index = np.unique(np.linspace(0, len(x) - 1, min(self.cfg.chain.csim_candidates, len(x))).astype(np.int64))
@@ -300,8 +301,8 @@ class Chain(Task):
 
     def _budget(self, pileup: dict, weights: dict, anomaly_firmware: dict | None) -> dict:
         """The chain's latency (pileup student + object building + anomaly student, in series) and LUTs (the pileup
-        student instances for the largest 99th-percentile crossing over the pileups + the anomaly student) against the
-        trigger budget and the part, each student from its best-measured source (``best_firmware``)."""
+        student instances for the largest 99th-percentile crossing over the pileups + the anomaly student) against
+        the trigger budget and the part, each student from its best-measured source (``best_firmware``)."""
         from l1forge.firmware.parts import part_resources
         from l1forge.tasks.base import best_firmware
         from l1forge.tasks.pileup import throughput

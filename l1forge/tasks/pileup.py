@@ -80,33 +80,32 @@ def region_kept(sample, p: PileupConfig) -> np.ndarray:
     return regional_cap(sample, p.region_eta, p.region_phi, p.region_cap)
 
 
-def student_candidates(sample, p: PileupConfig) -> np.ndarray:
-    """(n_particles,) bool: the candidates the student's network weighs: those the cap keeps, less the tracks when
-    ``student_tracks`` is 'vertex'."""
-    kept = region_kept(sample, p)
+def student_candidates(sample, kept: np.ndarray, p: PileupConfig) -> np.ndarray:
+    """(n_particles,) bool: the candidates the student's network weighs: those the cap keeps (`kept`,
+    ``region_kept``), less the tracks when ``student_tracks`` is 'vertex'."""
     return kept & ~sample.has_track if p.student_tracks == "vertex" else kept
 
 
-def network_inputs(sample, p: PileupConfig) -> np.ndarray:
+def network_inputs(sample, kept: np.ndarray, p: PileupConfig) -> np.ndarray:
     """(n, len(INPUT_NAMES)) float32 network inputs of the ``student_candidates``, in order; their local sums run
-    over every candidate the cap keeps."""
+    over every candidate the cap keeps (`kept`, ``region_kept``)."""
     from l1forge.students.pileup import student_inputs
 
-    capped = sample.select(region_kept(sample, p))
+    capped = sample.select(kept)
     x = student_inputs(capped)
     return x[~capped.has_track] if p.student_tracks == "vertex" else x
 
 
-def student_weights(sample, p: PileupConfig, network: np.ndarray) -> np.ndarray:
+def student_weights(sample, kept: np.ndarray, p: PileupConfig, network: np.ndarray) -> np.ndarray:
     """(n_particles,) float32 weights of the student: the network's outputs (one per ``student_candidates`` row,
-    clipped to [0, 1]), the CHS weight on the tracks the cap keeps ('vertex'), 0 on the candidates it drops."""
+    clipped to [0, 1]), the CHS weight on the tracks the cap keeps (`kept`; 'vertex'), 0 on those it drops."""
     from l1forge.events.mitigation import chs_weights
 
     weight = np.zeros(len(sample.pt), np.float32)
     if p.student_tracks == "vertex":
-        tracks = region_kept(sample, p) & sample.has_track
+        tracks = kept & sample.has_track
         weight[tracks] = chs_weights(sample)[tracks]
-    weight[student_candidates(sample, p)] = np.clip(network, 0.0, 1.0)
+    weight[student_candidates(sample, kept, p)] = np.clip(network, 0.0, 1.0)
     return weight
 
 
@@ -211,14 +210,16 @@ class Pileup(Task):
 
         def work():
             full = self._sample()
-            rows = student_candidates(full, p)
+            kept = region_kept(full, p)
+            rows = student_candidates(full, kept, p)
             teacher_weight = read_array(self.run.teacher(teacher) / "weights.h5", "weight")[rows]
             result = train_weight_student(
-                network_inputs(full, p), teacher_weight, full.pt[rows], full.particle_rows(full.split == 0)[rows],
-                full.particle_rows(full.split == 1)[rows], out, precision=self.precision(),
-                hidden=tuple(p.student_hidden), epochs=p.student_epochs, batch_size=p.student_batch_size, lr=s.lr,
-                seed=s.seed, max_train=p.student_max_train, pt_power=p.student_pt_power, progress=self.progress)
-            weight = student_weights(full, p, read_array(out / "predictions.h5", "weight"))
+                network_inputs(full, kept, p), teacher_weight, full.pt[rows],
+                full.particle_rows(full.split == 0)[rows], full.particle_rows(full.split == 1)[rows], out,
+                precision=self.precision(), hidden=tuple(p.student_hidden), epochs=p.student_epochs,
+                batch_size=p.student_batch_size, lr=s.lr, seed=s.seed, max_train=p.student_max_train,
+                pt_power=p.student_pt_power, progress=self.progress)
+            weight = student_weights(full, kept, p, read_array(out / "predictions.h5", "weight"))
             return {**result, "teacher": teacher, "metrics": performance(full, {"student": weight})}
 
         config = {"pileup": p, "student": s}
@@ -228,7 +229,8 @@ class Pileup(Task):
     def test_inputs(self) -> np.ndarray:
         """Network inputs of the test candidates, as ``emulate`` feeds the emulator."""
         test = self._sample()
-        return network_inputs(test.subset(test.split == 2), self.cfg.pileup).astype(np.float64)
+        test = test.subset(test.split == 2)
+        return network_inputs(test, region_kept(test, self.cfg.pileup), self.cfg.pileup).astype(np.float64)
 
     def emulate(self) -> dict:
         p = self.cfg.pileup
@@ -241,7 +243,9 @@ class Pileup(Task):
             sample = self._sample()
             test = sample.subset(sample.split == 2)
             rows = sample.particle_rows(sample.split == 2)
-            x = network_inputs(test, p).astype(np.float64)
+            kept = region_kept(test, p)
+            network = student_candidates(test, kept, p)
+            x = network_inputs(test, kept, p).astype(np.float64)
             index = np.unique(np.linspace(0, len(x) - 1, min(p.csim_candidates, len(x))).astype(np.int64))
             stats, emu, csim = self.compare(x[index], index)
             emulator = Emulator.from_file(self.run.firmware / "graph.json")
@@ -252,18 +256,19 @@ class Pileup(Task):
                 raise RuntimeError("emulator fast path and checked path disagree on the C-sim candidates")
             teacher = self.run.result("distill.student")["teacher"]
             predicted = read_array(self.run.student / "predictions.h5", "weight")  # network rows of all splits
+            tested = rows[student_candidates(sample, region_kept(sample, p), p)]
             n = len(test.pt)
             weights = {
                 "none": np.ones(n, np.float32), "chs": chs_weights(test), "puppi": puppi_weights(test),
                 **{k: read_array(self.run.teacher(k) / "weights.h5", "weight")[rows] for k in self.cfg.teachers.kinds
                    if f"teach.{k}" in self.run.state},
-                "student": student_weights(test, p, predicted[rows[student_candidates(sample, p)]]),
-                "student_firmware": student_weights(test, p, firmware_weight),
+                "student": student_weights(test, kept, p, predicted[tested]),
+                "student_firmware": student_weights(test, kept, p, firmware_weight),
                 "truth": test.is_pv.astype(np.float32),
             }
             table = performance(test, weights)
-            p99 = candidates_p99(test, student_candidates(test, p))
-            stats["region_cap"] = cap_cost(test, region_kept(test, p))
+            p99 = candidates_p99(test, network)
+            stats["region_cap"] = cap_cost(test, kept)
             stats["resolution"] = table
             stats["metrics"] = {mu: methods["student_firmware"] for mu, methods in table.items()}
             stats["goals"] = goals(table, teacher, "student_firmware")
