@@ -53,6 +53,9 @@ class StudentConfig(Strict):
     n_constituents: int = pydantic.Field(16, ge=1)  # deepsets: constituents per jet (8, 16, 32 studied)
     phi: list[int] = [16, 16]  # deepsets: per-constituent layers (bias-free); mixer: embedding, channel mixing
     head: list[int] = [64, 32]  # deepsets / mixer: layers after the pooling (cheap: once per jet, not per constituent)
+    # deepsets / mixer: each epoch sees every training jet rotated about its axis by a random angle and mirrored
+    # with probability 1/2 (students/augment.py); the HLF features do not change under it
+    augment: bool = True
     hidden: list[int] = [64, 32, 32]  # hlf
     input_type: str = "fixed<16,6,RND_CONV,SAT>"
     weight_bits: int = 6

@@ -28,6 +28,7 @@ class DistilledAccuracy:
         from l1forge.events.schema import read_jets
         from l1forge.core.artifacts import read_array
         from l1forge.students.deepsets import student_inputs
+        from l1forge.students.augment import rotate_about_axis
         from l1forge.students.distill import train_student
 
         run = pathlib.Path(self.run_dir)
@@ -41,6 +42,7 @@ class DistilledAccuracy:
                 features, names, jets.labels, jets.split, pathlib.Path(tmp), teacher_logits,
                 epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], temperature=s["temperature"],
                 alpha=s["alpha"], seed=s["seed"], progress=False, model=model, preprocess=preprocess,
+                augment=rotate_about_axis if s["augment"] and preprocess is not None else None,
             )
             logits = read_array(pathlib.Path(tmp) / "predictions.h5", "logits")
         test = jets.split == 2

@@ -16,7 +16,7 @@ from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_
 from l1forge.quantize.precision import Precision
 from l1forge.students.model import build_student
 from l1forge.students.preprocess import Standardizer
-from l1forge.students.training import fit_with_early_stopping
+from l1forge.students.training import AugmentedBatches, fit_with_early_stopping
 
 
 def distillation_loss(n_classes: int, temperature: float, alpha: float):
@@ -52,6 +52,7 @@ def train_student(
     progress: bool = True,
     model=None,
     preprocess=None,
+    augment=None,
 ) -> dict:
     """Train on split 0, keep the weights with the best validation loss, write model, logits and history.
 
@@ -59,7 +60,8 @@ def train_student(
     ``preprocess.json`` (an object with ``__call__(features)`` and ``save(path)``); None: a ``Standardizer`` fitted on
     the training split of 2-D features. ``model`` (built by ``build_student``, or another family such as
     students/deepsets.py ``build_deepsets``) is trained in place if given; otherwise an MLP is built from ``hidden``
-    and ``precision``.
+    and ``precision``. ``augment`` (students/augment.py ``rotate_about_axis``, or None) transforms the raw training
+    jets afresh each epoch (validation and predictions see them untouched); history.json records its name.
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,8 +80,10 @@ def train_student(
         optimizer=tf.keras.optimizers.Adam(lr),
         loss=distillation_loss(n_classes, temperature, alpha_used),
     )
+    training = (x[train], y[train]) if augment is None else AugmentedBatches(
+        features[train], y[train], scaler, augment, batch_size, seed)
     fitted = fit_with_early_stopping(
-        model, (x[train], y[train]), (x[val], y[val]), epochs, batch_size, progress, "distill" if alpha_used else "baseline"
+        model, training, (x[val], y[val]), epochs, batch_size, progress, "distill" if alpha_used else "baseline"
     )
     logits = model.predict(x, batch_size=4096, verbose=0)
 
@@ -94,6 +98,7 @@ def train_student(
         "distilled": teacher_logits is not None,
         "temperature": temperature,
         "alpha": alpha_used,
+        "augment": getattr(augment, "__name__", None),
         **fitted,
     }
     write_json_atomic(out_dir / "history.json", result)

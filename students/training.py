@@ -28,10 +28,32 @@ class RichProgress(tf.keras.callbacks.Callback):
         self.progress.stop()
 
 
-def fit_with_early_stopping(model, train: tuple, val: tuple, epochs: int, batch_size: int, progress: bool, label: str) -> dict:
+class AugmentedBatches(tf.keras.utils.Sequence):
+    """Training batches drawn anew each epoch: ``preprocess(augment(raw[batch], rng))`` with targets ``y[batch]``,
+    the jets shuffled every epoch; ``augment`` maps raw inputs to randomly transformed ones (students/augment.py)."""
+
+    def __init__(self, raw: np.ndarray, y: np.ndarray, preprocess, augment, batch_size: int, seed: int):
+        super().__init__()
+        self.raw, self.y, self.preprocess, self.augment, self.batch_size = raw, y, preprocess, augment, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(raw))
+
+    def __len__(self) -> int:
+        return -(-len(self.raw) // self.batch_size)
+
+    def __getitem__(self, i: int):
+        batch = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        return self.preprocess(self.augment(self.raw[batch], self.rng)), self.y[batch]
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.raw))
+
+
+def fit_with_early_stopping(model, train, val: tuple, epochs: int, batch_size: int, progress: bool, label: str) -> dict:
     """Fit a compiled model, keep the weights with the best validation loss; the history block of history.json.
 
-    train and val are (x, y) or (x, y, sample_weight)."""
+    train is (x, y), (x, y, sample_weight) or a keras Sequence of batches (``AugmentedBatches``: its own batch size,
+    shuffling and sample weights); val is (x, y) or (x, y, sample_weight)."""
     callbacks = [
         tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(3, epochs // 5), restore_best_weights=True),
         tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, epochs // 10)),
@@ -39,8 +61,10 @@ def fit_with_early_stopping(model, train: tuple, val: tuple, epochs: int, batch_
     if progress:
         callbacks.append(RichProgress(epochs, label))
     start = time.perf_counter()
-    history = model.fit(*train[:2], sample_weight=train[2] if len(train) > 2 else None, validation_data=val,
-                        epochs=epochs, batch_size=batch_size, callbacks=callbacks, verbose=0, shuffle=True).history
+    data = {"x": train} if isinstance(train, tf.keras.utils.Sequence) else {
+        "x": train[0], "y": train[1], "sample_weight": train[2] if len(train) > 2 else None,
+        "batch_size": batch_size, "shuffle": True}
+    history = model.fit(**data, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0).history
     val_loss = history["val_loss"]
     return {
         "epochs_run": len(val_loss),

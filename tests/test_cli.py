@@ -141,6 +141,8 @@ def test_deepsets_student_distill_synthesize_emulate(smoke_run, tmp_path):
         assert res.returncode == 0, (stage, res.stderr[-2000:])
     task = json.loads((out / "summary.json").read_text())["tasks"]["tagging"]
     assert task["student"]["family"] == "deepsets" and task["student"]["n_constituents"] == 8
+    for model in ("student", "baseline"):  # both train on jets rotated about their axis, afresh each epoch
+        assert json.loads((out / "students" / model / "history.json").read_text())["augment"] == "rotate_about_axis"
     verdict = task["student"]["distilled_vs_baseline"]["accuracy"]  # paired bootstrap on the same test jets
     assert verdict["difference_err"] > 0 and verdict["verdict"] in ("A", "B", "tie")
     assert task["student"]["metrics"]["accuracy_err"] > 0 and "rejection_at_50_n_background" in task["student"]["metrics"]

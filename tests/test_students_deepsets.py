@@ -132,3 +132,58 @@ def test_family_precision_rule():
     assert (mixer.activation_bits, mixer.activation_integer) == (5, 1)
     with pytest.raises(ValueError, match="'gnn' has no precision rule"):
         Precision.for_family("gnn")
+
+
+def test_rotations_about_the_axis_keep_every_pairwise_distance(smoke_jets):
+    from l1forge.students.augment import rotate_about_axis
+
+    jets = read_jets(smoke_jets)
+    cons = jets.constituents[:200]
+    turned = rotate_about_axis(cons, np.random.default_rng(3))
+    assert turned.shape == cons.shape and not np.shares_memory(turned, cons)
+    np.testing.assert_array_equal(turned[..., 0], cons[..., 0])  # pT and the padding untouched
+    np.testing.assert_array_equal(turned[..., 3:], cons[..., 3:])
+    real = cons[..., 0] > 0
+    assert (turned[~real][..., 1:3] == 0).all()
+
+    def distances(c):  # (jets, M, M) distance in (deta, dphi) between every pair of constituents
+        return np.linalg.norm(c[:, :, None, 1:3] - c[:, None, :, 1:3], axis=-1)
+
+    np.testing.assert_allclose(distances(turned), distances(cons), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(turned[..., 1:3], axis=-1), np.linalg.norm(cons[..., 1:3], axis=-1),
+                               atol=1e-6)  # distance to the axis
+    # a real transformation per jet: the hardest constituent moves (unless it sits on the axis), each jet by its own
+    # angle, and about half the jets are mirrored (the sign of the cross product of two constituents flips)
+    moved = np.linalg.norm(turned[:, 0, 1:3] - cons[:, 0, 1:3], axis=-1) > 1e-3
+    assert moved.mean() > 0.8
+    cross = lambda c: c[:, 0, 1] * c[:, 1, 2] - c[:, 0, 2] * c[:, 1, 1]  # noqa: E731
+    big = np.abs(cross(cons)) > 1e-6
+    mirrored = np.sign(cross(turned)[big]) != np.sign(cross(cons)[big])
+    assert 0.3 < mirrored.mean() < 0.7
+    np.testing.assert_array_equal(rotate_about_axis(cons, np.random.default_rng(3)), turned)  # seeded
+
+
+def test_augmented_batches_draw_every_jet_once_per_epoch_transformed_afresh(smoke_jets):
+    from l1forge.students.augment import rotate_about_axis
+    from l1forge.students.deepsets import ConstituentInputs
+    from l1forge.students.training import AugmentedBatches
+
+    jets = read_jets(smoke_jets)
+    words = ConstituentInputs(8)
+    ids = np.arange(len(jets.labels), dtype=np.float32)[:, None]  # target = the jet's row, to follow each jet
+    batches = AugmentedBatches(jets.constituents, ids, words, rotate_about_axis, 64, seed=0)
+    assert len(batches) == -(-len(ids) // 64)
+
+    def epoch():
+        xs, ys = zip(*(batches[i] for i in range(len(batches))))
+        batches.on_epoch_end()
+        return np.concatenate(xs), np.concatenate(ys)[:, 0].astype(int)
+
+    (x1, rows1), (x2, rows2) = epoch(), epoch()
+    assert sorted(rows1) == sorted(rows2) == list(range(len(ids)))  # every jet once per epoch
+    assert (rows1 != rows2).any()  # reshuffled
+    first, second = x1[np.argsort(rows1)], x2[np.argsort(rows2)]
+    plain = words(jets.constituents)
+    np.testing.assert_array_equal(first[..., [0, 3]], plain[..., [0, 3]])  # same pT words and valid flags per jet
+    assert (first[..., 1:3] != plain[..., 1:3]).any(axis=(1, 2)).mean() > 0.8  # angles: rotated words
+    assert (first[..., 1:3] != second[..., 1:3]).any(axis=(1, 2)).mean() > 0.8  # a new draw each epoch

@@ -78,6 +78,7 @@ class Tagging(Task):
         return self.stage(f"teach.{kind}", t, ["generate"], [out / "predictions.h5", out / "model.onnx"], work)
 
     def distill(self) -> dict:
+        from l1forge.students.augment import rotate_about_axis
         from l1forge.students.deepsets import build_constituent_student, student_inputs
         from l1forge.students.distill import train_student
 
@@ -97,6 +98,7 @@ class Tagging(Task):
                     precision=precision, hidden=tuple(s.hidden), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                     temperature=s.temperature, alpha=s.alpha, seed=s.seed, progress=self.progress,
                     model=model, preprocess=preprocess,
+                    augment=rotate_about_axis if s.augment and preprocess is not None else None,
                 )
                 result.update(teacher=teacher, family=s.family)
                 if preprocess is not None:  # constituent students: phi layers, pooling, head
