@@ -11,7 +11,7 @@ import numpy as np
 
 from l1forge.core.artifacts import atomic_path, write_json_atomic
 from l1forge.core.graph import SCHEMA
-from l1forge.quantize.fixed import FixedType
+from l1forge.quantize.fixed import MAX_WIDTH, FixedType, FixedTypeError
 
 
 
@@ -225,13 +225,15 @@ def _describe(layer, backend) -> tuple[dict, dict]:
 
 
 def describe_model(hls_model) -> tuple[dict, dict]:
-    """(graph dict, weight arrays) for a converted hls4ml ModelGraph."""
+    """(graph dict, weight arrays) for a converted hls4ml ModelGraph. UnsupportedLayerError for a layer the emulator
+    cannot reproduce, or one with a type wider than the emulator's 62-bit codes (naming layer and type)."""
     from hls4ml.backends import get_backend
 
     backend = get_backend("vivado")
     layers, weights = [], {}
     for layer in hls_model.get_layers():
         entry, w = _describe(layer, backend)
+        _check_widths(entry)
         layers.append(entry)
         weights.update(w)
     graph = {
@@ -243,6 +245,19 @@ def describe_model(hls_model) -> tuple[dict, dict]:
         "layers": layers,
     }
     return graph, weights
+
+
+def _check_widths(entry: dict) -> None:
+    for key, value in entry.items():
+        if key.endswith("_t") and isinstance(value, str):
+            try:
+                FixedType.parse(value)
+            except FixedTypeError as err:
+                if "width must be" in str(err):
+                    raise UnsupportedLayerError(
+                        f"layer '{entry['name']}' ({entry.get('class_name')}): {key} {value} is wider than the "
+                        f"{MAX_WIDTH} bits the emulator holds (set a narrower type for this layer in an hls4ml config)"
+                    ) from None
 
 
 def _producer(hls_model, output_name: str) -> str:

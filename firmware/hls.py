@@ -47,6 +47,15 @@ def _quiet():
 _PASS_THROUGH = ("Reshape", "Flatten", "Permute")
 
 
+def is_quantized(model) -> bool:
+    """True when some layer carries a QKeras quantizer (QDense, QConv*, QActivation, ...). hls4ml's bit-exact
+    inference derives every type from the quantizers; a plain Keras model has none, and its float weights would keep
+    their full width, so the exact sums of a Dense-BatchNorm-Dense chain pass 62 bits. Such a model is converted as
+    hls4ml converts it by default (its 'auto' inference: weights ``fixed<16,6>``, sums widened from them)."""
+    return any(layer.__class__.__name__.startswith("Q") and layer.__class__.__module__.startswith("qkeras")
+               for layer in model.layers)
+
+
 def has_input_quantizer(model) -> bool:
     """True when every path from every model input reaches a ``QActivation`` before any other layer (Reshape,
     Flatten and Permute pass through): then hls4ml's bit-exact inference takes the input type from the quantizer."""
@@ -156,7 +165,7 @@ def convert(
                 part=settings.part,
                 clock_period=settings.clock_period_ns,
                 io_type=settings.io_type,
-                bit_exact=user_config is None,
+                bit_exact=user_config is None and is_quantized(model),
             )
         except ValueError as err:
             if "unexpected input layer chain" in str(err):

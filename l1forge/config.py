@@ -57,7 +57,7 @@ class StudentConfig(Strict):
     # with probability 1/2 (students/augment.py); the HLF features do not change under it
     augment: bool = True
     hidden: list[int] = [64, 32, 32]  # hlf
-    input_type: str = "fixed<16,6,RND_CONV,SAT>"
+    input_type: str = "fixed<16,6,RND_CONV,SAT>"  # signed, RND_CONV, SAT (quantize/precision.py Precision)
     weight_bits: int = 6
     weight_integer: int = 0
     # None: the family's default, quantize/precision.py FAMILY_ACTIVATIONS (hlf, and the other tasks' MLP students:
@@ -71,6 +71,16 @@ class StudentConfig(Strict):
     batch_size: int = pydantic.Field(256, ge=1)
     lr: float = 3e-3
     seed: int = 0
+
+    @pydantic.field_validator("input_type")
+    @classmethod
+    def _input_type_trains_as_it_runs(cls, value: str) -> str:
+        """Checked when the configuration is read, not after the teachers have trained."""
+        from l1forge.quantize.fixed import FixedType
+        from l1forge.quantize.precision import Precision
+
+        Precision(input=FixedType.parse(value))  # ValueError: unparsable, or not a type QKeras trains as it runs
+        return value
 
 
 class EmulationConfig(Strict):
@@ -189,4 +199,5 @@ def load_config(preset: str = "demo", path: pathlib.Path | None = None, task: st
     except pydantic.ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{source}: key '{key}': {first['msg']}") from None
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: key '{key}': {message}") from None

@@ -74,7 +74,20 @@ def test_unknown_config_key_is_one_line_error(tmp_path):
     res = l1forge("generate", "--preset", "smoke", "--config", bad, "--out", tmp_path / "run")
     assert res.returncode == 1
     lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "bad.yaml" in lines[0] and "student.weight_bitz" in lines[0]
+    assert len(lines) == 1 and "bad.yaml" in lines[0] and "key 'student.weight_bitz': unknown key" in lines[0]
+
+
+@pytest.mark.parametrize("value, message", [("fixed<16,6,RND_CNV,SAT>", "unknown rounding mode 'RND_CNV'"),
+                                            ("fixed<8,2>", "must be signed with RND_CONV rounding and SAT overflow")])
+def test_a_bad_student_input_type_is_refused_when_the_config_is_read(tmp_path, value, message):
+    """Before generate runs (not after the teachers have trained): one line naming the file and the key."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"student: {{input_type: '{value}'}}\n")
+    res = l1forge("run", "--preset", "smoke", "--config", bad, "--out", tmp_path / "run")
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 1 and len(lines) == 1, res.stderr[-2000:]
+    assert "bad.yaml: key 'student.input_type'" in lines[0] and message in lines[0]
+    assert not (tmp_path / "run" / "data").exists()
 
 
 def test_corrupt_data_file_is_named(smoke_run, tmp_path):
@@ -143,6 +156,7 @@ def test_deepsets_student_distill_synthesize_emulate(smoke_run, tmp_path):
     assert task["student"]["family"] == "deepsets" and task["student"]["n_constituents"] == 8
     for model in ("student", "baseline"):  # both train on jets rotated about their axis, afresh each epoch
         assert json.loads((out / "students" / model / "history.json").read_text())["augment"] == "rotate_about_axis"
+    assert task["student"]["augment"] == "rotate_about_axis"
     verdict = task["student"]["distilled_vs_baseline"]["accuracy"]  # paired bootstrap on the same test jets
     assert verdict["difference_err"] > 0 and verdict["verdict"] in ("A", "B", "tie")
     assert task["student"]["metrics"]["accuracy_err"] > 0 and "rejection_at_50_n_background" in task["student"]["metrics"]

@@ -380,3 +380,45 @@ def test_synthesize_a_plain_input_model_with_a_user_config_and_an_input_type(tmp
     code, err = _cli(["emulate", "--model", tmp_path / "m.h5", "--data", tmp_path / "x.npy"], capsys)  # no C-sim
     assert code == 0 and "note: input type fixed<16,6,RND_CONV,SAT> (the l1forge default" in err, err
     assert "warning: the firmware differs from the Keras model" in err  # inputs beyond +-32 saturate
+
+
+def test_a_plain_keras_model_converts_without_a_config(tmp_path, capsys):
+    """Dense-BatchNorm-ReLU-Dense with float weights, no quantizer and no hls4ml config (a fresh user's first try):
+    converted as hls4ml converts plain Keras by default (weights fixed<16,6>, BatchNorm folded into the Dense), the
+    emulator bit-exact against the C-sim, the firmware within its fixed-point error of the float model on inputs in
+    range; `synthesize --model` writes the project. (Bit-exact inference from float weights gave a 70-bit sum.)"""
+    inp = L.Input((10,), name="x")
+    h = L.BatchNormalization(name="bn")(L.Dense(8, name="dense")(inp))
+    model = _randomize(tf.keras.Model(inp, L.Dense(3, name="out")(L.ReLU(name="relu")(h))), 21)
+    x = _inputs((10,), 21, scale=1.0)
+    stats = _run(tmp_path, "plain_keras", model, x)
+    graph = json.loads((tmp_path / "plain_keras_project" / "graph.json").read_text())
+    dense = next(layer for layer in graph["layers"] if layer["name"] == "dense")
+    assert dense["weight_t"].startswith("fixed<16,6,") and "bn" not in [layer["name"] for layer in graph["layers"]]
+    in_range = np.abs(x).max(axis=1) < 30  # inside fixed<16,6>: only the weights' and sums' rounding remains
+    from l1forge.emulation.emulator import Emulator
+
+    emulated = Emulator.from_file(tmp_path / "plain_keras_project" / "graph.json").predict(x)
+    assert np.abs(emulated[in_range] - model.predict(x, verbose=0)[in_range]).max() < 0.05
+    assert stats["keras_mismatches"] > 0  # outside the input range the firmware saturates, as it should
+    code, err = _cli(["synthesize", "--model", tmp_path / "plain_keras.h5", "--out", tmp_path / "fw"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "fw" / "summary.json").read_text())["tasks"]["user"]["firmware"]["ii_cycles"] == 1
+
+
+def test_a_type_wider_than_the_emulator_is_refused_before_compiling(tmp_path):
+    """A user config asking for a 70-bit accumulator: one line naming the layer and the type, no C-sim compiled."""
+    import hls4ml
+
+    from l1forge.firmware.graph import UnsupportedLayerError
+
+    inp = L.Input((6,), name="x")
+    model = _randomize(tf.keras.Model(inp, QDense(3, name="d", **_q())(inp)), 5)
+    model.save(tmp_path / "m.h5")
+    np.save(tmp_path / "x.npy", _inputs((6,), 5)[:10])
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    config["LayerName"]["d"]["Precision"]["accum"] = "fixed<70,20>"
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'd' \(Dense\): accum_t fixed<70,20.*wider than the 62 bits"):
+        emulate_model(tmp_path / "m.h5", tmp_path / "x.npy", hls_config_path=_write_config(tmp_path, "c", config),
+                      check_csim=True, project_dir=tmp_path / "p")
+    assert not list(tmp_path.glob("p/**/*.so"))

@@ -204,9 +204,10 @@ class Tagging(Task):
         task = super().summary()
         for kind, result in self.teacher_results().items():
             task["teachers"][kind].update({k: result.get(k) for k in ("onnx_max_abs_diff", "train_jets_per_s")})
-        if "student" in task:  # which family, and for constituent students how many constituents
+        if "student" in task:  # which family, whether it trained on rotated jets, for constituent students how many
             student = self.run.result("distill.student")
-            task["student"].update({k: student[k] for k in ("family", "n_constituents", "input_word") if k in student})
+            task["student"].update({k: student[k] for k in ("family", "augment", "n_constituents", "input_word")
+                                    if k in student})
             if verdict := self._paired(self.run.student, self.run.baseline):
                 task["student"]["distilled_vs_baseline"] = verdict
             for kind in task.get("teachers", {}):  # is the teacher worth distilling: does it beat the label-trained student?
