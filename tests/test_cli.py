@@ -157,6 +157,7 @@ def test_deepsets_student_distill_synthesize_emulate(smoke_run, tmp_path):
     for model in ("student", "baseline"):  # both train on jets rotated about their axis, afresh each epoch
         assert json.loads((out / "students" / model / "history.json").read_text())["augment"] == "rotate_about_axis"
     assert task["student"]["augment"] == "rotate_about_axis"
+    assert task["data"]["files"]["events"] == str(out / "data" / "jets.h5") and "path" not in task["data"]  # copied run
     verdict = task["student"]["distilled_vs_baseline"]["accuracy"]  # paired bootstrap on the same test jets
     assert verdict["difference_err"] > 0 and verdict["verdict"] in ("A", "B", "tie")
     assert task["student"]["metrics"]["accuracy_err"] > 0 and "rejection_at_50_n_background" in task["student"]["metrics"]

@@ -198,7 +198,8 @@ class Task:
         result = lambda name: self.run.state.get(name, {}).get("result")  # noqa: E731
         task: dict = {}
         if data := result("generate"):
-            task["data"] = {**data, "files": {"events": str(self.data_path)}}
+            # "path" is where generation wrote (stale in a copied run directory); "files" is where the data are now
+            task["data"] = {**{k: v for k, v in data.items() if k != "path"}, "files": {"events": str(self.data_path)}}
         if teachers := self.teacher_results():
             task["teachers"] = {k: {"params": r["params"], "size": r["size"], "metrics": r["metrics"],
                                     "onnx": str(self.run.teacher(k) / "model.onnx")} for k, r in teachers.items()}
