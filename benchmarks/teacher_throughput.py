@@ -30,7 +30,9 @@ code (2 passive threads, glibc keeping freed memory, GNN k = 8, transformer dim 
     transformer  demo                          109           618     584           278
 
 On the 2-core AMD EPYC of earlier sessions the same steps ran about 2.5x slower (quiet, after: GNN 476,
-transformer dim 32 583 train jets/s).
+transformer dim 32 583 train jets/s). On another 2-core AMD EPYC (2026-12-01, load average 1.9), before / after:
+GNN train 1091 / 1806 (1.66x), infer 1322 / 860; transformer train 991 / 1229 (1.24x, with 2.5x the parameters),
+infer 1449 / 873.
 """
 
 from __future__ import annotations
