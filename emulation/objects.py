@@ -21,10 +21,13 @@ The output is the ADC2021 layout of events/l1objects.py, (N, 19, 4) float32 [pT 
 
 Latency (an estimate, not a measurement: no RTL is written for this block): ``latency_estimate`` counts pipeline
 stages at one adder or comparator level per cycle (the pileup student's own RTL meets 240 MHz with one 2-input
-adder level per stage): 1 cycle weighting, 1 table, ceil(log2 n) adder levels for px/py, SQRT_ATAN_CYCLES for the
-CORDIC; for each of the N_JETS sequential seeded-cone steps ceil(log2 n) comparator levels (argmax), 2 cycles for
-the distance, ceil(log2 n) adder levels; e/gamma and muon sorting run in parallel with the jets. Fully pipelined
-(each jet step its own logic): II = 1.
+adder level per stage): 1 cycle weighting; MET: 1 table, ceil(log2 n) adder levels for px/py, SQRT_ATAN_CYCLES for
+the CORDIC; jets: N_JETS sequential seeded-cone steps of ceil(log2 n) comparator levels (argmax over the free
+candidates) and 2 cycles for the distance test that frees the next step's candidates. A jet's pT sum is not on that
+chain (step i + 1 needs the members of jet i, not its pT): each sum is an adder tree of ceil(log2 n) levels beside
+the later steps, so after the last step come its sum, 1 cycle for the jet pT and eta cuts and ceil(log2 N_JETS)
+levels placing the kept jets in their slots. e/gamma and muon sorting run in parallel with the jets. Fully
+pipelined (each jet step its own logic): II = 1.
 """
 
 from __future__ import annotations
@@ -145,7 +148,7 @@ def latency_estimate(n_candidates: int, clock_mhz: float) -> dict:
     docstring; an estimate: no RTL of this block is built)."""
     depth = max(math.ceil(math.log2(max(n_candidates, 2))), 1)
     met = 2 + depth + SQRT_ATAN_CYCLES
-    jets = N_JETS * (2 * depth + 2)
+    jets = N_JETS * (depth + 2) + depth + 1 + math.ceil(math.log2(N_JETS))
     cycles = 1 + max(met, jets)
     return {"latency_cycles": cycles, "latency_ns": cycles * 1e3 / clock_mhz, "ii_cycles": 1, "clock_mhz": clock_mhz,
             "source": "estimate (emulation/objects.py: pipeline stages counted, no RTL)"}
