@@ -65,7 +65,7 @@ class StudentConfig(Strict):
     activation_bits: int | None = None
     activation_integer: int | None = None
     teacher: Literal["best", "gnn", "transformer"] = "best"
-    temperature: float = pydantic.Field(2.0, gt=0)
+    temperature: float | None = pydantic.Field(None, gt=0)  # None: the family's, students/distill.py FAMILY_TEMPERATURE
     alpha: float = pydantic.Field(0.9, ge=0, le=1)
     epochs: int = pydantic.Field(40, ge=1)
     batch_size: int = pydantic.Field(256, ge=1)

@@ -29,7 +29,7 @@ class DistilledAccuracy:
         from l1forge.core.artifacts import read_array
         from l1forge.students.deepsets import student_inputs
         from l1forge.students.augment import rotate_about_axis
-        from l1forge.students.distill import train_student
+        from l1forge.students.distill import FAMILY_TEMPERATURE, train_student
 
         run = pathlib.Path(self.run_dir)
         jets = read_jets(run / "data" / "jets.h5")
@@ -40,7 +40,8 @@ class DistilledAccuracy:
         with tempfile.TemporaryDirectory() as tmp:
             train_student(
                 features, names, jets.labels, jets.split, pathlib.Path(tmp), teacher_logits,
-                epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], temperature=s["temperature"],
+                epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
+                temperature=s["temperature"] or FAMILY_TEMPERATURE[family],
                 alpha=s["alpha"], seed=s["seed"], progress=False, model=model, preprocess=preprocess,
                 augment=rotate_about_axis if s["augment"] and preprocess is not None else None,
             )

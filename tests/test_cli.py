@@ -157,6 +157,8 @@ def test_deepsets_student_distill_synthesize_emulate(smoke_run, tmp_path):
     for model in ("student", "baseline"):  # both train on jets rotated about their axis, afresh each epoch
         assert json.loads((out / "students" / model / "history.json").read_text())["augment"] == "rotate_about_axis"
     assert task["student"]["augment"] == "rotate_about_axis"
+    history = lambda run: json.loads((run / "students" / "student" / "history.json").read_text())  # noqa: E731
+    assert history(out)["temperature"] == 1.0 and history(smoke_run[0])["temperature"] == 2.0  # the family's
     assert task["data"]["files"]["events"] == str(out / "data" / "jets.h5") and "path" not in task["data"]  # copied run
     verdict = task["student"]["distilled_vs_baseline"]["accuracy"]  # paired bootstrap on the same test jets
     assert verdict["difference_err"] > 0 and verdict["verdict"] in ("A", "B", "tie")

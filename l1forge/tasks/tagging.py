@@ -80,7 +80,7 @@ class Tagging(Task):
     def distill(self) -> dict:
         from l1forge.students.augment import rotate_about_axis
         from l1forge.students.deepsets import build_constituent_student, student_inputs
-        from l1forge.students.distill import train_student
+        from l1forge.students.distill import FAMILY_TEMPERATURE, train_student
 
         s = self.cfg.student
         precision = self.precision(s.family)
@@ -96,8 +96,8 @@ class Tagging(Task):
                 result = train_student(
                     features, names, jets.labels, jets.split, out, teacher_logits=logits,
                     precision=precision, hidden=tuple(s.hidden), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                    temperature=s.temperature, alpha=s.alpha, seed=s.seed, progress=self.progress,
-                    model=model, preprocess=preprocess,
+                    temperature=s.temperature or FAMILY_TEMPERATURE[s.family], alpha=s.alpha, seed=s.seed,
+                    progress=self.progress, model=model, preprocess=preprocess,
                     augment=rotate_about_axis if s.augment and preprocess is not None else None,
                 )
                 result.update(teacher=teacher, family=s.family)
