@@ -28,8 +28,7 @@ class DistilledAccuracy:
         from l1forge.events.schema import read_jets
         from l1forge.core.artifacts import read_array
         from l1forge.students.deepsets import student_inputs
-        from l1forge.students.augment import rotate_about_axis
-        from l1forge.students.distill import FAMILY_TEMPERATURE, train_student
+        from l1forge.students.distill import family_settings, train_student
 
         run = pathlib.Path(self.run_dir)
         jets = read_jets(run / "data" / "jets.h5")
@@ -40,10 +39,9 @@ class DistilledAccuracy:
         with tempfile.TemporaryDirectory() as tmp:
             train_student(
                 features, names, jets.labels, jets.split, pathlib.Path(tmp), teacher_logits,
-                epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
-                temperature=s["temperature"] or FAMILY_TEMPERATURE[family],
-                alpha=s["alpha"], seed=s["seed"], progress=False, model=model, preprocess=preprocess,
-                augment=rotate_about_axis if s["augment"] and preprocess is not None else None,
+                epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], alpha=s["alpha"], seed=s["seed"],
+                progress=False, model=model, preprocess=preprocess,
+                **family_settings(family, s["temperature"], s["augment"]),
             )
             logits = read_array(pathlib.Path(tmp) / "predictions.h5", "logits")
         test = jets.split == 2

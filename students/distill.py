@@ -28,6 +28,16 @@ from l1forge.students.training import AugmentedBatches, fit_with_early_stopping
 FAMILY_TEMPERATURE = {"hlf": 2.0, "deepsets": 1.0, "mixer": 1.0}
 
 
+def family_settings(family: str, temperature: float | None, augment: bool) -> dict:
+    """The ``train_student`` keywords a student family takes where the configuration leaves them open: the
+    temperature (``FAMILY_TEMPERATURE`` when None) and, for the constituent families with ``augment`` on, rotations
+    about the jet axis (students/augment.py; the HLF features do not change under them)."""
+    from l1forge.students.augment import rotate_about_axis
+
+    return {"temperature": temperature or FAMILY_TEMPERATURE[family],
+            "augment": rotate_about_axis if augment and family != "hlf" else None}
+
+
 def distillation_loss(n_classes: int, temperature: float, alpha: float):
     """Loss on ``y = [one-hot labels | teacher logits]`` (teacher part ignored when alpha == 0)."""
 

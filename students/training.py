@@ -52,8 +52,8 @@ class AugmentedBatches(tf.keras.utils.Sequence):
 def fit_with_early_stopping(model, train, val: tuple, epochs: int, batch_size: int, progress: bool, label: str) -> dict:
     """Fit a compiled model, keep the weights with the best validation loss; the history block of history.json.
 
-    train is (x, y), (x, y, sample_weight) or a keras Sequence of batches (``AugmentedBatches``: its own batch size,
-    shuffling and sample weights); val is (x, y) or (x, y, sample_weight)."""
+    train is (x, y), (x, y, sample_weight) or a keras Sequence of batches (``AugmentedBatches``: its own batch size
+    and shuffling); val is (x, y) or (x, y, sample_weight)."""
     callbacks = [
         tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(3, epochs // 5), restore_best_weights=True),
         tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, epochs // 10)),

@@ -243,7 +243,8 @@ class Pileup(Task):
             sample = self._sample()
             test = sample.subset(sample.split == 2)
             rows = sample.particle_rows(sample.split == 2)
-            kept = region_kept(test, p)
+            kept_all = region_kept(sample, p)  # the cap acts per crossing: the test crossings' share is theirs alone
+            kept = kept_all[rows]
             network = student_candidates(test, kept, p)
             x = network_inputs(test, kept, p).astype(np.float64)
             index = np.unique(np.linspace(0, len(x) - 1, min(p.csim_candidates, len(x))).astype(np.int64))
@@ -256,7 +257,7 @@ class Pileup(Task):
                 raise RuntimeError("emulator fast path and checked path disagree on the C-sim candidates")
             teacher = self.run.result("distill.student")["teacher"]
             predicted = read_array(self.run.student / "predictions.h5", "weight")  # network rows of all splits
-            tested = rows[student_candidates(sample, region_kept(sample, p), p)]
+            tested = rows[student_candidates(sample, kept_all, p)]
             n = len(test.pt)
             weights = {
                 "none": np.ones(n, np.float32), "chs": chs_weights(test), "puppi": puppi_weights(test),

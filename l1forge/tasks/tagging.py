@@ -78,9 +78,8 @@ class Tagging(Task):
         return self.stage(f"teach.{kind}", t, ["generate"], [out / "predictions.h5", out / "model.onnx"], work)
 
     def distill(self) -> dict:
-        from l1forge.students.augment import rotate_about_axis
         from l1forge.students.deepsets import build_constituent_student, student_inputs
-        from l1forge.students.distill import FAMILY_TEMPERATURE, train_student
+        from l1forge.students.distill import family_settings, train_student
 
         s = self.cfg.student
         precision = self.precision(s.family)
@@ -96,9 +95,8 @@ class Tagging(Task):
                 result = train_student(
                     features, names, jets.labels, jets.split, out, teacher_logits=logits,
                     precision=precision, hidden=tuple(s.hidden), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                    temperature=s.temperature or FAMILY_TEMPERATURE[s.family], alpha=s.alpha, seed=s.seed,
-                    progress=self.progress, model=model, preprocess=preprocess,
-                    augment=rotate_about_axis if s.augment and preprocess is not None else None,
+                    alpha=s.alpha, seed=s.seed, progress=self.progress, model=model, preprocess=preprocess,
+                    **family_settings(s.family, s.temperature, s.augment),
                 )
                 result.update(teacher=teacher, family=s.family)
                 if preprocess is not None:  # constituent students: phi layers, pooling, head
