@@ -112,7 +112,8 @@ class StudentEstimate:
     ``metric`` is called on the freshly built model (random weights, ``seed``) before conversion, so a metric
     that trains the model in place is costed with its trained weights. It returns a number, or a dict holding
     "metric" and any other fields for the result row (e.g. uncertainties, R50). A "deepsets" or "mixer" point
-    builds students/deepsets.py ``build_constituent_student`` with ``phi`` and ``head`` on (n_constituents, 4) words;
+    builds students/deepsets.py ``build_constituent_student`` with ``phi`` and ``head`` on (n_constituents, 4) words
+    (with ``jet_word``, (n_constituents + 1, 7): the jet word row);
     its activations keep the family's integer bits (quantize/precision.py ``FAMILY_ACTIVATIONS``).
 
     ``synthesis="open"`` costs each point by open synthesis instead: the RTL of the firmware graph
@@ -128,6 +129,7 @@ class StudentEstimate:
     hidden: tuple = (64, 32, 32)
     phi: tuple = (16, 16)
     head: tuple = (32,)
+    jet_word: bool = False  # constituent students: the jet word row (students/deepsets.py)
     settings: FirmwareSettings = dataclasses.field(default_factory=FirmwareSettings)
     seed: int = 0
     synthesis: str = "estimate"  # or "open": Yosys on the RTL writer's Verilog
@@ -145,11 +147,12 @@ class StudentEstimate:
         precision = Precision.for_family(point.family, weight_bits=point.weight_bits,
                                          activation_bits=point.activation_bits)
         if point.family != "hlf":
-            from l1forge.quantize.l1words import L1_CONSTITUENT
-            from l1forge.students.deepsets import build_constituent_student
+            from l1forge.quantize.l1words import L1_JET
+            from l1forge.students.deepsets import ConstituentInputs, build_constituent_student
 
-            model = build_constituent_student(point.family, point.n_constituents, L1_CONSTITUENT.n_features,
-                                              self.n_outputs, self.phi, self.head, precision)
+            inputs = ConstituentInputs(point.n_constituents, jet=L1_JET if self.jet_word else None)
+            model = build_constituent_student(point.family, *inputs.shape, self.n_outputs, self.phi, self.head,
+                                              precision)
         else:
             model = build_student(self.n_inputs, self.n_outputs, self.hidden, precision)
         measured = self.metric(model)

@@ -34,8 +34,10 @@ class DistilledAccuracy:
         jets = read_jets(run / "data" / "jets.h5")
         teacher_logits = read_array(run / "teachers" / self.teacher / "predictions.h5", "logits")
         s = self.student
-        family = "deepsets" if len(model.input_shape) == 3 else "hlf"  # (None, n, 4) words (deepsets and mixer alike)
-        features, names, preprocess = student_inputs(family, jets, model.input_shape[1], None)
+        family = "deepsets" if len(model.input_shape) == 3 else "hlf"  # (None, slots, F) words (deepsets, mixer alike)
+        jet_word = s.get("jet_word", False)
+        n = model.input_shape[1] - (1 if jet_word else 0)  # the jet word is one more row
+        features, names, preprocess = student_inputs(family, jets, n, None, jet_word)
         with tempfile.TemporaryDirectory() as tmp:
             train_student(
                 features, names, jets.labels, jets.split, pathlib.Path(tmp), teacher_logits,
@@ -71,6 +73,6 @@ def run_scan(run_dir: pathlib.Path, teacher: str, student: dict, settings, point
     metric = DistilledAccuracy(str(run_dir), teacher, student)
     evaluate = StudentEstimate(metric=metric, hidden=tuple(student["hidden"]), settings=settings, seed=student["seed"],
                                phi=tuple(student.get("phi", (16, 16))), head=tuple(student.get("head", (32,))),
-                               synthesis=synthesis)
+                               jet_word=student.get("jet_word", False), synthesis=synthesis)
     results = scan(points, evaluate, executor)
     return {"metric": "accuracy", "points": results, "front": pareto_front(results)}

@@ -30,7 +30,12 @@ while the layer is no longer positively homogeneous in (pT, deta, dphi) -- witho
 computes phi(a x) = a phi(x) and cannot, e.g., weigh a soft wide-angle constituent differently from a scaled-down
 hard central one (same study: 0.582 without the flag, 0.611 with it).
 
-``ConstituentWord.check_input_type`` says whether an input type holds the words exactly.
+``L1Word.check_input_type`` says whether an input type holds the words exactly.
+
+The jet word (``L1_JET``, one more input row of the constituent students) carries what the L1 jet builder knows
+about the whole jet: its mass (``ap_ufixed<11,9>``, LSB 0.25 GeV, 0 .. 511.75 GeV, TRN, SAT; network value mass /
+32 GeV, shift 7) from four running sums over all its candidates (``jet_summary``), its multiplicity
+(``ap_ufixed<7,7>``, 0 .. 127 candidates, SAT; value n / 16, shift 4) and a jet flag (1 on the jet's row).
 
 The jet data of l1forge have no particle type (events/README.md: pt, deta, dphi, energy), so the word has no
 type bits; a 3-bit ``ParticleID`` as in ``l1ct`` would be one more field here.
@@ -102,8 +107,9 @@ VALID = WordField("valid", "ufixed<1,1,TRN,SAT>", PT.lsb, "GeV", 0, 0)
 
 
 @dataclasses.dataclass(frozen=True)
-class ConstituentWord:
-    """The word of one constituent: its fields in the order the network sees them (last axis of the input)."""
+class L1Word:
+    """A word of fixed-point fields (a constituent's, or the jet's), in the order the network sees them (last axis
+    of the input); each field reads one physical column of the objects it encodes."""
 
     fields: tuple[WordField, ...] = (PT, DETA, DPHI, VALID)
 
@@ -165,12 +171,37 @@ class ConstituentWord:
         return {"bits": self.bits, "fields": [f.as_dict() for f in self.fields]}
 
 
-L1_CONSTITUENT = ConstituentWord()
+L1_CONSTITUENT = L1Word()
+
+# The jet word: what the L1 jet builder knows about the whole jet and the N leading constituents do not show. The
+# jet's mass sets W/Z/top apart (a pair sum over all its candidates, which a deep set of the leading ones does not
+# learn: float study, 32 constituents, 0.695 -> 0.729 with mass and multiplicity); the multiplicity sets quark from
+# gluon jets. Columns of ``jet_summary``: 0 mass (GeV), 1 multiplicity (candidates).
+MASS = WordField("mass", "ufixed<11,9,TRN,SAT>", 1.0, "GeV", 7, 0)  # LSB 0.25 GeV, 0 .. 511.75; value mass / 32 GeV
+MULTIPLICITY = WordField("multiplicity", "ufixed<7,7,TRN,SAT>", 1.0, "candidates", 4, 1)  # 0 .. 127; value n / 16
+# 1 on the jet's row (multiplicity >= 1, saturated), 0 elsewhere: the jet row's own bias, as VALID is a constituent's
+JET = WordField("jet", "ufixed<1,1,TRN,SAT>", 1.0, "candidates", 0, 1)
+L1_JET = L1Word((MASS, MULTIPLICITY, JET))
+
+
+def jet_summary(constituents: np.ndarray, n_constituents: np.ndarray) -> np.ndarray:
+    """(jets, 2) [mass GeV, multiplicity] of each jet from its candidates (jets, M, F) [pt, deta, dphi, ...] (all M
+    stored, rows past ``n_constituents`` ignored): the candidates counted, and the mass of massless candidates in
+    the small-angle limit, m^2 = sum_{i<j} pt_i pt_j dR_ij^2 = S0 S2 - |S1|^2 with S0 = sum pt, S1 = sum pt (deta,
+    dphi), S2 = sum pt (deta^2 + dphi^2): four running sums over the candidates, as a jet builder accumulates its
+    pT. Invariant under rotations of the (deta, dphi) plane about the axis."""
+    c = np.asarray(constituents, np.float64)
+    real = np.arange(c.shape[1])[None, :] < np.asarray(n_constituents)[:, None]
+    pt, deta, dphi = (np.where(real, c[..., i], 0.0) for i in range(3))
+    m2 = pt.sum(1) * (pt * (deta**2 + dphi**2)).sum(1) - (pt * deta).sum(1) ** 2 - (pt * dphi).sum(1) ** 2
+    return np.stack([np.sqrt(np.maximum(m2, 0.0)), real.sum(1)], axis=1)
 
 
 def constituent_inputs(constituents: np.ndarray, n_constituents: np.ndarray, n: int,
-                       word: ConstituentWord = L1_CONSTITUENT) -> np.ndarray:
-    """The network input of ``n`` leading constituents per jet: (jets, n, word.n_features) float64.
+                       word: L1Word = L1_CONSTITUENT, jet: L1Word | None = None) -> np.ndarray:
+    """The network input of ``n`` leading constituents per jet: (jets, n, word.n_features) float64; with a jet word
+    ``jet``, (jets, n + 1, word.n_features + jet.n_features): rows 0..n-1 the constituents' words in the first
+    columns (zero in the last), row n the jet's word (``jet_summary``) in the last columns (zero in the first).
 
     ``constituents`` (jets, M, F) physical values, pT-ordered (decreasing), zero-padded beyond ``n_constituents``
     (jets,); rows past ``n_constituents`` are set to zero whatever they hold, so padding is all-zero words. Raises
@@ -183,4 +214,10 @@ def constituent_inputs(constituents: np.ndarray, n_constituents: np.ndarray, n: 
         raise ValueError(f"n_constituents={n} but {constituents.shape[1]} constituents are stored per jet")
     codes = word.encode(constituents[:, :n])
     real = np.arange(n)[None, :] < np.asarray(n_constituents)[:, None]
-    return word.to_network(np.where(real[..., None], codes, 0))
+    x = word.to_network(np.where(real[..., None], codes, 0))
+    if jet is None:
+        return x
+    out = np.zeros((len(x), n + 1, word.n_features + jet.n_features))
+    out[:, :n, :word.n_features] = x
+    out[:, n, word.n_features:] = jet.to_network(jet.encode(jet_summary(constituents, n_constituents)))
+    return out

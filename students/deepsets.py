@@ -1,7 +1,10 @@
 """Constituent students: a quantization-aware QKeras deep-sets network on the L1 words of the leading constituents.
 
 Input: (N, 4) per jet, the words of ``l1forge.quantize.l1words`` (pT, deta, dphi relative to the jet axis, valid
-flag) of the N leading constituents, pT-ordered and zero-padded (``ConstituentInputs``). Network (Zaheer et al.
+flag) of the N leading constituents, pT-ordered and zero-padded (``ConstituentInputs``); with the jet word
+(``student.jet_word``), (N + 1, 7): one more row holds the jet's mass, multiplicity and a jet flag in three more
+columns, so the same shared phi layers embed it and the pooled sum carries it to the head (one input tensor, as
+hls4ml's single-input firmware path takes). Network (Zaheer et al.
 2017, "Deep Sets"; the particle-flow network of Komiske, Metodiev, Thaler 2019; its L1 form in arXiv 2402.01876):
 
     phi:   per-constituent QConv1D(kernel 1) + quantized ReLU blocks, weights shared by all N constituents
@@ -34,7 +37,7 @@ import pathlib
 import numpy as np
 
 from l1forge.core.artifacts import write_json_atomic
-from l1forge.quantize.l1words import L1_CONSTITUENT, ConstituentWord, WordField, constituent_inputs
+from l1forge.quantize.l1words import L1_CONSTITUENT, L1_JET, L1Word, WordField, constituent_inputs
 from l1forge.quantize.precision import Precision
 
 FAMILIES = ("hlf", "deepsets", "mixer")
@@ -42,30 +45,43 @@ FAMILIES = ("hlf", "deepsets", "mixer")
 
 @dataclasses.dataclass
 class ConstituentInputs:
-    """Preprocessing of a constituent student: constituents (jets, M, F) -> network input (jets, n, word.n_features).
+    """Preprocessing of a constituent student: constituents (jets, M, F) -> network input (jets, n, word.n_features),
+    or with the jet word ``jet`` (jets, n + 1, word.n_features + jet.n_features) (quantize/l1words.py
+    ``constituent_inputs``).
 
     Stands where the HLF student's ``Standardizer`` stands (``train_student(..., preprocess=...)``, saved as
     ``preprocess.json``): no statistics, only the fixed-point words of quantize/l1words.py.
     """
 
     n: int
-    word: ConstituentWord = L1_CONSTITUENT
+    word: L1Word = L1_CONSTITUENT
+    jet: L1Word | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The network input of one jet: (slots, values per slot)."""
+        if self.jet is None:
+            return self.n, self.word.n_features
+        return self.n + 1, self.word.n_features + self.jet.n_features
 
     def __call__(self, constituents: np.ndarray, n_constituents: np.ndarray | None = None) -> np.ndarray:
-        """(jets, n, word.n_features) float32 network values; slots past ``n_constituents`` (jets,) are zeroed (None:
-        the padding as stored, which events/schema.py guarantees is zero). ValueError: see ``constituent_inputs``."""
-        counts = n_constituents if n_constituents is not None else np.full(len(constituents), self.n)
-        return constituent_inputs(constituents, counts, self.n, self.word).astype(np.float32)
+        """(jets, *shape) float32 network values; constituents past ``n_constituents`` (jets,) are zeroed (None: the
+        padding as stored, which events/schema.py guarantees is zero). ValueError: see ``constituent_inputs``."""
+        if n_constituents is None:
+            n_constituents = (np.asarray(constituents)[..., 0] > 0).sum(axis=1)
+        return constituent_inputs(constituents, n_constituents, self.n, self.word, self.jet).astype(np.float32)
 
     def save(self, path: pathlib.Path):
-        write_json_atomic(path, {"kind": "l1_constituents", "n": self.n, "word": self.word.as_dict()})
+        jet = {} if self.jet is None else {"jet_word": self.jet.as_dict()}
+        write_json_atomic(path, {"kind": "l1_constituents", "n": self.n, "word": self.word.as_dict(), **jet})
 
     @classmethod
     def load(cls, path) -> "ConstituentInputs":
         data = json.loads(pathlib.Path(path).read_text())
         # files written before fields named their column read pt, deta, dphi in that order
         fields = tuple(WordField(**{"column": i, **f}) for i, f in enumerate(data["word"]["fields"]))
-        return cls(int(data["n"]), ConstituentWord(fields))
+        jet = data.get("jet_word")
+        return cls(int(data["n"]), L1Word(fields), jet and L1Word(tuple(WordField(**f) for f in jet["fields"])))
 
 
 def build_deepsets(n_constituents: int, n_features: int, n_outputs: int, phi=(32, 32), head=(32,),
@@ -87,8 +103,9 @@ def build_deepsets(n_constituents: int, n_features: int, n_outputs: int, phi=(32
     return tf.keras.Model(inputs, logits, name=name)
 
 
-def checked_inputs(jets, n: int, input_type=None, word: ConstituentWord = L1_CONSTITUENT) -> ConstituentInputs:
-    """``ConstituentInputs(n, word)`` for a ``JetSample`` after the checks that make bad input one line:
+def checked_inputs(jets, n: int, input_type=None, word: L1Word = L1_CONSTITUENT,
+                   jet: L1Word | None = None) -> ConstituentInputs:
+    """``ConstituentInputs(n, word, jet)`` for a ``JetSample`` after the checks that make bad input one line:
     DataError naming the file and ``student.n_constituents`` when n exceeds the stored constituents, or the
     missing features when the file stores fewer constituent features than the word needs; ValueError naming
     ``student.input_type`` when the student's input type (a FixedType, if given) cannot hold the words exactly."""
@@ -102,20 +119,23 @@ def checked_inputs(jets, n: int, input_type=None, word: ConstituentWord = L1_CON
                         f"needs {word.n_columns} ({word.column_names})")
     if input_type is not None:
         try:
-            word.check_input_type(input_type)
+            for w in (word, jet or word):
+                w.check_input_type(input_type)
         except ValueError as err:
             raise ValueError(f"student.input_type: {err}") from None
-    return ConstituentInputs(n, word)
+    return ConstituentInputs(n, word, jet)
 
 
-def student_inputs(family: str, jets, n_constituents: int, input_type=None):
+def student_inputs(family: str, jets, n_constituents: int, input_type=None, jet_word: bool = False):
     """(raw inputs, feature names, preprocess) of a student family for ``train_student``: the 16 jet features with
     a fitted Standardizer (preprocess None) for "hlf"; the stored constituents (jets, 64, F) with their
-    ``checked_inputs`` for the constituent students ("deepsets", "mixer")."""
+    ``checked_inputs`` for the constituent students ("deepsets", "mixer"), with the jet word row
+    (quantize/l1words.py ``L1_JET``) if ``jet_word``."""
     if family == "hlf":
         return jets.features, jets.feature_names, None
     if family in ("deepsets", "mixer"):
-        return jets.constituents, None, checked_inputs(jets, n_constituents, input_type)
+        jet = L1_JET if jet_word else None
+        return jets.constituents, None, checked_inputs(jets, n_constituents, input_type, jet=jet)
     raise ValueError(f"student.family={family!r}: one of {', '.join(FAMILIES)}")
 
 

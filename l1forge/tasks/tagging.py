@@ -88,10 +88,10 @@ class Tagging(Task):
             def fn():
                 jets = self.jets()
                 logits = read_array(self.run.teacher(teacher) / "predictions.h5", "logits") if teacher else None
-                features, names, preprocess = student_inputs(s.family, jets, s.n_constituents, precision.input)
+                features, names, preprocess = student_inputs(s.family, jets, s.n_constituents, precision.input,
+                                                             s.jet_word)
                 model = None if preprocess is None else build_constituent_student(
-                    s.family, s.n_constituents, preprocess.word.n_features, len(jets.class_names), s.phi, s.head,
-                    precision)
+                    s.family, *preprocess.shape, len(jets.class_names), s.phi, s.head, precision)
                 result = train_student(
                     features, names, jets.labels, jets.split, out, teacher_logits=logits,
                     precision=precision, hidden=tuple(s.hidden), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
@@ -101,7 +101,8 @@ class Tagging(Task):
                 result.update(teacher=teacher, family=s.family)
                 if preprocess is not None:  # constituent students: phi layers, pooling, head
                     result.update(hidden=[*s.phi, *s.head], phi=list(s.phi), head=list(s.head),
-                                  n_constituents=s.n_constituents, input_word=preprocess.word.as_dict())
+                                  n_constituents=s.n_constituents, input_word=preprocess.word.as_dict(),
+                                  jet_word=preprocess.jet and preprocess.jet.as_dict())
                 result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
                 return result
 
@@ -123,7 +124,8 @@ class Tagging(Task):
 
     def student_x(self, jets, index: np.ndarray) -> np.ndarray:
         """Float64 firmware input of jets ``index`` as the trained student's ``preprocess.json`` defines it: (events,
-        16) standardized features (hlf) or (events, n, 4) L1 constituent words (deepsets, mixer)."""
+        16) standardized features (hlf) or (events, n, 4) L1 constituent words (deepsets, mixer; (events, n + 1, 7) with
+        the jet word)."""
         from l1forge.students.deepsets import ConstituentInputs, load_preprocess
 
         prep = load_preprocess(self.run.student / "preprocess.json")
@@ -204,7 +206,7 @@ class Tagging(Task):
             task["teachers"][kind].update({k: result.get(k) for k in ("onnx_max_abs_diff", "train_jets_per_s")})
         if "student" in task:  # which family, whether it trained on rotated jets, for constituent students how many
             student = self.run.result("distill.student")
-            task["student"].update({k: student[k] for k in ("family", "augment", "n_constituents", "input_word")
+            task["student"].update({k: student[k] for k in ("family", "augment", "n_constituents", "input_word", "jet_word")
                                     if k in student})
             if verdict := self._paired(self.run.student, self.run.baseline):
                 task["student"]["distilled_vs_baseline"] = verdict
