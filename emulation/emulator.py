@@ -40,7 +40,7 @@ import numpy as np
 
 from l1forge.core.graph import read_graph
 from l1forge.emulation.fastpath import FastPath
-from l1forge.quantize.fixed import MAX_WIDTH, FixedType, FixedTypeError
+from l1forge.quantize.fixed import MAX_WIDTH, FixedType, FixedTypeError, TooWideError
 from l1forge.quantize.hls_tables import (activation_table, ceillog2, centred_offset, floorlog2, index_divisor,
                                          softmax_tables)
 
@@ -136,7 +136,7 @@ class Emulator:
             if prepare is not None:
                 prepare(layer, [self._types[i] for i in layer.inputs], weights)
         except FixedTypeError as err:
-            hint = " (set a narrower type for this layer in an hls4ml config)" if "width must be" in str(err) else ""
+            hint = " (set a narrower type for this layer in an hls4ml config)" if isinstance(err, TooWideError) else ""
             raise EmulationError(f"layer '{name}' ({spec.get('class_name')}): {err}{hint}") from None
         return layer
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from l1forge.core.artifacts import atomic_path, write_json_atomic
 from l1forge.core.graph import SCHEMA
-from l1forge.quantize.fixed import MAX_WIDTH, FixedType, FixedTypeError
+from l1forge.quantize.fixed import MAX_WIDTH, FixedType, TooWideError
 
 
 
@@ -252,12 +252,11 @@ def _check_widths(entry: dict) -> None:
         if key.endswith("_t") and isinstance(value, str):
             try:
                 FixedType.parse(value)
-            except FixedTypeError as err:
-                if "width must be" in str(err):
-                    raise UnsupportedLayerError(
-                        f"layer '{entry['name']}' ({entry.get('class_name')}): {key} {value} is wider than the "
-                        f"{MAX_WIDTH} bits the emulator holds (set a narrower type for this layer in an hls4ml config)"
-                    ) from None
+            except TooWideError:
+                raise UnsupportedLayerError(
+                    f"layer '{entry['name']}' ({entry.get('class_name')}): {key} {value} is wider than the "
+                    f"{MAX_WIDTH} bits the emulator holds (set a narrower type for this layer in an hls4ml config)"
+                ) from None
 
 
 def _producer(hls_model, output_name: str) -> str:

@@ -29,6 +29,10 @@ class FixedTypeError(ValueError):
     """A fixed-point type string or value that l1forge cannot represent exactly."""
 
 
+class TooWideError(FixedTypeError):
+    """A type outside 1..MAX_WIDTH bits: one an hls4ml config can narrow (the emulator holds codes in int64)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class FixedType:
     """``ap_fixed<width, integer, rounding, overflow>`` (``signed=False`` for ``ap_ufixed``).
@@ -46,7 +50,7 @@ class FixedType:
 
     def __post_init__(self):
         if not 1 <= self.width <= MAX_WIDTH:
-            raise FixedTypeError(f"{self}: width must be in 1..{MAX_WIDTH}")
+            raise TooWideError(f"{self}: width must be in 1..{MAX_WIDTH}")
         if self.rounding not in ROUNDING_MODES:
             raise FixedTypeError(f"{self}: unknown rounding mode {self.rounding!r}")
         if self.overflow not in OVERFLOW_MODES:

@@ -8,7 +8,7 @@ import hls4ml
 import numpy as np
 import pytest
 
-from l1forge.quantize.fixed import OVERFLOW_MODES, ROUNDING_MODES, FixedType, FixedTypeError
+from l1forge.quantize.fixed import OVERFLOW_MODES, ROUNDING_MODES, FixedType, FixedTypeError, TooWideError
 
 AP_TYPES = pathlib.Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
 
@@ -98,6 +98,11 @@ def test_bad_types_and_values_raise():
         FixedType.parse("float<8>")
     with pytest.raises(FixedTypeError, match="NaN"):
         FixedType(8, 3).from_float([1.0, np.nan])
+    with pytest.raises(TooWideError, match="width must be in 1..62"):  # a config can narrow it: its own class
+        FixedType.parse("fixed<70,20>")
+    with pytest.raises(FixedTypeError) as err:
+        FixedType.parse("fixed<8,3,RND_SOMETIMES>")
+    assert not isinstance(err.value, TooWideError)
 
 
 @pytest.fixture(scope="module")
