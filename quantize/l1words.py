@@ -35,7 +35,8 @@ hard central one (same study: 0.582 without the flag, 0.611 with it).
 The jet word (``L1_JET``, one more input row of the constituent students) carries what the L1 jet builder knows
 about the whole jet: its mass (``ap_ufixed<11,9>``, LSB 0.25 GeV, 0 .. 511.75 GeV, TRN, SAT; network value mass /
 32 GeV, shift 7) from four running sums over all its candidates (``jet_summary``), its multiplicity
-(``ap_ufixed<7,7>``, 0 .. 127 candidates, SAT; value n / 16, shift 4) and a jet flag (1 on the jet's row).
+(``ap_ufixed<7,7>``, 0 .. 127 candidates, SAT; value n / 16, shift 4) and a jet flag (1 on the jet's row); the
+mass and multiplicity take the pT and deta columns of the constituents' rows, the flag one more column.
 
 The jet data of l1forge have no particle type (events/README.md: pt, deta, dphi, energy), so the word has no
 type bits; a 3-bit ``ParticleID`` as in ``l1ct`` would be one more field here.
@@ -179,7 +180,8 @@ L1_CONSTITUENT = L1Word()
 # gluon jets. Columns of ``jet_summary``: 0 mass (GeV), 1 multiplicity (candidates).
 MASS = WordField("mass", "ufixed<11,9,TRN,SAT>", 1.0, "GeV", 7, 0)  # LSB 0.25 GeV, 0 .. 511.75; value mass / 32 GeV
 MULTIPLICITY = WordField("multiplicity", "ufixed<7,7,TRN,SAT>", 1.0, "candidates", 4, 1)  # 0 .. 127; value n / 16
-# 1 on the jet's row (multiplicity >= 1, saturated), 0 elsewhere: the jet row's own bias, as VALID is a constituent's
+# the jet flag, last: 1 on the jet's row (multiplicity >= 1, saturated), 0 on the constituents' rows: the jet row's
+# own bias, as VALID is a constituent's
 JET = WordField("jet", "ufixed<1,1,TRN,SAT>", 1.0, "candidates", 0, 1)
 L1_JET = L1Word((MASS, MULTIPLICITY, JET))
 
@@ -200,8 +202,11 @@ def jet_summary(constituents: np.ndarray, n_constituents: np.ndarray) -> np.ndar
 def constituent_inputs(constituents: np.ndarray, n_constituents: np.ndarray, n: int,
                        word: L1Word = L1_CONSTITUENT, jet: L1Word | None = None) -> np.ndarray:
     """The network input of ``n`` leading constituents per jet: (jets, n, word.n_features) float64; with a jet word
-    ``jet``, (jets, n + 1, word.n_features + jet.n_features): rows 0..n-1 the constituents' words in the first
-    columns (zero in the last), row n the jet's word (``jet_summary``) in the last columns (zero in the first).
+    ``jet`` (its last field a flag, as ``L1_JET``'s), (jets, n + 1, word.n_features + 1): rows 0..n-1 the
+    constituents' words and 0 in the last column, row n the jet's word (``jet_summary``): its other fields in the
+    first columns (the mass where a constituent has pT, the multiplicity where it has deta), zeros, and its flag
+    (1) in the last column. Sharing the columns keeps the first layer's multipliers (deep sets N = 16, two seeds
+    each: 0.651 this way, 0.647 with the jet word in columns of its own, 0.621 without it).
 
     ``constituents`` (jets, M, F) physical values, pT-ordered (decreasing), zero-padded beyond ``n_constituents``
     (jets,); rows past ``n_constituents`` are set to zero whatever they hold, so padding is all-zero words. Raises
@@ -217,7 +222,9 @@ def constituent_inputs(constituents: np.ndarray, n_constituents: np.ndarray, n: 
     x = word.to_network(np.where(real[..., None], codes, 0))
     if jet is None:
         return x
-    out = np.zeros((len(x), n + 1, word.n_features + jet.n_features))
-    out[:, :n, :word.n_features] = x
-    out[:, n, word.n_features:] = jet.to_network(jet.encode(jet_summary(constituents, n_constituents)))
+    jet_values = jet.to_network(jet.encode(jet_summary(constituents, n_constituents)))
+    out = np.zeros((len(x), n + 1, word.n_features + 1))
+    out[:, :n, :-1] = x
+    out[:, n, : jet.n_features - 1] = jet_values[:, :-1]
+    out[:, n, -1] = jet_values[:, -1]
     return out

@@ -79,12 +79,12 @@ def test_jet_word_mass_multiplicity_and_row(smoke_jets):
     turned = jet_summary(rotate_about_axis(jets.constituents, np.random.default_rng(0)), jets.n_constituents)
     np.testing.assert_allclose(turned, summary, rtol=1e-6)
     x = constituent_inputs(jets.constituents[:5], jets.n_constituents[:5], 8, jet=L1_JET)
-    assert x.shape == (5, 9, 7)
+    assert x.shape == (5, 9, 5)
     np.testing.assert_array_equal(x[:, :8, :4], constituent_inputs(jets.constituents[:5], jets.n_constituents[:5], 8))
-    assert not x[:, :8, 4:].any() and not x[:, 8, :4].any()
-    np.testing.assert_allclose(x[:, 8, 4] * 32, summary[:5, 0], atol=0.25)  # mass / 32 GeV, LSB 0.25 GeV
-    np.testing.assert_array_equal(x[:, 8, 5] * 16, jets.n_constituents[:5])  # multiplicity / 16
-    assert (x[:, 8, 6] == 1).all()  # the jet flag
+    assert not x[:, :8, 4].any() and not x[:, 8, 2:4].any()  # flag 0 on constituents; no dphi, valid on the jet
+    np.testing.assert_allclose(x[:, 8, 0] * 32, summary[:5, 0], atol=0.25)  # mass / 32 GeV (pT column), LSB 0.25 GeV
+    np.testing.assert_array_equal(x[:, 8, 1] * 16, jets.n_constituents[:5])  # multiplicity / 16 (deta column)
+    assert (x[:, 8, 4] == 1).all()  # the jet flag
     L1_JET.check_input_type(FixedType.parse("fixed<16,6,RND_CONV,SAT>"))  # every value exact in the default type
 
 
@@ -143,7 +143,7 @@ def test_constituent_firmware_is_bit_exact(smoke_jets, tmp_path, family, jet_wor
 
     words = checked_inputs(jets, 8, jet=L1_JET if jet_word else None)
     x = words(jets.constituents[:300], jets.n_constituents[:300]).astype(np.float64)
-    assert x.shape[1:] == ((9, 7) if jet_word else (8, 4))
+    assert x.shape[1:] == ((9, 5) if jet_word else (8, 4))
     tf.keras.utils.set_random_seed(2)
     model = build_constituent_student(family, *words.shape, 5, phi=(6, 6), head=(8,),
                                       precision=Precision.for_family(family))
