@@ -1,5 +1,6 @@
 """Design-space scan: process-pool results equal serial ones, Pareto front, plotting (Dask: test_dask.py)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -105,6 +106,8 @@ def test_constituent_points_on_the_same_scan():
     assert ds4["params"] == ds8["params"] == 4 * 4 + 4 * 4 + (4 * 4 + 4) + (4 * 3 + 3) == ds4["metric"]  # 4-value words
     assert hlf["params"] == 8 * 8 + 8 + 8 * 3 + 3
     assert ds4["ii_cycles"] == ds8["ii_cycles"] == 1 and ds4["LUT"] < ds8["LUT"]
+    with_jet = dataclasses.replace(evaluate, jet_word=True)(points[1])  # 5-value words: the jet flag's column
+    assert with_jet["params"] == 5 * 4 + 4 * 4 + (4 * 4 + 4) + (4 * 3 + 3) and with_jet["LUT"] > ds4["LUT"]
     fig = Figure()
     ax = fig.add_subplot()
     plot_pareto(ax, rows, pareto_front(rows))
