@@ -113,7 +113,7 @@ class StudentEstimate:
     that trains the model in place is costed with its trained weights. It returns a number, or a dict holding
     "metric" and any other fields for the result row (e.g. uncertainties, R50). A "deepsets" or "mixer" point
     builds students/deepsets.py ``build_constituent_student`` with ``phi`` and ``head`` on (n_constituents, 4) words
-    (with ``jet_word``, (n_constituents + 1, 5): the jet word row);
+    (with ``jet_word``, (n_constituents, 5): the jet word in the last slot);
     its activations keep the family's integer bits (quantize/precision.py ``FAMILY_ACTIVATIONS``).
 
     ``synthesis="open"`` costs each point by open synthesis instead: the RTL of the firmware graph

@@ -56,8 +56,8 @@ class StudentConfig(Strict):
     # deepsets / mixer: each epoch sees every training jet rotated about its axis by a random angle and mirrored
     # with probability 1/2 (students/augment.py); the HLF features do not change under it
     augment: bool = True
-    # deepsets / mixer: one more input row with the L1 jet's mass, multiplicity and a jet flag (quantize/l1words.py
-    # L1_JET), embedded by the same phi layers
+    # deepsets / mixer: the last of the n_constituents slots holds the L1 jet's mass, multiplicity and a jet flag
+    # (quantize/l1words.py L1_JET) instead of the n-th constituent, embedded by the same phi layers
     jet_word: bool = True
     hidden: list[int] = [64, 32, 32]  # hlf
     input_type: str = "fixed<16,6,RND_CONV,SAT>"  # signed, RND_CONV, SAT (quantize/precision.py Precision)

@@ -35,9 +35,7 @@ class DistilledAccuracy:
         teacher_logits = read_array(run / "teachers" / self.teacher / "predictions.h5", "logits")
         s = self.student
         family = "deepsets" if len(model.input_shape) == 3 else "hlf"  # (None, slots, F) words (deepsets, mixer alike)
-        jet_word = s.get("jet_word", False)
-        n = model.input_shape[1] - (1 if jet_word else 0)  # the jet word is one more row
-        features, names, preprocess = student_inputs(family, jets, n, None, jet_word)
+        features, names, preprocess = student_inputs(family, jets, model.input_shape[1], None, s.get("jet_word", False))
         with tempfile.TemporaryDirectory() as tmp:
             train_student(
                 features, names, jets.labels, jets.split, pathlib.Path(tmp), teacher_logits,

@@ -32,11 +32,11 @@ hard central one (same study: 0.582 without the flag, 0.611 with it).
 
 ``L1Word.check_input_type`` says whether an input type holds the words exactly.
 
-The jet word (``L1_JET``, one more input row of the constituent students) carries what the L1 jet builder knows
+The jet word (``L1_JET``, the last input slot of the constituent students) carries what the L1 jet builder knows
 about the whole jet: its mass (``ap_ufixed<11,9>``, LSB 0.25 GeV, 0 .. 511.75 GeV, TRN, SAT; network value mass /
 32 GeV, shift 7) from four running sums over all its candidates (``jet_summary``), its multiplicity
 (``ap_ufixed<7,7>``, 0 .. 127 candidates, SAT; value n / 16, shift 4) and a jet flag (1 on the jet's row); the
-mass and multiplicity take the pT and deta columns of the constituents' rows, the flag one more column.
+mass and multiplicity take the pT and deta columns of the constituents' slots, the flag one more column.
 
 The jet data of l1forge have no particle type (events/README.md: pt, deta, dphi, energy), so the word has no
 type bits; a 3-bit ``ParticleID`` as in ``l1ct`` would be one more field here.
@@ -201,30 +201,37 @@ def jet_summary(constituents: np.ndarray, n_constituents: np.ndarray) -> np.ndar
 
 def constituent_inputs(constituents: np.ndarray, n_constituents: np.ndarray, n: int,
                        word: L1Word = L1_CONSTITUENT, jet: L1Word | None = None) -> np.ndarray:
-    """The network input of ``n`` leading constituents per jet: (jets, n, word.n_features) float64; with a jet word
-    ``jet`` (its last field a flag, as ``L1_JET``'s), (jets, n + 1, word.n_features + 1): rows 0..n-1 the
-    constituents' words and 0 in the last column, row n the jet's word (``jet_summary``): its other fields in the
-    first columns (the mass where a constituent has pT, the multiplicity where it has deta), zeros, and its flag
-    (1) in the last column. Sharing the columns keeps the first layer's multipliers (deep sets N = 16, two seeds
-    each: 0.651 this way, 0.647 with the jet word in columns of its own, 0.621 without it).
+    """The network input of ``n`` slots per jet: (jets, n, word.n_features) float64, the words of the ``n`` leading
+    constituents; with a jet word ``jet`` (its last field a flag, as ``L1_JET``'s), (jets, n, word.n_features + 1):
+    slots 0..n-2 the words of the ``n - 1`` leading constituents and 0 in the last column, slot n-1 the jet's word
+    (``jet_summary``): its other fields in the first columns (the mass where a constituent has pT, the multiplicity
+    where it has deta), zeros, and its flag (1) in the last column. The jet takes the last constituent's slot, so the
+    slot count, and the firmware's division in the average pooling, stay a power of two (exact: the firmware equals
+    the QKeras model bit for bit; with an (n + 1)-th slot it truncates the mean over n + 1, and 3% of the demo's test
+    jets differed), and sharing the columns keeps the first layer's multipliers (deep sets, 16 constituents, two
+    seeds each: 0.651 this way, 0.647 with the jet word in columns of its own, 0.621 without it).
 
     ``constituents`` (jets, M, F) physical values, pT-ordered (decreasing), zero-padded beyond ``n_constituents``
     (jets,); rows past ``n_constituents`` are set to zero whatever they hold, so padding is all-zero words. Raises
-    ValueError when ``n`` > M (more constituents asked than stored) or F < word.n_columns.
+    ValueError when ``n`` > M (more constituents asked than stored), ``n`` < 2 with a jet word, or F <
+    word.n_columns.
     """
     constituents = np.asarray(constituents)
     if constituents.ndim != 3:
         raise ValueError(f"constituents must be (jets, constituents, features), got shape {constituents.shape}")
     if n < 1 or n > constituents.shape[1]:
         raise ValueError(f"n_constituents={n} but {constituents.shape[1]} constituents are stored per jet")
-    codes = word.encode(constituents[:, :n])
-    real = np.arange(n)[None, :] < np.asarray(n_constituents)[:, None]
+    if jet is not None and n < 2:
+        raise ValueError(f"n_constituents={n}: the jet word takes the last of the n slots, so n must be at least 2")
+    k = n if jet is None else n - 1  # constituent slots
+    codes = word.encode(constituents[:, :k])
+    real = np.arange(k)[None, :] < np.asarray(n_constituents)[:, None]
     x = word.to_network(np.where(real[..., None], codes, 0))
     if jet is None:
         return x
     jet_values = jet.to_network(jet.encode(jet_summary(constituents, n_constituents)))
-    out = np.zeros((len(x), n + 1, word.n_features + 1))
-    out[:, :n, :-1] = x
-    out[:, n, : jet.n_features - 1] = jet_values[:, :-1]
-    out[:, n, -1] = jet_values[:, -1]
+    out = np.zeros((len(x), n, word.n_features + 1))
+    out[:, :k, :-1] = x
+    out[:, k, : jet.n_features - 1] = jet_values[:, :-1]
+    out[:, k, -1] = jet_values[:, -1]
     return out

@@ -2,9 +2,10 @@
 
 Input: (N, 4) per jet, the words of ``l1forge.quantize.l1words`` (pT, deta, dphi relative to the jet axis, valid
 flag) of the N leading constituents, pT-ordered and zero-padded (``ConstituentInputs``); with the jet word
-(``student.jet_word``), (N + 1, 5): one more row holds the jet's mass and multiplicity (in the pT and deta columns)
-and a jet flag (a fifth column, 0 on the constituents), so the same shared phi layers embed it and the pooled sum
-carries it to the head (one input tensor, as hls4ml's single-input firmware path takes). Network (Zaheer et al.
+(``student.jet_word``), (N, 5): the last slot holds the jet's mass and multiplicity (in the pT and deta columns) in
+place of the N-th constituent, and a jet flag (a fifth column, 0 on the constituents), so the same shared phi layers
+embed it and the pooled sum carries it to the head (one input tensor, as hls4ml's single-input firmware path takes;
+N stays a power of two, so the pooling's division is exact). Network (Zaheer et al.
 2017, "Deep Sets"; the particle-flow network of Komiske, Metodiev, Thaler 2019; its L1 form in arXiv 2402.01876):
 
     phi:   per-constituent QConv1D(kernel 1) + quantized ReLU blocks, weights shared by all N constituents
@@ -46,7 +47,8 @@ FAMILIES = ("hlf", "deepsets", "mixer")
 @dataclasses.dataclass
 class ConstituentInputs:
     """Preprocessing of a constituent student: constituents (jets, M, F) -> network input (jets, n, word.n_features),
-    or with the jet word ``jet`` (jets, n + 1, word.n_features + 1) (quantize/l1words.py ``constituent_inputs``).
+    or with the jet word ``jet`` (jets, n, word.n_features + 1): n - 1 constituents and the jet (quantize/l1words.py
+    ``constituent_inputs``).
 
     Stands where the HLF student's ``Standardizer`` stands (``train_student(..., preprocess=...)``, saved as
     ``preprocess.json``): no statistics, only the fixed-point words of quantize/l1words.py.
@@ -61,7 +63,7 @@ class ConstituentInputs:
         """The network input of one jet: (slots, values per slot)."""
         if self.jet is None:
             return self.n, self.word.n_features
-        return self.n + 1, self.word.n_features + 1
+        return self.n, self.word.n_features + 1
 
     def __call__(self, constituents: np.ndarray, n_constituents: np.ndarray | None = None) -> np.ndarray:
         """(jets, *shape) float32 network values; constituents past ``n_constituents`` (jets,) are zeroed (None: the
@@ -113,6 +115,8 @@ def checked_inputs(jets, n: int, input_type=None, word: L1Word = L1_CONSTITUENT,
     _, stored, n_features = jets.constituents.shape
     if not 1 <= n <= stored:
         raise DataError(f"{jets.path}: student.n_constituents={n} but the file stores {stored} constituents per jet")
+    if jet is not None and n < 2:
+        raise ValueError(f"student.n_constituents={n}: the jet word (student.jet_word) takes the last slot; use >= 2")
     if n_features < word.n_columns:
         raise DataError(f"{jets.path}: constituents have {n_features} features; the L1 word of a constituent student "
                         f"needs {word.n_columns} ({word.column_names})")

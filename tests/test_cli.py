@@ -164,8 +164,8 @@ def test_deepsets_student_distill_synthesize_emulate(smoke_run, tmp_path):
     assert verdict["difference_err"] > 0 and verdict["verdict"] in ("A", "B", "tie")
     assert task["student"]["metrics"]["accuracy_err"] > 0 and "rejection_at_50_n_background" in task["student"]["metrics"]
     graph = json.loads((out / "firmware" / "graph.json").read_text())
-    # 8 constituents and the jet word's row; pT (jet: mass), deta (multiplicity), dphi, valid, jet flag
-    assert graph["layers"][0]["shape"] == [9, 5] and any(layer["op"] == "global_average" for layer in graph["layers"])
+    # 7 constituents and the jet word in the last slot; pT (jet: mass), deta (multiplicity), dphi, valid, jet flag
+    assert graph["layers"][0]["shape"] == [8, 5] and any(layer["op"] == "global_average" for layer in graph["layers"])
     assert [f["name"] for f in task["student"]["jet_word"]["fields"]] == ["mass", "multiplicity", "jet"]
     emulation = task["emulation"]
     assert emulation["mismatches"] == 0 and emulation["events_checked"] == task["student"]["metrics"]["n"]

@@ -124,7 +124,7 @@ class Tagging(Task):
 
     def student_x(self, jets, index: np.ndarray) -> np.ndarray:
         """Float64 firmware input of jets ``index`` as the trained student's ``preprocess.json`` defines it: (events,
-        16) standardized features (hlf) or (events, n, 4) L1 constituent words (deepsets, mixer; (events, n + 1, 5) with
+        16) standardized features (hlf) or (events, n, 4) L1 constituent words (deepsets, mixer; (events, n, 5) with
         the jet word)."""
         from l1forge.students.deepsets import ConstituentInputs, load_preprocess
 
