@@ -116,8 +116,9 @@ def train_anomaly_teacher(kind: str, objects: np.ndarray, split: np.ndarray, out
         wb = w.index_select(0, i)
         return (wb * (reco.float() + model.beta * kl.float())).sum() / wb.sum()
 
+    validation = Precision(dev, training=False)
     history, best, events_per_s = fit(model, train_idx, batch_loss,
-                                      lambda: _evaluate(model, x, w, val_idx, 4 * batch_size, precision), epochs,
+                                      lambda: _evaluate(model, x, w, val_idx, 4 * batch_size, validation), epochs,
                                       batch_size, lr, seed, max_steps, progress, f"anomaly {kind}/{size}", "events",
                                       precision)
     scores = {name: anomaly_scores(model, objects, 4 * batch_size, score=score) for score, name in SCORE_DATASETS.items()}

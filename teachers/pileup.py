@@ -72,7 +72,7 @@ def pad_events(features: np.ndarray, offsets: np.ndarray, events: np.ndarray):
 def _logits(model, features, offsets, events, batch_size, precision=None):
     """(rows, PV logits) of every candidate of `events`, model in eval mode, on the model's device."""
     device = model_device(model)
-    precision = precision or Precision(device)
+    precision = precision or Precision(device, training=False)
     model.eval()
     rows, logits = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
     with torch.no_grad(), precision.autocast():
@@ -182,7 +182,7 @@ def train_pileup_teacher(kind: str, features: np.ndarray, offsets: np.ndarray, i
 
     history, best, _ = fit(model, np.arange(len(batches)), batch_loss,
                            lambda: _evaluate(model, features, offsets, is_pv, val_events, 4 * batch_size, pt_weighted,
-                                             precision),
+                                             Precision(dev, training=False)),
                            epochs, 1, lr, seed, max_steps, progress, f"pileup {kind}/{size}", "batches", precision,
                            batch_setting="pileup.teacher_batch_events", batch_value=batch_size)
     weights = predict_weights(model, features, offsets, 4 * batch_size)

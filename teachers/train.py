@@ -62,15 +62,37 @@ def configure_threads(threads: int | None = None) -> int:
     return threads
 
 
-class Precision:
-    """Mixed precision on GPU only: autocast to bfloat16 where the GPU supports it, else float16 with a GradScaler;
-    on CPU, float32 and no scaling."""
+def cpu_bfloat16() -> bool:
+    """Whether CPU work autocasts to bfloat16: ``L1FORGE_CPU_BF16=1`` or ``0`` decides; otherwise yes where the CPU
+    has native bfloat16 arithmetic (``avx512_bf16`` or ``amx_bf16`` among the /proc/cpuinfo flags), where oneDNN's
+    bfloat16 matrix products run at about twice the float32 rate. Measured on a 2-core AMD EPYC with avx512_bf16
+    (demo, batch 128, 12 epochs, GNN teacher / transformer): 1740 -> 3504 / 1068 -> 1702 training jets/s, test
+    accuracy 0.736 -> 0.737 / 0.730 -> 0.728, top-vs-QCD AUC 0.9761 -> 0.9761 / 0.9757 -> 0.9753. Without native
+    support bfloat16 is emulated and slower, so it stays float32."""
+    forced = os.environ.get("L1FORGE_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        flags = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
-    def __init__(self, device: torch.device):
+
+class Precision:
+    """Mixed precision: on GPU autocast to bfloat16 where the GPU supports it, else float16 with a GradScaler; on CPU,
+    for ``training`` steps, bfloat16 where ``cpu_bfloat16()`` (no scaling needed), else float32. CPU validation and
+    predictions stay float32, so the best validation loss is the saved model's and the written predictions are the
+    ONNX model's to 1e-4. Weights, optimiser state, losses and the k-NN search stay float32; ONNX export runs from
+    the float32 weights."""
+
+    def __init__(self, device: torch.device, training: bool = True):
         self.device_type = device.type
         self.dtype = None
         if device.type == "cuda":
             self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif device.type == "cpu" and training and cpu_bfloat16():
+            self.dtype = torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
 
     def autocast(self):
@@ -131,7 +153,7 @@ def predict_logits(model: torch.nn.Module, constituents: np.ndarray, n_constitue
     model.to(device)
     constituents, jet_features = _as_float32(constituents), _as_float32(jet_features)
     data = JetTensors(constituents, n_constituents, jet_features, None, device)
-    precision = Precision(device)
+    precision = Precision(device, training=False)
     model.eval()
     out = []
     with torch.no_grad(), precision.autocast():
@@ -308,7 +330,8 @@ def train_teacher(kind: str, constituents: np.ndarray, n_constituents: np.ndarra
         return F.cross_entropy(model(*data.inputs(b, index)).float(), data.labels.index_select(0, index))
 
     history, best, jets_per_s = fit(
-        model, train_idx, batch_loss, lambda: _evaluate(model, data, val_idx, 4 * batch_size, precision),
+        model, train_idx, batch_loss,
+        lambda: _evaluate(model, data, val_idx, 4 * batch_size, Precision(dev, training=False)),
         epochs, batch_size, lr, seed, max_steps, progress, f"{kind}/{size}", "jets", precision,
         weight_decay=weight_decay, warmup=warmup)
     try:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import h5py
 import numpy as np
@@ -13,7 +14,7 @@ from l1forge.events.schema import read_jets
 from l1forge.teachers.export import check_onnx
 from l1forge.teachers.features import make_mask
 from l1forge.teachers.models import build_model, count_params, fit_normalization
-from l1forge.teachers.train import KINDS, load_teacher, predict_logits, train_teacher
+from l1forge.teachers.train import KINDS, Precision, cpu_bfloat16, load_teacher, predict_logits, train_teacher
 
 torch.set_num_threads(min(2, os.cpu_count()))
 
@@ -206,13 +207,34 @@ def test_initial_weights_do_not_depend_on_the_device(kind, jets, tmp_path):
             assert torch.equal(params[name].detach(), value.detach()), (device, name)
 
 
+def test_cpu_bfloat16_where_the_cpu_has_it(monkeypatch):
+    """CPU autocast to bfloat16 follows the CPU's flags unless L1FORGE_CPU_BF16 decides; a bfloat16 forward pass of a
+    teacher stays within bfloat16's resolution of the float32 one."""
+    flags = pathlib.Path("/proc/cpuinfo").read_text()
+    monkeypatch.delenv("L1FORGE_CPU_BF16", raising=False)
+    assert cpu_bfloat16() == (" avx512_bf16" in flags or " amx_bf16" in flags)
+    for value, dtype in (("0", None), ("1", torch.bfloat16)):
+        monkeypatch.setenv("L1FORGE_CPU_BF16", value)
+        precision = Precision(torch.device("cpu"))
+        assert precision.dtype == dtype and not precision.scaler.is_enabled()
+    torch.manual_seed(0)
+    model = build_model("gnn", "smoke").eval()
+    particles = torch.rand(8, 10, 4) + 0.1
+    mask = torch.ones(8, 10)
+    with torch.no_grad():
+        exact = model(particles, mask)
+        with precision.autocast():
+            reduced = model(particles, mask).float()
+    assert not torch.equal(exact, reduced) and torch.allclose(exact, reduced, atol=0.05 * exact.abs().max())
+
+
 def test_auto_matches_cpu_here_and_seeds_the_batches(jets, tmp_path):
     """On a machine without a GPU, auto is the CPU path bit for bit; on one with a GPU, the same seed gives a
     model of the same quality whose CPU export agrees with onnxruntime."""
     runs = {d: train_teacher("gnn", jets.constituents, jets.n_constituents, jets.labels, jets.split, tmp_path / d,
                              size="smoke", epochs=2, batch_size=64, lr=1e-2, max_steps=8, seed=3, progress=False,
                              device=d) for d in DEVICES_HERE}
-    assert runs["cpu"]["device"] == "cpu" and runs["cpu"]["mixed_precision"] is None
+    assert runs["cpu"]["device"] == "cpu" and runs["cpu"]["mixed_precision"] == ("bfloat16" if cpu_bfloat16() else None)
     if not torch.cuda.is_available():
         assert runs["auto"]["device"] == "cpu"
         assert [h["val_loss"] for h in runs["auto"]["history"]] == [h["val_loss"] for h in runs["cpu"]["history"]]
