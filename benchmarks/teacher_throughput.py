@@ -32,7 +32,8 @@ code (2 passive threads, glibc keeping freed memory, GNN k = 8, transformer dim 
 On the 2-core AMD EPYC of earlier sessions the same steps ran about 2.5x slower (quiet, after: GNN 476,
 transformer dim 32 583 train jets/s). On another 2-core AMD EPYC (2026-12-01, load average 1.9), before / after:
 GNN train 1091 / 1806 (1.66x), infer 1322 / 860; transformer train 991 / 1229 (1.24x, with 2.5x the parameters),
-infer 1449 / 873.
+infer 1449 / 873. With bfloat16 autocast in the training steps (that CPU has avx512_bf16; teachers/train.py
+``cpu_bfloat16``): GNN 2834 (2.6x before), transformer 1453 (1.47x); with --contend 2063 and 1265.
 """
 
 from __future__ import annotations
