@@ -85,6 +85,13 @@ class StudentConfig(Strict):
         Precision(input=FixedType.parse(value))  # ValueError: unparsable, or not a type QKeras trains as it runs
         return value
 
+    @pydantic.model_validator(mode="after")
+    def _jet_word_needs_a_constituent(self) -> "StudentConfig":
+        if self.family != "hlf" and self.jet_word and self.n_constituents < 2:
+            raise ValueError(f"n_constituents={self.n_constituents}: the jet word (jet_word) takes the last slot; "
+                             "use >= 2 or jet_word: false")
+        return self
+
 
 class EmulationConfig(Strict):
     max_events: int | None = None  # test jets checked against the C-sim (None: all)
@@ -203,4 +210,19 @@ def load_config(preset: str = "demo", path: pathlib.Path | None = None, task: st
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message += _did_you_mean(run_config_model(), first["loc"])
         raise ConfigError(f"{source}: key '{key}': {message}") from None
+
+
+def _did_you_mean(model, loc) -> str:
+    """' (did you mean 'jet_word'?)' for the closest key of the section an unknown key ``loc`` sits in, or ''."""
+    import difflib
+
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        model = getattr(field, "annotation", None) if field else None
+        if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -74,19 +74,23 @@ def test_unknown_config_key_is_one_line_error(tmp_path):
     res = l1forge("generate", "--preset", "smoke", "--config", bad, "--out", tmp_path / "run")
     assert res.returncode == 1
     lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "bad.yaml" in lines[0] and "key 'student.weight_bitz': unknown key" in lines[0]
+    assert len(lines) == 1 and "bad.yaml" in lines[0]
+    assert "key 'student.weight_bitz': unknown key (did you mean 'weight_bits'?)" in lines[0]
 
 
-@pytest.mark.parametrize("value, message", [("fixed<16,6,RND_CNV,SAT>", "unknown rounding mode 'RND_CNV'"),
-                                            ("fixed<8,2>", "must be signed with RND_CONV rounding and SAT overflow")])
-def test_a_bad_student_input_type_is_refused_when_the_config_is_read(tmp_path, value, message):
+@pytest.mark.parametrize("setting, key, message", [
+    ("input_type: 'fixed<16,6,RND_CNV,SAT>'", "student.input_type", "unknown rounding mode 'RND_CNV'"),
+    ("input_type: 'fixed<8,2>'", "student.input_type", "must be signed with RND_CONV rounding and SAT overflow"),
+    ("family: deepsets, n_constituents: 1", "student", "n_constituents=1: the jet word (jet_word) takes the last slot"),
+])
+def test_a_bad_student_setting_is_refused_when_the_config_is_read(tmp_path, setting, key, message):
     """Before generate runs (not after the teachers have trained): one line naming the file and the key."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"student: {{input_type: '{value}'}}\n")
+    bad.write_text(f"student: {{{setting}}}\n")
     res = l1forge("run", "--preset", "smoke", "--config", bad, "--out", tmp_path / "run")
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 1 and len(lines) == 1, res.stderr[-2000:]
-    assert "bad.yaml: key 'student.input_type'" in lines[0] and message in lines[0]
+    assert f"bad.yaml: key '{key}'" in lines[0] and message in lines[0]
     assert not (tmp_path / "run" / "data").exists()
 
 
