@@ -129,7 +129,7 @@ class StudentEstimate:
     hidden: tuple = (64, 32, 32)
     phi: tuple = (16, 16)
     head: tuple = (32,)
-    jet_word: bool = False  # constituent students: the jet word row (students/deepsets.py)
+    jet_word: bool = False  # constituent students: the jet word in the last slot (students/deepsets.py)
     settings: FirmwareSettings = dataclasses.field(default_factory=FirmwareSettings)
     seed: int = 0
     synthesis: str = "estimate"  # or "open": Yosys on the RTL writer's Verilog

@@ -35,7 +35,7 @@ hard central one (same study: 0.582 without the flag, 0.611 with it).
 The jet word (``L1_JET``, the last input slot of the constituent students) carries what the L1 jet builder knows
 about the whole jet: its mass (``ap_ufixed<11,9>``, LSB 0.25 GeV, 0 .. 511.75 GeV, TRN, SAT; network value mass /
 32 GeV, shift 7) from four running sums over all its candidates (``jet_summary``), its multiplicity
-(``ap_ufixed<7,7>``, 0 .. 127 candidates, SAT; value n / 16, shift 4) and a jet flag (1 on the jet's row); the
+(``ap_ufixed<7,7>``, 0 .. 127 candidates, SAT; value n / 16, shift 4) and a jet flag (1 on the jet's slot); the
 mass and multiplicity take the pT and deta columns of the constituents' slots, the flag one more column.
 
 The jet data of l1forge have no particle type (events/README.md: pt, deta, dphi, energy), so the word has no
@@ -180,8 +180,8 @@ L1_CONSTITUENT = L1Word()
 # gluon jets. Columns of ``jet_summary``: 0 mass (GeV), 1 multiplicity (candidates).
 MASS = WordField("mass", "ufixed<11,9,TRN,SAT>", 1.0, "GeV", 7, 0)  # LSB 0.25 GeV, 0 .. 511.75; value mass / 32 GeV
 MULTIPLICITY = WordField("multiplicity", "ufixed<7,7,TRN,SAT>", 1.0, "candidates", 4, 1)  # 0 .. 127; value n / 16
-# the jet flag, last: 1 on the jet's row (multiplicity >= 1, saturated), 0 on the constituents' rows: the jet row's
-# own bias, as VALID is a constituent's
+# the jet flag, last: 1 on the jet's slot (multiplicity >= 1, saturated), 0 on the constituents' slots: the jet
+# slot's own bias, as VALID is a constituent's
 JET = WordField("jet", "ufixed<1,1,TRN,SAT>", 1.0, "candidates", 0, 1)
 L1_JET = L1Word((MASS, MULTIPLICITY, JET))
 

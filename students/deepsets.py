@@ -122,7 +122,7 @@ def checked_inputs(jets, n: int, input_type=None, word: L1Word = L1_CONSTITUENT,
                         f"needs {word.n_columns} ({word.column_names})")
     if input_type is not None:
         try:
-            for w in (word, jet or word):
+            for w in (word,) if jet is None else (word, jet):
                 w.check_input_type(input_type)
         except ValueError as err:
             raise ValueError(f"student.input_type: {err}") from None
@@ -132,7 +132,7 @@ def checked_inputs(jets, n: int, input_type=None, word: L1Word = L1_CONSTITUENT,
 def student_inputs(family: str, jets, n_constituents: int, input_type=None, jet_word: bool = False):
     """(raw inputs, feature names, preprocess) of a student family for ``train_student``: the 16 jet features with
     a fitted Standardizer (preprocess None) for "hlf"; the stored constituents (jets, 64, F) with their
-    ``checked_inputs`` for the constituent students ("deepsets", "mixer"), with the jet word row
+    ``checked_inputs`` for the constituent students ("deepsets", "mixer"), with the jet word in the last slot
     (quantize/l1words.py ``L1_JET``) if ``jet_word``."""
     if family == "hlf":
         return jets.features, jets.feature_names, None

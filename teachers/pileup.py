@@ -180,9 +180,10 @@ def train_pileup_teacher(kind: str, features: np.ndarray, offsets: np.ndarray, i
         x, mask, y, w = padded[int(i[0])]
         return _bce(model(x, mask), y, w)
 
+    validation = Precision(dev, training=False)
     history, best, _ = fit(model, np.arange(len(batches)), batch_loss,
                            lambda: _evaluate(model, features, offsets, is_pv, val_events, 4 * batch_size, pt_weighted,
-                                             Precision(dev, training=False)),
+                                             validation),
                            epochs, 1, lr, seed, max_steps, progress, f"pileup {kind}/{size}", "batches", precision,
                            batch_setting="pileup.teacher_batch_events", batch_value=batch_size)
     weights = predict_weights(model, features, offsets, 4 * batch_size)

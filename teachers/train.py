@@ -329,9 +329,9 @@ def train_teacher(kind: str, constituents: np.ndarray, n_constituents: np.ndarra
         index = data.index(b)
         return F.cross_entropy(model(*data.inputs(b, index)).float(), data.labels.index_select(0, index))
 
+    validation = Precision(dev, training=False)
     history, best, jets_per_s = fit(
-        model, train_idx, batch_loss,
-        lambda: _evaluate(model, data, val_idx, 4 * batch_size, Precision(dev, training=False)),
+        model, train_idx, batch_loss, lambda: _evaluate(model, data, val_idx, 4 * batch_size, validation),
         epochs, batch_size, lr, seed, max_steps, progress, f"{kind}/{size}", "jets", precision,
         weight_decay=weight_decay, warmup=warmup)
     try:

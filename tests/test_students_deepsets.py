@@ -55,9 +55,9 @@ def test_inputs_are_leading_constituents_zero_padded():
         constituent_inputs(cons[..., :2], np.array([3, 4]), 4)
 
 
-def test_jet_word_mass_multiplicity_and_row(smoke_jets):
+def test_jet_word_mass_multiplicity_and_slot(smoke_jets):
     """The jet word (quantize/l1words.py L1_JET): the small-angle mass of massless candidates against the exact
-    invariant mass, rotation invariance, the multiplicity, and its row after the constituents."""
+    invariant mass, rotation invariance, the multiplicity, and its slot in place of the last constituent."""
     from l1forge.quantize.l1words import L1_JET, jet_summary
     from l1forge.students.augment import rotate_about_axis
 
