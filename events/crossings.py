@@ -61,17 +61,22 @@ class Crossings:
         """(n_events,) bool: the crossing belongs to a signal sample."""
         return self.sample_is_signal[self.sample.process]
 
-    def zero_bias_weights(self, rows: np.ndarray) -> np.ndarray:
+    def zero_bias_weights(self, rows: np.ndarray, pool_at: float | None = None) -> np.ndarray:
         """(n_events,) rate weights of the zero-bias crossings in `rows` (bool mask), 0 elsewhere: each (pileup,
-        sample) block keeps its weight sum however many of its crossings the rows hold."""
+        sample) block keeps its weight sum however many of its crossings the rows hold.
+
+        pool_at: the rows of every pileup together stand for the zero-bias mixture at pileup `pool_at` (each sample's
+        rows share that sample's crossing fraction there). Valid only for what does not depend on the pileup, such as
+        primary-vertex candidates (the hard or first interaction is drawn the same way at every pileup).
+        """
         s, rows = self.sample, np.asarray(rows, bool) & ~self.is_signal
         out = np.zeros(s.n_events)
-        for mu in np.unique(s.pileup[rows]):
-            for k in np.unique(s.process[rows & (s.pileup == mu)]):
-                block = (s.pileup == mu) & (s.process == k)
-                out[block & rows] = self.weight[block].sum() / np.count_nonzero(block & rows)
+        for mu in np.unique(s.pileup[rows]) if pool_at is None else [pool_at]:
+            at = rows & (s.pileup == mu) if pool_at is None else rows
+            for k in np.unique(s.process[at]):
+                block = s.process == k
+                out[block & at] = self.weight[block & (s.pileup == mu)].sum() / np.count_nonzero(block & at)
         return out
-
 
 def _chunk(name: str, settings, n_events: int, seed: int, chunk: int, mu: float, library: dict) -> dict:
     """Candidates and truth of n_events crossings of one sample at Poisson(mu) pileup (settings None: minimum bias,

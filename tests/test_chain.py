@@ -122,6 +122,27 @@ def test_crossings_layout_weights_and_splits(crossings):
     assert s.is_pv[s.particle_rows(minbias)].mean() < 0.2
 
 
+def test_pooled_zero_bias_weights_stand_for_one_pileup(crossings):
+    """pool_at: the test crossings of both pileups stand for the mixture at 30; each sample keeps its fraction there,
+    so a score that depends on the sample only (as the truth weighting's objects do not depend on the pileup) gives
+    the same rate pooled as from the crossings at 30 alone."""
+    from l1forge.emulation.trigger import rate_khz
+
+    s = crossings.sample
+    test = (s.split == 2) & ~crossings.is_signal
+    pooled = crossings.zero_bias_weights(test, pool_at=30)
+    at30 = crossings.zero_bias_weights(test & (s.pileup == 30))
+    assert np.all(pooled[~test] == 0) and np.all(pooled[test & (s.pileup == 10)] > 0)
+    for k in np.unique(s.process[test]):
+        fraction = crossings.weight[(s.process == k) & (s.pileup == 30)].sum()
+        assert pooled[s.process == k].sum() == pytest.approx(fraction)
+        assert len(np.unique(pooled[test & (s.process == k)])) == 1  # every crossing of a sample counts the same
+    score = s.process.astype(float)  # minimum bias (0) below, every hard sample above the threshold
+    rate, _ = rate_khz(score[test], 0.5, pooled[test])
+    assert rate == pytest.approx(rate_khz(score[test & (s.pileup == 30)], 0.5, at30[test & (s.pileup == 30)])[0])
+    assert rate > rate_khz(score[test], 0.5, crossings.zero_bias_weights(test, pool_at=10)[test])[0]  # more hard ones
+
+
 def test_crossings_bad_arguments_are_one_line_errors(tmp_path):
     from l1forge.events.crossings import generate_crossings
 

@@ -289,6 +289,11 @@ def test_chain_flow_end_to_end(all_run):
     assert chain["methods"]["none"]["rates"]["60"]["rate_khz"] > 10.0
     truth = chain["methods"]["truth"]["rates"]
     assert truth["60"]["over_truth"] == 1.0 or truth["60"]["rate_khz"] == 0
+    # truth objects do not depend on the pileup: its rate at each pileup rests on the test crossings of both
+    assert chain["methods"]["truth"]["pooled_pileups"] and not chain["methods"]["student"]["pooled_pileups"]
+    student = chain["methods"]["student"]["rates"]
+    assert truth["60"]["n_crossings"] == truth["20"]["n_crossings"] == student["20"]["n_crossings"] + \
+        student["60"]["n_crossings"]
     budget = chain["budget"]
     assert budget["latency_ns"] == pytest.approx(sum(budget["latency_ns_by_block"].values()))
     assert budget["pileup_student_instances"] >= 1 and budget["LUT"] > 0 and budget["part"].startswith("xcvu13p")

@@ -25,10 +25,12 @@ from l1forge.tasks.base import Task
 
 # truth: primary-vertex candidates only, the limit of perfect mitigation. Its rate still grows with pileup, because
 # the share of crossings that hold a hard interaction grows with the interactions per crossing (at a fixed bunch
-# count, pileup is luminosity): the pileup-free growth every other weighting is measured against
+# count, pileup is luminosity): the pileup-free growth every other weighting is measured against. Its objects do not
+# depend on the pileup, so its figures at each pileup pool the test crossings of every pileup (POOLED)
 METHODS = ("none", "chs", "puppi", "teacher", "student", "truth")
 METHOD_NAMES = {"none": "No mitigation", "chs": "CHS", "puppi": "PUPPI-like", "teacher": "Pileup teacher",
                 "student": f"Pileup student ({EMULATED.lower()})", "truth": "Truth (PV candidates only)"}
+POOLED = ("truth",)
 
 
 class ChainConfig(Strict):
@@ -206,13 +208,14 @@ class Chain(Task):
                                          [out / "model.h5", out / "predictions.h5"], work)
         return results
 
-    def _anomaly_metrics(self, crossings, score: np.ndarray, pileup: float) -> dict:
-        """l1forge.metrics.anomaly_metrics on the test crossings at one pileup (zero-bias weights renormalised)."""
+    def _anomaly_metrics(self, crossings, score: np.ndarray, pileup: float, pooled: bool = False) -> dict:
+        """l1forge.metrics.anomaly_metrics on the test crossings at one pileup (zero-bias weights renormalised);
+        pooled: the test crossings of every pileup, standing for the mixture at this one (POOLED)."""
         from l1forge.metrics import anomaly_metrics
 
         s = crossings.sample
-        test = (s.split == 2) & (s.pileup == pileup)
-        w = crossings.zero_bias_weights(test)
+        test = (s.split == 2) & (pooled | (s.pileup == pileup))
+        w = crossings.zero_bias_weights(test, pileup if pooled else None)
         bkg = test & ~crossings.is_signal
         signals = {name: score[test & (s.process == i)] for i, name in enumerate(crossings.names)
                    if crossings.sample_is_signal[i] and np.any(test & (s.process == i))}
@@ -254,30 +257,35 @@ class Chain(Task):
     def _measure(self, crossings, scores: dict) -> dict:
         """Per method: the threshold for chain.rate_khz at the reference pileup and the rate it gives at every
         pileup (with its error, effective crossings above it and its ratio to the truth weighting's rate,
-        ``over_truth``), and per pileup the metrics at a fixed rate."""
+        ``over_truth``), and per pileup the metrics at a fixed rate. POOLED methods use the test crossings of every
+        pileup at each one."""
         from l1forge.emulation.trigger import rate_khz, threshold_for_rate
         from l1forge.metrics import RESOLVED_CROSSINGS
 
         c, t, s = self.cfg.chain, self.cfg.trigger, crossings.sample
-        test = s.split == 2
-        weight = crossings.zero_bias_weights(test)
-        bkg = test & ~crossings.is_signal
+        bkg = (s.split == 2) & ~crossings.is_signal
         out = {"rate_khz_target": c.rate_khz, "reference_pileup": c.reference_pileup, "methods": {}}
         for method, score in scores.items():
-            at = lambda mu: bkg & (s.pileup == mu)  # noqa: E731
-            ref = at(c.reference_pileup)
-            threshold, _, _ = threshold_for_rate(score[ref], c.rate_khz, weight[ref], t.n_bunches)
+            pooled = method in POOLED
+
+            def zero_bias(mu, pooled=pooled, score=score):  # the scores and rate weights standing for pileup mu
+                rows = bkg & (pooled | (s.pileup == mu))
+                return score[rows], crossings.zero_bias_weights(rows, mu if pooled else None)[rows]
+
+            values, weight = zero_bias(c.reference_pileup)
+            threshold, _, _ = threshold_for_rate(values, c.rate_khz, weight, t.n_bunches)
             rates = {}
             for mu in c.pileups:
-                rows = at(mu)
-                rate, err = rate_khz(score[rows], threshold, weight[rows], t.n_bunches)
-                w = weight[rows][score[rows] > threshold]
+                values, weight = zero_bias(mu)
+                rate, err = rate_khz(values, threshold, weight, t.n_bunches)
+                w = weight[values > threshold]
                 n_eff = float(w.sum() ** 2 / (w**2).sum()) if len(w) else 0.0
                 rates[f"{mu:g}"] = {"rate_khz": rate, "rate_khz_err": [float(e) for e in err],
-                                    "n_crossings": int(rows.sum()), "n_above": int(len(w)), "n_effective_above": n_eff,
+                                    "n_crossings": len(values), "n_above": int(len(w)), "n_effective_above": n_eff,
                                     "resolved": n_eff >= RESOLVED_CROSSINGS}
-            fixed = {f"{mu:g}": self._anomaly_metrics(crossings, score, mu) for mu in c.pileups}
-            out["methods"][method] = {"threshold": float(threshold), "rates": rates, "fixed_rate": fixed}
+            fixed = {f"{mu:g}": self._anomaly_metrics(crossings, score, mu, pooled) for mu in c.pileups}
+            out["methods"][method] = {"threshold": float(threshold), "rates": rates, "fixed_rate": fixed,
+                                      "pooled_pileups": pooled}
         if truth := out["methods"].get("truth"):  # each rate over the pileup-free one (module note on METHODS)
             for entry in out["methods"].values():
                 for mu, r in entry["rates"].items():
