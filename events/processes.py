@@ -45,6 +45,10 @@ SIGNALS: dict[str, list[str]] = {
                       "37:mMin = 20.", "37:onMode = off", "37:onIfAny = 15"],
 }
 _FLAG_WORDS = {"on", "off", "yes", "no", "true", "false", "ok", "1", "0"}
+# particle data properties ("id:property = value") whose value is a number, and those taking a list of PDG ids
+_PARTICLE_NUMBERS = {"m0": float, "mwidth": float, "mmin": float, "mmax": float, "tau0": float, "spintype": int,
+                     "chargetype": int, "coltype": int}
+_PARTICLE_LISTS = {"onifany", "onifall", "onifmatch", "offifany", "offifall", "offifmatch"}
 
 
 @contextlib.contextmanager
@@ -62,16 +66,29 @@ def _quiet_stdout():
 
 
 def _check_line(pythia, line: str, where: str) -> None:
-    key, sep, value = line.partition("=")
-    if not sep or not key.strip():
+    key, _, value = line.replace("=", " ", 1).strip().partition(" ")  # Pythia: '=' or blanks between key and value
+    if not value.strip():
         raise ValueError(f"{where}: expected 'Key = value', got {line!r}")
-    if key.strip().lower().startswith("random:"):
+    if key.lower().startswith("random:"):
         raise ValueError(f"{where}: setting {line!r} is not allowed (seeds derive from the master seed)")
     with _quiet_stdout():
         ok = pythia.readString(line)
-    # Pythia reads any word as a flag value (anything but on/yes/true/ok/1 is off): catch typos
-    if not ok or (pythia.settings.isFlag(key.strip()) and value.strip().lower() not in _FLAG_WORDS):
+    # Pythia reads any word as a flag value (anything but on/yes/true/ok/1 is off) and a bad number of particle data
+    # as 0: catch both
+    words, prop = value.split(), key.partition(":")[2].lower() if key[:1].isdigit() else ""
+    bad_flag = pythia.settings.isFlag(key) and words[0].lower() not in _FLAG_WORDS
+    bad_number = prop in _PARTICLE_NUMBERS and not _is_number(words[0], _PARTICLE_NUMBERS[prop])
+    bad_ids = prop in _PARTICLE_LISTS and not all(_is_number(w, int) for w in words)
+    if not ok or bad_flag or bad_number or bad_ids:
         raise ValueError(f"{where}: Pythia rejects setting {line.strip()!r} (unknown key or bad value)")
+
+
+def _is_number(word: str, kind: type) -> bool:
+    try:
+        kind(word)
+    except ValueError:
+        return False
+    return True
 
 
 def check_settings(settings, source: str) -> None:
@@ -82,9 +99,9 @@ def check_settings(settings, source: str) -> None:
 
 
 def read_process_file(path) -> list[str]:
-    """Settings of a user process file in Pythia's command-file conventions: one `Key = value` per line; `!` (as in
-    Pythia's own example files) and `#` start a comment, on a line of its own or after a setting; errors read
-    "FILE:LINE: ..."."""
+    """Settings of a user process file in Pythia's command-file conventions: one `Key = value` (or `Key value`) per
+    line; a line whose first character is not a letter or digit is a comment, as in Pythia, and `!` (as in Pythia's
+    own example files) or `#` after a setting starts one; errors read "FILE:LINE: ..."."""
     path = pathlib.Path(path)
     try:
         text = path.read_text()
@@ -93,7 +110,7 @@ def read_process_file(path) -> list[str]:
     pythia, settings = pythia8mc.Pythia("", False), []
     for number, raw in enumerate(text.splitlines(), 1):
         line = re.split("[!#]", raw, maxsplit=1)[0].strip()
-        if line:
+        if line[:1].isalnum():
             _check_line(pythia, line, f"{path}:{number}")
             settings.append(line)
     if not settings:

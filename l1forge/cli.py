@@ -55,6 +55,11 @@ def _config(task, preset, config, processes=(), executor=None, address=None, dev
         resolve_device("cuda")
     if processes:
         cfg.anomaly.processes = [*cfg.anomaly.processes, *map(str, processes)]
+    if cfg.anomaly.processes:  # a bad process file fails now (FILE:LINE), not when its task's generate runs
+        from l1forge.events.processes import read_process_file
+
+        for path in cfg.anomaly.processes:
+            read_process_file(path)
     where = {key: value for key, value in (("executor", executor), ("address", address)) if value is not None}
     cfg.data = cfg.data.model_copy(update=where)
     return cfg

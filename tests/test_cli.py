@@ -78,16 +78,23 @@ def test_unknown_config_key_is_one_line_error(tmp_path):
     assert "key 'student.weight_bitz': unknown key (did you mean 'weight_bits'?)" in lines[0]
 
 
-@pytest.mark.parametrize("setting, key, message", [
-    ("input_type: 'fixed<16,6,RND_CNV,SAT>'", "student.input_type", "unknown rounding mode 'RND_CNV'"),
-    ("input_type: 'fixed<8,2>'", "student.input_type", "must be signed with RND_CONV rounding and SAT overflow"),
-    ("family: deepsets, n_constituents: 1", "student", "n_constituents=1: the jet word (jet_word) takes the last slot"),
+@pytest.mark.parametrize("task, setting, key, message", [
+    ("tagging", "student: {input_type: 'fixed<16,6,RND_CNV,SAT>'}", "student.input_type",
+     "unknown rounding mode 'RND_CNV'"),
+    ("tagging", "student: {input_type: 'fixed<8,2>'}", "student.input_type",
+     "must be signed with RND_CONV rounding and SAT overflow"),
+    ("tagging", "student: {family: deepsets, n_constituents: 1}", "student",
+     "n_constituents=1: the jet word (jet_word) takes the last slot"),
+    ("chain", "chain: {pileups: [20, 60], reference_pileup: 40}", "chain",
+     "pileups [20.0, 60.0] must be distinct and include reference_pileup 40"),
+    ("chain", "chain: {pileups: [20, 20, 60], reference_pileup: 20}", "chain", "must be distinct"),
+    ("chain", "chain: {pileups: [-20, 60]}", "chain.pileups.0", "greater than 0"),
 ])
-def test_a_bad_student_setting_is_refused_when_the_config_is_read(tmp_path, setting, key, message):
+def test_a_bad_setting_is_refused_when_the_config_is_read(tmp_path, task, setting, key, message):
     """Before generate runs (not after the teachers have trained): one line naming the file and the key."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"student: {{{setting}}}\n")
-    res = l1forge("run", "--preset", "smoke", "--config", bad, "--out", tmp_path / "run")
+    bad.write_text(f"{setting}\n")
+    res = l1forge("run", "--task", task, "--preset", "smoke", "--config", bad, "--out", tmp_path / "run")
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 1 and len(lines) == 1, res.stderr[-2000:]
     assert f"bad.yaml: key '{key}'" in lines[0] and message in lines[0]
@@ -263,6 +270,7 @@ def test_anomaly_flow_end_to_end(all_run, tmp_path):
     process.write_text("NewGaugeBoson:ffbar2gmZZprime = on\nZprime:noSuchSetting = 3\n")
     res = l1forge("generate", "--task", "anomaly", "--preset", "smoke", "--out", tmp_path / "bad", "--process", process)
     assert res.returncode == 1 and "zprime.cmnd:2" in res.stderr and "noSuchSetting" in res.stderr
+    assert not (tmp_path / "bad").exists()  # refused before any stage runs
 
 
 def test_chain_flow_end_to_end(all_run):

@@ -190,11 +190,18 @@ def test_process_files_and_settings(tmp_path):
     pythia_style.write_text("! main03.cmnd-like file\n! 1) Settings\nNewGaugeBoson:ffbar2gmZZprime = on   ! Z'\n"
                             "32:m0 = 1000.   ! mass in GeV\n")
     assert read_process_file(pythia_style) == ["NewGaugeBoson:ffbar2gmZZprime = on", "32:m0 = 1000."]
+    # Pythia: a line not starting with a letter or digit is a comment; '=' or blanks separate key and value
+    loose = tmp_path / "loose.cmnd"
+    loose.write_text("// C++-style comment\n* starred\n  32:m0 1000.\n32:onIfAny=11 13\n")
+    assert read_process_file(loose) == ["32:m0 1000.", "32:onIfAny=11 13"]
     for text, expected in [("HardQCD:all = on\nHardQCD:nonsense = on\n",
                             ":2: Pythia rejects setting 'HardQCD:nonsense = on'"),
                            ("HardQCD:all = maybe\n", ":1: Pythia rejects setting 'HardQCD:all = maybe'"),
                            ("PhaseSpace:pTHatMin = abc\n", ":1: Pythia rejects setting"),
-                           ("HardQCD:all on\n", ":1: expected 'Key = value'"),
+                           ("HardQCD:all\n", ":1: expected 'Key = value'"),
+                           # Pythia itself reads a bad number of particle data as 0
+                           ("HardQCD:all = on\n32:m0 = abc\n", ":2: Pythia rejects setting '32:m0 = abc'"),
+                           ("32:onIfAny = 11 mu\n", ":1: Pythia rejects setting '32:onIfAny = 11 mu'"),
                            ("Random:seed = 3\n", ":1: setting 'Random:seed = 3' is not allowed")]:
         bad = tmp_path / "bad.cmnd"
         bad.write_text(text)

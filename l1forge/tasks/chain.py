@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pathlib
 import time
+from typing import Annotated
 
 import matplotlib
 import numpy as np
@@ -29,7 +30,7 @@ from l1forge.tasks.base import Task
 # depend on the pileup, so its figures at each pileup pool the test crossings of every pileup (POOLED)
 METHODS = ("none", "chs", "puppi", "teacher", "student", "truth")
 METHOD_NAMES = {"none": "No mitigation", "chs": "CHS", "puppi": "PUPPI-like", "teacher": "Pileup teacher",
-                "student": f"Pileup student ({EMULATED.lower()})", "truth": "Truth (PV candidates only)"}
+                "student": f"Pileup {EMULATED.lower()}", "truth": "Truth (PV candidates only)"}
 POOLED = ("truth",)
 
 
@@ -38,7 +39,8 @@ class ChainConfig(Strict):
 
     n_zero_bias: int = pydantic.Field(3000, ge=18)  # zero-bias crossings per pileup
     n_signal: int = pydantic.Field(200, ge=1)  # crossings per signal per pileup
-    pileups: list[float] = pydantic.Field([60.0, 140.0, 200.0], min_length=1)
+    pileups: list[Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False)]] = pydantic.Field([60.0, 140.0, 200.0],
+                                                                                              min_length=1)
     reference_pileup: float = pydantic.Field(60.0, gt=0)  # the threshold is set here, the autoencoders train here
     library_events: int = pydantic.Field(20000, ge=1)
     hard_mpi: bool = True
@@ -47,6 +49,13 @@ class ChainConfig(Strict):
     ae_hidden: list[int] = [32]
     csim_candidates: int = pydantic.Field(20000, ge=1)  # chain candidates checked against the pileup student's C-sim
     pileup_run: str | None = None  # the pileup task's run directory; None: <chain run>/pileup
+
+    @pydantic.model_validator(mode="after")
+    def _reference_among_distinct_pileups(self) -> "ChainConfig":
+        if len(set(self.pileups)) != len(self.pileups) or self.reference_pileup not in self.pileups:
+            raise ValueError(f"pileups {self.pileups} must be distinct and include reference_pileup "
+                             f"{self.reference_pileup:g}")
+        return self
 
 
 class Chain(Task):
