@@ -76,12 +76,12 @@ class Runner:
         missing."""
         fingerprint = self.run.fingerprint(name, config, [self.run.state.get(u, {}).get("fingerprint") for u in upstream])
         if not self.force and self.run.done(name, fingerprint, outputs):
-            log.info("%s: up to date, skipped", name)
+            log.info("%s/%s: up to date, skipped", self.cfg.task, name)
             return self.run.result(name)
         missing = [u for u in upstream if u not in self.run.state]
         if missing:
             raise RuntimeError(f"stage '{name}' needs '{missing[0]}' first (run `l1forge {missing[0].split('.')[0]}`)")
-        log.info("%s: running", name)
+        log.info("%s/%s: running", self.cfg.task, name)
         start = time.perf_counter()
         result = fn()
         result["stage_seconds"] = time.perf_counter() - start
