@@ -77,6 +77,28 @@ class Crossings:
                 block = s.process == k
                 out[block & at] = self.weight[block & (s.pileup == mu)].sum() / np.count_nonzero(block & at)
         return out
+    def training_split(self, reference: float, train_pileups, seed: int) -> np.ndarray:
+        """(n_events,) int8 split for models that train on the zero-bias crossings of several pileups: each
+        sample's training (0) and validation (1) crossings at the `reference` pileup, counted, are shared equally
+        among `train_pileups` (which hold the reference), drawn at each from that sample's zero-bias crossings (at
+        the reference, from its own training and validation ones); every other crossing is test (2). With
+        train_pileups [reference] this is the file's split."""
+        s, train_pileups = self.sample, sorted(float(mu) for mu in train_pileups)
+        if float(reference) not in train_pileups or not set(train_pileups) <= set(np.unique(s.pileup).tolist()):
+            raise ValueError(f"train pileups {train_pileups} must hold the reference pileup {reference:g} and be "
+                             f"among the crossings' pileups {sorted(set(np.unique(s.pileup).tolist()))}")
+        rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(b"training_split")]))
+        split = np.full(s.n_events, 2, np.int8)
+        for k in np.flatnonzero(~self.sample_is_signal):
+            for part in (0, 1):
+                at_reference = (s.process == k) & (s.pileup == reference)
+                n = np.count_nonzero(at_reference & (s.split == part)) // len(train_pileups)
+                for mu in train_pileups:
+                    pool = (s.process == k) & (s.pileup == mu) & (split == 2)
+                    pool &= s.split == (part if mu == reference else 2)
+                    split[rng.choice(np.flatnonzero(pool), n, replace=False)] = part
+        return split
+
 
 def _chunk(name: str, settings, n_events: int, seed: int, chunk: int, mu: float, library: dict) -> dict:
     """Candidates and truth of n_events crossings of one sample at Poisson(mu) pileup (settings None: minimum bias,

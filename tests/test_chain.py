@@ -143,6 +143,27 @@ def test_pooled_zero_bias_weights_stand_for_one_pileup(crossings):
     assert rate > rate_khz(score[test], 0.5, crossings.zero_bias_weights(test, pool_at=10)[test])[0]  # more hard ones
 
 
+def test_training_split_shares_the_reference_training_crossings_among_pileups(crossings):
+    """[reference]: the file's split. [10, 30]: each sample's training and validation counts at the reference are
+    halved there and drawn again at 30; the rest, and every signal, are test; the same seed, the same split."""
+    s, zero_bias = crossings.sample, ~crossings.is_signal
+    assert np.array_equal(crossings.training_split(10, [10], seed=1), s.split)
+    split = crossings.training_split(10, [10, 30], seed=1)
+    assert np.array_equal(split, crossings.training_split(10, [30, 10], seed=1))
+    assert set(split[crossings.is_signal].tolist()) == {2}
+    for k in np.flatnonzero(~crossings.sample_is_signal):
+        for part in (0, 1):
+            n = np.count_nonzero((s.process == k) & (s.pileup == 10) & (s.split == part)) // 2
+            for mu in (10, 30):
+                assert np.count_nonzero((split == part) & (s.process == k) & (s.pileup == mu)) == n
+    # at the reference, training crossings come from the file's own training (validation) ones
+    at10 = (s.pileup == 10) & zero_bias
+    assert np.all(s.split[at10 & (split == 0)] == 0) and np.all(s.split[at10 & (split == 1)] == 1)
+    assert np.count_nonzero((split < 2) & (s.pileup == 30)) > 0 and np.count_nonzero((split == 2) & (s.pileup == 30))
+    with pytest.raises(ValueError, match="must hold the reference pileup 10"):
+        crossings.training_split(10, [30], seed=1)
+
+
 def test_crossings_bad_arguments_are_one_line_errors(tmp_path):
     from l1forge.events.crossings import generate_crossings
 

@@ -41,7 +41,10 @@ class ChainConfig(Strict):
     n_signal: int = pydantic.Field(200, ge=1)  # crossings per signal per pileup
     pileups: list[Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False)]] = pydantic.Field([60.0, 140.0, 200.0],
                                                                                               min_length=1)
-    reference_pileup: float = pydantic.Field(60.0, gt=0)  # the threshold is set here, the autoencoders train here
+    reference_pileup: float = pydantic.Field(60.0, gt=0)  # the threshold for the rate is set here
+    # the autoencoders train on the zero-bias crossings of these pileups in equal shares (Crossings.training_split);
+    # None: every pileup of the chain; [reference_pileup]: there only
+    train_pileups: list[float] | None = None
     library_events: int = pydantic.Field(20000, ge=1)
     hard_mpi: bool = True
     rate_khz: float = pydantic.Field(10.0, gt=0)
@@ -55,6 +58,11 @@ class ChainConfig(Strict):
         if len(set(self.pileups)) != len(self.pileups) or self.reference_pileup not in self.pileups:
             raise ValueError(f"pileups {self.pileups} must be distinct and include reference_pileup "
                              f"{self.reference_pileup:g}")
+        train = self.train_pileups
+        if train is not None and (len(set(train)) != len(train) or self.reference_pileup not in train
+                                  or not set(train) <= set(self.pileups)):
+            raise ValueError(f"train_pileups {train} must be distinct pileups of {self.pileups} including "
+                             f"reference_pileup {self.reference_pileup:g}")
         return self
 
 
@@ -82,9 +90,14 @@ class Chain(Task):
         return self.run.data("objects.h5")
 
     def _crossings(self):
+        """The crossings, their split that of the autoencoders' training pileups (chain.train_pileups)."""
         from l1forge.events.crossings import read_crossings
 
-        return read_crossings(self.data_path)
+        c = self.cfg.chain
+        crossings = read_crossings(self.data_path)
+        train = c.pileups if c.train_pileups is None else c.train_pileups
+        crossings.sample.split = crossings.training_split(c.reference_pileup, train, self.cfg.data.seed)
+        return crossings
 
     def _ae_dir(self, method: str) -> pathlib.Path:
         return self.run.student if method == "student" else self.run.root / "students" / f"ae_{method}"
@@ -193,7 +206,7 @@ class Chain(Task):
 
     def distill(self) -> dict:
         """An autoencoder (students/anomaly.py ``train_ae_baseline``) per mitigation, on the zero-bias training
-        crossings at the reference pileup; the student chain's is the anomaly student that goes to firmware."""
+        crossings of chain.train_pileups; the student chain's is the anomaly student that goes to firmware."""
         from l1forge.students.anomaly import train_ae_baseline
 
         c, s = self.cfg.chain, self.cfg.student
