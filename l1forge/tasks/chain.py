@@ -286,7 +286,8 @@ class Chain(Task):
 
         c, t, s = self.cfg.chain, self.cfg.trigger, crossings.sample
         bkg = (s.split == 2) & ~crossings.is_signal
-        out = {"rate_khz_target": c.rate_khz, "reference_pileup": c.reference_pileup, "methods": {}}
+        out = {"rate_khz_target": c.rate_khz, "reference_pileup": c.reference_pileup,
+               "train_pileups": c.pileups if c.train_pileups is None else c.train_pileups, "methods": {}}
         for method, score in scores.items():
             pooled = method in POOLED
 
