@@ -9,6 +9,7 @@ import sys
 import time
 
 import h5py
+import numpy as np
 import pytest
 
 L1FORGE = [sys.executable, "-c", "from l1forge.cli import main; main()"]
@@ -118,8 +119,6 @@ def test_corrupt_data_file_is_named(smoke_run, tmp_path):
 
 
 def test_emulate_a_user_model_against_csim(tmp_path):
-    import numpy as np
-
     from l1forge.students.model import build_student
 
     model = build_student(16, 5, hidden=(8,))
@@ -308,6 +307,26 @@ def test_chain_flow_end_to_end(all_run):
     assert "Pileup mitigation in front of anomaly detection" in (out / "report.html").read_text()
     with h5py.File(out / "data" / "objects.h5") as f:
         assert sorted(f) == ["chs", "none", "puppi", "student", "teacher", "truth"] and f["none"].shape[1:] == (19, 4)
+
+
+def test_chain_weights_in_blocks_equal_the_whole(all_run, tmp_path, monkeypatch):
+    """The weights stage streams over blocks of crossings (its memory bounded at any sample size): blocks of 37
+    crossings give the run's objects bit for bit, the same cap percentiles and as many C-sim checks."""
+    import l1forge.tasks.chain as chain
+    from l1forge.config import load_config
+    from l1forge.runner import Runner
+
+    run = all_run[0]
+    shutil.copytree(run / "chain", tmp_path / "chain", ignore=shutil.ignore_patterns("students", "firmware"))
+    cfg = load_config("smoke", None, task="chain")
+    cfg.chain.pileup_run = str(run / "pileup")
+    monkeypatch.setattr(chain, "WEIGHT_BLOCK", 37)
+    result = Runner(cfg, tmp_path / "chain", progress=False, force=True).task.weights()
+    before = json.loads((run / "chain" / "state.json").read_text())["weights"]["result"]
+    assert result["student_candidates_p99"] == before["student_candidates_p99"]
+    assert result["pileup_student_csim"] == before["pileup_student_csim"] == {"events_checked": 2000, "mismatches": 0}
+    with h5py.File(run / "chain" / "data" / "objects.h5") as a, h5py.File(tmp_path / "chain" / "data" / "objects.h5") as b:
+        assert sorted(a) == sorted(b) and all(np.array_equal(a[k][()], b[k][()]) for k in a)
 
 
 def test_pileup_flow_end_to_end(all_run, tmp_path):

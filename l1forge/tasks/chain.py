@@ -32,6 +32,7 @@ METHODS = ("none", "chs", "puppi", "teacher", "student", "truth")
 METHOD_NAMES = {"none": "No mitigation", "chs": "CHS", "puppi": "PUPPI-like", "teacher": "Pileup teacher",
                 "student": f"Pileup {EMULATED.lower()}", "truth": "Truth (PV candidates only)"}
 POOLED = ("truth",)
+WEIGHT_BLOCK = 2000  # crossings per block of the weights stage: its memory stays bounded at any sample size
 
 
 class ChainConfig(Strict):
@@ -144,65 +145,90 @@ class Chain(Task):
 
     def weights(self) -> dict:
         """Per-candidate weights of every mitigation on every crossing, and the L1 objects each gives
-        (data/objects.h5: one (n_crossings, 19, 4) dataset per method)."""
+        (data/objects.h5: one (n_crossings, 19, 4) dataset per method), WEIGHT_BLOCK crossings at a time."""
 
         def work():
-            from l1forge.emulation.objects import build_objects, latency_estimate
-            from l1forge.events.mitigation import chs_weights, puppi_weights
-            from l1forge.events.pfcands import ELECTRON, MUON, PHOTON
-            from l1forge.tasks.pileup import candidates_p99, region_kept, student_candidates, student_weights
-            from l1forge.teachers.pileup import load_pileup_teacher, predict_weights
+            from l1forge.emulation.objects import latency_estimate
+            from l1forge.tasks.pileup import candidates_p99
+            from l1forge.teachers.pileup import load_pileup_teacher
 
-            p = self.cfg.pileup
             sample = self._crossings().sample
             pileup = self.run.result("pileup")
             teacher = pileup["student"]["teacher"]
-            start = time.perf_counter()
-            kept = region_kept(sample, p)
-            student, check = self._pileup_student(sample, kept)
-            weights = {"none": np.ones(len(sample.pt), np.float32), "chs": chs_weights(sample),
-                       "puppi": puppi_weights(sample),
-                       "teacher": predict_weights(load_pileup_teacher(self.pileup_dir / "teachers" / teacher),
-                                                  sample.features(), sample.offsets),
-                       "student": student_weights(sample, kept, p, student), "truth": sample.is_pv.astype(np.float32)}
-            weight_seconds = time.perf_counter() - start
-            egamma, muon = np.isin(sample.type, (ELECTRON, PHOTON)), sample.type == MUON
-            start = time.perf_counter()
-            objects = {m: build_objects(sample.offsets, sample.pt, sample.eta, sample.phi, w, egamma, muon)
-                       for m, w in weights.items()}
-            object_seconds = time.perf_counter() - start
-            write_arrays_atomic(self.objects_path, objects)
-            p99 = candidates_p99(sample, student_candidates(sample, kept, p))  # what the network instances serve
+            model = load_pileup_teacher(self.pileup_dir / "teachers" / teacher)
+            emulator, csim = self._pileup_student_firmware()
+            kept, network = np.zeros(len(sample.pt), bool), np.zeros(len(sample.pt), bool)
+            objects, check, seconds = {m: [] for m in METHODS}, {"events_checked": 0, "mismatches": 0}, [0.0, 0.0]
+            quota = self.cfg.chain.csim_candidates
+            for first in range(0, sample.n_events, WEIGHT_BLOCK):
+                last = min(first + WEIGHT_BLOCK, sample.n_events)
+                events = np.zeros(sample.n_events, bool)
+                events[first:last] = True
+                rows = slice(sample.offsets[first], sample.offsets[last])
+                n_check = round(quota * last / sample.n_events) - round(quota * first / sample.n_events)
+                block = self._weigh_block(sample.subset(events), model, emulator, csim, n_check, check, seconds)
+                kept[rows], network[rows] = block.pop("kept"), block.pop("network")
+                for m in METHODS:
+                    objects[m].append(block[m])
+            write_arrays_atomic(self.objects_path, {m: np.concatenate(v) for m, v in objects.items()})
+            p99 = candidates_p99(sample, network)  # what the network instances serve
             read = candidates_p99(sample, kept)  # what the object builder reads
             clock = (pileup.get("firmware") or {}).get("clock_mhz") or self.cfg.firmware.clock_mhz
             return {"teacher": teacher, "pileup_student_csim": check, "student_candidates_p99": p99,
                     "objects_latency": latency_estimate(int(max(read.values())), clock),
-                    "weights_seconds": weight_seconds, "objects_crossings_per_s": sample.n_events / object_seconds}
+                    "weights_seconds": seconds[0], "objects_crossings_per_s": sample.n_events / seconds[1]}
 
         return self.stage("weights", {"pileup": self.cfg.pileup, "csim": self.cfg.chain.csim_candidates},
                           ["generate", "pileup"], [self.objects_path], work)
 
-    def _pileup_student(self, sample, kept: np.ndarray) -> tuple[np.ndarray, dict]:
-        """The pileup student's emulated firmware weight (clipped to [0, 1]) of every candidate its network weighs
-        (``tasks.pileup.student_candidates`` of the cap's `kept`), and its check against the pileup run's compiled
-        C-sim on csim_candidates of them."""
+    def _weigh_block(self, sample, teacher, emulator, csim, n_check: int, check: dict, seconds: list) -> dict:
+        """One block of crossings: {method: its L1 objects}, with the cap's `kept` and the `network` candidates
+        (``tasks.pileup.region_kept``, ``student_candidates``). The pileup student's emulated firmware is checked
+        against its C-sim on n_check of its candidates (added to `check`); seconds[0] += weighting time,
+        seconds[1] += object building time."""
+        from l1forge.emulation.compare import compare_with_csim
+        from l1forge.emulation.objects import build_objects
+        from l1forge.events.mitigation import chs_weights, puppi_weights
+        from l1forge.events.pfcands import ELECTRON, MUON, PHOTON
+        from l1forge.tasks.pileup import network_inputs, region_kept, student_candidates, student_weights
+        from l1forge.teachers.pileup import predict_weights
+
+        p = self.cfg.pileup
+        start = time.perf_counter()
+        kept = region_kept(sample, p)
+        x = network_inputs(sample, kept, p).astype(np.float64)
+        network = emulator.predict(x)[:, 0]
+        if n_check > 0 and len(x):
+            index = np.unique(np.linspace(0, len(x) - 1, min(n_check, len(x))).astype(np.int64))
+            stats, emu, _ = compare_with_csim(emulator, csim, x[index])
+            if not np.array_equal(emu[:, 0], network[index]):
+                raise RuntimeError("pileup student: emulator outputs differ between the full pass and the C-sim check")
+            check["events_checked"] += stats["events_checked"]
+            check["mismatches"] += stats["mismatches"]
+        weights = {"none": np.ones(len(sample.pt), np.float32), "chs": chs_weights(sample),
+                   "puppi": puppi_weights(sample),
+                   "teacher": predict_weights(teacher, sample.features(), sample.offsets),
+                   "student": student_weights(sample, kept, p, np.clip(network, 0, 1).astype(np.float32)),
+                   "truth": sample.is_pv.astype(np.float32)}
+        seconds[0] += time.perf_counter() - start
+        egamma, muon = np.isin(sample.type, (ELECTRON, PHOTON)), sample.type == MUON
+        start = time.perf_counter()
+        objects = {m: build_objects(sample.offsets, sample.pt, sample.eta, sample.phi, w, egamma, muon)
+                   for m, w in weights.items()}
+        seconds[1] += time.perf_counter() - start
+        return {**objects, "kept": kept, "network": student_candidates(sample, kept, p)}
+
+    def _pileup_student_firmware(self):
+        """The pileup student's emulator and its compiled C-sim's predict, from the pileup run's firmware."""
         import hls4ml
 
-        from l1forge.emulation.compare import compare_with_csim
         from l1forge.emulation.emulator import Emulator
         from l1forge.firmware.hls import quiet_call
-        from l1forge.tasks.pileup import network_inputs
 
-        x = network_inputs(sample, kept, self.cfg.pileup).astype(np.float64)
         emulator = Emulator.from_file(self.pileup_dir / "firmware" / "graph.json")
-        weight = emulator.predict(x)[:, 0]
-        index = np.unique(np.linspace(0, len(x) - 1, min(self.cfg.chain.csim_candidates, len(x))).astype(np.int64))
         project = hls4ml.converters.link_existing_project(str(self.pileup_dir / "firmware" / "hls_project"))
         quiet_call(project.compile)
-        stats, emu, _ = compare_with_csim(emulator, project.predict, x[index])
-        if not np.array_equal(emu[:, 0], weight[index]):
-            raise RuntimeError("pileup student: emulator outputs differ between the full pass and the C-sim check")
-        return np.clip(weight, 0, 1).astype(np.float32), {k: stats[k] for k in ("events_checked", "mismatches")}
+        return emulator, project.predict
 
     def distill(self) -> dict:
         """An autoencoder (students/anomaly.py ``train_ae_baseline``) per mitigation, on the zero-bias training
