@@ -159,17 +159,20 @@ class Chain(Task):
             emulator, csim = self._pileup_student_firmware()
             kept, network = np.zeros(len(sample.pt), bool), np.zeros(len(sample.pt), bool)
             objects, check, seconds = {m: [] for m in METHODS}, {"events_checked": 0, "mismatches": 0}, [0.0, 0.0]
-            quota = self.cfg.chain.csim_candidates
+            quota = self.cfg.chain.csim_candidates  # spread over the blocks in proportion to their crossings
             for first in range(0, sample.n_events, WEIGHT_BLOCK):
                 last = min(first + WEIGHT_BLOCK, sample.n_events)
                 events = np.zeros(sample.n_events, bool)
                 events[first:last] = True
                 rows = slice(sample.offsets[first], sample.offsets[last])
                 n_check = round(quota * last / sample.n_events) - round(quota * first / sample.n_events)
-                block = self._weigh_block(sample.subset(events), model, emulator, csim, n_check, check, seconds)
-                kept[rows], network[rows] = block.pop("kept"), block.pop("network")
+                block = self._weigh_block(sample.subset(events), model, emulator, csim, n_check)
+                kept[rows], network[rows] = block["kept"], block["network"]
                 for m in METHODS:
-                    objects[m].append(block[m])
+                    objects[m].append(block["objects"][m])
+                for key in check:
+                    check[key] += block["csim"][key]
+                seconds = [a + b for a, b in zip(seconds, block["seconds"])]
             write_arrays_atomic(self.objects_path, {m: np.concatenate(v) for m, v in objects.items()})
             p99 = candidates_p99(sample, network)  # what the network instances serve
             read = candidates_p99(sample, kept)  # what the object builder reads
@@ -181,11 +184,11 @@ class Chain(Task):
         return self.stage("weights", {"pileup": self.cfg.pileup, "csim": self.cfg.chain.csim_candidates},
                           ["generate", "pileup"], [self.objects_path], work)
 
-    def _weigh_block(self, sample, teacher, emulator, csim, n_check: int, check: dict, seconds: list) -> dict:
-        """One block of crossings: {method: its L1 objects}, with the cap's `kept` and the `network` candidates
-        (``tasks.pileup.region_kept``, ``student_candidates``). The pileup student's emulated firmware is checked
-        against its C-sim on n_check of its candidates (added to `check`); seconds[0] += weighting time,
-        seconds[1] += object building time."""
+    def _weigh_block(self, sample, teacher, emulator, csim, n_check: int) -> dict:
+        """One block of crossings: "objects" ({method: its L1 objects}), the cap's "kept" and the "network"
+        candidates (``tasks.pileup.region_kept``, ``student_candidates``), "csim" (the pileup student's emulated
+        firmware against its C-sim on n_check of its candidates: events_checked, mismatches) and "seconds"
+        (weighting, object building)."""
         from l1forge.emulation.compare import compare_with_csim
         from l1forge.emulation.objects import build_objects
         from l1forge.events.mitigation import chs_weights, puppi_weights
@@ -193,7 +196,7 @@ class Chain(Task):
         from l1forge.tasks.pileup import network_inputs, region_kept, student_candidates, student_weights
         from l1forge.teachers.pileup import predict_weights
 
-        p = self.cfg.pileup
+        p, check = self.cfg.pileup, {"events_checked": 0, "mismatches": 0}
         start = time.perf_counter()
         kept = region_kept(sample, p)
         x = network_inputs(sample, kept, p).astype(np.float64)
@@ -203,20 +206,19 @@ class Chain(Task):
             stats, emu, _ = compare_with_csim(emulator, csim, x[index])
             if not np.array_equal(emu[:, 0], network[index]):
                 raise RuntimeError("pileup student: emulator outputs differ between the full pass and the C-sim check")
-            check["events_checked"] += stats["events_checked"]
-            check["mismatches"] += stats["mismatches"]
+            check = {key: stats[key] for key in check}
         weights = {"none": np.ones(len(sample.pt), np.float32), "chs": chs_weights(sample),
                    "puppi": puppi_weights(sample),
                    "teacher": predict_weights(teacher, sample.features(), sample.offsets),
                    "student": student_weights(sample, kept, p, np.clip(network, 0, 1).astype(np.float32)),
                    "truth": sample.is_pv.astype(np.float32)}
-        seconds[0] += time.perf_counter() - start
+        weighting = time.perf_counter() - start
         egamma, muon = np.isin(sample.type, (ELECTRON, PHOTON)), sample.type == MUON
         start = time.perf_counter()
         objects = {m: build_objects(sample.offsets, sample.pt, sample.eta, sample.phi, w, egamma, muon)
                    for m, w in weights.items()}
-        seconds[1] += time.perf_counter() - start
-        return {**objects, "kept": kept, "network": student_candidates(sample, kept, p)}
+        return {"objects": objects, "kept": kept, "network": student_candidates(sample, kept, p), "csim": check,
+                "seconds": (weighting, time.perf_counter() - start)}
 
     def _pileup_student_firmware(self):
         """The pileup student's emulator and its compiled C-sim's predict, from the pileup run's firmware."""
