@@ -13,7 +13,8 @@ of the pileup task (events/pfcands.py ``candidates``). Schema "l1forge.crossings
 
 Splits: at ``reference_pileup`` (where models train and the threshold is set) twice as many zero-bias crossings are
 generated and split REFERENCE_SPLIT 40/10/50 train/val/test, so the rate there rests on as many test crossings as at
-every other pileup; every other crossing (other pileups, every signal) is test.
+every other pileup; every other crossing (other pileups, every signal) is test. ``Crossings.training_split`` shares
+the reference pileup's training crossings among several pileups (the chain's ``train_pileups``).
 """
 
 from __future__ import annotations
