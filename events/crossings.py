@@ -78,6 +78,7 @@ class Crossings:
                 block = s.process == k
                 out[block & at] = self.weight[block & (s.pileup == mu)].sum() / np.count_nonzero(block & at)
         return out
+
     def training_split(self, reference: float, train_pileups, seed: int) -> np.ndarray:
         """(n_events,) int8 split for models that train on the zero-bias crossings of several pileups: each
         sample's training (0) and validation (1) crossings at the `reference` pileup, counted, are shared equally

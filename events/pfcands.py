@@ -110,14 +110,22 @@ class PileupSample:
         return dataclasses.replace(self, **{f: getattr(self, f)[candidates] for f in _PARTICLE_FIELDS},
                                    offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
 
-    def subset(self, events: np.ndarray) -> "PileupSample":
-        """The chosen events (bool mask over events) as a sample of their own."""
-        events = np.asarray(events, bool)
-        rows = self.particle_rows(events)
+    def subset(self, events) -> "PileupSample":
+        """The chosen events (bool mask over events, or a slice of consecutive events: views, no copy) as a sample
+        of their own."""
+        if isinstance(events, slice):
+            first, last, step = events.indices(self.n_events)
+            if step != 1:
+                raise ValueError(f"subset: a slice of consecutive events, not step {step}")
+            rows = slice(self.offsets[first], self.offsets[last])
+            offsets = self.offsets[first:last + 1] - self.offsets[first]
+        else:
+            events = np.asarray(events, bool)
+            rows = self.particle_rows(events)
+            offsets = np.concatenate([[0], np.cumsum(np.diff(self.offsets)[events])]).astype(np.int64)
         per_particle = {f: getattr(self, f)[rows] for f in _PARTICLE_FIELDS}
         per_event = {f: getattr(self, f)[events] for f in ("process", "pileup", "n_pileup", "split", "true_met",
                                                               "truth_jets")}
-        offsets = np.concatenate([[0], np.cumsum(np.diff(self.offsets)[events])]).astype(np.int64)
         return dataclasses.replace(self, **per_particle, **per_event, offsets=offsets)
 
 

@@ -162,11 +162,9 @@ class Chain(Task):
             quota = self.cfg.chain.csim_candidates  # spread over the blocks in proportion to their crossings
             for first in range(0, sample.n_events, WEIGHT_BLOCK):
                 last = min(first + WEIGHT_BLOCK, sample.n_events)
-                events = np.zeros(sample.n_events, bool)
-                events[first:last] = True
                 rows = slice(sample.offsets[first], sample.offsets[last])
                 n_check = round(quota * last / sample.n_events) - round(quota * first / sample.n_events)
-                block = self._weigh_block(sample.subset(events), model, emulator, csim, n_check)
+                block = self._weigh_block(sample.subset(slice(first, last)), model, emulator, csim, n_check)
                 kept[rows], network[rows] = block["kept"], block["network"]
                 for m in METHODS:
                     objects[m].append(block["objects"][m])
