@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
 
     from l1forge.emulation.compare import compare_with_csim
     from l1forge.emulation.emulator import Emulator
-    from l1forge.firmware.graph import write_graph
+    from l1forge.firmware.describe import write_graph
     from l1forge.firmware.hls import FirmwareSettings, convert
     from l1forge.quantize.precision import Precision
     from l1forge.students.model import build_student

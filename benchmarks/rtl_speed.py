@@ -11,7 +11,7 @@ is printed beside the open-synthesis numbers. ``--layer 16x64`` measures one den
 inputs, 6-bit weights: the reference point of da4ml's own Verilog). Yosys's wall time, the CPU time of its
 processes and the highest load average seen are recorded (``yosys_cpu_s``, ``load_average_max``).
 
-Measured with da4ml's CMVM adder graph (firmware/rtl_cmvm.py; 2026-11-30, 2 cores shared with another engineer's
+Measured with da4ml's CMVM adder graph (rtl/cmvm.py; 2026-11-30, 2 cores shared with another engineer's
 jobs; random weights as below): 4 167 adders (4 036 from the CMVM solution), 256 casts, 0 mismatches in 100 000
 events; Yosys 46 219 LUT (44 747 LUT2), 52 208 FF, 14 780 CARRY4, 0 DSP, 0 BRAM, 10 logic levels, 2.94 ns (about
 313 MHz), 29 cycles. Open synthesis took 521 s wall / 847 s CPU (load average 1.1-2.6; 472 s of it the distinct leaf
@@ -27,7 +27,7 @@ Before (the per-column canonical-signed-digit trees), the same student on a quie
 Yosys 205 s wall / 343 s CPU, same counts as below. Measured (2026-11-30, 2 cores shared with other engineers' jobs,
 load average 6-8; random weights, 8 139 adders, 259 casts): 0 mismatches in 100 000 events (27k events/s); Yosys
 77 519 LUT (76 024 LUT2), 55 272 FF, 25 208 CARRY4, 0 DSP, 0 BRAM, 10 logic levels, 2.94 ns (about 313 MHz), 25
-cycles. Open synthesis took 887 s wall / 331 s CPU with the distinct leaf modules in parallel (firmware/yosys.py:
+cycles. Open synthesis took 887 s wall / 331 s CPU with the distinct leaf modules in parallel (rtl/yosys.py:
 two batches of 66 s CPU each beside the top module's registers, 151 s CPU, then the link, count and flatten, 48 s
 CPU), against 1 203 s wall / 314 s CPU for the single Yosys run before (same counts, cell for cell). The chain top +
 link (about 200 s CPU) bounds the wall time on a quiet 2-core machine; on this loaded one the 10-minute target was
@@ -64,10 +64,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
 
-    from l1forge.core.graph import read_graph
-    from l1forge.firmware import yosys
+    from l1forge.graph.ir import read_graph
+    from l1forge.rtl import yosys
     from l1forge.firmware.estimate import estimate
-    from l1forge.hardware import check_rtl
+    from l1forge.rtl.check import check_rtl
 
     rng = np.random.default_rng(0)
     n_in = int(args.layer.split("x")[0]) if args.layer else 16
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
             graph_json = args.run / "firmware" / "graph.json"
             model = str(args.run / "students" / "student" / "model.h5")
         else:
-            from l1forge.firmware.graph import write_graph
+            from l1forge.firmware.describe import write_graph
             from l1forge.firmware.hls import FirmwareSettings, convert
             from l1forge.quantize.precision import Precision
             from l1forge.students.model import build_student
@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
             rtl["seconds"]["yosys"] = round(time.perf_counter() - t0, 2)
             yosys_cpu = round(_children_cpu() - cpu0, 1)
         load = [round(max(a, b), 2) for a, b in zip(load, os.getloadavg())]
-        est = estimate(*read_graph(graph_json), args.clock)
+        est = estimate(read_graph(graph_json), clock_mhz=args.clock)
     if rtl["mismatches"]:
         raise SystemExit(f"RTL differs from the emulator on {rtl['mismatches']} events: {rtl['first_mismatch']}")
     keep = ("source", "LUT", "LUT_by_inputs", "FF", "CARRY4", "CARRY8", "INV", "MUXF", "DSP", "BRAM", "logic_levels",

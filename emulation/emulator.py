@@ -1,4 +1,7 @@
-"""Bit-accurate numpy emulator of an hls4ml io_parallel design, built from the firmware graph (firmware/graph.py).
+"""Bit-accurate numpy emulator of an hls4ml io_parallel design: the firmware graph's reference interpreter.
+
+Its kernels register on the op table (``l1forge.graph.ops``, backend ``"emulate"``); an op without one is refused
+in one line generated there.
 
 Every tensor is carried as int64 codes of its C++ ap_fixed type, shaped (events, *layer shape). Each operation
 repeats what the nnet_utils C++ does, in the same order of quantization steps:
@@ -38,7 +41,8 @@ import pathlib
 
 import numpy as np
 
-from l1forge.core.graph import read_graph
+from l1forge.graph import ops
+from l1forge.graph.ir import Graph, Layer, as_graph, read_graph
 from l1forge.emulation.fastpath import FastPath
 from l1forge.quantize.fixed import MAX_WIDTH, FixedType, FixedTypeError, TooWideError
 from l1forge.quantize.hls_tables import (activation_table, ceillog2, centred_offset, floorlog2, index_divisor,
@@ -53,12 +57,25 @@ class EmulationError(ValueError):
 
 @dataclasses.dataclass
 class _Layer:
+    """A graph layer ready to run: its result type, the kernel registered for its op and what ``prepare`` computed."""
+
     name: str
     op: str
     inputs: list
     result: FixedType
-    spec: dict
+    spec: Layer
+    kernel: object = None
     params: dict = dataclasses.field(default_factory=dict)
+
+
+def kernel(*names: str, prepare=None, refuse=None):
+    """Register the decorated function as the emulator's kernel of ops ``names``: ``fn(emulator, layer, *srcs)``
+    -> result codes, each src (codes, FixedType); ``prepare(emulator, layer, input types)`` runs once at load time."""
+    def register(fn):
+        fn.prepare = prepare
+        return ops.implements("emulate", *names, refuse=refuse)(fn)
+
+    return register
 
 
 # ---- C++ arithmetic helpers -----------------------------------------------------------------------------
@@ -101,20 +118,24 @@ def _aligned(a: np.ndarray, fa: int, b: np.ndarray, fb: int) -> tuple[np.ndarray
     return a << (frac - fa), b << (frac - fb), frac
 
 
+def _product(layer: Layer) -> str | None:
+    return None if layer["product"] == "mult" else f"product {layer['product']!r}"
+
+
 class Emulator:
     """Runs the firmware graph on float inputs; ``run`` returns the output codes (and per-layer codes)."""
 
-    def __init__(self, graph: dict, weights: dict):
-        self.graph = graph
-        self.input_names = list(graph["inputs"])
-        self.output_names = list(graph["outputs"])
+    def __init__(self, graph: Graph | dict, weights: dict | None = None):
+        self.graph = graph = as_graph(graph, weights)
+        self.input_names = list(graph.inputs)
+        self.output_names = list(graph.outputs)
         if len(self.input_names) != 1:
             raise EmulationError(f"the emulator takes one model input, the firmware has {self.input_names}")
-        if graph.get("io_type", "io_parallel") != "io_parallel":
-            raise EmulationError(f"the emulator reproduces io_parallel designs, this firmware is {graph['io_type']}")
+        if graph.io_type != "io_parallel":
+            raise EmulationError(f"the emulator reproduces io_parallel designs, this firmware is {graph.io_type}")
         self.layers, self._types = [], {}
-        for spec in graph["layers"]:
-            layer = self._prepare(spec, weights)
+        for spec in graph.layers:
+            layer = self._prepare(spec, graph.weights)
             self.layers.append(layer)
             self._types[layer.name] = layer.result
         self.input_type = self._types[self.input_names[0]]
@@ -123,26 +144,24 @@ class Emulator:
 
     @classmethod
     def from_file(cls, graph_json) -> "Emulator":
-        return cls(*read_graph(pathlib.Path(graph_json)))
+        return cls(read_graph(pathlib.Path(graph_json)))
 
     # ---- load time: everything that depends only on the graph --------------------------------------
-    def _prepare(self, spec: dict, weights: dict) -> _Layer:
-        name, op = spec["name"], spec.get("op")
-        if op not in self._OPS and op != "input":
-            raise EmulationError(f"layer '{name}' ({spec.get('class_name')}, op {op!r}) is not supported by the emulator")
+    def _prepare(self, spec: Layer, weights: dict) -> _Layer:
+        if why := ops.refusal(spec, "emulate"):
+            raise EmulationError(why)
         try:
-            layer = _Layer(name, op, list(spec.get("inputs", [])), FixedType.parse(spec["result_t"]), spec)
-            prepare = getattr(self, f"_prepare_{op}", None)
-            if prepare is not None:
-                prepare(layer, [self._types[i] for i in layer.inputs], weights)
+            layer = _Layer(spec.name, spec.op, list(spec.inputs), spec.result_t, spec, ops.implementation(spec, "emulate"))
+            if layer.kernel.prepare is not None:
+                layer.kernel.prepare(self, layer, [self._types[i] for i in layer.inputs], weights)
         except FixedTypeError as err:
             hint = " (set a narrower type for this layer in an hls4ml config)" if isinstance(err, TooWideError) else ""
-            raise EmulationError(f"layer '{name}' ({spec.get('class_name')}): {err}{hint}") from None
+            raise EmulationError(f"layer '{spec.name}' ({spec.class_name}): {err}{hint}") from None
         return layer
 
     @staticmethod
     def _types_of(layer: _Layer, *keys) -> list:
-        return [FixedType.parse(layer.spec[k]) for k in keys]
+        return [layer.spec.type(k) for k in keys]
 
     @staticmethod
     def _need_bits(layer: _Layer, bits: int, what: str):
@@ -155,8 +174,6 @@ class Emulator:
 
     def _prepare_dense(self, layer: _Layer, in_types: list, weights: dict):
         spec = layer.spec
-        if spec["product"] != "mult":
-            raise EmulationError(f"layer '{layer.name}': product '{spec['product']}' is not supported by the emulator")
         wt, bt, at = self._types_of(layer, "weight_t", "bias_t", "accum_t")
         w = wt.from_float(weights[f"{layer.name}/weight"])
         b = bt.from_float(weights[f"{layer.name}/bias"])
@@ -164,14 +181,12 @@ class Emulator:
         layer.params = {"w": w, "w_t": wt, "b_acc": at.from_codes(b, bt.frac), "acc_t": at}
         self._plan_dense(layer, in_types[0])
 
-    _prepare_conv1d = _prepare_conv2d = _prepare_dense
-
     def _prepare_pool2d(self, layer: _Layer, in_types: list, weights: dict):
         x_t = in_types[0]
         # pad_val<data_T, Max>: the raw bit pattern with only the MSB set (the minimum of a signed type, 2**(W-1)
         # codes of an unsigned one: 'same' max pooling after an unsigned type picks it up, as the C++ does).
         pad = x_t.min_code if x_t.signed else 1 << (x_t.width - 1)
-        layer.params = {"acc_t": FixedType.parse(layer.spec["accum_t"]), "pad": pad}
+        layer.params = {"acc_t": layer.spec.type("accum_t"), "pad": pad}
 
     def _prepare_leaky_relu(self, layer: _Layer, in_types: list, weights: dict):
         (param_t,) = self._types_of(layer, "param_t")
@@ -212,8 +227,6 @@ class Emulator:
             "frac": frac,
         }
 
-    _prepare_hard_tanh = _prepare_hard_sigmoid
-
     def _prepare_softmax(self, layer: _Layer, in_types: list, weights: dict):
         spec = layer.spec
         layer.params = softmax_tables(spec, in_types[0])
@@ -236,16 +249,12 @@ class Emulator:
             "frac": frac,
         }
 
-    def _prepare_global_average(self, layer: _Layer, in_types: list, weights: dict):
-        layer.params = {"acc_t": FixedType.parse(layer.spec["accum_t"])}
+    def _prepare_global(self, layer: _Layer, in_types: list, weights: dict):
+        layer.params = {"acc_t": layer.spec.type("accum_t")}
 
-    _prepare_global_max = _prepare_global_average
-
-    def _prepare_add(self, layer: _Layer, in_types: list, weights: dict):
+    def _prepare_merge(self, layer: _Layer, in_types: list, weights: dict):
         a, b = in_types
         self._need_bits(layer, max(a.integer, b.integer) + max(a.frac, b.frac) + 2, "the exact sum")
-
-    _prepare_subtract = _prepare_average = _prepare_maximum = _prepare_minimum = _prepare_add
 
     # ---- run time --------------------------------------------------------------------------------
     def _checked(self, x) -> np.ndarray:
@@ -266,11 +275,8 @@ class Emulator:
         x = self._checked(x).astype(np.float64)
         values = {}
         for layer in self.layers:
-            if layer.op == "input":
-                values[layer.name] = layer.result.from_float(x)
-                continue
-            srcs = [(values[i], self._types[i]) for i in layer.inputs]
-            out = self._OPS[layer.op](self, layer, *srcs)
+            srcs = [(x, None)] if layer.op == "input" else [(values[i], self._types[i]) for i in layer.inputs]
+            out = layer.kernel(self, layer, *srcs)
             values[layer.name] = out.reshape((len(x), *layer.spec["shape"]))
             if not keep_layers:
                 self._release(values, layer)
@@ -292,19 +298,29 @@ class Emulator:
             del values[key]
 
     # ---- ops: (layer, (codes, type) per input) -> result codes -----------------------------------------
+    @kernel("input")
+    def _input(self, layer: _Layer, src) -> np.ndarray:
+        """Float inputs converted into the input type, as ``ap_fixed(double)`` does."""
+        return layer.result.from_float(src[0])
+
+    @kernel("linear")
     def _linear(self, layer: _Layer, src) -> np.ndarray:
         return layer.result.from_codes(src[0], src[1].frac)
 
+    @kernel("relu")
     def _relu(self, layer: _Layer, src) -> np.ndarray:
         return np.where(src[0] > 0, layer.result.from_codes(src[0], src[1].frac), 0)
 
+    @kernel("reshape")
     def _reshape(self, layer: _Layer, src) -> np.ndarray:
         return src[0]
 
+    @kernel("transpose")
     def _transpose(self, layer: _Layer, src) -> np.ndarray:
         """Permute the axes of one event (``perm`` without the batch axis), each value cast to the result type."""
         return layer.result.from_codes(np.transpose(src[0], [0, *(p + 1 for p in layer.spec["perm"])]), src[1].frac)
 
+    @kernel("dense", prepare=_prepare_dense, refuse=_product)
     def _dense(self, layer: _Layer, src) -> np.ndarray:
         x, x_type = src
         x = x.reshape(len(x), -1)
@@ -329,6 +345,7 @@ class Emulator:
             acc = acc_t.from_codes(acc + mult, acc_t.frac)
         return acc
 
+    @kernel("conv1d", prepare=_prepare_dense, refuse=_product)
     def _conv1d(self, layer: _Layer, src) -> np.ndarray:
         """The dense accumulation on each output pixel's window (taps outer, channels inner), zeros as padding."""
         s = layer.spec
@@ -338,6 +355,7 @@ class Emulator:
         windows = x[:, taps, :].reshape(len(x) * s["out_width"], -1)
         return self._dense(layer, (windows, src[1]))
 
+    @kernel("conv2d", prepare=_prepare_dense, refuse=_product)
     def _conv2d(self, layer: _Layer, src) -> np.ndarray:
         """The dense accumulation on each output pixel's window (rows, columns, channels; pixels row-major), zeros
         as padding (``conv_2d_latency_cl``)."""
@@ -350,6 +368,7 @@ class Emulator:
         windows = x[:, rows][:, :, :, cols].transpose(0, 1, 3, 2, 4, 5)
         return self._dense(layer, (windows.reshape(len(x) * s["out_height"] * s["out_width"], -1), src[1]))
 
+    @kernel("pool2d", prepare=_prepare_pool2d)
     def _pool2d(self, layer: _Layer, src) -> np.ndarray:
         """``pooling2d_cl``: each window of the padded image, padding as ``pad_val``; max in the input type, or the
         average summed in ``accum_t`` (one cast per addition) and divided (towards zero) by the patch size."""
@@ -380,6 +399,7 @@ class Emulator:
                 out[:, oi, oj] = acc_t.from_codes(_trunc_div(acc, size), acc_t.frac)
         return layer.result.from_codes(out, acc_t.frac)
 
+    @kernel("leaky_relu", prepare=_prepare_leaky_relu)
     def _leaky_relu(self, layer: _Layer, src) -> np.ndarray:
         """``res = x > 0 ? (res_t)x : (res_t)(alpha * x)``, alpha in ``param_t``, the product exact."""
         x, x_t = src
@@ -388,12 +408,14 @@ class Emulator:
         negative = layer.result.from_codes(x * p["alpha"], x_t.frac + p["alpha_frac"])
         return np.where(x > 0, positive, negative)
 
+    @kernel("table", prepare=_prepare_table)
     def _table(self, layer: _Layer, src) -> np.ndarray:
         p = layer.params
         size = len(p["table"])
         index = _table_index(src[0], src[1].frac, size, p["span"], centred_offset(size, p["span"]))
         return layer.result.from_codes(p["table"][index], p["table_t"].frac)
 
+    @kernel("hard_sigmoid", prepare=_prepare_hard_sigmoid)
     def _hard_sigmoid(self, layer: _Layer, src, tanh: bool = False) -> np.ndarray:
         p = layer.params
         frac = p["frac"]
@@ -403,9 +425,11 @@ class Emulator:
             y = 2 * y - (1 << frac)
         return layer.result.from_codes(y, frac)
 
+    @kernel("hard_tanh", prepare=_prepare_hard_sigmoid)
     def _hard_tanh(self, layer: _Layer, src) -> np.ndarray:
         return self._hard_sigmoid(layer, src, tanh=True)
 
+    @kernel("softmax", prepare=_prepare_softmax)
     def _softmax(self, layer: _Layer, src) -> np.ndarray:
         x, x_t = src
         if layer.spec["implementation"] == "legacy":
@@ -433,15 +457,18 @@ class Emulator:
         inv = p["inv"][_table_index(exp_res, table_t.frac, len(p["inv"]), 64, 0)]
         return layer.result.from_codes(inv, table_t.frac)
 
+    @kernel("batchnorm", prepare=_prepare_batchnorm)
     def _batchnorm(self, layer: _Layer, src) -> np.ndarray:
         p = layer.params
         x = src[0].reshape(len(src[0]), -1)
         return layer.result.from_codes(((x * p["scale"]) << p["shift"]) + p["bias"], p["frac"])
 
+    @kernel("global_max", prepare=_prepare_global)
     def _global_max(self, layer: _Layer, src) -> np.ndarray:
         acc_t = layer.params["acc_t"]
         return layer.result.from_codes(acc_t.from_codes(src[0].max(axis=1), src[1].frac), acc_t.frac)
 
+    @kernel("global_average", prepare=_prepare_global)
     def _global_average(self, layer: _Layer, src) -> np.ndarray:
         x, x_t = src
         acc_t = layer.params["acc_t"]
@@ -452,6 +479,7 @@ class Emulator:
         acc = acc_t.from_codes(_trunc_div(acc, x.shape[1]), acc_t.frac)
         return layer.result.from_codes(acc, acc_t.frac)
 
+    @kernel("add", "subtract", "average", "maximum", "minimum", prepare=_prepare_merge)
     def _merge(self, layer: _Layer, a_src, b_src) -> np.ndarray:
         a, b, frac = _aligned(a_src[0], a_src[1].frac, b_src[0], b_src[1].frac)
         op = layer.op
@@ -465,31 +493,7 @@ class Emulator:
             out = np.maximum(a, b) if op == "maximum" else np.minimum(a, b)
         return layer.result.from_codes(out, frac)
 
+    @kernel("concatenate")
     def _concatenate(self, layer: _Layer, *srcs) -> np.ndarray:
         parts = [layer.result.from_codes(codes, t.frac) for codes, t in srcs]
         return np.concatenate(parts, axis=layer.spec["axis"])
-
-    _OPS = {
-        "dense": _dense,
-        "conv1d": _conv1d,
-        "conv2d": _conv2d,
-        "pool2d": _pool2d,
-        "leaky_relu": _leaky_relu,
-        "relu": _relu,
-        "linear": _linear,
-        "table": _table,
-        "hard_sigmoid": _hard_sigmoid,
-        "hard_tanh": _hard_tanh,
-        "softmax": _softmax,
-        "batchnorm": _batchnorm,
-        "global_max": _global_max,
-        "global_average": _global_average,
-        "add": _merge,
-        "subtract": _merge,
-        "average": _merge,
-        "maximum": _merge,
-        "minimum": _merge,
-        "concatenate": _concatenate,
-        "reshape": _reshape,
-        "transpose": _transpose,
-    }

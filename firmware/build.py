@@ -6,8 +6,8 @@ import pathlib
 import time
 
 from l1forge.firmware.estimate import estimate
-from l1forge.core.graph import read_graph
-from l1forge.firmware.graph import write_graph
+from l1forge.graph.ir import read_graph
+from l1forge.firmware.describe import write_graph
 from l1forge.firmware.hls import FirmwareSettings, convert, resolve_input_type
 from l1forge.firmware.parts import utilisation
 from l1forge.firmware.vendor import require_vendor_tools, run_vendor_synthesis
@@ -37,7 +37,7 @@ def build_firmware(
     input_type, note = resolve_input_type(model, input_type, user_config)
     hls_model = convert(model, input_type, settings, project, user_config=user_config)
     compile_s = time.perf_counter() - start
-    report = estimate(*read_graph(write_graph(hls_model, out_dir)), settings.clock_mhz)
+    report = estimate(read_graph(write_graph(hls_model, out_dir)), clock_mhz=settings.clock_mhz)
     if vendor:
         report = {**run_vendor_synthesis(hls_model), "layers": report["layers"], "estimate": report["resources"]}
     block = {

@@ -17,6 +17,7 @@ import tempfile
 import numpy as np
 
 from l1forge.firmware.estimate import CONSTANTS, estimate
+from l1forge.graph.ir import Graph
 
 POINTS_PATH = pathlib.Path(__file__).with_name("calibration_points.json")
 RESOURCES = ("LUT", "FF", "DSP", "BRAM")
@@ -26,12 +27,12 @@ def load_points() -> list[dict]:
     return json.loads(POINTS_PATH.read_text())
 
 
-def build_graph(point: dict) -> tuple[dict, dict]:
-    """(graph, weights) of the point's model, converted by hls4ml as the source did (``compile=False``)."""
+def build_graph(point: dict) -> Graph:
+    """The firmware graph of the point's model, converted by hls4ml as the source did (``compile=False``)."""
     import hls4ml
     import tensorflow as tf
 
-    from l1forge.firmware.graph import describe_model
+    from l1forge.firmware.describe import describe_model
     from l1forge.firmware.hls import FirmwareSettings, convert
 
     spec = point["model"]
@@ -50,12 +51,12 @@ def build_graph(point: dict) -> tuple[dict, dict]:
     settings = FirmwareSettings(backend="Vivado", part=point["part"], clock_mhz=point["clock_mhz"],
                                 io_type=spec["io_type"], project_name="myproject")
     with tempfile.TemporaryDirectory() as tmp:
-        graph, weights = describe_model(convert(model, None, settings, pathlib.Path(tmp) / "prj", False, config))
-    graph["io_type"] = spec["io_type"]
-    for layer in graph["layers"]:  # the source's hls4ml version used the latency softmax
-        if layer["op"] == "softmax" and "softmax" in spec:
-            layer["implementation"] = spec["softmax"]
-    return graph, weights
+        graph = describe_model(convert(model, None, settings, pathlib.Path(tmp) / "prj", False, config))
+    graph.io_type = spec["io_type"]
+    for layer in graph.layers:  # the source's hls4ml version used the latency softmax
+        if layer.op == "softmax" and "softmax" in spec:
+            layer.attrs["implementation"] = spec["softmax"]
+    return graph
 
 
 def calibration_error(constants: dict | None = None, graphs: dict | None = None) -> list[dict]:
@@ -64,8 +65,8 @@ def calibration_error(constants: dict | None = None, graphs: dict | None = None)
     where the published number is 0, the estimate itself (0 when both agree)."""
     out = []
     for point in load_points():
-        graph, weights = (graphs or {}).get(point["id"]) or build_graph(point)
-        est = estimate(graph, weights, point["clock_mhz"], constants)
+        graph = (graphs or {}).get(point["id"]) or build_graph(point)
+        est = estimate(graph, clock_mhz=point["clock_mhz"], constants=constants)
         got = {"latency_cycles": est["latency_cycles"], "ii_cycles": est["ii_cycles"], **est["resources"]}
         pub = point["published"]
         err = {key: (got[key] - pub[key]) / pub[key] if pub[key] else float(got[key]) for key in pub}
@@ -83,7 +84,7 @@ def fit(graphs: dict | None = None) -> dict:
     def layer_rows(k):
         rows = []
         for p in points:
-            est = estimate(*graphs[p["id"]], p["clock_mhz"], k)
+            est = estimate(graphs[p["id"]], clock_mhz=p["clock_mhz"], constants=k)
             by_name = {r["name"]: r for r in est["layers"]}
             rows += [(by_name[name], pub) for name, pub in p["published_layers"].items()]
         return rows

@@ -33,7 +33,7 @@ Every layer gets a row ``{"name", "op", "cycles", "ii", "LUT", "FF", "DSP", "BRA
   writes its streams (+2 cycles); dense is not pipelined there (II = its latency, as in the reference report);
   each inter-layer stream is a FIFO per channel (``fifo_ff`` FFs and ``fifo_lut`` LUTs when shallow, BRAM18 when
   its depth x width exceeds 1024 bits). Design II = largest layer II + 1 (dataflow handshake).
-* Any op not listed gets a zero-cost row with ``"note": "not modelled"``.
+* Each cost registers on the op table (``l1forge.graph.ops``, backend ``"estimate"``); an op without one gets a zero-cost row with ``"note": "not modelled"``.
 
 Stated error, recomputed (2026-11-30) against the published points of ../shared/synthesis_points.md, each figure
 labelled with the *stage* it is compared with (HLS ``csynth`` estimates and Vivado post-synthesis numbers are
@@ -61,10 +61,13 @@ fitted on, +10% to +45% on DSP, latency within 2 cycles; io_stream designs are o
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
+from l1forge.graph import ops
+from l1forge.graph.ir import Graph, Layer, as_graph
 from l1forge.quantize.fixed import FixedType
 
 CONSTANTS = {
@@ -103,25 +106,31 @@ def significant_bits(codes: np.ndarray) -> np.ndarray:
     return np.array(bits, dtype=np.int64).reshape(np.shape(codes))
 
 
-def estimate(graph: dict, weights: dict, clock_mhz: float, constants: dict | None = None) -> dict:
-    """{"latency_cycles", "latency_ns", "ii_cycles", "resources": {...}, "layers": [...], "source", "method"}."""
+def estimate(graph: Graph | dict, weights: dict | None = None, clock_mhz: float = 240.0,
+             constants: dict | None = None) -> dict:
+    """{"latency_cycles", "latency_ns", "ii_cycles", "resources": {...}, "layers": [...], "source", "method"}.
+
+    ``graph``: an ``l1forge.graph.ir.Graph`` (``weights`` None) or its JSON form with its weights. An op without a
+    registered cost gets a zero row with ``"note": "not modelled"``."""
+    graph = as_graph(graph, weights)
     k = {**CONSTANTS, **(constants or {})}
     period = 1000.0 / clock_mhz
-    stream = graph.get("io_type", "io_parallel") == "io_stream"
-    types = {layer["name"]: FixedType.parse(layer["result_t"]) for layer in graph["layers"]}
-    sizes = {layer["name"]: math.prod(layer["shape"]) for layer in graph["layers"]}
-    outputs = set(graph.get("outputs", []))
+    stream = graph.io_type == "io_stream"
+    by_name = {layer.name: layer for layer in graph.layers}
+    outputs = set(graph.outputs)
     rows = []
-    for layer in graph["layers"]:
-        src = layer["inputs"][0] if layer["inputs"] and layer["inputs"][0] in types else None
-        x = (types.get(src), sizes.get(src, 0))
-        row = {"name": layer["name"], "op": layer["op"], **_layer(layer, x, types[layer["name"]], weights, k, period)}
-        if stream and layer["op"] != "input":
+    for layer in graph.layers:
+        src = by_name.get(layer.inputs[0]) if layer.inputs else None
+        x = (src.result_t, src.size) if src else (None, 0)
+        cost = ops.OPS[layer.op].impl.get("estimate") if layer.op in ops.OPS else None
+        row = cost(layer, x, graph.weights, k, period) if cost else _row(note="not modelled")
+        row = {"name": layer.name, "op": layer.op, **row}
+        if stream and layer.op != "input":
             row["cycles"] += 2
-            if layer["op"] in ("dense", "conv1d"):
+            if layer.op in ("dense", "conv1d"):
                 row["ii"] = max(row["ii"], row["cycles"])
-            if layer["name"] not in outputs:
-                _add_fifo(row, layer, types[layer["name"]], k)
+            if layer.name not in outputs:
+                _add_fifo(row, layer, k)
         rows.append(row)
     cycles = sum(r["cycles"] for r in rows)
     ii = max((r["ii"] for r in rows), default=1) + (1 if stream else 0)
@@ -145,39 +154,55 @@ def _levels(n: int) -> int:
     return math.ceil(math.log2(n)) if n > 1 else 0
 
 
-def _layer(layer: dict, x: tuple, res_type: FixedType, weights: dict, k: dict, period: float) -> dict:
-    """The row of one layer; ``x`` is (type, number of elements) of its first input."""
-    (x_type, n_in), op, n = x, layer["op"], math.prod(layer["shape"])
-    bits = res_type.width * n
-    if op in ("input", "linear", "reshape", "concatenate", "transpose"):
-        return _row()
-    if op == "relu":
-        return _row(lut=k["relu_lut_per_bit"] * bits)
-    if op in ("dense", "conv1d"):
-        w = weights[f"{layer['name']}/weight"]
-        if layer["strategy"] == "resource":
-            return _dense_resource(layer, x_type, w, k, period)
-        return _dense_latency(layer, x_type, w, k, period)
-    if op == "table":
-        t_bits = FixedType.parse(layer["table_t"]).width
-        return _row(2, lut=k["lut_per_bit"] * bits, bram=_rom_bram(n, layer["table_size"] * t_bits))
-    if op == "softmax":
-        return _softmax(layer, x_type, n, k, period)
-    if op == "batchnorm":
-        return _batchnorm(layer, x_type, res_type, weights, k, period)
-    if op in ("hard_sigmoid", "hard_tanh"):
-        return _row(1, lut=3 * k["lut_per_bit"] * bits, ff=bits)
-    if op in _ARITH:
-        return _row(1, lut=k["lut_per_bit"] * bits, ff=bits)
-    if op in ("maximum", "minimum"):
-        return _row(1, lut=2 * k["lut_per_bit"] * bits, ff=bits)
-    if op in ("global_max", "global_average"):
-        acc = FixedType.parse(layer["accum_t"]).width
-        levels = _levels(max(n_in // max(n, 1), 1))
-        extra = 1 if op == "global_average" else 0
-        return _row(1 + extra + math.ceil(levels * k["add_ns"] / period), lut=k["lut_per_bit"] * (n_in - n) * acc,
-                    ff=bits)
-    return _row(note="not modelled")
+# ---- costs, registered on the op table: (layer, (input type, input elements), weights, constants, period) -> row
+cost = functools.partial(ops.implements, "estimate")
+
+
+@cost("input", "linear", "reshape", "concatenate", "transpose")
+def _wiring(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    return _row()
+
+
+@cost("relu")
+def _relu(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    return _row(lut=k["relu_lut_per_bit"] * layer.result_t.width * layer.size)
+
+
+@cost("dense", "conv1d")
+def _dense(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    w = weights[f"{layer.name}/weight"]
+    if layer["strategy"] == "resource":
+        return _dense_resource(layer, x[0], w, k, period)
+    return _dense_latency(layer, x[0], w, k, period)
+
+
+@cost("table")
+def _table(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    n = layer.size
+    bits = layer.result_t.width * n
+    return _row(2, lut=k["lut_per_bit"] * bits, bram=_rom_bram(n, layer["table_size"] * layer.type("table_t").width))
+
+
+@cost("hard_sigmoid", "hard_tanh")
+def _hard(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    bits = layer.result_t.width * layer.size
+    return _row(1, lut=3 * k["lut_per_bit"] * bits, ff=bits)
+
+
+@cost(*_ARITH, "maximum", "minimum")
+def _merge(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    bits = layer.result_t.width * layer.size
+    return _row(1, lut=(1 if layer.op in _ARITH else 2) * k["lut_per_bit"] * bits, ff=bits)
+
+
+@cost("global_max", "global_average")
+def _global(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    n, n_in = layer.size, x[1]
+    acc = layer.type("accum_t").width
+    levels = _levels(max(n_in // max(n, 1), 1))
+    extra = 1 if layer.op == "global_average" else 0
+    return _row(1 + extra + math.ceil(levels * k["add_ns"] / period), lut=k["lut_per_bit"] * (n_in - n) * acc,
+                ff=layer.result_t.width * n)
 
 
 def _rom_bram(reads: int, rom_bits: int) -> int:
@@ -185,8 +210,8 @@ def _rom_bram(reads: int, rom_bits: int) -> int:
     return 0 if rom_bits <= 1024 else math.ceil(reads / 2) * math.ceil(rom_bits / _BRAM_BITS)
 
 
-def _dense_latency(layer: dict, x_type: FixedType, w: np.ndarray, k: dict, period: float) -> dict:
-    w_type, acc = FixedType.parse(layer["weight_t"]), FixedType.parse(layer["accum_t"]).width
+def _dense_latency(layer: Layer, x_type: FixedType, w: np.ndarray, k: dict, period: float) -> dict:
+    w_type, acc = layer.type("weight_t"), layer.type("accum_t").width
     reuse = layer["reuse_factor"]
     n_in, n_out = w.shape
     codes = w_type.from_float(w)
@@ -208,8 +233,8 @@ def _dense_latency(layer: dict, x_type: FixedType, w: np.ndarray, k: dict, perio
     )
 
 
-def _dense_resource(layer: dict, x_type: FixedType, w: np.ndarray, k: dict, period: float) -> dict:
-    w_type, acc = FixedType.parse(layer["weight_t"]), FixedType.parse(layer["accum_t"]).width
+def _dense_resource(layer: Layer, x_type: FixedType, w: np.ndarray, k: dict, period: float) -> dict:
+    w_type, acc = layer.type("weight_t"), layer.type("accum_t").width
     reuse = layer["reuse_factor"]
     n_in, n_out = w.shape
     mults = math.ceil(n_in * n_out / reuse)
@@ -230,10 +255,10 @@ def _dense_resource(layer: dict, x_type: FixedType, w: np.ndarray, k: dict, peri
     )
 
 
-def _softmax(layer: dict, x_type: FixedType, n: int, k: dict, period: float) -> dict:
-    exp_t = FixedType.parse(layer["exp_table_t"])
-    inv_t = FixedType.parse(layer["inv_table_t"])
-    acc = FixedType.parse(layer["accum_t"]).width
+@cost("softmax")
+def _softmax(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    n = layer.size
+    exp_t, inv_t, acc = layer.type("exp_table_t"), layer.type("inv_table_t"), layer.type("accum_t").width
     wide = exp_t.width > k["dsp_min_bits"] and inv_t.width > k["dsp_min_bits"]
     levels = _levels(n) * (2 if layer["implementation"] == "stable" else 1)
     t_mult = k["dsp_ns"] if wide else k["lut_mult_ns"]
@@ -248,10 +273,10 @@ def _softmax(layer: dict, x_type: FixedType, n: int, k: dict, period: float) -> 
     )
 
 
-def _batchnorm(layer: dict, x_type: FixedType, res_type: FixedType, weights: dict, k: dict, period: float) -> dict:
-    s_type = FixedType.parse(layer["scale_t"])
-    n = math.prod(layer["shape"])
-    codes = s_type.from_float(np.resize(np.ravel(weights[f"{layer['name']}/scale"]), n))
+@cost("batchnorm")
+def _batchnorm(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    x_type, res_type, s_type, n = x[0], layer.result_t, layer.type("scale_t"), layer.size
+    codes = s_type.from_float(np.resize(np.ravel(weights[f"{layer.name}/scale"]), n))
     in_dsp = (x_type.width > k["dsp_min_bits"]) & (significant_bits(codes) > k["dsp_min_weight_bits"])
     shift_add = (np.clip(csd_digits(codes) - 1, 0, None) * ~in_dsp).sum() * (x_type.width + s_type.width)
     t_mult = k["dsp_ns"] if in_dsp.any() else k["lut_mult_ns"]
@@ -263,9 +288,9 @@ def _batchnorm(layer: dict, x_type: FixedType, res_type: FixedType, weights: dic
     )
 
 
-def _add_fifo(row: dict, layer: dict, res_type: FixedType, k: dict) -> None:
+def _add_fifo(row: dict, layer: Layer, k: dict) -> None:
     """One FIFO per stream channel (last axis), as deep as the stream has elements (1 for a flat layer)."""
-    shape = layer["shape"]
+    shape, res_type = layer.shape, layer.result_t
     channels, depth = shape[-1], math.prod(shape[:-1])
     if depth * res_type.width > 1024:
         row["BRAM"] += channels * math.ceil(depth * res_type.width / _BRAM_BITS)

@@ -133,14 +133,14 @@ def convert(
     Without ``input_type`` and user config, a model with no input quantizer gets ``DEFAULT_INPUT``
     (``resolve_input_type``).
 
-    Before anything is written or compiled the converted graph is described (firmware/graph.py), so a layer the
+    Before anything is written or compiled the converted graph is described (firmware/describe.py), so a layer the
     emulator cannot reproduce raises UnsupportedLayerError at once. Several model inputs raise ConversionError.
     A C-sim that does not compile raises ConversionError with the compiler's first error line and the path of
     the full log (``<project_dir>/build_lib.log``). ``write=False`` returns the unwritten hls4ml model.
     """
     import hls4ml
 
-    from l1forge.firmware.graph import describe_model
+    from l1forge.firmware.describe import describe_model
 
     if compile and shutil.which("g++") is None:
         raise RuntimeError("g++ not found on PATH: the hls4ml C-simulation is compiled with it")

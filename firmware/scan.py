@@ -116,9 +116,9 @@ class StudentEstimate:
     (with ``jet_word``, (n_constituents, 5): the jet word in the last slot);
     its activations keep the family's integer bits (quantize/precision.py ``FAMILY_ACTIVATIONS``).
 
-    ``synthesis="open"`` costs each point by open synthesis instead: the RTL of the firmware graph
-    (firmware/rtl.py) through Yosys (firmware/yosys.py, one process per point: the scan's workers are the
-    parallelism), LUT/FF/DSP/BRAM and latency from that, ``"source": "yosys ... synth_xilinx xcup"``; the estimate's
+    ``synthesize`` (a picklable ``fn(graph, clock_mhz, work_dir)``, e.g. ``l1forge.rtl.check.open_synthesis``)
+    costs each point by open synthesis instead: the RTL of the firmware graph through Yosys (one process per
+    point: the scan's workers are the parallelism), LUT/FF/DSP/BRAM and latency from that, ``"source": "yosys ... synth_xilinx xcup"``; the estimate's
     LUT, FF and latency stay in the row as ``estimate_*``. The RTL is fully parallel (II 1) whatever the reuse
     factor, so with reuse > 1 the open-synthesis row is the II-1 design (``"rtl_ii_cycles": 1``).
     """
@@ -132,13 +132,13 @@ class StudentEstimate:
     jet_word: bool = False  # constituent students: the jet word in the last slot (students/deepsets.py)
     settings: FirmwareSettings = dataclasses.field(default_factory=FirmwareSettings)
     seed: int = 0
-    synthesis: str = "estimate"  # or "open": Yosys on the RTL writer's Verilog
+    synthesize: Callable | None = None  # open synthesis of the point's firmware graph instead of the estimate
 
     def __call__(self, point: ScanPoint) -> dict:
         import tensorflow as tf
 
         from l1forge.firmware.estimate import estimate
-        from l1forge.firmware.graph import describe_model
+        from l1forge.firmware.describe import describe_model
         from l1forge.firmware.hls import convert
         from l1forge.quantize.precision import Precision
         from l1forge.students.model import build_student
@@ -158,12 +158,10 @@ class StudentEstimate:
         measured = self.metric(model)
         measured = dict(measured) if isinstance(measured, dict) else {"metric": float(measured)}
         settings = self.settings.model_copy(update={"reuse_factor": point.reuse_factor})
-        if self.synthesis not in ("estimate", "open"):
-            raise ValueError(f"synthesis must be 'estimate' or 'open', not {self.synthesis!r}")
         with tempfile.TemporaryDirectory() as tmp:
             hls_model = convert(model, precision.input, settings, pathlib.Path(tmp) / "hls", compile=False)
-            graph, weights = describe_model(hls_model)
-            report = estimate(graph, weights, settings.clock_mhz)
+            graph = describe_model(hls_model)
+            report = estimate(graph, clock_mhz=settings.clock_mhz)
             row = {
                 **measured,
                 "params": int(model.count_params()),
@@ -173,12 +171,8 @@ class StudentEstimate:
                 "ii_cycles": report["ii_cycles"],
                 "source": report["source"],
             }
-            if self.synthesis == "open":
-                from l1forge.firmware import yosys
-                from l1forge.firmware.rtl import write_rtl
-
-                info = write_rtl(graph, weights, pathlib.Path(tmp) / "rtl", settings.clock_mhz)
-                synth = yosys.synthesize(pathlib.Path(tmp) / "rtl", info, pathlib.Path(tmp) / "yosys", jobs=1)
+            if self.synthesize is not None:
+                synth = self.synthesize(graph, settings.clock_mhz, tmp)
                 row.update({f"estimate_{k}": row[k] for k in ("LUT", "FF", "DSP", "BRAM", "latency_cycles", "latency_ns")})
                 row.update(synth["resources"], latency_cycles=synth["latency_cycles"], latency_ns=synth["latency_ns"],
                            source=synth["source"], CARRY4=synth["CARRY4"], rtl_ii_cycles=synth["ii_cycles"],

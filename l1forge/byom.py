@@ -14,7 +14,7 @@ from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_
 from l1forge.emulation.compare import compare_with_csim, first_differing_layer, heads
 from l1forge.emulation.emulator import Emulator
 from l1forge.emulation.fidelity import fidelity
-from l1forge.firmware.graph import describe_model, write_graph
+from l1forge.firmware.describe import describe_model, write_graph
 from l1forge.firmware.hls import (FirmwareSettings, compile_project, convert, has_input_quantizer, quiet_call,
                                   resolve_input_type, traced_config)
 from l1forge.quantize.fixed import FixedType, FixedTypeError
@@ -149,7 +149,7 @@ def emulate_model(
     with tempfile.TemporaryDirectory(prefix="l1forge-emulate-") as scratch:
         project = pathlib.Path(project_dir) if project_dir else pathlib.Path(scratch) / "hls_project"
         hls_model = convert(model, in_type, settings, project, compile=False, user_config=user_config, write=False)
-        emulator = Emulator(*describe_model(hls_model))
+        emulator = Emulator(describe_model(hls_model))
         check_finite(x, emulator.input_type)
         if check_csim:
             compile_project(hls_model)

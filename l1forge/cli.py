@@ -183,8 +183,8 @@ def rtl(
 ):
     """Verilog of the firmware graph, simulated with Verilator against the emulator bit for bit, and Yosys open
     synthesis: the 'rtl' stage of the run directory, or any model that `synthesize --model` accepts (--model)."""
-    from l1forge.firmware.rtl import RtlError
-    from l1forge.firmware.verilator import ToolError
+    from l1forge.rtl.lower import RtlError
+    from l1forge.rtl.verilator import ToolError
 
     updates = {k: v for k, v in {"events": events, "clock_mhz": clock_mhz, "synthesis": synthesis}.items() if v is not None}
     try:
@@ -211,24 +211,24 @@ def _rtl_model(model, data, dataset, hls_config, input_type, out: pathlib.Path, 
     import numpy as np
 
     from l1forge.byom import load_hls_config, load_inputs, load_model
-    from l1forge.core.graph import read_graph
+    from l1forge.graph.ir import read_graph
     from l1forge.firmware.build import build_firmware
-    from l1forge.firmware.rtl import check_supported
-    from l1forge.hardware import check_rtl
+    from l1forge.rtl.lower import check_supported
+    from l1forge.rtl.check import check_rtl
     from l1forge.quantize.fixed import FixedType
 
     r = cfg.rtl.model_copy(update=updates)
     keras_model = load_model(model)
     user_config = load_hls_config(hls_config) if hls_config else None
     build_firmware(keras_model, FixedType.parse(input_type) if input_type else None, cfg.firmware, out, user_config=user_config)
-    graph, _ = read_graph(out / "graph.json")
+    graph = read_graph(out / "graph.json")
     check_supported(graph)
     if data is not None:
         x = load_inputs(data, dataset).astype(np.float64)
     else:  # inputs spanning the input type, a tenth beyond its range (saturation)
-        t = FixedType.parse(graph["layers"][0]["result_t"])
+        t = graph.layers[0].result_t
         rng = np.random.default_rng(0)
-        x = rng.uniform(t.min_value, t.max_value, size=(min(r.events, 100_000), *graph["layers"][0]["shape"]))
+        x = rng.uniform(t.min_value, t.max_value, size=(min(r.events, 100_000), *graph.layers[0].shape))
         x[: len(x) // 10] *= 1.5
     return check_rtl(out / "graph.json", x, out / "rtl", r.events, r.clock_mhz or cfg.firmware.clock_mhz,
                      synthesis=r.synthesis, yosys_timeout_s=r.yosys_timeout_s)

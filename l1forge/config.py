@@ -107,7 +107,7 @@ class TriggerConfig(Strict):
 
 
 class RtlConfig(Strict):
-    """The open RTL path (l1forge/hardware.py): Verilog of the firmware graph, Verilator against the emulator, Yosys."""
+    """The open RTL path (rtl/check.py): Verilog of the firmware graph, Verilator against the emulator, Yosys."""
 
     events: int = pydantic.Field(100_000, ge=1)  # simulated events: the task's test inputs, cycled
     clock_mhz: float | None = pydantic.Field(None, gt=0)  # pipeline target; None: firmware.clock_mhz (240 or 360)

@@ -12,6 +12,7 @@ import numpy as np
 
 from l1forge.firmware.scan import ScanPoint, StudentEstimate, pareto_front, scan
 from l1forge.metrics import classification_metrics
+from l1forge.rtl.check import open_synthesis
 
 
 @dataclasses.dataclass
@@ -67,10 +68,13 @@ def run_scan(run_dir: pathlib.Path, teacher: str, student: dict, settings, point
     of 2 processes) and return {"metric", "points": [...], "front": [...]}. Each point reads ``run_dir``'s data and
     teacher predictions, so the workers of a remote Dask cluster need ``run_dir`` on a shared file system.
     ``synthesis``: "estimate" (firmware/estimate.py) or "open" (Yosys on the RTL of each point, in its worker)."""
+    if synthesis not in ("estimate", "open"):
+        raise ValueError(f"synthesis must be 'estimate' or 'open', not {synthesis!r}")
     run_dir = pathlib.Path(run_dir).resolve()  # absolute: a worker's directory may differ
     metric = DistilledAccuracy(str(run_dir), teacher, student)
     evaluate = StudentEstimate(metric=metric, hidden=tuple(student["hidden"]), settings=settings, seed=student["seed"],
                                phi=tuple(student.get("phi", (16, 16))), head=tuple(student.get("head", (32,))),
-                               jet_word=student.get("jet_word", False), synthesis=synthesis)
+                               jet_word=student.get("jet_word", False),
+                               synthesize=open_synthesis if synthesis == "open" else None)
     results = scan(points, evaluate, executor)
     return {"metric": "accuracy", "points": results, "front": pareto_front(results)}

@@ -20,7 +20,7 @@ constituents, 0 on padding) gives the first layer a bias on real constituents on
 channels every later phi layer too.
 
 hls4ml 1.3.0 converts QConv1D(kernel 1) to a PointwiseConv1D and the average pooling to GlobalPooling1D (io_parallel),
-both described by firmware/graph.py and run bit-exactly by the emulator.
+both described by firmware/describe.py and run bit-exactly by the emulator.
 
 The mixer family (``build_mixer``; MLP-Mixer, Tolstikhin et al. 2021, arXiv 2105.01601; linear in N like JEDI-linear,
 arXiv 2508.15468) adds mixing across constituents: embed each constituent (pointwise, bias-free), transpose

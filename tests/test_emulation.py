@@ -8,8 +8,8 @@ import pytest
 
 from l1forge.emulation.compare import compare_with_csim, first_differing_layer
 from l1forge.emulation.emulator import EmulationError, Emulator
-from l1forge.core.graph import read_graph
-from l1forge.firmware.graph import write_graph
+from l1forge.graph.ir import read_graph
+from l1forge.firmware.describe import write_graph
 from l1forge.firmware.hls import FirmwareSettings, convert, quiet_call
 from l1forge.quantize.precision import Precision, hls_config
 from l1forge.students.model import build_student
@@ -107,10 +107,10 @@ def test_bad_inputs_raise_one_line_errors(student_firmware):
 
 def test_graph_file_round_trip(student_firmware, tmp_path):
     _, hls_model, emulator = student_firmware
-    graph, weights = read_graph(write_graph(hls_model, tmp_path))
-    assert [layer["op"] for layer in graph["layers"]] == ["input"] + ["dense", "relu"] * 3 + ["dense"]
-    assert weights["dense1/weight"].shape == (16, 64)
-    assert graph["outputs"] == ["logits"]
+    graph = read_graph(write_graph(hls_model, tmp_path))
+    assert [layer.op for layer in graph.layers] == ["input"] + ["dense", "relu"] * 3 + ["dense"]
+    assert graph.weights["dense1/weight"].shape == (16, 64)
+    assert graph.outputs == ["logits"]
     assert pathlib.Path(tmp_path / "graph_weights.npz").exists()
 
 

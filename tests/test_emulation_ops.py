@@ -8,7 +8,7 @@ from qkeras import QActivation, QConv1D, QDense, quantized_bits, quantized_relu,
 
 from l1forge.emulation.compare import compare_with_csim, first_differing_layer
 from l1forge.emulation.emulator import Emulator
-from l1forge.firmware.graph import UnsupportedLayerError, write_graph
+from l1forge.firmware.describe import UnsupportedLayerError, write_graph
 from l1forge.firmware.hls import quiet_call
 from l1forge.quantize.fixed import FixedType
 from l1forge.quantize.precision import hls_config

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from l1forge.emulation.emulator import Emulator
-from l1forge.firmware import verilator, yosys
-from l1forge.firmware.rtl import RtlError, csd, write_rtl
-from l1forge.firmware.rtl_cells import round_code
-from l1forge.hardware import check_rtl, first_mismatch
+from l1forge.rtl import verilator, yosys
+from l1forge.rtl.lower import RtlError, csd, write_rtl
+from l1forge.rtl.cells import round_code
+from l1forge.rtl.check import check_rtl, first_mismatch
 from l1forge.quantize.fixed import ROUNDING_MODES, OVERFLOW_MODES, FixedType
 
 # Two small networks whose layers use every ap_fixed rounding and overflow mode between them: rounded products
@@ -365,7 +365,7 @@ def test_constituent_students_through_rtl(family, tmp_path):
     assert len(np.unique(Emulator.from_file(tmp_path / "fw" / "graph.json").run(x))) > 20
 
 
-# ---- the shared adder graph of da4ml's CMVM solution (firmware/rtl_cmvm.py) --------------------------------------
+# ---- the shared adder graph of da4ml's CMVM solution (rtl/cmvm.py) --------------------------------------
 def _shared_codes(rng, n_in, n_out, lim):
     """Integer weight codes whose columns share subexpressions: random columns, their sums, differences, shifted
     and negated copies, a zero column and a zero row."""
@@ -394,12 +394,12 @@ def test_cmvm_plan_is_the_matrix_with_exact_ranges():
     fewer adders than the per-column canonical-signed-digit trees."""
     from fractions import Fraction
 
-    from l1forge.firmware import rtl_cmvm
+    from l1forge.rtl import cmvm as rtl_cmvm
 
     rng = np.random.default_rng(11)
     w = _shared_codes(rng, 12, 10, 100)
     ranges = [(-(1 << 15), (1 << 15) - 1, -10)] * 6 + [(0, 63, -6)] * 6  # wide signed and narrow unsigned inputs
-    plan = rtl_cmvm.solve(w, ranges)
+    plan = cmvm.solve(w, ranges)
     assert plan.outs[6] is None  # the zero column
     box = [(Fraction(lo) * Fraction(2) ** s, Fraction(hi) * Fraction(2) ** s) for lo, hi, s in ranges]
     codes = [rng.integers(lo, hi + 1, size=300) for lo, hi, _ in ranges]
@@ -466,7 +466,7 @@ def _cmvm_graph(seed):
 def test_cmvm_dense_and_conv_are_bit_exact_and_smaller(tmp_path, monkeypatch):
     """The shared adder graph in place of the per-column trees: 0 mismatches over 6 000 events against the
     emulator (a wrong node, shift, sign or output of the translation changes outputs), fewer adders."""
-    from l1forge.firmware import rtl
+    from l1forge.rtl import lower as rtl
 
     graph, weights = _cmvm_graph(7)
     calls = []

@@ -2,11 +2,15 @@
 
 import dataclasses
 import math
+import pathlib
 
 import pytest
 
 from l1forge.core.executors import executor
+from l1forge.design_scan import run_scan
+from l1forge.firmware.hls import FirmwareSettings
 from l1forge.firmware.scan import ScanPoint, StudentEstimate, pareto_front, plot_pareto, scan
+from l1forge.rtl.check import open_synthesis
 
 
 def tiny_evaluate(point: ScanPoint) -> dict:
@@ -116,7 +120,7 @@ def test_constituent_points_on_the_same_scan():
 
 def test_open_synthesis_per_point():
     """synthesis='open': each point's RTL through Yosys in the scan's executor; the estimate kept beside it."""
-    evaluate = StudentEstimate(parameter_count, n_inputs=4, n_outputs=2, hidden=(3,), synthesis="open")
+    evaluate = StudentEstimate(parameter_count, n_inputs=4, n_outputs=2, hidden=(3,), synthesize=open_synthesis)
     point = ScanPoint(weight_bits=4, activation_bits=4, reuse_factor=1)
     [row] = scan([point], evaluate, executor=_Serial())
     assert row["source"].startswith("yosys 0.") and row["source"].endswith("synth_xilinx xcup")
@@ -124,4 +128,4 @@ def test_open_synthesis_per_point():
     assert row["estimate_LUT"] > 0 and row["latency_cycles"] >= 2
     assert math.isclose(row["latency_ns"], row["latency_cycles"] * 1000 / 240.0, rel_tol=1e-3)
     with pytest.raises(ValueError, match="'estimate' or 'open'"):
-        StudentEstimate(parameter_count, n_inputs=4, n_outputs=2, hidden=(3,), synthesis="vivado")(point)
+        run_scan(pathlib.Path("."), "gnn", {"hidden": [3], "seed": 0}, FirmwareSettings(), [point], synthesis="vivado")

@@ -12,8 +12,8 @@ from l1forge.emulation.emulator import Emulator
 from l1forge.emulation.lhc import zero_bias_rate_khz
 from l1forge.emulation.trigger import check_timing
 from l1forge.firmware.estimate import estimate
-from l1forge.core.graph import read_graph
-from l1forge.firmware.graph import write_graph
+from l1forge.graph.ir import read_graph
+from l1forge.firmware.describe import write_graph
 from l1forge.firmware.hls import FirmwareSettings, convert
 from l1forge.metrics import anomaly_metrics
 from l1forge.quantize.precision import Precision
@@ -204,7 +204,7 @@ def test_firmware_bit_exact_and_in_budget(data, which, request, tmp_path):
     assert stats["mismatches"] == 0, stats["first_mismatch"]
     score = emu[:n, 0] if which == "student" else reconstruction_loss(Precision().input.quantize(x[:n]), emu[:n])
     np.testing.assert_allclose(score, result["score"], rtol=1e-5, atol=1e-5)
-    report = estimate(*read_graph(graph_json), settings.clock_mhz)
+    report = estimate(read_graph(graph_json), clock_mhz=settings.clock_mhz)
     timing = check_timing(report["latency_ns"], report["ii_cycles"], settings.clock_mhz)
     assert timing["latency_ok"] and timing["ii_ok"], timing
 

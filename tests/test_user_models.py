@@ -75,8 +75,8 @@ def _run(tmp_path, name, model, x, output=None, **kw) -> dict:
 def _check_rtl(name, graph_json, x, out):
     """0 mismatches between the RTL (Verilator) and the emulator on RTL_EVENTS inputs: the zoo inputs resampled with
     a random factor of 0.8-1.25 each (distinct values, the same far tail)."""
-    from l1forge.firmware.rtl import RtlError
-    from l1forge.hardware import check_rtl
+    from l1forge.rtl.lower import RtlError
+    from l1forge.rtl.check import check_rtl
 
     rng = np.random.default_rng(len(name))
     xs = x[rng.integers(len(x), size=RTL_EVENTS)] * rng.uniform(0.8, 1.25, size=(RTL_EVENTS, *x.shape[1:]))
@@ -200,7 +200,7 @@ def test_unsupported_layers_are_refused_before_compiling(tmp_path):
     UpSampling2D (hls4ml Resize, which its bit-exact inference does not know): one line too."""
     from l1forge.firmware.hls import ConversionError
 
-    from l1forge.firmware.graph import UnsupportedLayerError
+    from l1forge.firmware.describe import UnsupportedLayerError
 
     inp = L.Input((5, 5, 2), name="x")
     h = QActivation(quantized_bits(8, 3, alpha=1), name="qin")(inp)
@@ -410,7 +410,7 @@ def test_a_type_wider_than_the_emulator_is_refused_before_compiling(tmp_path):
     """A user config asking for a 70-bit accumulator: one line naming the layer and the type, no C-sim compiled."""
     import hls4ml
 
-    from l1forge.firmware.graph import UnsupportedLayerError
+    from l1forge.firmware.describe import UnsupportedLayerError
 
     inp = L.Input((6,), name="x")
     model = _randomize(tf.keras.Model(inp, QDense(3, name="d", **_q())(inp)), 5)

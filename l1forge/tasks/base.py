@@ -93,19 +93,19 @@ class Task:
 
     def rtl(self) -> dict:
         """Verilog of the firmware graph (firmware/rtl/), Verilator against the emulator on ``rtl.events`` events
-        (the test inputs, cycled), and Yosys open synthesis (l1forge/hardware.py)."""
+        (the test inputs, cycled), and Yosys open synthesis (rtl/check.py)."""
         r = self.cfg.rtl
         clock = r.clock_mhz or self.cfg.firmware.clock_mhz
 
         def work():
             import logging
 
-            from l1forge.core.graph import read_graph
-            from l1forge.firmware.rtl import RtlError, check_supported
-            from l1forge.hardware import check_rtl
+            from l1forge.graph.ir import read_graph
+            from l1forge.rtl.lower import RtlError, check_supported
+            from l1forge.rtl.check import check_rtl
 
             try:  # a student the RTL writer cannot build (e.g. conv1d) is named in one line; the run goes on
-                check_supported(read_graph(self.run.firmware / "graph.json")[0])
+                check_supported(read_graph(self.run.firmware / "graph.json"))
             except RtlError as err:
                 logging.getLogger("l1forge").warning("rtl: %s", err)
                 return {"rtl": {"unsupported": str(err)}, "open_synthesis": None}

@@ -1,5 +1,5 @@
 """The delay model of the open RTL path: where the RTL writer puts pipeline registers, and the timing estimate
-that ``firmware/yosys.py`` computes on the synthesized netlist.
+that ``rtl/yosys.py`` computes on the synthesized netlist.
 
 All numbers are in nanoseconds for an UltraScale+ part, -2 speed grade. They are rough typical values of the
 order given in Xilinx DS923 (Virtex UltraScale+ switching characteristics: LUT, carry and flip-flop delays) with a

@@ -1,4 +1,4 @@
-"""Leaf modules of the RTL writer (firmware/rtl.py): two-operand adders and fixed-point casts, as Verilog text.
+"""Leaf modules of the RTL writer (rtl/lower.py): two-operand adders and fixed-point casts, as Verilog text.
 
 Every value is an integer *code* on a wire with a known exact range ``[lo, hi]`` (signed two's complement when
 ``lo < 0``, unsigned otherwise) and a known weight ``2**lsb``; wires are exactly as wide as their range needs.

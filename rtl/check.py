@@ -1,9 +1,9 @@
 """Measured hardware without a vendor: the RTL of the firmware graph, simulated against the emulator, synthesized.
 
-``check_rtl(graph_json, x, out_dir, ...)`` writes the Verilog (firmware/rtl.py) into ``out_dir``, compiles it with
-Verilator (firmware/verilator.py), streams ``events`` events through it (the rows of ``x`` cycled, x: (n, *input
+``check_rtl(graph_json, x, out_dir, ...)`` writes the Verilog (rtl/lower.py) into ``out_dir``, compiles it with
+Verilator (rtl/verilator.py), streams ``events`` events through it (the rows of ``x`` cycled, x: (n, *input
 shape) float inputs as the emulator takes them), compares every output code with ``Emulator.run`` bit for bit,
-and runs Yosys (firmware/yosys.py) unless ``synthesis`` is false. Returns::
+and runs Yosys (rtl/yosys.py) unless ``synthesis`` is false. Returns::
 
     {"rtl": {"events_checked", "mismatches", "first_mismatch" ({"event", "output", "rtl", "emulator"} or None),
              "sim_events_per_s", "latency_cycles", "ii_cycles", "adders", "casts", "dir", "seconds": {...}},
@@ -21,7 +21,10 @@ import time
 
 import numpy as np
 
-from l1forge.core.graph import read_graph
+from l1forge.emulation.emulator import Emulator
+from l1forge.graph.ir import Graph, read_graph
+from l1forge.rtl import verilator, yosys
+from l1forge.rtl.lower import write_rtl
 
 
 def cycled(x: np.ndarray, events: int) -> np.ndarray:
@@ -42,20 +45,16 @@ def first_mismatch(rtl: np.ndarray, emu: np.ndarray) -> dict | None:
 
 def check_rtl(graph_json, x: np.ndarray, out_dir, events: int, clock_mhz: float = 240.0, synthesis: bool = True,
               jobs: int = 2, yosys_timeout_s: float | None = None) -> dict:
-    from l1forge.emulation.emulator import Emulator
-    from l1forge.firmware import verilator, yosys
-    from l1forge.firmware.rtl import write_rtl
-
-    graph, weights = read_graph(graph_json)
+    graph = read_graph(graph_json)
     out_dir = pathlib.Path(out_dir)
     seconds = {}
     t0 = time.perf_counter()
-    info = write_rtl(graph, weights, out_dir, clock_mhz)
+    info = write_rtl(graph, None, out_dir, clock_mhz)
     seconds["write"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sim = verilator.build(out_dir, info, out_dir / "verilator", jobs=jobs)
     seconds["verilator_build"] = time.perf_counter() - t0
-    emulator = Emulator(graph, weights)
+    emulator = Emulator(graph)
     xs = cycled(x, events)
     t0 = time.perf_counter()
     emu = emulator.run(xs)  # several outputs: their codes side by side, in graph["outputs"] order, as the ports
@@ -79,3 +78,11 @@ def check_rtl(graph_json, x: np.ndarray, out_dir, events: int, clock_mhz: float 
     block["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     (out_dir / "check.json").write_text(json.dumps({"rtl": block, "open_synthesis": synth}, indent=1))
     return {"rtl": block, "open_synthesis": synth}
+
+
+def open_synthesis(graph: Graph, clock_mhz: float, work_dir) -> dict:
+    """Yosys on the RTL of ``graph`` (one process: callers such as the design scan parallelise over points); the
+    dict of ``yosys.synthesize`` (LUT, FF, ... under "resources", latency, achievable clock, source)."""
+    work_dir = pathlib.Path(work_dir)
+    info = write_rtl(graph, None, work_dir / "rtl", clock_mhz)
+    return yosys.synthesize(work_dir / "rtl", info, work_dir / "yosys", jobs=1)

@@ -2,7 +2,7 @@
 
 ``write_rtl(graph, weights, out_dir, clock_mhz)`` writes ``out_dir/<top>.v`` (the top module: input registers,
 pipeline registers, output registers and one instance per adder or cast), ``out_dir/<top>_cells.v`` (the leaf
-modules, firmware/rtl_cells.py) and ``out_dir/rtl.json`` (ports, latency, counts, delay model).
+modules, rtl/cells.py) and ``out_dir/rtl.json`` (ports, latency, counts, delay model).
 
 Supported ops (everything the emulator runs except the legacy softmax and non-``mult`` products): ``input``,
 ``dense`` / ``conv1d`` / ``conv2d`` (product ``mult``; a convolution is the dense below on each output pixel's
@@ -34,7 +34,7 @@ Arithmetic, as ``nnet::dense_latency`` and the emulator (emulation/emulator.py) 
 * a column whose sum is order-free: no product has bits below ``accum_t``'s lsb, and ``accum_t`` wraps (modular
   sums are order-free) or no product and no partial sum of the C++ order (bias, then inputs 0..n-1) can leave its
   range (exact ranges). Such columns of a layer share one adder graph, the constant-matrix-vector product
-  (CMVM) solution of da4ml 0.5.2 (firmware/rtl_cmvm.py) for the integer weight codes of the non-constant inputs:
+  (CMVM) solution of da4ml 0.5.2 (rtl/cmvm.py) for the integer weight codes of the non-constant inputs:
   each of its nodes, ``a +/- b * 2**s``, is one of the writer's two-operand adders, trimmed to the node's exact
   range over the box of input ranges; the column's output node (with its shift and sign), the products of the
   constant inputs and the bias (folded into one constant addition) then give ``accum_t`` with one cast. da4ml's
@@ -47,7 +47,7 @@ Arithmetic, as ``nnet::dense_latency`` and the emulator (emulation/emulator.py) 
   and one cast; otherwise each addition followed by the cast, in the C++ order (a saturating chain);
 * ``result_t = (result_t) acc``; relu: ``x > 0 ? (result_t) x : 0``; linear: ``(result_t) x``.
 
-Pipelining: each adder or cast is placed as soon as its inputs are ready (ASAP); when its delay (firmware/delay.py)
+Pipelining: each adder or cast is placed as soon as its inputs are ready (ASAP); when its delay (rtl/delay.py)
 would push the stage past the budget of one clock period it starts the next stage, behind registers. Inputs and
 outputs are registered. Latency (cycles from the input register to the output register, inclusive) and II = 1.
 
@@ -57,6 +57,7 @@ Port ``in_<k>``: the input type's code of flat input element k; ``out_<k>``: the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import re
@@ -64,14 +65,14 @@ from fractions import Fraction
 
 import numpy as np
 
-from l1forge.firmware import delay, rtl_cells, rtl_cmvm
-from l1forge.firmware.rtl_cells import add_const, adder, cast, ext, plan_cast, width_of
+from l1forge.graph import ops
+from l1forge.graph.ir import Graph, Layer, as_graph
+from l1forge.rtl import cells, cmvm, delay
+from l1forge.rtl.cells import add_const, adder, cast, ext, plan_cast, width_of
 from l1forge.quantize.fixed import MAX_WIDTH, FixedType
 from l1forge.quantize.hls_tables import activation_table, ceillog2, centred_offset, floorlog2, index_divisor, softmax_tables
 
-SUPPORTED = ("input", "dense", "conv1d", "conv2d", "pool2d", "global_average", "global_max", "batchnorm", "leaky_relu",
-             "hard_sigmoid", "hard_tanh", "table", "softmax", "relu", "linear", "reshape", "transpose", "concatenate",
-             "add", "subtract", "average", "maximum", "minimum")
+lowering = functools.partial(ops.implements, "rtl")
 
 
 class RtlError(ValueError):
@@ -130,21 +131,25 @@ def csd(value: int) -> list[tuple[int, int]]:
     return digits
 
 
-def check_supported(graph: dict):
+def check_supported(graph: Graph | dict):
     """Raise RtlError for the first layer the writer cannot build (before anything is written)."""
-    if len(graph["inputs"]) != 1:
-        raise RtlError(f"the RTL writer takes one model input, the firmware has {graph['inputs']}")
-    if graph.get("io_type", "io_parallel") != "io_parallel":
-        raise RtlError(f"the RTL writer builds io_parallel designs, this firmware is {graph['io_type']}")
-    for spec in graph["layers"]:
-        op = spec.get("op")
-        if op not in SUPPORTED:
-            raise RtlError(f"layer '{spec['name']}' ({spec.get('class_name')}, op {op!r}) is not supported by the RTL writer")
-        where = f"layer '{spec['name']}' ({spec.get('class_name')}, op {op!r})"
-        if op in ("dense", "conv1d", "conv2d") and spec.get("product") != "mult":
-            raise RtlError(f"{where}: product {spec.get('product')!r} is not supported by the RTL writer")
-        if op == "softmax" and spec.get("implementation") not in ("latency", "stable"):
-            raise RtlError(f"{where}: softmax implementation {spec.get('implementation')!r} is not supported by the RTL writer")
+    graph = as_graph(graph)
+    if len(graph.inputs) != 1:
+        raise RtlError(f"the RTL writer takes one model input, the firmware has {graph.inputs}")
+    if graph.io_type != "io_parallel":
+        raise RtlError(f"the RTL writer builds io_parallel designs, this firmware is {graph.io_type}")
+    for layer in graph.layers:
+        if why := ops.refusal(layer, "rtl"):
+            raise RtlError(why)
+
+
+def _product(layer: Layer) -> str | None:
+    return None if layer.get("product") == "mult" else f"product {layer.get('product')!r}"
+
+
+def _softmax_kind(layer: Layer) -> str | None:
+    impl = layer.get("implementation")
+    return None if impl in ("latency", "stable") else f"softmax implementation {impl!r}"
 
 
 class _Writer:
@@ -159,6 +164,7 @@ class _Writer:
         self.n = 0
         self.counts = {"adders": 0, "casts": 0, "cmvm_adders": 0}
         self.plans: dict = {}  # CMVM solutions by (matrix, input intervals)
+        self.ports_in: list[dict] = []  # {"name", "width", "signed"} of each input port, in order
 
     # ---- bookkeeping -----------------------------------------------------------------------------------
     def _name(self, prefix: str = "n") -> str:
@@ -215,7 +221,7 @@ class _Writer:
         """One two-operand adder: returns the sum as a term (its sign chosen so the adder's low bits pass through).
 
         ``exact``: the value range of ``x + y`` (Fractions) when it is known tighter than the operands' intervals
-        (a CMVM node, firmware/rtl_cmvm.py); the adder is trimmed to it (its sum is modulo 2**width)."""
+        (a CMVM node, rtl/cmvm.py); the adder is trimmed to it (its sum is modulo 2**width)."""
         if x.sign == y.sign:
             sign, a, b = x.sign, x, y
         else:
@@ -329,7 +335,7 @@ class _Writer:
         lo, hi = min(a.lo << (a.lsb - at), b.lo << (b.lsb - at)), max(a.hi << (a.lsb - at), b.hi << (b.lsb - at))
         wo = width_of(lo, hi)
         spec = lambda s: (s.width, s.signed, s.lsb - at)  # noqa: E731
-        return self._inst(lambda n: rtl_cells.select(n, (c.width, c.signed), spec(a), spec(b), wo), "sel",
+        return self._inst(lambda n: cells.select(n, (c.width, c.signed), spec(a), spec(b), wo), "sel",
                           delay.select_ns(c.width), [c, a, b], at, lo, hi, [("c", c), ("a", a), ("b", b)])
 
     def maxmin(self, a: Sig, b: Sig, op: str) -> Sig:
@@ -346,7 +352,7 @@ class _Writer:
         lo, hi = pick(alo, blo), pick(ahi, bhi)
         wo = width_of(lo, hi)
         spec = lambda s: (s.width, s.signed, s.lsb - at)  # noqa: E731
-        return self._inst(lambda n: rtl_cells.maxmin(n, spec(a), spec(b), wo, op), op,
+        return self._inst(lambda n: cells.maxmin(n, spec(a), spec(b), wo, op), op,
                           delay.compare_ns(max(a.width + a.lsb, b.width + b.lsb) - at + 1), [a, b], at, lo, hi,
                           [("a", a), ("b", b)])
 
@@ -365,7 +371,7 @@ class _Writer:
         ends = [p * q for p in (a.lo, a.hi) for q in (b.lo, b.hi)]
         lo, hi = min(ends), max(ends)
         wo = width_of(lo, hi)
-        return self._inst(lambda n: rtl_cells.multiply(n, (a.width, a.signed), (b.width, b.signed), wo), "mul",
+        return self._inst(lambda n: cells.multiply(n, (a.width, a.signed), (b.width, b.signed), wo), "mul",
                           delay.multiplier_ns(a.width, b.width), [a, b], a.lsb + b.lsb, lo, hi, [("a", a), ("b", b)])
 
     def rom(self, x: Sig, table: dict) -> Sig:
@@ -380,7 +386,7 @@ class _Writer:
         if lo == hi:
             return self.const(lo, 0)
         wo = width_of(lo, hi)
-        return self._inst(lambda n: rtl_cells.rom(n, x.width, x.signed, entries, wo), "rom",
+        return self._inst(lambda n: cells.rom(n, x.width, x.signed, entries, wo), "rom",
                           delay.rom_ns(x.width), [x], 0, lo, hi, [("a", x)])
 
     def top_bits(self, x: Sig, t: FixedType, n: int) -> Sig:
@@ -388,7 +394,7 @@ class _Writer:
         shift = x.lsb + t.frac
         if x.const is not None:
             return self.const(((x.const << shift) & ((1 << t.width) - 1)) >> (t.width - n), 0)
-        return self._inst(lambda m: rtl_cells.bits(m, (x.width, x.signed, shift), t.width, t.width - 1, t.width - n),
+        return self._inst(lambda m: cells.bits(m, (x.width, x.signed, shift), t.width, t.width - 1, t.width - n),
                           "bits", 0.0, [x], 0, 0, (1 << n) - 1, [("a", x)])
 
     def msb_bit(self, x: Sig) -> Sig:
@@ -457,7 +463,7 @@ class _Writer:
     # ---- layers ------------------------------------------------------------------------------------------
     def dense_params(self, spec: dict, weights: dict, n_in: int) -> dict:
         name = spec["name"]
-        wt, bt, acc_t, res_t = (FixedType.parse(spec[k]) for k in ("weight_t", "bias_t", "accum_t", "result_t"))
+        wt, bt, acc_t, res_t = (spec.type(k) for k in ("weight_t", "bias_t", "accum_t", "result_t"))
         w = wt.from_float(weights[f"{name}/weight"]).reshape(n_in, -1)
         b_acc = acc_t.from_codes(bt.from_float(weights[f"{name}/bias"]).reshape(-1), bt.frac)
         return {"w": w, "wt": wt, "b_acc": b_acc, "acc_t": acc_t, "res_t": res_t}
@@ -472,7 +478,7 @@ class _Writer:
         per_product_cast = x_t.frac + wt.frac > acc_t.frac or not wraps
         biases = [self.const(int(b_acc[j]), -acc_t.frac) for j in range(w.shape[1])]
         free = [j for j in range(w.shape[1]) if self._order_free(xs, w[:, j], wt, biases[j], x_t, acc_t)]
-        if np.abs(w).max(initial=0) >= rtl_cmvm.MAX_CODE:  # beyond the solver's float32 codes: each column alone
+        if np.abs(w).max(initial=0) >= cmvm.MAX_CODE:  # beyond the solver's float32 codes: each column alone
             free = []
         live = [i for i, x in enumerate(xs) if x.const is None and (x.lo, x.hi) != (0, 0)]
         shared = dict(zip(free, self.cmvm([xs[i] for i in live], w[np.ix_(live, free)]))) if live and free else {}
@@ -530,11 +536,11 @@ class _Writer:
 
     def cmvm(self, xs: list[Sig], w: np.ndarray) -> list[Term | None]:
         """``sum_i xs[i] * w[i, j]`` for each column j of the integer matrix ``w`` (inputs not constant), as the
-        adder graph of da4ml's CMVM solution (firmware/rtl_cmvm.py), shared by all columns: one two-operand adder
+        adder graph of da4ml's CMVM solution (rtl/cmvm.py), shared by all columns: one two-operand adder
         per node, trimmed to the node's exact range. None for a zero column."""
         key = (w.shape, w.astype(np.int64).tobytes(), tuple((x.lo, x.hi, x.lsb) for x in xs))
         if key not in self.plans:  # a convolution's pixels share one solution (and its ranges)
-            self.plans[key] = (rtl_cmvm.solve(w, [(x.lo, x.hi, x.lsb) for x in xs]), {})
+            self.plans[key] = (cmvm.solve(w, [(x.lo, x.hi, x.lsb) for x in xs]), {})
         plan, ranges = self.plans[key]
         box = [(Fraction(x.lo) * Fraction(2) ** x.lsb, Fraction(x.hi) * Fraction(2) ** x.lsb) for x in xs]
         terms: dict[int, Term] = {}
@@ -594,12 +600,14 @@ def _csd_terms(x: Sig, code: int, frac: int) -> list:
     return [Term(x, x.lsb + k - frac, d) for k, d in csd(code)]
 
 
+@lowering("dense", refuse=_product)
 def _dense_layer(wr, spec, srcs, weights):
     (x, x_t), = srcs
     flat = list(x.ravel())
     return wr.dense(flat, x_t, wr.dense_params(spec, weights, len(flat)))
 
 
+@lowering("conv1d", refuse=_product)
 def _conv1d_layer(wr, spec, srcs, weights):
     """``conv_1d_latency_cl``: the dense accumulation on each output position's zero-padded window (taps, channels)."""
     (x, x_t), = srcs
@@ -617,6 +625,7 @@ def _conv1d_layer(wr, spec, srcs, weights):
     return outs
 
 
+@lowering("conv2d", refuse=_product)
 def _conv2d_layer(wr, spec, srcs, weights):
     """``conv_2d_latency_cl``: the dense accumulation on each output pixel's zero-padded window (rows, columns,
     channels), pixels row-major."""
@@ -638,12 +647,13 @@ def _conv2d_layer(wr, spec, srcs, weights):
     return outs
 
 
+@lowering("pool2d")
 def _pool2d_layer(wr, spec, srcs, weights):
     """``pooling2d_cl``: max in the input type (padding: the MSB-only bit pattern), or the sum in accum_t (one cast
     per addition) divided towards zero by the unpadded area (or the window with count_pad); then (res_t)."""
     (x, x_t), = srcs
     s = spec
-    acc_t, res_t = FixedType.parse(s["accum_t"]), FixedType.parse(s["result_t"])
+    acc_t, res_t = s.type("accum_t"), s.result_t
     x = x.reshape(s["in_height"], s["in_width"], s["n_filt"])
     pad = wr.const(x_t.min_code if x_t.signed else 1 << (x_t.width - 1), -x_t.frac)
     outs = []
@@ -667,11 +677,12 @@ def _pool2d_layer(wr, spec, srcs, weights):
     return outs
 
 
+@lowering("global_max", "global_average")
 def _global_layer(wr, spec, srcs, weights):
     """GlobalPooling1D over the first axis: ``(res_t)(accum_t)max``, or ``acc = (accum_t)(acc + x)`` in order,
     ``acc /= n`` (truncating), ``(res_t)acc``."""
     (x, x_t), = srcs
-    acc_t, res_t = FixedType.parse(spec["accum_t"]), FixedType.parse(spec["result_t"])
+    acc_t, res_t = spec.type("accum_t"), spec.result_t
     x = x.reshape(x.shape[0], -1)
     outs = []
     for f in range(x.shape[1]):
@@ -684,10 +695,11 @@ def _global_layer(wr, spec, srcs, weights):
     return outs
 
 
+@lowering("batchnorm")
 def _batchnorm_layer(wr, spec, srcs, weights):
     """``res = (res_t)(x * scale + bias)``, exact inside: the constant product in canonical signed digits."""
     (x, x_t), = srcs
-    scale_t, bias_t, res_t = (FixedType.parse(spec[k]) for k in ("scale_t", "bias_t", "result_t"))
+    scale_t, bias_t, res_t = (spec.type(k) for k in ("scale_t", "bias_t", "result_t"))
     flat = x.ravel()
     pick = np.arange(len(flat)) % len(weights[f"{spec['name']}/scale"])
     scale = scale_t.from_float(weights[f"{spec['name']}/scale"])[pick]
@@ -696,10 +708,11 @@ def _batchnorm_layer(wr, spec, srcs, weights):
             for k, v in enumerate(flat)]
 
 
+@lowering("leaky_relu")
 def _leaky_relu_layer(wr, spec, srcs, weights):
     """``x > 0 ? (res_t)x : (res_t)(alpha * x)``, alpha in param_t, the product exact."""
     (x, x_t), = srcs
-    res_t, param_t = FixedType.parse(spec["result_t"]), FixedType.parse(spec["param_t"])
+    res_t, param_t = spec.result_t, spec.type("param_t")
     alpha = int(param_t.from_float(spec["alpha"]))
 
     def one(v):
@@ -709,10 +722,11 @@ def _leaky_relu_layer(wr, spec, srcs, weights):
     return _each(one, x)
 
 
+@lowering("hard_sigmoid", "hard_tanh")
 def _hard_layer(wr, spec, srcs, weights):
     """hard_sigmoid / hard_tanh: ``y = slope * x + shift`` exact, clipped to [0, 1] (``2y - 1`` for tanh), (res_t)y."""
     (x, x_t), = srcs
-    slope_t, shift_t, res_t = (FixedType.parse(spec[k]) for k in ("slope_t", "shift_t", "result_t"))
+    slope_t, shift_t, res_t = (spec.type(k) for k in ("slope_t", "shift_t", "result_t"))
     slope, shift = int(slope_t.from_float(spec["slope"])), int(shift_t.from_float(spec["shift"]))
 
     def one(v):
@@ -725,11 +739,12 @@ def _hard_layer(wr, spec, srcs, weights):
     return _each(one, x)
 
 
+@lowering("table")
 def _table_layer(wr, spec, srcs, weights):
     """sigmoid / tanh tables: ``index = clamp((int)(x * N / R) + R/2 * N / R)`` in C ints (the division truncating
     towards zero), then a ROM of the table converted to res_t (its contents as ``init_*_table`` builds them)."""
     (x, x_t), = srcs
-    res_t, table_t = FixedType.parse(spec["result_t"]), FixedType.parse(spec["table_t"])
+    res_t, table_t = spec.result_t, spec.type("table_t")
     codes, span = activation_table(spec["function"], spec["table_size"], table_t)
     table = res_t.from_codes(codes, table_t.frac)
     size = len(table)
@@ -753,6 +768,7 @@ def _table_layer(wr, spec, srcs, weights):
     return _each(one, x)
 
 
+@lowering("softmax", refuse=_softmax_kind)
 def _softmax_layer(wr, spec, srcs, weights):
     """Softmax, latency and stable: exp ROM on the top bits of x (stable: of ``inp_norm_t(max - x)``) giving
     accum_t codes, their sum as the C++ balanced tree (each addition cast to accum_t), ``(inv_inp_t)sum``, the
@@ -760,7 +776,7 @@ def _softmax_layer(wr, spec, srcs, weights):
     (x, x_t), = srcs
     p = softmax_tables(spec, x_t)
     acc_t, exp_t, inv_t, inv_inp_t, address_t = (p[k] for k in ("acc_t", "exp_t", "inv_t", "inv_inp_t", "address_t"))
-    res_t = FixedType.parse(spec["result_t"])
+    res_t = spec.result_t
     exp_codes = acc_t.from_codes(p["exp"], exp_t.frac)
     exp_rom = {k: int(v) for k, v in enumerate(exp_codes)}
     inv_rom = {k: int(v) for k, v in enumerate(p["inv"])}
@@ -790,10 +806,11 @@ def _softmax_layer(wr, spec, srcs, weights):
     return outs
 
 
+@lowering("add", "subtract", "average", "maximum", "minimum")
 def _merge_layer(wr, spec, srcs, weights):
     """add / subtract / average / maximum / minimum: the exact two-input result, then (res_t)."""
     (a, _), (b, _) = srcs
-    res_t, op = FixedType.parse(spec["result_t"]), spec["op"]
+    res_t, op = spec.result_t, spec["op"]
 
     def one(u, v):
         if op in ("maximum", "minimum"):
@@ -806,69 +823,60 @@ def _merge_layer(wr, spec, srcs, weights):
     return [one(u, v) for u, v in zip(a.ravel(), b.ravel())]
 
 
+@lowering("concatenate")
 def _concatenate_layer(wr, spec, srcs, weights):
-    res_t, axis = FixedType.parse(spec["result_t"]), spec["axis"]
+    res_t, axis = spec.result_t, spec["axis"]
     parts = [_each(lambda v: wr.cast(v, res_t), x) for x, _ in srcs]
     return np.concatenate(parts, axis=axis - 1 if axis > 0 else axis)
 
 
+@lowering("transpose")
 def _transpose_layer(wr, spec, srcs, weights):
     (x, _), = srcs
-    res_t = FixedType.parse(spec["result_t"])
+    res_t = spec.result_t
     return _each(lambda v: wr.cast(v, res_t), np.transpose(x, spec["perm"]))
 
 
-_LAYERS = {
-    "dense": _dense_layer,
-    "conv1d": _conv1d_layer,
-    "conv2d": _conv2d_layer,
-    "pool2d": _pool2d_layer,
-    "global_average": _global_layer,
-    "global_max": _global_layer,
-    "batchnorm": _batchnorm_layer,
-    "leaky_relu": _leaky_relu_layer,
-    "hard_sigmoid": _hard_layer,
-    "hard_tanh": _hard_layer,
-    "table": _table_layer,
-    "softmax": _softmax_layer,
-    "relu": lambda wr, spec, srcs, w: _each(lambda v: wr.cast(v, FixedType.parse(spec["result_t"]), relu=True), srcs[0][0]),
-    "linear": lambda wr, spec, srcs, w: _each(lambda v: wr.cast(v, FixedType.parse(spec["result_t"])), srcs[0][0]),
-    "reshape": lambda wr, spec, srcs, w: srcs[0][0],
-    "transpose": _transpose_layer,
-    "concatenate": _concatenate_layer,
-    **{op: _merge_layer for op in ("add", "subtract", "average", "maximum", "minimum")},
-}
+@lowering("relu", "linear")
+def _activation_layer(wr, spec, srcs, weights):
+    return _each(lambda v: wr.cast(v, spec.result_t, relu=spec.op == "relu"), srcs[0][0])
 
 
-def write_rtl(graph: dict, weights: dict, out_dir, clock_mhz: float = 240.0, top: str | None = None) -> dict:
+@lowering("reshape")
+def _reshape_layer(wr, spec, srcs, weights):
+    return srcs[0][0]
+
+
+@lowering("input")
+def _input_layer(wr, spec, srcs, weights):
+    """One input port per element, each the width of the input type."""
+    res_t = spec.result_t
+    sigs = np.empty(spec.size, dtype=object)
+    for k in range(spec.size):
+        sigs[k] = Sig(f"in_{k}", -res_t.frac, res_t.min_code, res_t.max_code, stage=0, t=0.0)
+        wr.ports_in.append({"name": f"in_{k}", "width": res_t.width, "signed": res_t.signed})
+    return sigs
+
+
+def write_rtl(graph: Graph | dict, weights: dict | None, out_dir, clock_mhz: float = 240.0, top: str | None = None) -> dict:
     """Write the Verilog of ``graph`` to ``out_dir``; returns the ``rtl.json`` description (also written).
 
-    ``graph``/``weights`` as ``l1forge.core.graph.read_graph`` returns them; ``clock_mhz`` sets the stage budget.
+    ``graph``/``weights`` as ``l1forge.graph.ir.read_graph`` returns them; ``clock_mhz`` sets the stage budget.
     Raises RtlError (one line) for a layer it does not support, before writing anything.
     """
+    graph = as_graph(graph, weights)
     check_supported(graph)
-    top = top or "m_" + re.sub(r"\W", "_", graph.get("project_name", "top")) + "_rtl"  # a valid Verilog name
+    top = top or "m_" + re.sub(r"\W", "_", graph.project_name) + "_rtl"  # a valid Verilog name
     wr = _Writer(top, clock_mhz)
     values: dict[str, np.ndarray] = {}  # layer -> object array of Sig, shaped as the layer's output
     types: dict[str, FixedType] = {}
-    ports_in = []
-    for spec in graph["layers"]:
-        name, op = spec["name"], spec["op"]
-        res_t = FixedType.parse(spec["result_t"])
-        types[name] = res_t
-        if op == "input":
-            n = int(np.prod(spec["shape"]))
-            sigs = np.empty(n, dtype=object)
-            for k in range(n):
-                sigs[k] = Sig(f"in_{k}", -res_t.frac, res_t.min_code, res_t.max_code, stage=0, t=0.0)
-                ports_in.append({"name": f"in_{k}", "width": res_t.width, "signed": res_t.signed})
-            values[name] = sigs.reshape(spec["shape"])
-            continue
-        srcs = [(values[i], types[i]) for i in spec["inputs"]]
-        out = _LAYERS[op](wr, spec, srcs, weights)
-        values[name] = np.asarray(out, dtype=object).reshape(spec["shape"])
-    outs = [s for name in graph["outputs"] for s in values[name].ravel()]
-    out_types = [types[name] for name in graph["outputs"] for _ in values[name].ravel()]
+    for spec in graph.layers:
+        types[spec.name] = spec.result_t
+        srcs = [(values[i], types[i]) for i in spec.inputs] if spec.op != "input" else []
+        out = ops.implementation(spec, "rtl")(wr, spec, srcs, graph.weights)
+        values[spec.name] = np.asarray(out, dtype=object).reshape(spec.shape)
+    outs = [s for name in graph.outputs for s in values[name].ravel()]
+    out_types = [types[name] for name in graph.outputs for _ in values[name].ravel()]
     last = max([s.stage for s in outs if s.const is None] + [1])
     latency = last + 1  # stages 1..last, then the output register
     ports_out, assigns = [], []
@@ -883,11 +891,11 @@ def write_rtl(graph: dict, weights: dict, out_dir, clock_mhz: float = 240.0, top
         assigns.append(f"  assign out_{k} = {ext(wire, w, s.signed, t.width)};")
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ports = ["input clk"] + [f"input [{p['width'] - 1}:0] {p['name']}" for p in ports_in] + \
+    ports = ["input clk"] + [f"input [{p['width'] - 1}:0] {p['name']}" for p in wr.ports_in] + \
         [f"output [{p['width'] - 1}:0] {p['name']}" for p in ports_out]
     regs = [f"  reg [{w - 1}:0] {r};" for r, (_, w) in wr.regs.items()]
     always = ["  always @(posedge clk) begin"] + [f"    {r} <= {s};" for r, (s, _) in wr.regs.items()] + ["  end"]
-    text = "\n".join([f"// generated by l1forge.firmware.rtl from the firmware graph: {graph.get('project_name')}",
+    text = "\n".join([f"// generated by l1forge.rtl.lower from the firmware graph: {graph.project_name}",
                       f"// clock {clock_mhz} MHz, latency {latency} cycles, II 1", "",
                       f"module {top}(\n  " + ",\n  ".join(ports) + "\n);", *regs, *wr.decls, *wr.insts, *assigns,
                       *always, "endmodule", ""])
@@ -895,8 +903,8 @@ def write_rtl(graph: dict, weights: dict, out_dir, clock_mhz: float = 240.0, top
     (out_dir / f"{top}_cells.v").write_text("\n".join(wr.cell_text))
     info = {"top": top, "files": [f"{top}.v", f"{top}_cells.v"], "clock_mhz": clock_mhz, "latency_cycles": latency,
             "ii_cycles": 1, "latency_ns": round(latency * 1000.0 / clock_mhz, 3),
-            "stage_budget_ns": round(wr.budget, 3), "inputs": ports_in, "outputs": ports_out,
-            "input_type": str(types[graph["inputs"][0]]), "adders": wr.counts["adders"],
+            "stage_budget_ns": round(wr.budget, 3), "inputs": wr.ports_in, "outputs": ports_out,
+            "input_type": str(types[graph.inputs[0]]), "adders": wr.counts["adders"],
             "cmvm_adders": wr.counts["cmvm_adders"], "casts": wr.counts["casts"],
             "registers_bits": int(sum(w for _, w in wr.regs.values())), "cell_modules": len(wr.cells),
             "delay_model": delay.CONSTANTS}
@@ -905,9 +913,9 @@ def write_rtl(graph: dict, weights: dict, out_dir, clock_mhz: float = 240.0, top
 
 
 def write_rtl_from_file(graph_json, out_dir, clock_mhz: float = 240.0) -> dict:
-    """``write_rtl`` on a ``graph.json`` (read with l1forge.core.graph.read_graph)."""
-    from l1forge.core.graph import read_graph
+    """``write_rtl`` on a ``graph.json`` (read with l1forge.graph.ir.read_graph)."""
+    from l1forge.graph.ir import read_graph
 
-    return write_rtl(*read_graph(graph_json), out_dir, clock_mhz)
+    return write_rtl(read_graph(graph_json), None, out_dir, clock_mhz)
 
 

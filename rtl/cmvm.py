@@ -5,7 +5,7 @@ intervals to ``da4ml.cmvm.solve`` (distributed arithmetic: canonical signed digi
 subexpressions common to the whole matrix extracted greedily, each once) and returns its solution as a flat
 ``Plan``: a list of nodes in topological order, each an input or the sum of two shifted, signed references to
 earlier nodes, and one reference per output column (or None for a zero column). The RTL writer
-(firmware/rtl.py) emits one of its own two-operand adders per node; da4ml's Verilog generator is not used.
+(rtl/lower.py) emits one of its own two-operand adders per node; da4ml's Verilog generator is not used.
 
 How da4ml 0.5.2 states a solution (read from ``da4ml/cmvm/types.py``, ``core/__init__.py``, ``api.py``): a
 ``Pipeline`` of one or two ``CombLogic`` stages (the kernel split as ``m0 @ m1``, the second stage's inputs being

@@ -1,5 +1,5 @@
-"""Writing the firmware graph: describe the datapath of an hls4ml ModelGraph in the schema of
-``l1forge.core.graph`` (graph.json + graph_weights.npz). Needs hls4ml; reading the graph does not.
+"""Describe the datapath of a converted hls4ml ModelGraph as the firmware graph (``l1forge.graph.ir.Graph``) and
+write it (graph.json + graph_weights.npz). Needs hls4ml; reading the graph does not.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import re
 
 import numpy as np
 
-from l1forge.core.artifacts import atomic_path, write_json_atomic
-from l1forge.core.graph import SCHEMA
+from l1forge.graph.ir import SCHEMA, Graph
 from l1forge.quantize.fixed import MAX_WIDTH, FixedType, TooWideError
 
 
@@ -224,8 +223,8 @@ def _describe(layer, backend) -> tuple[dict, dict]:
 
 
 
-def describe_model(hls_model) -> tuple[dict, dict]:
-    """(graph dict, weight arrays) for a converted hls4ml ModelGraph. UnsupportedLayerError for a layer the emulator
+def describe_model(hls_model) -> Graph:
+    """The firmware graph of a converted hls4ml ModelGraph. UnsupportedLayerError for a layer the emulator
     cannot reproduce, or one with a type wider than the emulator's 62-bit codes (naming layer and type)."""
     from hls4ml.backends import get_backend
 
@@ -244,7 +243,7 @@ def describe_model(hls_model) -> tuple[dict, dict]:
         "outputs": [_producer(hls_model, name) for name in hls_model.outputs],
         "layers": layers,
     }
-    return graph, weights
+    return Graph.from_dict(graph, weights)
 
 
 def _check_widths(entry: dict) -> None:
@@ -268,9 +267,4 @@ def _producer(hls_model, output_name: str) -> str:
 
 def write_graph(hls_model, out_dir: pathlib.Path) -> pathlib.Path:
     """Write ``graph.json`` and ``graph_weights.npz`` into ``out_dir``; return the json path."""
-    graph, weights = describe_model(hls_model)
-    out_dir = pathlib.Path(out_dir)
-    with atomic_path(out_dir / "graph_weights.npz", ".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **weights)
-    return write_json_atomic(out_dir / "graph.json", graph)
+    return describe_model(hls_model).write(out_dir)

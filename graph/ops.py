@@ -1,0 +1,148 @@
+"""The op table: every operation of the firmware graph, declared once with its attributes and weights.
+
+Each interpreter of the graph registers its implementation of an op here with ``implements(backend, *ops)``:
+``"emulate"`` (the emulator's kernel, ``l1forge.emulation.emulator``), ``"estimate"`` (the latency/resource cost,
+``l1forge.firmware.estimate``) and ``"rtl"`` (the Verilog lowering, ``l1forge.rtl.lower``). What a backend supports is
+derived from the table (``supported``), and a layer whose op has no implementation, or whose implementation refuses
+its attributes, gets a one-line refusal generated here (``check``). A new op is one ``declare`` here, then one
+registered function per backend, each beside its peers.
+
+Attribute kinds: ``type`` (a fixed-point type string, parsed by ``Layer.type``), ``int``, ``float``, ``str``,
+``bool``, ``ints`` (a list of ints). Every layer also has ``result_t`` (type), and ``name``, ``class_name``,
+``inputs`` and ``shape`` (``l1forge.graph.ir.Layer``). The arithmetic of each op is that of hls4ml 1.3.0's
+nnet_utils kernel named in its ``doc``; the emulator's docstring gives the exact sequence of casts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+BACKENDS = {"emulate": "the emulator", "estimate": "the estimate", "rtl": "the RTL writer"}
+
+
+@dataclasses.dataclass
+class Op:
+    """One operation: ``attrs`` {name: kind}, ``weights`` (arrays ``<layer>/<key>`` in graph_weights.npz), the hls4ml
+    layer classes described as it, what it computes (``doc``), and the implementations registered per backend."""
+
+    name: str
+    doc: str
+    layers: tuple[str, ...]
+    attrs: dict[str, str]
+    weights: tuple[str, ...] = ()
+    impl: dict[str, Callable] = dataclasses.field(default_factory=dict)
+    refuse: dict[str, Callable] = dataclasses.field(default_factory=dict)
+
+
+OPS: dict[str, Op] = {}
+
+
+def declare(name: str, doc: str, layers: tuple = (), weights: tuple = (), **attrs: str) -> Op:
+    OPS[name] = Op(name, doc, tuple(layers), attrs, tuple(weights))
+    return OPS[name]
+
+
+def implements(backend: str, *ops: str, refuse: Callable | None = None) -> Callable:
+    """Decorator: register ``fn`` as ``backend``'s implementation of ``ops``. ``refuse(layer)`` returns why a layer
+    of these ops cannot be built by this backend (a short phrase), or None."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (backends: {', '.join(BACKENDS)})")
+
+    def register(fn: Callable) -> Callable:
+        for op in ops:
+            OPS[op].impl[backend] = fn
+            if refuse is not None:
+                OPS[op].refuse[backend] = refuse
+        return fn
+
+    return register
+
+
+def supported(backend: str) -> tuple[str, ...]:
+    """The ops ``backend`` implements (its module must be imported: registration happens at import)."""
+    return tuple(name for name, op in OPS.items() if backend in op.impl)
+
+
+def refusal(layer, backend: str) -> str | None:
+    """Why ``backend`` cannot build ``layer`` (an ``l1forge.graph.ir.Layer``), one line; None if it can."""
+    op = OPS.get(layer.op)
+    tool = BACKENDS[backend]
+    if op is None or backend not in op.impl:
+        return f"{layer.where} is not supported by {tool}"
+    why = op.refuse.get(backend, lambda _: None)(layer)
+    return f"{layer.where}: {why} is not supported by {tool}" if why else None
+
+
+def implementation(layer, backend: str) -> Callable:
+    """``backend``'s function for ``layer``'s op; KeyError if none is registered (``refusal`` says why first)."""
+    return OPS[layer.op].impl[backend]
+
+
+def table(backends=tuple(BACKENDS)) -> str:
+    """The op table as Markdown: op, hls4ml layers, attributes and which backend implements it."""
+    rows = ["| op | hls4ml layers | attributes | " + " | ".join(backends) + " |",
+            "|---|---|---|" + "---|" * len(backends)]
+    for op in OPS.values():
+        marks = ["yes" if b in op.impl else "no" for b in backends]
+        attrs = ", ".join(list(op.attrs) + [f"weight {w}" for w in op.weights]) or "-"
+        rows.append(f"| {op.name} | {', '.join(op.layers) or '-'} | {attrs} | " + " | ".join(marks) + " |")
+    return "\n".join(rows)
+
+
+_DENSE = dict(accum_t="type", weight_t="type", bias_t="type", product="str", strategy="str", reuse_factor="int",
+              n_nonzero="int")
+_CONV1D = dict(implementation="str", in_width="int", n_chan="int", filt_width="int", n_filt="int",
+               stride_width="int", out_width="int", pad_left="int", pad_right="int", n_partitions="int")
+_CONV2D = dict(implementation="str", in_height="int", in_width="int", n_chan="int", filt_height="int",
+               filt_width="int", n_filt="int", stride_height="int", stride_width="int", out_height="int",
+               out_width="int", pad_top="int", pad_bottom="int", pad_left="int", pad_right="int")
+_POOL2D = dict(pool_op="str", accum_t="type", count_pad="bool", in_height="int", in_width="int", n_filt="int",
+               pool_height="int", pool_width="int", stride_height="int", stride_width="int", out_height="int",
+               out_width="int", pad_top="int", pad_bottom="int", pad_left="int", pad_right="int")
+_MERGE = {"add": "a + b", "subtract": "a - b", "average": "(a + b) / 2 (times ap_ufixed<1,0>(0.5))",
+          "maximum": "max(a, b)", "minimum": "min(a, b)"}
+
+declare("input", "the model input; floats are converted into result_t as ap_fixed(double) does", ("Input",))
+declare("dense", "nnet_dense_latency.h / nnet_dense_resource.h: each product cast to accum_t, added in input order "
+        "to the bias, then cast to result_t", ("Dense",), ("weight", "bias"), n_in="int", n_out="int", **_DENSE)
+declare("conv1d", "nnet_conv1d_latency.h (io_parallel linebuffer): the dense accumulation on each output "
+        "position's zero-padded window, rows ordered (tap, channel); n_partitions = out_width / "
+        "ParallelizationFactor", ("Conv1D", "PointwiseConv1D"), ("weight", "bias"), **_DENSE, **_CONV1D)
+declare("conv2d", "nnet_conv2d_latency.h (io_parallel linebuffer, channels last): the dense accumulation on each "
+        "pixel's zero-padded window, rows ordered (row, column, channel); DepthwiseConv2D as a block-diagonal "
+        "weight", ("Conv2D", "PointwiseConv2D", "Conv2DBatchnorm", "DepthwiseConv2D"), ("weight", "bias"),
+        **_DENSE, **_CONV2D)
+declare("pool2d", "nnet_pooling.h pooling2d_cl (channels last): max in the input type, or the sum in accum_t "
+        "divided towards zero by the window's unpadded area (the window with count_pad)", ("Pooling2D",), **_POOL2D)
+declare("leaky_relu", "nnet_activation.h leaky_relu: x > 0 ? x : alpha * x, alpha in param_t",
+        ("LeakyReLU", "ParametrizedActivation"), alpha="float", param_t="type")
+declare("relu", "nnet_activation.h relu: x > 0 ? (res_t)x : 0", ("Activation", "ReLU"))
+declare("linear", "nnet_activation.h linear: (res_t)x", ("Activation",))
+declare("reshape", "Flatten / Reshape: the same values in a new shape", ("Reshape",))
+declare("transpose", "nnet_transpose.h (Keras Permute): the axes of one event permuted by perm, cast to result_t",
+        ("Transpose",), perm="ints")
+declare("table", "nnet_activation.h sigmoid / tanh: a table of table_size entries in table_t indexed by the input",
+        ("Activation",), function="str", table_size="int", table_t="type")
+declare("hard_sigmoid", "nnet_activation.h hard_sigmoid: clip(slope * x + shift, 0, 1)", ("HardActivation",),
+        slope="float", shift="float", slope_t="type", shift_t="type")
+declare("hard_tanh", "nnet_activation.h hard_tanh: 2 * clip(slope * x + shift, 0, 1) - 1", ("HardActivation",),
+        slope="float", shift="float", slope_t="type", shift_t="type")
+declare("softmax", "nnet_activation.h softmax (latency, stable, legacy) on the last axis: exp and inverse tables, "
+        "the sum in accum_t by a balanced tree", ("Softmax", "Activation"), implementation="str",
+        exp_table_size="int", inv_table_size="int", exp_scale="float", exp_table_t="type", inv_table_t="type",
+        accum_t="type", inv_inp_t="type", inp_norm_t="type", table_t="type")
+declare("batchnorm", "nnet_batchnorm.h normalize: (res_t)(x * scale + bias), per channel or element",
+        ("BatchNormalization", "ApplyAlpha"), ("scale", "bias"), scale_t="type", bias_t="type")
+declare("global_max", "nnet_pooling.h global_pooling1d_cl (Max): (res_t)(accum_t)max over the positions",
+        ("GlobalPooling1D",), accum_t="type")
+declare("global_average", "nnet_pooling.h global_pooling1d_cl (Average): the sum in accum_t, divided towards zero",
+        ("GlobalPooling1D",), accum_t="type")
+for _name, _what in _MERGE.items():
+    declare(_name, f"nnet_merge.h {_name}: {_what}, exact, then cast to result_t", ("Merge",))
+declare("concatenate", "nnet_merge.h concatenate: each input cast to result_t, joined on axis (Keras counting: "
+        "the batch axis is 0)", ("Concatenate",), axis="int")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(table())

@@ -1,7 +1,0 @@
-"""The ground floor: what every stage may import and nothing here imports a stage.
-
-``l1forge.core.artifacts`` writes and reads artifacts atomically; ``l1forge.core.graph`` is the firmware graph's
-schema and reader (written by ``l1forge.firmware``, read by the emulator, the estimate and the RTL writer);
-``l1forge.core.executors`` gives the local process pool or a Dask cluster that generation and scans run on.
-The fixed-point types and precision rules (``l1forge.quantize``) are the ground floor's other half.
-"""
