@@ -31,6 +31,7 @@ repeats what the nnet_utils C++ does, in the same order of quantization steps:
   global_average: ``acc = (accum_t)(acc + x)`` in order, ``acc /= n`` (truncating), ``(res_t)acc``.
 * add / subtract / average / maximum / minimum: exact two-input result, then ``(res_t)``; concatenate: each input
   cast to ``res_t``; reshape (Flatten/Reshape): the same codes in the new shape.
+* zeropad1d (ZeroPadding1D, ``zeropad1d_cl``): zero positions around the input's, each value cast to ``res_t``.
 * transpose (Permute, ``nnet_transpose.h``): the codes with their axes permuted (``perm``), cast to ``res_t``.
 """
 
@@ -319,6 +320,13 @@ class Emulator:
     def _transpose(self, layer: _Layer, src) -> np.ndarray:
         """Permute the axes of one event (``perm`` without the batch axis), each value cast to the result type."""
         return layer.result.from_codes(np.transpose(src[0], [0, *(p + 1 for p in layer.spec["perm"])]), src[1].frac)
+
+    @kernel("zeropad1d")
+    def _zeropad1d(self, layer: _Layer, src) -> np.ndarray:
+        """``zeropad1d_cl``: zero positions left and right of the (positions, channels) input, values cast to res_t."""
+        s = layer.spec
+        x = layer.result.from_codes(src[0], src[1].frac).reshape(len(src[0]), s["in_width"], s["n_chan"])
+        return np.pad(x, ((0, 0), (s["pad_left"], s["pad_right"]), (0, 0)))
 
     @kernel("dense", prepare=_prepare_dense, refuse=_product)
     def _dense(self, layer: _Layer, src) -> np.ndarray:

@@ -62,6 +62,7 @@ _MAX_TABLE = 1 << 24
 _CONV_KEYS = ("in_width", "n_chan", "filt_width", "n_filt", "stride_width", "out_width", "pad_left", "pad_right")
 _CONV2D_KEYS = ("in_height", "in_width", "n_chan", "filt_height", "filt_width", "n_filt", "stride_height",
                 "stride_width", "out_height", "out_width", "pad_top", "pad_bottom", "pad_left", "pad_right")
+_PAD1D_KEYS = ("in_width", "n_chan", "out_width", "pad_left", "pad_right")
 _POOL2D_KEYS = ("in_height", "in_width", "n_filt", "pool_height", "pool_width", "stride_height", "stride_width",
                 "out_height", "out_width", "pad_top", "pad_bottom", "pad_left", "pad_right")
 
@@ -213,6 +214,8 @@ def _describe(layer, backend) -> tuple[dict, dict]:
         entry["op"] = layer.get_attr("op")
     elif cls == "Concatenate":
         entry.update(op="concatenate", axis=int(layer.get_attr("axis", -1)))
+    elif cls == "ZeroPadding1D":
+        entry.update(op="zeropad1d", **{k: int(layer.get_attr(k)) for k in _PAD1D_KEYS})
     elif cls == "Reshape":
         entry["op"] = "reshape"
     elif cls == "Transpose":  # Keras Permute: nnet_transpose.h, res[i] = data[from(i)] (a cast to result_t)

@@ -22,7 +22,8 @@ Every layer gets a row ``{"name", "op", "cycles", "ii", "LUT", "FF", "DSP", "BRA
   operands exceed ``dsp_min_bits``, else ``lut_per_mult_bit2`` LUTs per partial-product bit), one accumulator per
   multiplier; with R > 1 the weights are a ``ROM_nP_BRAM`` reshaped to width n_in x n_out / R and depth R:
   BRAM18 = ceil(width x weight_bits / 36) x ceil(R / 512). Cycles = R + the multiplier and adder pipeline, II = R.
-* relu: ``relu_lut_per_bit`` LUTs per output bit, combinational (0 cycles); linear / reshape / concatenate / transpose: free (wiring).
+* relu: ``relu_lut_per_bit`` LUTs per output bit, combinational (0 cycles); linear / reshape / concatenate / transpose /
+  zeropad1d: free (wiring).
 * table (sigmoid, tanh): one ROM read per element, a dual-port BRAM18 serves two elements; 2 cycles.
 * softmax (latency/stable/legacy): exp ROM read per element, an adder tree, one inverse ROM read and one multiply
   per element (DSP when wide); stable adds a max tree. Cycles = 1 + ceil((levels x add_ns + t_mult) / period).
@@ -158,7 +159,7 @@ def _levels(n: int) -> int:
 cost = functools.partial(ops.implements, "estimate")
 
 
-@cost("input", "linear", "reshape", "concatenate", "transpose")
+@cost("input", "linear", "reshape", "concatenate", "transpose", "zeropad1d")
 def _wiring(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
     return _row()
 

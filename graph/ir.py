@@ -11,7 +11,7 @@ literals hls4ml writes, parsed back)::
      "layers": [{"name", "op", "class_name", "inputs": [names], "shape": [...], "result_t": "fixed<...>",
                  ...the op's attributes (l1forge.graph.ops)...}]}
 
-Every op, its attributes and their meaning are declared in ``l1forge.graph.ops`` (``python -m l1forge.graph.ops``
+Every op, its attributes and their meaning are declared in ``l1forge.graph.ops`` (``l1forge ops``
 prints the table). Type attributes (keys ending in ``_t``) are parsed into ``FixedType`` once, when first asked for.
 """
 

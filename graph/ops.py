@@ -3,7 +3,7 @@
 Each interpreter of the graph registers its implementation of an op here with ``implements(backend, *ops)``:
 ``"emulate"`` (the emulator's kernel, ``l1forge.emulation.emulator``), ``"estimate"`` (the latency/resource cost,
 ``l1forge.firmware.estimate``) and ``"rtl"`` (the Verilog lowering, ``l1forge.rtl.lower``). What a backend supports is
-derived from the table (``supported``), and a layer whose op has no implementation, or whose implementation refuses
+derived from the table (``supported``; ``l1forge ops`` prints the whole table), and a layer whose op has no implementation, or whose implementation refuses
 its attributes, gets a one-line refusal generated here (``check``). A new op is one ``declare`` here, then one
 registered function per backend, each beside its peers.
 
@@ -85,7 +85,7 @@ def table(backends=tuple(BACKENDS)) -> str:
             "|---|---|---|" + "---|" * len(backends)]
     for op in OPS.values():
         marks = ["yes" if b in op.impl else "no" for b in backends]
-        attrs = ", ".join(list(op.attrs) + [f"weight {w}" for w in op.weights]) or "-"
+        attrs = ", ".join(op.attrs) + (f"; weights {', '.join(op.weights)}" if op.weights else "") or "-"
         rows.append(f"| {op.name} | {', '.join(op.layers) or '-'} | {attrs} | " + " | ".join(marks) + " |")
     return "\n".join(rows)
 
@@ -122,6 +122,9 @@ declare("linear", "nnet_activation.h linear: (res_t)x", ("Activation",))
 declare("reshape", "Flatten / Reshape: the same values in a new shape", ("Reshape",))
 declare("transpose", "nnet_transpose.h (Keras Permute): the axes of one event permuted by perm, cast to result_t",
         ("Transpose",), perm="ints")
+declare("zeropad1d", "nnet_padding.h zeropad1d_cl: pad_left and pad_right positions of zeros around the input "
+        "positions (channels last), each input value cast to result_t", ("ZeroPadding1D",), in_width="int",
+        n_chan="int", out_width="int", pad_left="int", pad_right="int")
 declare("table", "nnet_activation.h sigmoid / tanh: a table of table_size entries in table_t indexed by the input",
         ("Activation",), function="str", table_size="int", table_t="type")
 declare("hard_sigmoid", "nnet_activation.h hard_sigmoid: clip(slope * x + shift, 0, 1)", ("HardActivation",),
@@ -143,6 +146,3 @@ for _name, _what in _MERGE.items():
 declare("concatenate", "nnet_merge.h concatenate: each input cast to result_t, joined on axis (Keras counting: "
         "the batch axis is 0)", ("Concatenate",), axis="int")
 
-
-if __name__ == "__main__":  # pragma: no cover
-    print(table())

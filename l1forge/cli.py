@@ -294,6 +294,18 @@ def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.
     console.print(f"[bold]done[/]: {out}/summary.json, {out}/report.html; C-sim mismatches: {checks}", highlight=False)
 
 
+@app.command()
+def ops():
+    """The op table of the firmware graph: each op, the hls4ml layers it describes, its attributes, and whether the
+    emulator, the estimate and the RTL writer implement it (Markdown)."""
+    import l1forge.emulation.emulator  # noqa: F401 - importing a backend registers its implementations
+    import l1forge.firmware.estimate  # noqa: F401
+    import l1forge.rtl.lower  # noqa: F401
+    from l1forge.graph.ops import table
+
+    print(table())
+
+
 def main():
     """Entry point: any failure becomes one line on stderr and exit code 1 (tracebacks with L1FORGE_DEBUG=1)."""
     try:

@@ -842,6 +842,16 @@ def _activation_layer(wr, spec, srcs, weights):
     return _each(lambda v: wr.cast(v, spec.result_t, relu=spec.op == "relu"), srcs[0][0])
 
 
+@lowering("zeropad1d")
+def _zeropad1d_layer(wr, spec, srcs, weights):
+    """``zeropad1d_cl``: constant zeros around the input positions (channels last), each value cast to res_t."""
+    x = _each(lambda v: wr.cast(v, spec.result_t), srcs[0][0]).reshape(spec["in_width"], spec["n_chan"])
+    out = np.empty((spec["out_width"], spec["n_chan"]), dtype=object)
+    out[:] = wr.const(0, 0)
+    out[spec["pad_left"] : spec["pad_left"] + spec["in_width"]] = x
+    return out
+
+
 @lowering("reshape")
 def _reshape_layer(wr, spec, srcs, weights):
     return srcs[0][0]

@@ -361,3 +361,14 @@ def test_pileup_flow_end_to_end(all_run, tmp_path):
         del f["is_pv"]
     res = l1forge("distill", "--task", "pileup", "--preset", "smoke", "--out", broken, "--force")
     assert res.returncode == 1 and "pileup.h5: dataset 'is_pv' is missing" in res.stderr
+
+
+def test_ops_prints_the_op_table_with_every_backend():
+    """`l1forge ops`: the table derived from the registrations (one row per op, a column per backend)."""
+    out = l1forge("ops", timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[-4:-1]]
+            for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("| op ")}
+    assert rows["dense"] == ["yes", "yes", "yes"] and rows["zeropad1d"] == ["yes", "yes", "yes"]
+    assert rows["conv2d"] == ["yes", "no", "yes"]  # the estimate does not model conv2d: a zero row, "not modelled"
+    assert len(rows) >= 24

@@ -136,3 +136,27 @@ def test_unsupported_layer_fails_at_description(tmp_path):
     )
     with pytest.raises(UnsupportedLayerError, match=r"'elu' of type ParametrizedActivation \(ELU\)"):
         write_graph(hls_model, tmp_path)
+
+
+def test_zero_padding_1d_emulator_csim_and_rtl(tmp_path):
+    """ZeroPadding1D (declared once in the op table): the emulator equals the C-sim and the Verilog equals the
+    emulator, bit for bit, with asymmetric padding in front of a 'valid' conv."""
+    from l1forge.rtl.check import check_rtl
+
+    inp = tf.keras.Input((6, 3), name="x")
+    q = QActivation(quantized_bits(8, 2, alpha=1), name="qin")(inp)
+    p = L.ZeroPadding1D((2, 1), name="pad")(q)
+    c = QActivation(quantized_relu(6, 2), name="crelu")(QConv1D(4, 3, name="conv", **_q())(p))
+    out = QDense(3, name="d", **_q())(L.Flatten(name="flat")(c))
+    model = _randomize(tf.keras.Model(inp, out), 3)
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    config["LayerName"]["x"]["Precision"] = {"result": INPUT.hls()}  # hls4ml's bit-exact pass has no ZeroPadding1D
+    hls_model = convert(model, tmp_path / "hls", config, bit_exact=False)
+    x = inputs_for((6, 3), 2000, seed=4)
+    emulator = assert_bit_exact(hls_model, tmp_path / "hls", x)
+    pad = next(layer for layer in emulator.layers if layer.op == "zeropad1d")
+    assert pad.spec.shape == [9, 3] and (pad.spec["pad_left"], pad.spec["pad_right"]) == (2, 1)
+    _, values = emulator.run(x[:50], keep_layers=True)
+    assert not values["pad"][:, :2].any() and not values["pad"][:, -1].any() and values["pad"][:, 2:-1].any()
+    rtl = check_rtl(tmp_path / "hls" / "graph.json", x, tmp_path / "rtl", events=2000, synthesis=False)["rtl"]
+    assert rtl["events_checked"] == 2000 and rtl["mismatches"] == 0

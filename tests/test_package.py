@@ -32,7 +32,7 @@ def test_wheel_holds_one_top_level_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"l1forge", wheel.name.split("-py")[0] + ".dist-info"}
     for module in ("core/artifacts.py", "graph/ir.py", "graph/ops.py", "rtl/lower.py", "events/jets.py", "teachers/train.py", "students/distill.py", "quantize/fixed.py",
-                   "firmware/hls.py", "emulation/emulator.py", "tasks/tagging.py", "templates/report.html.j2"):
+                   "firmware/hls.py", "firmware/calibration_points.json", "emulation/emulator.py", "tasks/tagging.py", "templates/report.html.j2"):
         assert f"l1forge/{module}" in names
 
 
