@@ -149,9 +149,9 @@ PRESETS: dict[str, dict] = {
         "student": {"epochs": 5, "batch_size": 64},
         "rtl": {"events": 2000, "synthesis": False},  # Yosys on the full student takes minutes: tests use a tiny one
     },
-    # minutes: the README's `make run`
+    # minutes: `make run` (docs/results.md, "Wall times of the two commands")
     "demo": {
-        "data": {"n_per_class": 2000},  # 2000 test jets resolve 0.02 in accuracy; 0.01 needs 7500 per class (README)
+        "data": {"n_per_class": 2000},  # 2000 test jets resolve 0.02 in accuracy; 0.01 needs 7500 per class (docs/results.md)
         "teachers": {"size": "demo", "epochs": 12, "batch_size": 128, "lr": 3e-3},
         # 200 epochs of 64 jets with early stopping (patience 40): distillation keeps improving long after labels
         # alone stop (HLF, GNN teacher: 0.713 -> 0.723 distilled, 0.7145 -> 0.702 on labels, vs 40 epochs of 256);
@@ -160,7 +160,7 @@ PRESETS: dict[str, dict] = {
         "student": {"epochs": 200, "batch_size": 64},
     },
     # teachers several times the demo's (GNN 87k, transformer 180k parameters) on 3x its jets: both teachers in
-    # about an hour on 2 CPU cores (estimate from benchmarks/teacher_throughput.py in the README), minutes on a GPU
+    # about an hour on 2 CPU cores (estimate from benchmarks/teacher_throughput.py, docs/results.md), minutes on a GPU
     "medium": {
         "data": {"n_per_class": 6000},
         "teachers": {"size": "medium", "epochs": 15, "batch_size": 256, "lr": 2e-3},

@@ -219,7 +219,7 @@ def paired_difference(labels, logits_a, logits_b, class_names, metric: str = "ac
     ``metric``: "accuracy" or "top_vs_qcd_auc". Returns {"metric", "difference", "difference_err", "n_sigma",
     "verdict"}: verdict "A" or "B" when |difference| > n_sigma x difference_err, else "tie". Resampling the jets
     once for both models keeps their correlation, so a 0.01 accuracy difference is resolved with far fewer jets
-    than two independent binomial errors need (README, "Claims that survive statistics").
+    than two independent binomial errors need (docs/formats.md, "Metrics and uncertainties").
     """
     labels = np.asarray(labels).astype(np.int64)
     value = {
