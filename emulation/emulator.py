@@ -152,7 +152,8 @@ class Emulator:
         if why := ops.refusal(spec, "emulate"):
             raise EmulationError(why)
         try:
-            layer = _Layer(spec.name, spec.op, list(spec.inputs), spec.result_t, spec, ops.implementation(spec, "emulate"))
+            kernel_fn = ops.implementation(spec, "emulate")
+            layer = _Layer(spec.name, spec.op, list(spec.inputs), spec.result_t, spec, kernel_fn)
             if layer.kernel.prepare is not None:
                 layer.kernel.prepare(self, layer, [self._types[i] for i in layer.inputs], weights)
         except FixedTypeError as err:

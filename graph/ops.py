@@ -2,10 +2,10 @@
 
 Each interpreter of the graph registers its implementation of an op here with ``implements(backend, *ops)``:
 ``"emulate"`` (the emulator's kernel, ``l1forge.emulation.emulator``), ``"estimate"`` (the latency/resource cost,
-``l1forge.firmware.estimate``) and ``"rtl"`` (the Verilog lowering, ``l1forge.rtl.lower``). What a backend supports is
-derived from the table (``supported``; ``l1forge ops`` prints the whole table), and a layer whose op has no implementation, or whose implementation refuses
-its attributes, gets a one-line refusal generated here (``check``). A new op is one ``declare`` here, then one
-registered function per backend, each beside its peers.
+``l1forge.firmware.estimate``) and ``"rtl"`` (the Verilog lowering, ``l1forge.rtl.lower``). What a backend supports
+is derived from the table (``supported``; ``l1forge ops`` prints the whole table), and a layer whose op has no
+implementation, or whose implementation refuses its attributes, gets a one-line refusal generated here
+(``refusal``). A new op is one ``declare`` here, then one registered function per backend, each beside its peers.
 
 Attribute kinds: ``type`` (a fixed-point type string, parsed by ``Layer.type``), ``int``, ``float``, ``str``,
 ``bool``, ``ints`` (a list of ints). Every layer also has ``result_t`` (type), and ``name``, ``class_name``,
