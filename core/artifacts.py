@@ -3,12 +3,14 @@
 An artifact appears under its final name only once it is complete: it is written to a temporary file in the same
 directory and renamed with ``os.replace``. A crash or a kill leaves the previous version (or nothing) in place.
 It gets the mode a plain ``open()`` (or ``mkdir``) would give it under the current umask, 0644 (0755) by default,
-not the 0600 of the temporary file.
+not the 0600 of the temporary file. A write that fails (disk full, no permission) raises ArtifactWriteError, one line
+naming the file; the previous version stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pathlib
@@ -23,18 +25,43 @@ class ArtifactError(ValueError):
     """A missing or malformed artifact; the message is one line naming the file and key."""
 
 
+class ArtifactWriteError(OSError):
+    """An artifact that could not be written (disk full, no permission); the message is one line naming the file."""
+
+    def __str__(self):
+        return self.strerror
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
+def _write_error(path: pathlib.Path, err: OSError, name_folder: bool = False) -> ArtifactWriteError:
+    reason = err.strerror or str(err) or type(err).__name__
+    if name_folder and err.filename:  # its folder could not be made or written to
+        reason += f": {err.filename}"
+    return ArtifactWriteError(err.errno, f"{path}: cannot be written ({reason}); its previous version, if any, is kept")
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str = ""):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds. An OSError of the
+    temporary file (or a disk-full, quota, read-only or I/O error) becomes ArtifactWriteError naming ``path``."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, err, name_folder=True) from err
     os.close(fd)
     tmp = pathlib.Path(tmp)
     try:
         yield tmp
         os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~_umask())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename != str(tmp) and (err.filename is not None or err.errno not in _WRITE_ERRNOS):
+            raise  # not a write of this artifact (the block read something else)
+        raise _write_error(path, err) from err
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

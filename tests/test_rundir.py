@@ -5,15 +5,18 @@ this fast; the CLI runs it in subprocesses with the toy added to the task packag
 """
 
 import errno
+import hashlib
 import json
 import logging
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
 import time
 
+import h5py
 import numpy as np
 import pytest
 
@@ -92,8 +95,9 @@ class Rundir(Task):
         def work():
             hist = read_array(self.run.teacher("toy") / "hist.h5", "hist")
             write_arrays_atomic(out / "weights.h5", {"w": hist / hist.sum()})
-            kill_at("distill:mid")
-            write_json_atomic(out / "config.json", {"bins": len(hist)})
+            with atomic_path(out / "config.json") as tmp:
+                tmp.write_text('{"bins": 256}')
+                kill_at("distill:mid-write")
             return {"bins": len(hist)}
 
         return self.stage("distill", {}, ["teach"], [out], work)  # a directory output
@@ -131,10 +135,10 @@ def l1forge(toy_dir, *args, **env):
                           env=environ)
 
 
-def flow(out, caplog, force=False) -> list[str]:
+def flow(out, caplog) -> list[str]:
     """Run the toy flow in ``out`` through the runner here; the stages that ran."""
     caplog.clear()
-    Runner(load_config("smoke", None, "rundir"), out, progress=False, force=force).run_all()
+    Runner(load_config("smoke", None, "rundir"), out, progress=False).run_all()
     return [s for s in STAGES if f"rundir/{s}: running" in caplog.messages]
 
 
@@ -213,6 +217,7 @@ def test_a_stale_lock_is_taken_over_with_a_note(toy, tmp_path, caplog):
 
 
 def test_the_lock_is_reentrant_in_a_process_and_released_on_errors(toy, tmp_path, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="l1forge")
     out = tmp_path / "run"
     with run_lock(out) as took:
         lock = json.loads((out / LOCK).read_text())
@@ -242,13 +247,16 @@ def test_a_truncated_output_reruns_its_stage_and_the_stages_that_read_it(toy, tm
     data.write_bytes(data.read_bytes()[:1000])
     monkeypatch.setenv("RUNDIR_SEED", "8")  # the rerun writes other bytes (a new training would)
     assert flow(out, caplog) == list(STAGES)
-    assert notes(caplog)[0] == "rundir/generate: data/numbers.bin changed since it was written (size 1000 != 2000000), rerunning"
-    assert notes(caplog)[1].startswith("rundir/teach: data/numbers.bin changed since it was read by this stage (same size, sha256 ")
+    assert notes(caplog)[0] == ("rundir/generate: data/numbers.bin changed since it was written "
+                                "(size 1000 != 2000000), rerunning")
+    assert notes(caplog)[1].startswith("rundir/teach: data/numbers.bin changed since it was read by this stage "
+                                       "(same size, sha256 ")
     assert notes(caplog)[2].startswith("rundir/distill: teachers/toy/hist.h5 changed since it was read by this stage")
 
-    data.unlink()  # rewritten with the same bytes: what the later stages read is what they read before
     written = artifacts(out)
-    assert flow(out, caplog) == ["generate"] and notes(caplog) == ["rundir/generate: data/numbers.bin is missing, rerunning"]
+    data.unlink()  # rewritten with the same bytes: what the later stages read is what they read before
+    assert flow(out, caplog) == ["generate"]
+    assert notes(caplog) == ["rundir/generate: data/numbers.bin is missing, rerunning"]
     assert artifacts(out) == written
 
     (out / "students" / "student" / "config.json").unlink()  # a file of a directory output
@@ -263,19 +271,22 @@ def test_an_altered_output_of_the_same_size_is_found(toy, tmp_path, caplog):
     flow(out, caplog)
     hist = out / "teachers" / "toy" / "hist.h5"
     original, before = hist.read_bytes(), digests(out)
+    with h5py.File(hist) as f:
+        offset = f["hist"].id.get_offset()
     altered = bytearray(original)
-    altered[-8] ^= 0xFF  # one bit pattern of the histogram's data
+    altered[offset + 1] ^= 0x01  # one count of the histogram, +-256
     hist.write_bytes(bytes(altered))
+    sha = {name: hashlib.sha256(data).hexdigest()[:12] for name, data in (("original", original), ("altered", altered))}
 
     # distill alone, on the altered file: it reruns (what it reads changed), without redoing teach
-    runner = Runner(load_config("smoke", None, "rundir"), out, progress=False)
     caplog.clear()
-    runner.run_stage("distill")
-    assert notes(caplog)[0].startswith("rundir/distill: teachers/toy/hist.h5 changed since it was read by this stage "
-                                       f"(same size, sha256 {digests(out)['teach']['outputs']['teachers/toy/hist.h5']['sha256'][:12]}")
-    # the whole flow: teach rewrites the original bytes, and distill, which read the altered ones, reruns again
+    Runner(load_config("smoke", None, "rundir"), out, progress=False).run_stage("distill")
+    assert notes(caplog) == ["rundir/distill: teachers/toy/hist.h5 changed since it was read by this stage "
+                             f"(same size, sha256 {sha['altered']} != {sha['original']}), rerunning"]
+    # the whole flow: teach writes the original bytes again, and distill, which read the altered ones, reruns again
     assert flow(out, caplog) == ["teach", "distill"]
-    assert notes(caplog)[0].startswith("rundir/teach: teachers/toy/hist.h5 changed since it was written (same size, ")
+    assert notes(caplog)[0] == ("rundir/teach: teachers/toy/hist.h5 changed since it was written "
+                                f"(same size, sha256 {sha['altered']} != {sha['original']}), rerunning")
     assert hist.read_bytes() == original and digests(out) == before
 
 
@@ -305,22 +316,23 @@ def test_a_failed_write_is_one_line_naming_the_file_and_loses_nothing(toy, tmp_p
     def disk_full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(artifacts_module.os, "replace", disk_full)
-    monkeypatch.setenv("RUNDIR_SEED", "9")  # other bytes: were anything replaced, it would show
-    monkeypatch.setattr(sys, "argv", ["l1forge", "generate", "--task", "rundir", "--preset", "smoke", "--out", str(out),
-                                      "--force", "-q"])
-    with pytest.raises(SystemExit) as exit_:
-        l1forge.cli.main()
+    with monkeypatch.context() as m:
+        m.setattr(artifacts_module.os, "replace", disk_full)
+        m.setenv("RUNDIR_SEED", "9")  # other bytes: were anything replaced, it would show
+        m.setattr(sys, "argv", ["l1forge", "generate", "--task", "rundir", "--preset", "smoke", "--out", str(out),
+                                "--force", "-q"])
+        with pytest.raises(SystemExit) as exit_:
+            l1forge.cli.main()
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert exit_.value.code == 1 and len(lines) == 1, lines
     assert f"error: {out / 'data' / 'numbers.bin'}: cannot be written (No space left on device)" in lines[0]
     assert artifacts(out) == written and (out / "state.json").read_bytes() == state  # no temporary file left either
     assert not (out / LOCK).exists()
-    monkeypatch.undo()
 
-    with pytest.raises(ArtifactWriteError, match=f"^{tmp_path}/run/data/x.h5: cannot be written "
-                                                 f"\\(File exists: {tmp_path}/run/data/numbers.bin\\)"):
-        write_arrays_atomic(out / "data" / "numbers.bin" / "x.h5", {"x": np.zeros(3)})  # its folder is a file
+    folder = out / "data" / "numbers.bin"  # a folder that is a file
+    message = f"{folder / 'x.h5'}: cannot be written (File exists: {folder})"
+    with pytest.raises(ArtifactWriteError, match=re.escape(message)):
+        write_arrays_atomic(folder / "x.h5", {"x": np.zeros(3)})
 
 
 # ---- kill -9 -------------------------------------------------------------------------------------------------------
@@ -331,7 +343,7 @@ def test_kill_9_at_any_point_then_a_run_gives_the_artifacts_of_an_uninterrupted_
 
     out = tmp_path / "killed"
     recorded = {"generate:mid-write": [], "state:replace": [], "teach:after-write": ["generate"],
-                "distill:mid": ["generate", "teach"]}
+                "distill:mid-write": ["generate", "teach"]}
     for point, stages in recorded.items():  # each run resumes the one killed before it
         res = l1forge(toy, *run, out, RUNDIR_KILL=point)
         assert res.returncode == -9, (point, res.stderr)
@@ -340,6 +352,8 @@ def test_kill_9_at_any_point_then_a_run_gives_the_artifacts_of_an_uninterrupted_
         assert (out / LOCK).exists()  # a kill -9 releases nothing
         if point == "generate:mid-write":
             assert not (out / "data" / "numbers.bin").exists() and list((out / "data").glob(".numbers.bin.*.tmp"))
+        if point == "distill:mid-write":
+            assert list((out / "students" / "student").glob(".config.json.*.tmp"))
         if point == "state:replace":
             assert list(out.glob(".state.json.*.tmp")) and (out / "data" / "numbers.bin").exists()
     res = l1forge(toy, *run, out)
