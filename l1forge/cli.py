@@ -127,8 +127,11 @@ def synthesize(
     user_config = load_hls_config(hls_config) if hls_config else None
     from l1forge.byom import load_model
 
-    block = build_firmware(load_model(model), FixedType.parse(input_type) if input_type else None, settings, out,
-                           user_config=user_config, vendor=vendor)
+    from l1forge.runner import run_lock
+
+    with run_lock(out):
+        block = build_firmware(load_model(model), FixedType.parse(input_type) if input_type else None, settings, out,
+                               user_config=user_config, vendor=vendor)
     if block.get("input_type_note"):
         console.print(f"note: {block['input_type_note']}", highlight=False)
     write_json_atomic(out / "summary.json", {"version": __version__, "tasks": {"user": {"model": str(model), "firmware": block}}})
@@ -195,7 +198,11 @@ def rtl(
             if "unsupported" in result["rtl"]:
                 raise RtlError(result["rtl"]["unsupported"])
         else:
-            result = _rtl_model(model, data, dataset, hls_config, input_type, out, _config(task, preset, config), updates)
+            from l1forge.runner import run_lock
+
+            with run_lock(out):
+                result = _rtl_model(model, data, dataset, hls_config, input_type, out, _config(task, preset, config),
+                                    updates)
     except (RtlError, ToolError) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

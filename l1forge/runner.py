@@ -1,6 +1,7 @@
 """The runner: one task, one configuration, one run directory; it owns the bookkeeping of every task.
 
-``state.json`` maps each finished stage to the fingerprint of its configuration and of the stages it read, to its
+``state.json`` maps each finished stage to the fingerprint of its configuration, of the stages it read and of the code
+it runs (``code_version``: the package version and the sources of its floors), to its
 result block, and to the size and sha256 of every file it wrote (``outputs``: a directory output as each file under
 it, compiled ``*.so``/``*.o`` left out, which later stages rebuild in place) and of every upstream output it read
 (``inputs``). A stage is skipped when its fingerprint is unchanged and all those files are still as recorded;
@@ -44,6 +45,28 @@ log = logging.getLogger("l1forge")
 LOCK = ".l1forge.lock"
 _held: dict[pathlib.Path, int] = {}  # the locks this process holds, with their nesting depth
 _hashes: dict[tuple, str] = {}  # sha256 of the files this process hashed, by their stat
+
+
+# the floors (packages) whose code each kind of stage runs; a stage not listed runs on every floor
+CODE = {"generate": ("events", "quantize"), "teach": ("teachers",), "distill": ("students", "quantize"),
+        "synthesize": ("firmware", "graph", "quantize"), "emulate": ("emulation", "graph", "quantize"),
+        "rtl": ("rtl", "graph", "emulation", "quantize"), "scan": ("firmware", "students", "graph", "quantize")}
+FLOORS = ("core", "quantize", "graph", "events", "teachers", "students", "firmware", "emulation", "rtl")
+
+
+@functools.cache
+def code_version(stage: str) -> str:
+    """The version of the code stage ``stage`` runs: the package version and a digest of the sources (``*.py``,
+    ``*.json``) of its floors (``CODE``, by the part of the name before the first dot), so that a code change reruns
+    the stages it can change and no other."""
+    import importlib
+
+    digest = hashlib.sha256(__version__.encode())
+    for floor in CODE.get(stage.split(".")[0], FLOORS):
+        root = pathlib.Path(importlib.import_module(f"l1forge.{floor}").__file__).parent
+        for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json")):
+            digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class RunDirBusy(RuntimeError):
@@ -302,7 +325,8 @@ class Runner:
         """``fn()`` unless stage ``name`` is up to date (same config and upstream fingerprints, the files it wrote and
         read as recorded); records its result (with ``stage_seconds``) and their digests, and returns it. Raises
         RuntimeError if an upstream stage is missing."""
-        fingerprint = self.run.fingerprint(name, config, [self.run.state.get(u, {}).get("fingerprint") for u in upstream])
+        upstream_fingerprints = [self.run.state.get(u, {}).get("fingerprint") for u in upstream]
+        fingerprint = self.run.fingerprint(name, config, upstream_fingerprints, code_version(name))
         entry = self.run.state.get(name)
         if not self.force and entry and entry["fingerprint"] == fingerprint:
             why = self.run.changed(entry, upstream, outputs)

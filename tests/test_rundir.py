@@ -361,3 +361,25 @@ def test_kill_9_at_any_point_then_a_run_gives_the_artifacts_of_an_uninterrupted_
     assert res.stderr.count("up to date, skipped") == 2 and "rundir/distill: running" in res.stderr
     assert artifacts(out) == artifacts(reference) and digests(out) == digests(reference)
     assert not list(out.rglob("*.tmp")) and not (out / LOCK).exists()
+
+
+def test_code_version_follows_the_sources_of_the_stage_floors(tmp_path, monkeypatch):
+    """A change in a floor's source changes the fingerprint of the stages that run it, and of no other stage."""
+    import sys
+    import types
+
+    from l1forge import runner
+
+    for name in ("fake_a", "fake_b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+        (tmp_path / name / "work.py").write_text(f"NAME = {name!r}\n")
+        monkeypatch.setitem(sys.modules, f"l1forge.{name}", types.SimpleNamespace(__file__=str(tmp_path / name / "__init__.py")))
+    monkeypatch.setattr(runner, "CODE", {"generate": ("fake_a",), "teach": ("fake_b",)})
+    runner.code_version.cache_clear()
+    before = runner.code_version("generate"), runner.code_version("teach.gnn")
+    assert runner.code_version("teach.gnn") == runner.code_version("teach.transformer") != before[0]
+    (tmp_path / "fake_b" / "work.py").write_text("X = 2\n")
+    runner.code_version.cache_clear()
+    assert runner.code_version("generate") == before[0] and runner.code_version("teach.gnn") != before[1]
+    runner.code_version.cache_clear()
