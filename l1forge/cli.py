@@ -41,36 +41,36 @@ HLS_CONFIG = typer.Option(None, help="hls4ml config (YAML/JSON) for --model; use
 INPUT_TYPE = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,RND_CONV,SAT>'; default: the input quantizer's, else fixed<16,6,RND_CONV,SAT>.")
 
 
-def _config(task, preset, config, processes=(), executor=None, address=None, device=None):
+def _config(task, preset, config, processes=(), executor=None, address=None, device=None, overrides=None,
+            defaults=None):
+    """The validated configuration with the command's options as overrides (``overrides``: more sections)."""
     from l1forge.config import ConfigError, load_config
 
-    cfg = load_config(preset, config, task)
-    if device is not None:
-        if device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--device: expected auto, cpu or cuda, got {device!r}")
-        cfg.device = device
+    if device is not None and device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device: expected auto, cpu or cuda, got {device!r}")
+    where = {key: value for key, value in (("executor", executor), ("address", address)) if value is not None}
+    options = {"data": where, **({"device": device} if device is not None else {}), **(overrides or {})}
+    append = {"anomaly": {"processes": list(map(str, processes))}} if processes else None
+    cfg = load_config(preset, config, task, overrides=options, defaults=defaults, append=append)
     if cfg.device == "cuda":  # fail now, not after the stages before teach
         from l1forge.teachers.train import resolve_device
 
         resolve_device("cuda")
-    if processes:
-        cfg.anomaly.processes = [*cfg.anomaly.processes, *map(str, processes)]
     if cfg.anomaly.processes:  # a bad process file fails now (FILE:LINE), not when its task's generate runs
         from l1forge.events.processes import read_process_file
 
         for path in cfg.anomaly.processes:
             read_process_file(path)
-    where = {key: value for key, value in (("executor", executor), ("address", address)) if value is not None}
-    cfg.data = cfg.data.model_copy(update=where)
     return cfg
 
 
-def _runner(task, preset, config, out, force, quiet, processes=(), executor=None, address=None, device=None):
+def _runner(task, preset, config, out, force, quiet, processes=(), executor=None, address=None, device=None,
+            overrides=None):
     from l1forge.runner import Runner
 
     _logging()
-    return Runner(_config(task, preset, config, processes, executor, address, device), out, progress=not quiet,
-                  force=force)
+    return Runner(_config(task, preset, config, processes, executor, address, device, overrides), out,
+                  progress=not quiet, force=force)
 
 
 def _logging():
@@ -113,8 +113,7 @@ def synthesize(
     """hls4ml project + compiled C-sim + latency/resources, for the flow's student or any model (--model)."""
     overrides = {k: v for k, v in {"reuse_factor": reuse_factor, "strategy": strategy}.items() if v is not None}
     if model is None:
-        runner = _runner(task, preset, config, out, force, quiet)
-        runner.cfg.firmware = runner.cfg.firmware.model_copy(update=overrides)
+        runner = _runner(task, preset, config, out, force, quiet, overrides={"firmware": overrides})
         runner.run_stage("synthesize", vendor=vendor)
         return
     from l1forge.byom import load_hls_config
@@ -123,7 +122,7 @@ def synthesize(
     from l1forge.core.artifacts import write_json_atomic
     from l1forge.quantize.fixed import FixedType
 
-    settings = _config(task, preset, config).firmware.model_copy(update=overrides)
+    settings = _config(task, preset, config, overrides={"firmware": overrides}).firmware
     user_config = load_hls_config(hls_config) if hls_config else None
     from l1forge.byom import load_model
 
@@ -192,8 +191,7 @@ def rtl(
     updates = {k: v for k, v in {"events": events, "clock_mhz": clock_mhz, "synthesis": synthesis}.items() if v is not None}
     try:
         if model is None:
-            runner = _runner(task, preset, config, out, force, quiet)
-            runner.cfg.rtl = runner.cfg.rtl.model_copy(update=updates)
+            runner = _runner(task, preset, config, out, force, quiet, overrides={"rtl": updates})
             result = runner.run_stage("rtl")
             if "unsupported" in result["rtl"]:
                 raise RtlError(result["rtl"]["unsupported"])
@@ -201,8 +199,8 @@ def rtl(
             from l1forge.runner import run_lock
 
             with run_lock(out):
-                result = _rtl_model(model, data, dataset, hls_config, input_type, out, _config(task, preset, config),
-                                    updates)
+                cfg = _config(task, preset, config, overrides={"rtl": updates})
+                result = _rtl_model(model, data, dataset, hls_config, input_type, out, cfg)
     except (RtlError, ToolError) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -213,7 +211,7 @@ def rtl(
         raise typer.Exit(1)
 
 
-def _rtl_model(model, data, dataset, hls_config, input_type, out: pathlib.Path, cfg, updates: dict) -> dict:
+def _rtl_model(model, data, dataset, hls_config, input_type, out: pathlib.Path, cfg) -> dict:
     """The rtl check of a user model: its firmware graph built as `synthesize --model` builds it, into ``out``."""
     import numpy as np
 
@@ -224,7 +222,7 @@ def _rtl_model(model, data, dataset, hls_config, input_type, out: pathlib.Path, 
     from l1forge.rtl.check import check_rtl
     from l1forge.quantize.fixed import FixedType
 
-    r = cfg.rtl.model_copy(update=updates)
+    r = cfg.rtl
     keras_model = load_model(model)
     user_config = load_hls_config(hls_config) if hls_config else None
     build_firmware(keras_model, FixedType.parse(input_type) if input_type else None, cfg.firmware, out, user_config=user_config)
@@ -290,9 +288,9 @@ def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.
         from l1forge.tasks import registry
 
         _logging()
-        configs = {name: _config(name, preset, config, process or (), executor, address) for name in registry()}
-        if "chain" in configs and configs["chain"].chain.pileup_run is None:  # the chain reuses the pileup task's run
-            configs["chain"].chain.pileup_run = str(out / "pileup")
+        reuse = {"chain": {"pileup_run": str(out / "pileup")}}  # the chain reuses the pileup task's run
+        configs = {name: _config(name, preset, config, process or (), executor, address,
+                                 defaults=reuse if name == "chain" else None) for name in registry()}
         summary = run_tasks(configs, out, progress=not quiet, force=force)
     else:
         summary = _runner(task, preset, config, out, force, quiet, process or (), executor, address).run_all()

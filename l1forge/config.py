@@ -182,8 +182,12 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def load_config(preset: str = "demo", path: pathlib.Path | None = None, task: str = "tagging") -> RunConfig:
-    """The preset (with every task's own preset overrides), overridden by the YAML file at ``path`` if given."""
+def load_config(preset: str = "demo", path: pathlib.Path | None = None, task: str = "tagging",
+                overrides: dict | None = None, defaults: dict | None = None, append: dict | None = None) -> RunConfig:
+    """The validated configuration: the preset (with every task's own preset sections), then ``defaults`` (values of
+    the command's context, e.g. the chain's pileup run directory), the YAML file at ``path`` if given, then
+    ``overrides`` (command-line options), each a nested dict of sections; ``append`` extends lists ({section: {key:
+    [items]}}). Nothing edits the configuration after validation."""
     from l1forge.tasks import registry, task_class
 
     if preset not in PRESETS:
@@ -193,7 +197,7 @@ def load_config(preset: str = "demo", path: pathlib.Path | None = None, task: st
     except ValueError as err:
         raise ConfigError(str(err)) from None
     sections = {name: cls.config_presets[preset] for name, cls in registry().items() if preset in cls.config_presets}
-    data = _merge(_merge(PRESETS[preset], sections), {"preset": preset, "task": task})
+    data = _merge(_merge(_merge(PRESETS[preset], sections), {"preset": preset, "task": task}), defaults or {})
     source = "preset " + preset
     if path is not None:
         source = str(path)
@@ -204,6 +208,12 @@ def load_config(preset: str = "demo", path: pathlib.Path | None = None, task: st
         if not isinstance(extra, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
         data = _merge(data, extra)
+    data = _merge(data, overrides or {})
+    for section, lists in (append or {}).items():
+        for key, items in lists.items():
+            default = run_config_model().model_fields[section].default
+            current = data.get(section, {}).get(key, getattr(default, key))
+            data = _merge(data, {section: {key: [*current, *items]}})
     try:
         return run_config_model().model_validate(data)
     except pydantic.ValidationError as err:

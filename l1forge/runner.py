@@ -320,13 +320,17 @@ class Runner:
         self.cfg, self.run, self.progress, self.force = cfg, RunDir(out), progress, force
         self.task = task_class(cfg.task)(self)
 
+    def fingerprint(self, name: str, config, upstream: list[str]) -> str:
+        """Of stage ``name``: the configuration it reads, the fingerprints of the stages it reads, its code."""
+        upstream_fingerprints = [self.run.state.get(u, {}).get("fingerprint") for u in upstream]
+        return self.run.fingerprint(name, config, upstream_fingerprints, code_version(name))
+
     @_locked
     def stage(self, name: str, config, upstream: list[str], outputs: list[pathlib.Path], fn) -> dict:
         """``fn()`` unless stage ``name`` is up to date (same config and upstream fingerprints, the files it wrote and
         read as recorded); records its result (with ``stage_seconds``) and their digests, and returns it. Raises
         RuntimeError if an upstream stage is missing."""
-        upstream_fingerprints = [self.run.state.get(u, {}).get("fingerprint") for u in upstream]
-        fingerprint = self.run.fingerprint(name, config, upstream_fingerprints, code_version(name))
+        fingerprint = self.fingerprint(name, config, upstream)
         entry = self.run.state.get(name)
         if not self.force and entry and entry["fingerprint"] == fingerprint:
             why = self.run.changed(entry, upstream, outputs)

@@ -91,7 +91,7 @@ def test_a_new_task_is_one_module(toy_task, tmp_path):
     assert 'id="task-toy"' in (tmp_path / "run" / "report.html").read_text()
 
     again = Runner(cfg, tmp_path / "run", progress=False)
-    assert again.run.done("generate", again.run.fingerprint("generate", cfg.toy, []), [again.task.data_path])
+    assert again.run.done("generate", again.fingerprint("generate", cfg.toy, []), [again.task.data_path])
 
     combined = run_tasks({"toy": cfg}, tmp_path / "all", progress=False)
     assert (tmp_path / "all" / "toy" / "data" / "toy.h5").exists() and (tmp_path / "all" / "summary.json").exists()
