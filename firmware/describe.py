@@ -269,5 +269,6 @@ def _producer(hls_model, output_name: str) -> str:
 
 
 def write_graph(hls_model, out_dir: pathlib.Path) -> pathlib.Path:
-    """Write ``graph.json`` and ``graph_weights.npz`` into ``out_dir``; return the json path."""
-    return describe_model(hls_model).write(out_dir)
+    """Write ``graph.json`` and ``graph_weights.npz`` into ``out_dir`` (the graph ``convert`` described, if it did);
+    return the json path."""
+    return (getattr(hls_model, "l1forge_graph", None) or describe_model(hls_model)).write(out_dir)

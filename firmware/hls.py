@@ -133,8 +133,9 @@ def convert(
     Without ``input_type`` and user config, a model with no input quantizer gets ``DEFAULT_INPUT``
     (``resolve_input_type``).
 
-    Before anything is written or compiled the converted graph is described (firmware/describe.py), so a layer the
-    emulator cannot reproduce raises UnsupportedLayerError at once. Several model inputs raise ConversionError.
+    Before anything is written or compiled the converted graph is described (firmware/describe.py; kept as
+    ``hls_model.l1forge_graph``), so a layer the emulator cannot reproduce raises UnsupportedLayerError at once.
+    Several model inputs raise ConversionError.
     A C-sim that does not compile raises ConversionError with the compiler's first error line and the path of
     the full log (``<project_dir>/build_lib.log``). ``write=False`` returns the unwritten hls4ml model.
     """
@@ -183,7 +184,7 @@ def convert(
             f"({hls_model.get_input_variables()[0].type.precision}) and names input and output alike, so its C++ "
             "does not compile; there is nothing for the firmware to compute"
         )
-    describe_model(hls_model)  # UnsupportedLayerError now, not after the compilation
+    hls_model.l1forge_graph = describe_model(hls_model)  # UnsupportedLayerError now, not after the compilation
     if not write:
         return hls_model
     if compile:

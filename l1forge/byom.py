@@ -1,7 +1,9 @@
-"""Emulate any saved QKeras model a user brings (``l1forge emulate --model``), optionally checked against the C-sim."""
+"""Any saved QKeras/Keras model a user brings: one front (``UserModel``) for ``emulate``, ``synthesize`` and ``rtl``
+with ``--model``, and the emulation of it, optionally checked against the C-sim."""
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import tempfile
 import time
@@ -14,7 +16,7 @@ from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_
 from l1forge.emulation.compare import compare_with_csim, first_differing_layer, heads
 from l1forge.emulation.emulator import Emulator
 from l1forge.emulation.fidelity import fidelity
-from l1forge.firmware.describe import describe_model, write_graph
+from l1forge.firmware.describe import write_graph
 from l1forge.firmware.hls import (FirmwareSettings, compile_project, convert, has_input_quantizer, quiet_call,
                                   resolve_input_type, traced_config)
 from l1forge.quantize.fixed import FixedType, FixedTypeError
@@ -70,6 +72,43 @@ def load_model(path):
     except Exception as err:  # noqa: BLE001 - Keras raises many kinds for a file that is not a model
         first = (str(err).strip().splitlines() or [err.__class__.__name__])[0][:200]
         raise InputError(f"{path}: not a Keras/QKeras model ({first})") from None
+
+
+@dataclasses.dataclass
+class UserModel:
+    """What the three ``--model`` commands take, read and checked once: the Keras model, the user's hls4ml config
+    (or None: l1forge's bit-exact name configuration), the input type asked for (``--input-type``, or None) and,
+    where l1forge supplies its default input type, the note that says so (``firmware.hls.resolve_input_type``)."""
+
+    path: pathlib.Path
+    model: object
+    user_config: dict | None
+    input_type: FixedType | None
+    input_note: str | None
+
+    @classmethod
+    def load(cls, model_path, hls_config_path=None, input_type: str | None = None) -> "UserModel":
+        """InputError (one line naming the file or option) for a file that is not a model or config, or a bad type."""
+        model = load_model(model_path)
+        user_config = load_hls_config(hls_config_path) if hls_config_path else None
+        try:
+            in_type = FixedType.parse(input_type) if input_type else None
+        except FixedTypeError as err:
+            raise InputError(f"--input-type: {err}") from None
+        return cls(pathlib.Path(model_path), model, user_config, in_type,
+                   resolve_input_type(model, in_type, user_config)[1])
+
+    def convert(self, settings: FirmwareSettings, project_dir, compile: bool = True, write: bool = True):
+        """The hls4ml model (its firmware graph described once, ``.l1forge_graph``)."""
+        return convert(self.model, self.input_type, settings, project_dir, compile=compile,
+                       user_config=self.user_config, write=write)
+
+    def build(self, settings: FirmwareSettings, out_dir, vendor: bool = False) -> dict:
+        """``firmware.build.build_firmware`` of the model into ``out_dir``: the summary.json firmware block."""
+        from l1forge.firmware.build import build_firmware
+
+        return build_firmware(self.model, self.input_type, settings, out_dir, user_config=self.user_config,
+                              vendor=vendor)
 
 
 def check_inputs(model, x: np.ndarray):
@@ -134,22 +173,18 @@ def emulate_model(
     before any compilation, and nothing is written then.
     """
     x = load_inputs(data_path, dataset)
-    model = load_model(model_path)
-    user_config = load_hls_config(hls_config_path) if hls_config_path else None
+    user = UserModel.load(model_path, hls_config_path, input_type)
+    model, user_config, note = user.model, user.user_config, user.input_note
+    in_type = resolve_input_type(model, user.input_type, user_config)[0]
     settings = settings or FirmwareSettings()
-    try:
-        in_type = FixedType.parse(input_type) if input_type else None
-    except FixedTypeError as err:
-        raise InputError(f"--input-type: {err}") from None
     check_inputs(model, x)
     n_heads = len(model.outputs)
     if output and n_heads > 1 and pathlib.Path(output).suffix == ".npy":
         raise InputError(f"{output}: the model has {n_heads} outputs; write them to .h5 (one dataset per output)")
-    in_type, note = resolve_input_type(model, in_type, user_config)
     with tempfile.TemporaryDirectory(prefix="l1forge-emulate-") as scratch:
         project = pathlib.Path(project_dir) if project_dir else pathlib.Path(scratch) / "hls_project"
-        hls_model = convert(model, in_type, settings, project, compile=False, user_config=user_config, write=False)
-        emulator = Emulator(describe_model(hls_model))
+        hls_model = user.convert(settings, project, compile=False, write=False)
+        emulator = Emulator(hls_model.l1forge_graph)
         check_finite(x, emulator.input_type)
         if check_csim:
             compile_project(hls_model)

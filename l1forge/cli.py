@@ -116,21 +116,15 @@ def synthesize(
         runner = _runner(task, preset, config, out, force, quiet, overrides={"firmware": overrides})
         runner.run_stage("synthesize", vendor=vendor)
         return
-    from l1forge.byom import load_hls_config
-    from l1forge.firmware.build import build_firmware
     from l1forge import __version__
+    from l1forge.byom import UserModel
     from l1forge.core.artifacts import write_json_atomic
-    from l1forge.quantize.fixed import FixedType
-
-    settings = _config(task, preset, config, overrides={"firmware": overrides}).firmware
-    user_config = load_hls_config(hls_config) if hls_config else None
-    from l1forge.byom import load_model
-
     from l1forge.runner import run_lock
 
+    settings = _config(task, preset, config, overrides={"firmware": overrides}).firmware
+    user = UserModel.load(model, hls_config, input_type)
     with run_lock(out):
-        block = build_firmware(load_model(model), FixedType.parse(input_type) if input_type else None, settings, out,
-                               user_config=user_config, vendor=vendor)
+        block = user.build(settings, out, vendor=vendor)
     if block.get("input_type_note"):
         console.print(f"note: {block['input_type_note']}", highlight=False)
     write_json_atomic(out / "summary.json", {"version": __version__, "tasks": {"user": {"model": str(model), "firmware": block}}})
@@ -185,6 +179,7 @@ def rtl(
 ):
     """Verilog of the firmware graph, simulated with Verilator against the emulator bit for bit, and Yosys open
     synthesis: the 'rtl' stage of the run directory, or any model that `synthesize --model` accepts (--model)."""
+    from l1forge.byom import UserModel
     from l1forge.rtl.lower import RtlError
     from l1forge.rtl.verilator import ToolError
 
@@ -200,7 +195,7 @@ def rtl(
 
             with run_lock(out):
                 cfg = _config(task, preset, config, overrides={"rtl": updates})
-                result = _rtl_model(model, data, dataset, hls_config, input_type, out, cfg)
+                result = _rtl_model(UserModel.load(model, hls_config, input_type), data, dataset, out, cfg)
     except (RtlError, ToolError) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -211,21 +206,18 @@ def rtl(
         raise typer.Exit(1)
 
 
-def _rtl_model(model, data, dataset, hls_config, input_type, out: pathlib.Path, cfg) -> dict:
-    """The rtl check of a user model: its firmware graph built as `synthesize --model` builds it, into ``out``."""
+def _rtl_model(user, data, dataset, out: pathlib.Path, cfg) -> dict:
+    """The rtl check of a user model (``byom.UserModel``): its firmware built as `synthesize --model` builds it,
+    into ``out``."""
     import numpy as np
 
-    from l1forge.byom import load_hls_config, load_inputs, load_model
+    from l1forge.byom import load_inputs
     from l1forge.graph.ir import read_graph
-    from l1forge.firmware.build import build_firmware
-    from l1forge.rtl.lower import check_supported
     from l1forge.rtl.check import check_rtl
-    from l1forge.quantize.fixed import FixedType
+    from l1forge.rtl.lower import check_supported
 
     r = cfg.rtl
-    keras_model = load_model(model)
-    user_config = load_hls_config(hls_config) if hls_config else None
-    build_firmware(keras_model, FixedType.parse(input_type) if input_type else None, cfg.firmware, out, user_config=user_config)
+    user.build(cfg.firmware, out)
     graph = read_graph(out / "graph.json")
     check_supported(graph)
     if data is not None:
