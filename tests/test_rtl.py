@@ -8,7 +8,8 @@ import pytest
 
 from l1forge.emulation.emulator import Emulator
 from l1forge.rtl import verilator, yosys
-from l1forge.rtl.lower import RtlError, csd, write_rtl
+from l1forge.rtl.datapath import csd
+from l1forge.rtl.lower import RtlError, write_rtl
 from l1forge.rtl.cells import round_code
 from l1forge.rtl.check import check_rtl, first_mismatch
 from l1forge.quantize.fixed import ROUNDING_MODES, OVERFLOW_MODES, FixedType
@@ -394,7 +395,7 @@ def test_cmvm_plan_is_the_matrix_with_exact_ranges():
     fewer adders than the per-column canonical-signed-digit trees."""
     from fractions import Fraction
 
-    from l1forge.rtl import cmvm as rtl_cmvm
+    from l1forge.rtl import cmvm
 
     rng = np.random.default_rng(11)
     w = _shared_codes(rng, 12, 10, 100)
@@ -466,17 +467,17 @@ def _cmvm_graph(seed):
 def test_cmvm_dense_and_conv_are_bit_exact_and_smaller(tmp_path, monkeypatch):
     """The shared adder graph in place of the per-column trees: 0 mismatches over 6 000 events against the
     emulator (a wrong node, shift, sign or output of the translation changes outputs), fewer adders."""
-    from l1forge.rtl import lower as rtl
+    from l1forge.rtl import datapath
 
     graph, weights = _cmvm_graph(7)
     calls = []
-    real = rtl._Writer.cmvm
+    real = datapath.Datapath.cmvm
 
     def spy(self, xs, w):  # records which columns took the shared graph, then builds it
         calls.append(w.shape)
         return real(self, xs, w)
 
-    monkeypatch.setattr(rtl._Writer, "cmvm", spy)
+    monkeypatch.setattr(datapath.Datapath, "cmvm", spy)
     x = inputs(6000, 10, seed=8)
     result = check_rtl(save_graph(graph, weights, tmp_path / "fw"), x, tmp_path / "rtl", events=6000, synthesis=False)
     r = result["rtl"]
@@ -490,7 +491,7 @@ def test_cmvm_dense_and_conv_are_bit_exact_and_smaller(tmp_path, monkeypatch):
     emu = Emulator(graph, weights).run(x)
     assert len(np.unique(emu)) > 50
     # the same design with every column summed on its own (the canonical-signed-digit trees): more adders
-    monkeypatch.setattr(rtl._Writer, "_order_free", staticmethod(lambda *a: False))
+    monkeypatch.setattr(datapath.Datapath, "_order_free", staticmethod(lambda *a: False))
     csd_info = write_rtl(graph, weights, tmp_path / "rtl_csd")
     assert csd_info["cmvm_adders"] == 0 and info["adders"] < csd_info["adders"]
 
