@@ -3,10 +3,13 @@
 ``check_rtl(graph_json, x, out_dir, ...)`` writes the Verilog (rtl/lower.py) into ``out_dir``, compiles it with
 Verilator (rtl/verilator.py), streams ``events`` events through it (the rows of ``x`` cycled, x: (n, *input
 shape) float inputs as the emulator takes them), compares every output code with ``Emulator.run`` bit for bit,
-and runs Yosys (rtl/yosys.py) unless ``synthesis`` is false. Returns::
+writes the deliverable beside the Verilog (rtl/deliverable.py: AXI4-Stream wrapper, testbench on the first
+``TESTBENCH_EVENTS`` of those events, Vivado files, README), runs that testbench in Verilator when ``testbench`` is
+set, and runs Yosys (rtl/yosys.py) unless ``synthesis`` is false. Returns::
 
     {"rtl": {"events_checked", "mismatches", "first_mismatch" ({"event", "output", "rtl", "emulator"} or None),
-             "sim_events_per_s", "latency_cycles", "ii_cycles", "adders", "casts", "dir", "seconds": {...}},
+             "sim_events_per_s", "latency_cycles", "ii_cycles", "adders", "casts", "dir", "seconds": {...},
+             "testbench": {"events", "passed", "line", "seconds"} or None},
      "open_synthesis": {...} or None}
 
 A layer the writer does not support raises RtlError (one line) before anything is written; a missing or failing
@@ -23,8 +26,11 @@ import numpy as np
 
 from l1forge.emulation.emulator import Emulator
 from l1forge.graph.ir import Graph, read_graph
-from l1forge.rtl import verilator, yosys
+from l1forge.rtl import deliverable, verilator, yosys
 from l1forge.rtl.lower import write_rtl
+
+
+TESTBENCH_EVENTS = 5000  # emulator vectors in the deliverable's testbench (tb_in.mem, tb_out.mem)
 
 
 def cycled(x: np.ndarray, events: int) -> np.ndarray:
@@ -44,7 +50,8 @@ def first_mismatch(rtl: np.ndarray, emu: np.ndarray) -> dict | None:
 
 
 def check_rtl(graph_json, x: np.ndarray, out_dir, events: int, clock_mhz: float = 240.0, synthesis: bool = True,
-              jobs: int = 2, yosys_timeout_s: float | None = None) -> dict:
+              jobs: int = 2, yosys_timeout_s: float | None = None, testbench: bool = False,
+              part: str = deliverable.DEFAULT_PART) -> dict:
     graph = read_graph(graph_json)
     out_dir = pathlib.Path(out_dir)
     seconds = {}
@@ -65,10 +72,17 @@ def check_rtl(graph_json, x: np.ndarray, out_dir, events: int, clock_mhz: float 
     rtl_out, rate = verilator.simulate(sim, codes, len(info["outputs"]))
     seconds["simulation"] = time.perf_counter() - t0
     mismatch = first_mismatch(rtl_out, emu)
+    n_tb = min(len(xs), TESTBENCH_EVENTS)
+    deliverable.write_package(out_dir, info, codes[:n_tb], emu[:n_tb], part)
+    bench = None
+    if testbench:
+        t0 = time.perf_counter()
+        bench = {"events": n_tb, **verilator.run_testbench(out_dir, info, out_dir / "verilator", jobs=jobs)}
+        seconds["testbench"] = time.perf_counter() - t0
     block = {"events_checked": int(len(xs)), "mismatches": int(np.any(rtl_out != emu, axis=1).sum()),
              "first_mismatch": mismatch, "sim_events_per_s": round(rate, 1),
              "latency_cycles": info["latency_cycles"], "ii_cycles": info["ii_cycles"], "clock_mhz": clock_mhz,
-             "adders": info["adders"], "casts": info["casts"], "dir": str(out_dir)}
+             "adders": info["adders"], "casts": info["casts"], "dir": str(out_dir), "testbench": bench}
     synth = None
     if synthesis:
         t0 = time.perf_counter()

@@ -89,6 +89,14 @@ int main(int argc, char** argv) {{
   VerilatedContext* ctx = new VerilatedContext;
   V{top}* t = new V{top}(ctx);
   t->clk = 0;
+  t->rst = 1;
+  t->ce = 1;
+  t->in_valid = 1;
+  t->eval();
+  t->clk = 1;
+  t->eval();
+  t->clk = 0;
+  t->rst = 0;
   t->eval();
   auto t0 = std::chrono::steady_clock::now();
   for (long c = 0; c < n + LAT; ++c) {{
@@ -100,6 +108,7 @@ int main(int argc, char** argv) {{
     t->eval();
     long e = c - (LAT - 1);
     if (e >= 0 && e < n) {{
+      if (!t->out_valid) {{ std::fprintf(stderr, "error: out_valid low for event %ld\\n", e); return 1; }}
       int64_t* o = &y[(size_t)e * NOUT];
 {gets}
     }}
@@ -156,6 +165,34 @@ def build(rtl_dir, info: dict, work_dir, jobs: int = 2, opt: str = "-O1") -> pat
     except OSError:
         pass  # a read-only cache only costs time
     return sim
+
+
+def run_testbench(rtl_dir, info: dict, work_dir, axis: bool = False, jobs: int = 2, timeout_s: float = 600) -> dict:
+    """Compile the self-checking testbench of rtl/deliverable.py (``<top>_tb.sv``; ``axis``: through the AXI4-Stream
+    wrapper) with ``verilator --binary --timing`` and run it in ``rtl_dir`` (where its .mem vectors are). Returns
+    {"passed", "line" (its PASS, MISMATCH or TIMEOUT line), "seconds"}; ToolError when it does not compile."""
+    exe, root = find_verilator()
+    rtl_dir, work_dir = pathlib.Path(rtl_dir).resolve(), pathlib.Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}:{os.environ.get('PATH', '')}"}
+    tb = f"{info['top']}_tb"
+    cmd = [str(exe), "--binary", "--timing", "--top-module", tb, "-Wno-fatal", "-Wno-lint", "-Wno-style",
+           "-j", str(jobs), "-Mdir", str(work_dir / "tb_obj"), "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include CXX=g++",
+           "-CFLAGS", "-std=c++20 -fcoroutines -O1", f"-GAXIS={int(axis)}",
+           str(rtl_dir / f"{tb}.sv"), *[str(rtl_dir / f) for f in info["files"]], str(rtl_dir / f"{info['top']}_axis.v")]
+    log = work_dir / "testbench.log"
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.run(cmd, cwd=work_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    binary = work_dir / "tb_obj" / f"V{tb}"
+    if proc.returncode != 0 or not binary.exists():
+        raise ToolError(f"Verilator failed on the testbench: {last_error_line(log.read_text(errors='replace'))} "
+                        f"(full log: {log})")
+    run = subprocess.run([str(binary)], cwd=rtl_dir, capture_output=True, text=True, timeout=timeout_s)
+    lines = [line for line in run.stdout.splitlines() if line.startswith(("PASS", "MISMATCH", "TIMEOUT"))]
+    return {"passed": run.returncode == 0 and bool(lines) and lines[-1].startswith("PASS"),
+            "line": lines[-1] if lines else last_error_line(run.stdout + run.stderr),
+            "seconds": round(time.perf_counter() - start, 2)}
 
 
 def _runtime_cache() -> pathlib.Path:

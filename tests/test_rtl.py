@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -512,3 +513,26 @@ def test_sat_sym_accumulator_whose_partial_sum_reaches_the_most_negative_code(tm
     assert rtl["mismatches"] == 0, rtl["first_mismatch"]
     emu = Emulator(graph, weights).run(np.array([[7.0, 1.0]]))
     assert emu.ravel()[0] == -126  # (acc_t)(-16) = -127/8 (SAT_SYM), + 1/8: not the -127 of the exact sum
+
+
+def test_the_deliverable_testbench_passes_and_names_a_mismatch(tmp_path):
+    """The package beside the Verilog: its self-checking testbench passes on the emulator's vectors through the core
+    (ce stalls, valid gaps) and through the AXI4-Stream wrapper (back-pressure), and a wrong expected code is named
+    by event, output and cycle; the Vivado files name the part and the target period."""
+    graph, weights = random_graph(BLOCKS["wide"][:2], seed=5, n_in=6)
+    out = tmp_path / "rtl"
+    result = check_rtl(save_graph(graph, weights, tmp_path / "fw"), inputs(700, 6, seed=2), out, events=700,
+                       synthesis=False, testbench=True, part="xcvu9p-flga2104-2L-e")
+    bench, info = result["rtl"]["testbench"], json.loads((out / "rtl.json").read_text())
+    assert bench["passed"] and bench["line"].startswith("PASS 700 events") and bench["events"] == 700
+    assert set(info["interface"]) >= {"clk", "rst", "ce", "in_valid", "out_valid"} and info["testbench_events"] == 700
+    top = info["top"]
+    assert f"latency {info['latency_cycles']} cycles" in (out / f"{top}.v").read_text()
+    assert "-part xcvu9p-flga2104-2L-e" in (out / "vivado.tcl").read_text()
+    assert f"-period {1000 / 240:.3f}" in (out / f"{top}.xdc").read_text()
+    assert verilator.run_testbench(out, info, tmp_path / "axis", axis=True)["passed"]
+    lines = (out / "tb_out.mem").read_text().split("\n")
+    lines[41] = format(int(lines[41], 16) ^ 1, f"0{len(lines[41])}x")  # output 0 of event 41, one bit off
+    (out / "tb_out.mem").write_text("\n".join(lines))
+    bad = verilator.run_testbench(out, info, tmp_path / "bad")
+    assert not bad["passed"] and re.match(r"MISMATCH event 41 output 0 cycle \d+: rtl [0-9a-f]+ expected", bad["line"])
