@@ -120,6 +120,23 @@ def check_timing(
     }
 
 
+def candidate_throughput(firmware: dict, candidates_per_crossing: dict[str, float]) -> dict:
+    """Candidates one instance of a per-candidate network takes per 25 ns crossing (``clocks_per_crossing`` // II),
+    and the instances (and LUTs, absolute and in % of the part) needed for ``candidates_per_crossing`` ({key: the
+    candidates of a crossing, e.g. their 99th percentile at a pileup}). ``firmware``: a summary firmware block
+    (clock_mhz, ii_cycles, optional resources and utilisation_percent)."""
+    per_instance = clocks_per_crossing(firmware["clock_mhz"]) // firmware["ii_cycles"]
+    lut = (firmware.get("resources") or {}).get("LUT")
+    lut_percent = (firmware.get("utilisation_percent") or {}).get("LUT")
+    rows = {}
+    for mu, n in candidates_per_crossing.items():
+        instances = math.ceil(n / max(per_instance, 1))
+        rows[mu] = {"candidates_p99": n, "instances": instances, "LUT": None if lut is None else instances * lut,
+                    "LUT_percent_of_part": None if lut_percent is None else instances * lut_percent}
+    return {"candidates_per_instance_per_crossing": per_instance, "clock_mhz": firmware["clock_mhz"],
+            "ii_cycles": firmware["ii_cycles"], "per_pileup": rows}
+
+
 # ---- rates in memory ------------------------------------------------------------------------------------------------
 def _sums_above(scores, weights, thresholds):
     """(thresholds, firing count or weight, firing sum of w^2, total) at each threshold: one sort, suffix sums."""

@@ -75,6 +75,13 @@ def regional_cap(sample, n_eta: int, n_phi: int, cap: int) -> np.ndarray:
     return rank < cap
 
 
+def candidates_p99(sample, kept: np.ndarray) -> dict[str, float]:
+    """Per pileup ('60', '200', ...): the 99th percentile over crossings of the candidates in `kept` ((n_particles,)
+    bool mask), the number a firmware that reads them must serve per crossing."""
+    counts = np.bincount(sample.event[kept], minlength=sample.n_events)
+    return {f"{m:g}": float(np.percentile(counts[sample.pileup == m], 99)) for m in np.unique(sample.pileup)}
+
+
 def chs_weights(sample) -> np.ndarray:
     """1 for PV-compatible tracks and every neutral candidate, 0 for pileup tracks."""
     return (~sample.has_track | pv_track(sample)).astype(np.float32)

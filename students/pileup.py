@@ -19,7 +19,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from l1forge.events.mitigation import NEIGHBOUR_SUMS, local_sums, pv_track
+from l1forge.events.mitigation import NEIGHBOUR_SUMS, chs_weights, local_sums, pv_track, regional_cap
 from l1forge.events.pfcands import TYPE_NAMES
 from l1forge.core.artifacts import atomic_path, write_arrays_atomic, write_json_atomic
 from l1forge.quantize.precision import Precision
@@ -40,6 +40,41 @@ def student_inputs(sample) -> np.ndarray:
     pileup_tracks = sample.has_track & ~pv_track(sample)
     density = np.bincount(sample.event[pileup_tracks], sample.pt[pileup_tracks], sample.n_events)[sample.event]
     return np.concatenate([own, sample.type_onehot(), *sums, density[:, None] * DENSITY_SCALE], axis=1).astype(np.float32)
+
+
+# The deployable student's readout of a PileupSample. p: its settings, any object with region_eta, region_phi,
+# region_cap and student_tracks (the pileup task's configuration section, l1forge.tasks.pileup.PileupConfig).
+def region_kept(sample, p) -> np.ndarray:
+    """(n_particles,) bool: the candidates the student reads (events.mitigation.regional_cap with the settings' cap;
+    every candidate when region_cap is None)."""
+    if p.region_cap is None:
+        return np.ones(len(sample.pt), bool)
+    return regional_cap(sample, p.region_eta, p.region_phi, p.region_cap)
+
+
+def student_candidates(sample, kept: np.ndarray, p) -> np.ndarray:
+    """(n_particles,) bool: the candidates the student's network weighs: those the cap keeps (`kept`,
+    ``region_kept``), less the tracks when ``student_tracks`` is 'vertex'."""
+    return kept & ~sample.has_track if p.student_tracks == "vertex" else kept
+
+
+def network_inputs(sample, kept: np.ndarray, p) -> np.ndarray:
+    """(n, len(INPUT_NAMES)) float32 network inputs of the ``student_candidates``, in order; their local sums run
+    over every candidate the cap keeps (`kept`, ``region_kept``)."""
+    capped = sample.select(kept)
+    x = student_inputs(capped)
+    return x[~capped.has_track] if p.student_tracks == "vertex" else x
+
+
+def student_weights(sample, kept: np.ndarray, p, network: np.ndarray) -> np.ndarray:
+    """(n_particles,) float32 weights of the student: the network's outputs (one per ``student_candidates`` row,
+    clipped to [0, 1]), the CHS weight on the tracks the cap keeps (`kept`; 'vertex'), 0 on those it drops."""
+    weight = np.zeros(len(sample.pt), np.float32)
+    if p.student_tracks == "vertex":
+        tracks = kept & sample.has_track
+        weight[tracks] = chs_weights(sample)[tracks]
+    weight[student_candidates(sample, kept, p)] = np.clip(network, 0.0, 1.0)
+    return weight
 
 
 def train_weight_student(x: np.ndarray, teacher_weight: np.ndarray, pt: np.ndarray, train: np.ndarray,

@@ -198,8 +198,8 @@ def test_student_weights_tracks_by_vertex_network_on_neutrals():
     """The deployable student's weights on a hand-built crossing, a cap of 2 in one region: the two hardest are a
     PV track (CHS weight 1) and a neutral (the network's weight, clipped); the pileup track kept in another region
     gets CHS 0; what the cap drops gets 0. 'network' hands every kept candidate to the network instead."""
-    from l1forge.tasks.pileup import PileupConfig, network_inputs, region_kept, student_candidates, student_weights
-    from l1forge.students.pileup import INPUT_NAMES
+    from l1forge.tasks.pileup import PileupConfig
+    from l1forge.students.pileup import INPUT_NAMES, network_inputs, region_kept, student_candidates, student_weights
 
     rows = [(10.0, 0.1, 0.1, 0.0, CHARGED_HADRON, 1), (8.0, 0.12, 0.1, 0.0, NEUTRAL_HADRON, 1),
             (3.0, 0.15, 0.12, 0.0, NEUTRAL_HADRON, 0), (4.0, -2.0, -2.0, 5.0, MUON, 0)]

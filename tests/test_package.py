@@ -67,6 +67,24 @@ def test_imports_run_one_way():
     assert not wrong, "\n".join(wrong)
 
 
+def test_no_task_imports_another():
+    """A task's modules (<task>.py, its stages; <task>_report.py, its summary and report) import no other task's:
+    what two tasks share lives on a lower floor, or in base.py / base_report.py."""
+    wrong = []
+    for path in (REPO / "l1forge" / "tasks").glob("*.py"):
+        allowed = {"base", "base_report", path.stem.removesuffix("_report")}
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            wrong += [f"{path.name} imports {name}" for name in names
+                      if name.startswith("l1forge.tasks.") and name.split(".")[2] not in allowed]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_emulator_reads_the_graph_without_hls4ml():
     code = "import sys, l1forge.emulation.emulator; print(any(m.split('.')[0] in ('hls4ml', 'tensorflow') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")

@@ -1,6 +1,8 @@
 """The tasks l1forge runs, one module each: every module here that defines ``TASK`` (a ``base.Task`` subclass).
 
-Adding a task is adding a module; neither the runner, the configuration nor another task changes.
+Adding a task is adding a module (and, for its own summary block and report section, ``<task>_report.py`` beside
+it, which the search skips: the report's matplotlib loads only when a report is written); neither the runner, the
+configuration nor another task changes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ def registry() -> dict:
     """{task name: task class}, in alphabetical order of the names."""
     tasks = {}
     for info in pkgutil.iter_modules(__path__):
+        if info.name.endswith("_report"):
+            continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "TASK"):
             tasks[module.TASK.name] = module.TASK

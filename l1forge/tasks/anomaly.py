@@ -12,7 +12,6 @@ import pydantic
 from l1forge.config import Strict
 from l1forge.core.artifacts import read_array, write_arrays_atomic
 from l1forge.metrics import anomaly_metrics
-from l1forge.report import EMULATED
 from l1forge.tasks.base import Task
 
 
@@ -46,6 +45,7 @@ class Anomaly(Task):
     name = "anomaly"
     data_file = "anomaly.h5"
     report_template = "anomaly.html.j2"
+    report_module = "l1forge.tasks.anomaly_report"
     config_section = AnomalyConfig
     config_presets = {"smoke": {"n_background": 400, "n_signal": 40, "pileup": 10, "library_events": 400, "hard_mpi": False},
                       "full": {"n_background": 100000, "n_signal": 10000}}
@@ -186,21 +186,6 @@ class Anomaly(Task):
             return stats
 
         return self.stage("emulate", self.cfg.emulation, ["synthesize"], [self.run.emulation / "outputs.h5"], work)
-
-    # ---- report.html ---------------------------------------------------------------------------------------
-    @classmethod
-    def report_context(cls, run_dir: pathlib.Path, block: dict) -> dict:
-        return {"anomaly_rows": _anomaly_rows(block)}
-
-
-def _anomaly_rows(task: dict) -> list:
-    """(model, signal, AUC, {rate: efficiency}) for every model and signal of the anomaly task."""
-    models = {f"{k.upper() if k == 'gnn' else k.capitalize()} teacher": t.get("metrics") for k, t in task.get("teachers", {}).items()}
-    student = task.get("student", {})
-    models.update({"Student (QKeras)": student.get("metrics"), "Baseline autoencoder": student.get("baseline_metrics"),
-                   EMULATED: student.get("firmware_metrics")})
-    return [(name, signal, m["auc"], m["efficiency"])
-            for name, metrics in models.items() if metrics for signal, m in metrics["signals"].items()]
 
 
 TASK = Anomaly

@@ -8,6 +8,10 @@ A task is a class with a ``name``, its data file, its stages and, optionally, it
 * ``summary()``: the task's block of ``summary.json``;
 * ``report_context(run_dir, block)`` and ``report_template``: the task's section of ``report.html``.
 
+``summary()`` and ``report_context`` call the functions of the same names in the task's ``report_module``, a module
+beside its own (``l1forge/tasks/<task>_report.py``; by default ``base_report``, the blocks every task has), so that
+the stages and the figures stay apart.
+
 ``synthesize`` (the hls4ml project of ``students/student/model.h5``), the emulator-versus-C-sim check and ``rtl``
 (Verilog, Verilator against the emulator, Yosys) are shared.
 A new task is one module in ``l1forge/tasks/`` that defines ``TASK = <its class>`` (found by ``l1forge.tasks``).
@@ -15,6 +19,7 @@ A new task is one module in ``l1forge/tasks/`` that defines ``TASK = <its class>
 
 from __future__ import annotations
 
+import importlib
 import pathlib
 import tempfile
 from typing import ClassVar
@@ -38,6 +43,7 @@ class Task:
     data_file: ClassVar[str]  # under data/ of the run directory
     stages: ClassVar[tuple[str, ...]] = ("generate", "teach", "distill", "synthesize", "emulate", "rtl")
     report_template: ClassVar[str]  # a template in l1forge/templates/ for the task's own report section
+    report_module: ClassVar[str] = "l1forge.tasks.base_report"  # its summary block and report section (matplotlib)
     config_section: ClassVar[type | None] = None  # pydantic model of the task's section of the configuration
     config_presets: ClassVar[dict[str, dict]] = {}  # {preset: overrides of that section}
 
@@ -189,50 +195,13 @@ class Task:
         write_arrays_atomic(self.run.emulation / "outputs.h5", {"emulator": emu, "csim": csim, "index": index})
         write_json_atomic(self.run.emulation / "emulation.json", stats)
 
-    # ---- summary.json --------------------------------------------------------------------------------------
-    def teacher_results(self) -> dict:
-        return {k: self.run.result(f"teach.{k}") for k in ("gnn", "transformer") if f"teach.{k}" in self.run.state}
-
+    # ---- summary.json and report.html: the task's report module ---------------------------------------------------
     def summary(self) -> dict:
-        """The blocks every task has: data, teachers, student, firmware, trigger timing, emulation."""
-        result = lambda name: self.run.state.get(name, {}).get("result")  # noqa: E731
-        task: dict = {}
-        if data := result("generate"):
-            # "path" is where generation wrote (stale in a copied run directory); "files" is where the data are now
-            task["data"] = {**{k: v for k, v in data.items() if k != "path"}, "files": {"events": str(self.data_path)}}
-        if teachers := self.teacher_results():
-            task["teachers"] = {k: {"params": r["params"], "size": r["size"], "metrics": r["metrics"],
-                                    "onnx": str(self.run.teacher(k) / "model.onnx")} for k, r in teachers.items()}
-        if student := result("distill.student"):
-            baseline = result("distill.baseline") or {}
-            task["student"] = {"params": student["params"], "bits": student["bits"], "hidden": student["hidden"],
-                               "teacher": student["teacher"], "metrics": student["metrics"],
-                               "baseline_metrics": baseline.get("metrics")}
-        if firmware := result("synthesize"):
-            from l1forge.emulation.trigger import check_timing
+        """The task's block of ``summary.json`` (``summary`` of its report module)."""
+        return importlib.import_module(self.report_module).summary(self)
 
-            task["firmware"] = {k: v for k, v in firmware.items() if k != "layers"}
-            rates = (result("emulate") or {}).get("trigger") or {}
-            if measured := (result("rtl") or {}).get("open_synthesis"):
-                task["firmware"]["open_synthesis"] = measured
-            best = best_firmware(task["firmware"])
-            timing = check_timing(best["latency_ns"], best["ii_cycles"], best["clock_mhz"], self.cfg.trigger.budget_ns)
-            task["trigger"] = {**rates, **timing, "n_bunches": self.cfg.trigger.n_bunches,
-                               "timing_source": best["source"]}
-        if emulation := result("emulate"):
-            task["emulation"] = {k: emulation[k] for k in ("events_checked", "mismatches", "emulator_events_per_s",
-                                                           "csim_events_per_s", "first_mismatch")}
-            if "fidelity" in emulation:  # the firmware against the student's Keras model
-                task["emulation"]["fidelity"] = emulation["fidelity"]
-            if "student" in task:
-                task["student"]["firmware_metrics"] = emulation["metrics"]
-        if rtl := result("rtl"):
-            task["rtl"] = {k: rtl["rtl"][k] for k in ("events_checked", "mismatches", "sim_events_per_s", "first_mismatch",
-                                                      "latency_cycles", "clock_mhz", "unsupported") if k in rtl["rtl"]}
-        return task
-
-    # ---- report.html ---------------------------------------------------------------------------------------
     @classmethod
     def report_context(cls, run_dir: pathlib.Path, block: dict) -> dict:
-        """Template variables of the task's own report section, from its summary block and run directory."""
-        return {}
+        """Template variables of the task's own report section, from its summary block and run directory
+        (``report_context`` of its report module)."""
+        return importlib.import_module(cls.report_module).report_context(run_dir, block)

@@ -14,14 +14,11 @@ import pathlib
 import time
 from typing import Annotated
 
-import matplotlib
 import numpy as np
 import pydantic
-from matplotlib.figure import Figure
 
 from l1forge.config import Strict
 from l1forge.core.artifacts import read_array, write_arrays_atomic
-from l1forge.report import EMULATED, png
 from l1forge.tasks.base import Task
 
 # truth: primary-vertex candidates only, the limit of perfect mitigation. Its rate still grows with pileup, because
@@ -29,8 +26,6 @@ from l1forge.tasks.base import Task
 # count, pileup is luminosity): the pileup-free growth every other weighting is measured against. Its objects do not
 # depend on the pileup, so its figures at each pileup pool the test crossings of every pileup (POOLED)
 METHODS = ("none", "chs", "puppi", "teacher", "student", "truth")
-METHOD_NAMES = {"none": "No mitigation", "chs": "CHS", "puppi": "PUPPI-like", "teacher": "Pileup teacher",
-                "student": f"Pileup {EMULATED.lower()}", "truth": "Truth (PV candidates only)"}
 POOLED = ("truth",)
 WEIGHT_BLOCK = 2000  # crossings per block of the weights stage: its memory stays bounded at any sample size
 
@@ -73,6 +68,7 @@ class Chain(Task):
     name = "chain"
     data_file = "crossings.h5"
     report_template = "chain.html.j2"
+    report_module = "l1forge.tasks.chain_report"
     config_section = ChainConfig
     config_presets = {
         "smoke": {"n_zero_bias": 120, "n_signal": 8, "pileups": [20, 60], "reference_pileup": 20,
@@ -125,14 +121,15 @@ class Chain(Task):
                                                  "library_events", "hard_mpi"}), "processes": processes, "seed": d.seed}
         return self.stage("generate", config, [], [self.data_path], work)
 
-    def _pileup_runner(self):
+    def pileup_runner(self):
+        """The runner of the pileup task's run directory (``pileup_dir``)."""
         from l1forge.runner import Runner
 
         return Runner(self.cfg.model_copy(update={"task": "pileup"}), self.pileup_dir, self.progress, self.runner.force)
 
     def pileup(self) -> dict:
         """Bring the pileup task's run (teachers, student, firmware) up to date, through its own runner."""
-        nested = self._pileup_runner()
+        nested = self.pileup_runner()
         block = nested.run_all()["tasks"]["pileup"]
         # what the weights depend on: not the RTL check of the student's firmware (summary() reads that live)
         fingerprints = {k: v["fingerprint"] for k, v in nested.run.state.items() if k != "rtl"}
@@ -149,7 +146,7 @@ class Chain(Task):
 
         def work():
             from l1forge.emulation.objects import latency_estimate
-            from l1forge.tasks.pileup import candidates_p99
+            from l1forge.events.mitigation import candidates_p99
             from l1forge.teachers.pileup import load_pileup_teacher
 
             sample = self._crossings().sample
@@ -184,14 +181,14 @@ class Chain(Task):
 
     def _weigh_block(self, sample, teacher, emulator, csim, n_check: int) -> dict:
         """One block of crossings: "objects" ({method: its L1 objects}), the cap's "kept" and the "network"
-        candidates (``tasks.pileup.region_kept``, ``student_candidates``), "csim" (the pileup student's emulated
+        candidates (students.pileup ``region_kept``, ``student_candidates``), "csim" (the pileup student's emulated
         firmware against its C-sim on n_check of its candidates: events_checked, mismatches) and "seconds"
         (weighting, object building)."""
         from l1forge.emulation.compare import compare_with_csim
         from l1forge.emulation.objects import build_objects
         from l1forge.events.mitigation import chs_weights, puppi_weights
         from l1forge.events.pfcands import ELECTRON, MUON, PHOTON
-        from l1forge.tasks.pileup import network_inputs, region_kept, student_candidates, student_weights
+        from l1forge.students.pileup import network_inputs, region_kept, student_candidates, student_weights
         from l1forge.teachers.pileup import predict_weights
 
         p, check = self.cfg.pileup, {"events_checked": 0, "mismatches": 0}
@@ -341,70 +338,6 @@ class Chain(Task):
                     base = truth["rates"][mu]["rate_khz"]
                     r["over_truth"] = r["rate_khz"] / base if base > 0 else None
         return out
-
-    # ---- summary.json --------------------------------------------------------------------------------
-    def summary(self) -> dict:
-        task = super().summary()
-        result = lambda name: self.run.state.get(name, {}).get("result")  # noqa: E731
-        if (emulation := result("emulate")) and (weights := result("weights")) and (pileup := result("pileup")):
-            if (self.pileup_dir / "state.json").exists():  # its RTL check and open synthesis as they are now
-                pileup = self._pileup_runner().summary()["tasks"]["pileup"]
-            task["chain"] = {**emulation["chain"], "pileup_run": str(self.pileup_dir),
-                             "pileup_student_csim": weights["pileup_student_csim"],
-                             "pileup_student_rtl": pileup.get("rtl"),
-                             "objects_latency": weights["objects_latency"],
-                             "budget": self._budget(pileup, weights, task.get("firmware"))}
-        return task
-
-    def _budget(self, pileup: dict, weights: dict, anomaly_firmware: dict | None) -> dict:
-        """The chain's latency (pileup student + object building + anomaly student, in series) and LUTs (the pileup
-        student instances for the largest 99th-percentile crossing over the pileups + the anomaly student) against
-        the trigger budget and the part, each student from its best-measured source (``best_firmware``)."""
-        from l1forge.firmware.parts import part_resources
-        from l1forge.tasks.base import best_firmware
-        from l1forge.tasks.pileup import throughput
-
-        part = (pileup.get("firmware") or {}).get("part")
-        firmware = best_firmware(pileup.get("firmware") or {})
-        anomaly = best_firmware(anomaly_firmware or {})
-        p99 = max(weights["student_candidates_p99"].values())
-        instances = throughput(firmware, {"p99": p99})["per_pileup"]["p99"]["instances"]
-        parts = {"pileup_student": firmware, "objects": weights["objects_latency"], "anomaly_student": anomaly}
-        latency = sum(p.get("latency_ns") or 0.0 for p in parts.values())
-        lut = instances * ((firmware.get("resources") or {}).get("LUT") or 0) + \
-            (anomaly.get("resources") or {}).get("LUT", 0)
-        part_lut = part_resources(part)["LUT"] if part else None
-        return {"latency_ns": latency, "budget_ns": self.cfg.trigger.budget_ns,
-                "latency_ok": latency <= self.cfg.trigger.budget_ns,
-                "latency_ns_by_block": {k: p.get("latency_ns") for k, p in parts.items()},
-                "sources": {k: p.get("source") for k, p in parts.items()},
-                "pileup_student_instances": instances, "candidates_p99": p99, "LUT": lut,
-                "LUT_percent_of_part": None if not part_lut else 100.0 * lut / part_lut,
-                "fits_part": None if not part_lut else lut <= part_lut, "part": part}
-
-    # ---- report.html ---------------------------------------------------------------------------------------
-    @classmethod
-    def report_context(cls, run_dir: pathlib.Path, block: dict) -> dict:
-        chain = block.get("chain")
-        if not chain:
-            return {"chain": None}
-        methods = chain["methods"]
-        pileups = sorted(next(iter(methods.values()))["rates"], key=float)
-        fig = Figure(figsize=(7, 5))
-        ax = fig.subplots()
-        colours = matplotlib.colormaps["tab10"].colors
-        for n, (method, entry) in enumerate(methods.items()):
-            rate = [entry["rates"][mu]["rate_khz"] for mu in pileups]
-            err = np.array([entry["rates"][mu]["rate_khz_err"] for mu in pileups]).T
-            ax.errorbar([float(mu) for mu in pileups], rate, yerr=err, marker="os^vD"[n % 5], capsize=3,
-                        color=colours[n % 10], label=METHOD_NAMES.get(method, method))
-        ax.axhline(chain["rate_khz_target"], color="grey", ls="--", lw=1)
-        ax.set_yscale("log")
-        ax.set_xlabel("Pileup")
-        ax.set_ylabel(f"Rate [kHz], threshold set for {chain['rate_khz_target']:g} kHz at pileup "
-                      f"{chain['reference_pileup']:g}")
-        ax.legend(fontsize=9)
-        return {"chain": chain, "chain_pileups": pileups, "chain_names": METHOD_NAMES, "chain_png": png(fig)}
 
 
 TASK = Chain

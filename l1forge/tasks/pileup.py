@@ -4,20 +4,14 @@ CHS and the PUPPI-like baseline, at every test pileup."""
 
 from __future__ import annotations
 
-import math
-import pathlib
 import time
 from typing import Literal
 
-import matplotlib
 import numpy as np
 import pydantic
-from matplotlib.figure import Figure
 
 from l1forge.config import Strict
 from l1forge.core.artifacts import read_array
-from l1forge.emulation.lhc import clocks_per_crossing
-from l1forge.report import EMULATED, png
 from l1forge.tasks.base import Task
 
 
@@ -55,66 +49,6 @@ class PileupConfig(Strict):
 GOAL_FRACTION = 0.95  # of the teacher's MET-resolution gain over PUPPI that the student must keep
 
 
-def throughput(firmware: dict, candidates_per_crossing: dict[str, float]) -> dict:
-    """Candidates one instance of the per-particle network takes per 25 ns crossing (clock cycles per crossing / II),
-    and the instances (and LUTs) needed for the candidates of a crossing at each pileup (99th percentile of the
-    test crossings)."""
-    per_instance = clocks_per_crossing(firmware["clock_mhz"]) // firmware["ii_cycles"]
-    lut = (firmware.get("resources") or {}).get("LUT")
-    lut_percent = (firmware.get("utilisation_percent") or {}).get("LUT")
-    rows = {}
-    for mu, n in candidates_per_crossing.items():
-        instances = math.ceil(n / max(per_instance, 1))
-        rows[mu] = {"candidates_p99": n, "instances": instances, "LUT": None if lut is None else instances * lut,
-                    "LUT_percent_of_part": None if lut_percent is None else instances * lut_percent}
-    return {"candidates_per_instance_per_crossing": per_instance, "clock_mhz": firmware["clock_mhz"],
-            "ii_cycles": firmware["ii_cycles"], "per_pileup": rows}
-
-
-def region_kept(sample, p: PileupConfig) -> np.ndarray:
-    """(n_particles,) bool: the candidates the student reads (the regional cap of the configuration)."""
-    from l1forge.events.mitigation import regional_cap
-
-    if p.region_cap is None:
-        return np.ones(len(sample.pt), bool)
-    return regional_cap(sample, p.region_eta, p.region_phi, p.region_cap)
-
-
-def student_candidates(sample, kept: np.ndarray, p: PileupConfig) -> np.ndarray:
-    """(n_particles,) bool: the candidates the student's network weighs: those the cap keeps (`kept`,
-    ``region_kept``), less the tracks when ``student_tracks`` is 'vertex'."""
-    return kept & ~sample.has_track if p.student_tracks == "vertex" else kept
-
-
-def network_inputs(sample, kept: np.ndarray, p: PileupConfig) -> np.ndarray:
-    """(n, len(INPUT_NAMES)) float32 network inputs of the ``student_candidates``, in order; their local sums run
-    over every candidate the cap keeps (`kept`, ``region_kept``)."""
-    from l1forge.students.pileup import student_inputs
-
-    capped = sample.select(kept)
-    x = student_inputs(capped)
-    return x[~capped.has_track] if p.student_tracks == "vertex" else x
-
-
-def student_weights(sample, kept: np.ndarray, p: PileupConfig, network: np.ndarray) -> np.ndarray:
-    """(n_particles,) float32 weights of the student: the network's outputs (one per ``student_candidates`` row,
-    clipped to [0, 1]), the CHS weight on the tracks the cap keeps (`kept`; 'vertex'), 0 on those it drops."""
-    from l1forge.events.mitigation import chs_weights
-
-    weight = np.zeros(len(sample.pt), np.float32)
-    if p.student_tracks == "vertex":
-        tracks = kept & sample.has_track
-        weight[tracks] = chs_weights(sample)[tracks]
-    weight[student_candidates(sample, kept, p)] = np.clip(network, 0.0, 1.0)
-    return weight
-
-
-def candidates_p99(sample, kept: np.ndarray) -> dict[str, float]:
-    """Per pileup ('60', '200', ...): the 99th percentile over crossings of the candidates in `kept` (bool mask)."""
-    counts = np.bincount(sample.event[kept], minlength=sample.n_events)
-    return {f"{m:g}": float(np.percentile(counts[sample.pileup == m], 99)) for m in np.unique(sample.pileup)}
-
-
 def cap_cost(test, kept: np.ndarray) -> dict:
     """Per pileup, what the regional cap drops: the fraction of candidates, of primary-vertex pT and of pileup pT."""
     out = {}
@@ -146,6 +80,7 @@ class Pileup(Task):
     name = "pileup"
     data_file = "pileup.h5"
     report_template = "pileup.html.j2"
+    report_module = "l1forge.tasks.pileup_report"
     config_section = PileupConfig
     config_presets = {
         "smoke": {"n_train": 60, "n_test": 24, "train_pileup": 20, "test_pileups": [20, 60], "library_events": 400,
@@ -202,7 +137,8 @@ class Pileup(Task):
 
     def distill(self) -> dict:
         from l1forge.resolution import performance
-        from l1forge.students.pileup import train_weight_student
+        from l1forge.students.pileup import (network_inputs, region_kept, student_candidates, student_weights,
+                                             train_weight_student)
 
         p, s = self.cfg.pileup, self.cfg.student
         teacher = self.chosen_teacher()
@@ -228,6 +164,8 @@ class Pileup(Task):
 
     def test_inputs(self) -> np.ndarray:
         """Network inputs of the test candidates, as ``emulate`` feeds the emulator."""
+        from l1forge.students.pileup import network_inputs, region_kept
+
         test = self._sample()
         test = test.subset(test.split == 2)
         return network_inputs(test, region_kept(test, self.cfg.pileup), self.cfg.pileup).astype(np.float64)
@@ -237,8 +175,10 @@ class Pileup(Task):
 
         def work():
             from l1forge.emulation.emulator import Emulator
-            from l1forge.events.mitigation import chs_weights, puppi_weights
+            from l1forge.emulation.trigger import candidate_throughput
+            from l1forge.events.mitigation import candidates_p99, chs_weights, puppi_weights
             from l1forge.resolution import performance
+            from l1forge.students.pileup import network_inputs, region_kept, student_candidates, student_weights
 
             sample = self._sample()
             test = sample.subset(sample.split == 2)
@@ -273,59 +213,13 @@ class Pileup(Task):
             stats["resolution"] = table
             stats["metrics"] = {mu: methods["student_firmware"] for mu, methods in table.items()}
             stats["goals"] = goals(table, teacher, "student_firmware")
-            stats["throughput"] = throughput(self.run.result("synthesize"), p99)
+            stats["throughput"] = candidate_throughput(self.run.result("synthesize"), p99)
             stats["teacher"] = teacher
             self.write_emulation(stats, emu, csim, index)
             return stats
 
         config = {"emulation": self.cfg.emulation, "csim_candidates": p.csim_candidates}
         return self.stage("emulate", config, ["synthesize"], [self.run.emulation / "outputs.h5"], work)
-
-    # ---- summary.json --------------------------------------------------------------------------------
-    def summary(self) -> dict:
-        task = super().summary()
-        for kind, result in self.teacher_results().items():
-            task["teachers"][kind].update({k: result.get(k) for k in ("val_auc", "val_auc_neutral", "train_seconds")})
-        if emulation := self.run.state.get("emulate", {}).get("result"):
-            task["pileup"] = {k: emulation.get(k) for k in ("resolution", "goals", "throughput", "teacher", "region_cap")}
-            task["emulation"]["emulator_all_candidates_per_s"] = emulation["emulator_all_candidates_per_s"]
-        return task
-
-    # ---- report.html ---------------------------------------------------------------------------------------
-    @classmethod
-    def report_context(cls, run_dir: pathlib.Path, block: dict) -> dict:
-        return _pileup_section(block.get("pileup"))
-
-
-PILEUP_METHODS = {"none": "No mitigation", "chs": "CHS", "puppi": "PUPPI-like", "gnn": "GNN teacher",
-                  "transformer": "Transformer teacher", "student": "Student (QKeras)", "student_firmware": EMULATED,
-                  "truth": "Truth (PV candidates only)"}
-
-
-def _pileup_section(block: dict | None) -> dict:
-    """Resolution table (method x pileup), MET and jet resolution versus pileup, goals and throughput."""
-    if not block:
-        return {"pileup_rows": None}
-    table = block["resolution"]
-    pileups = sorted(table, key=float)
-    rows = [(PILEUP_METHODS.get(m, m), mu, table[mu][m]) for m in table[pileups[0]] for mu in pileups]
-    fig = Figure(figsize=(14, 5.5))
-    axes = fig.subplots(1, 2)
-    fig.subplots_adjust(wspace=0.3)
-    x = [float(mu) for mu in pileups]
-    methods = [m for m in table[pileups[0]] if m != "student"]  # the QKeras student: the same as its firmware
-    colours = matplotlib.colormaps["tab10"].colors
-    for n, method in enumerate(methods):
-        for ax, get in zip(axes, (lambda e: e["met"]["resolution_gev"], lambda e: e["jets"]["pt_resolution"])):
-            ax.plot(x, [get(table[mu][method]) for mu in pileups], "os^vD<>p"[n % 8] + "-", color=colours[n % 10],
-                    label=PILEUP_METHODS.get(method, method))
-    axes[0].set_ylabel("MET resolution [GeV]")
-    axes[1].set_ylabel("Jet $p_T$ resolution")
-    for ax in axes:
-        ax.set_xlabel("Pileup")
-    axes[1].legend(fontsize=9)
-    return {"pileup_rows": rows, "pileup_goals": block["goals"], "pileup_throughput": block["throughput"],
-            "pileup_teacher": block["teacher"], "pileup_region_cap": block.get("region_cap"), "pileup_png": png(fig)}
 
 
 TASK = Pileup

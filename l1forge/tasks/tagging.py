@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 import pathlib
 
 import numpy as np
 
 from l1forge.core.artifacts import read_array, write_arrays_atomic, write_json_atomic
-from l1forge.metrics import classification_metrics, confusion, top_vs_qcd_roc
-from l1forge.report import EMULATED, png, read_h5, subplots
+from l1forge.metrics import classification_metrics
 from l1forge.tasks.base import Task
 
-log = logging.getLogger(__name__)
-
-CLASSES = ("g", "q", "w", "z", "t")
 TEST_SPLIT = 2
-MODELS = (  # (label, score file relative to the run dir)
-    ("GNN teacher", "teachers/gnn/predictions.h5"),
-    ("Transformer teacher", "teachers/transformer/predictions.h5"),
-    ("Student (QKeras)", "students/student/predictions.h5"),
-    ("Baseline", "students/baseline/predictions.h5"),
-)
 
 
 def _test_metrics(jets, logits) -> dict:
@@ -36,6 +25,7 @@ class Tagging(Task):
     name = "tagging"
     data_file = "jets.h5"
     report_template = "tagging.html.j2"
+    report_module = "l1forge.tasks.tagging_report"
 
     def jets(self):
         from l1forge.events.schema import read_jets
@@ -198,141 +188,6 @@ class Tagging(Task):
         config = {"points": [list(p.__dict__.values()) for p in points], "student": student, "firmware": self.cfg.firmware,
                   "synthesis": synthesis}
         return self.stage("scan", config, ["generate", f"teach.{teacher}"], [self.run.root / "scan" / "scan.json"], work)
-
-    # ---- summary.json --------------------------------------------------------------------------------------
-    def summary(self) -> dict:
-        task = super().summary()
-        for kind, result in self.teacher_results().items():
-            task["teachers"][kind].update({k: result.get(k) for k in ("onnx_max_abs_diff", "train_jets_per_s")})
-        if "student" in task:  # which family, whether it trained on rotated jets, for constituent students how many
-            student = self.run.result("distill.student")
-            task["student"].update({k: student[k] for k in ("family", "augment", "n_constituents", "input_word", "jet_word")
-                                    if k in student})
-            if verdict := self._paired(self.run.student, self.run.baseline):
-                task["student"]["distilled_vs_baseline"] = verdict
-            for kind in task.get("teachers", {}):  # is the teacher worth distilling: does it beat the label-trained student?
-                if verdict := self._paired(self.run.teacher(kind), self.run.baseline):
-                    task["teachers"][kind]["vs_baseline_student"] = verdict
-        if scan := self.run.state.get("scan"):
-            task["scan"] = {k: scan["result"][k] for k in ("metric", "points", "front")}
-        return task
-
-    def _paired(self, a: pathlib.Path, b: pathlib.Path) -> dict | None:
-        """Model ``a`` minus model ``b`` (directories with predictions.h5) on the same test jets, in accuracy and
-        top-vs-QCD AUC (metrics.paired_difference: paired bootstrap, verdict "A" = a wins beyond 2 sigma, "B" = b
-        wins, else "tie")."""
-        from l1forge.metrics import paired_difference
-
-        paths = [a / "predictions.h5", b / "predictions.h5"]
-        if not all(p.exists() for p in paths) or not self.data_path.exists():
-            return None
-        labels, split = read_h5(self.data_path, "labels", "split")
-        test = split == TEST_SPLIT
-        a, b = (read_array(p, "logits")[test] for p in paths)
-        return {m: paired_difference(labels[test], a, b, CLASSES, m) for m in ("accuracy", "top_vs_qcd_auc")}
-
-    # ---- report.html ---------------------------------------------------------------------------------------
-    @classmethod
-    def report_context(cls, run_dir: pathlib.Path, block: dict) -> dict:
-        """Data table, metrics of every model, ROC curves and the confusion matrix of the test jets."""
-        labels = split = None
-        if (run_dir / "data/jets.h5").exists():
-            labels, split = read_h5(run_dir / "data/jets.h5", "labels", "split")
-            labels = labels.astype(np.int64)
-        scores = _scores(run_dir, labels, split) if labels is not None else {}
-        cm_model = EMULATED if EMULATED in scores else "Student (QKeras)"
-        return {
-            "classes": CLASSES,
-            "data_info": block.get("data"),
-            "data": _data_section(block.get("data"), labels, split),
-            "models": _model_rows(scores, block),
-            "student_bits": block.get("student", {}).get("bits"),
-            "distillation": block.get("student", {}).get("distilled_vs_baseline"),
-            "teacher_verdicts": {k: t["vs_baseline_student"] for k, t in block.get("teachers", {}).items()
-                                 if t.get("vs_baseline_student")},
-            "roc_png": _roc_plot(scores) if scores else None,
-            "confusion_model": cm_model,
-            "confusion_png": _confusion_plot(*scores[cm_model]) if cm_model in scores else None,
-        }
-
-
-def _scores(run_dir: pathlib.Path, labels, split):
-    """{model label: (labels, logits)} on test jets for every score file present."""
-    test = split == TEST_SPLIT if split is not None and (split == TEST_SPLIT).any() else slice(None)
-    out = {}
-    for name, rel in MODELS:
-        path = run_dir / rel
-        if not path.exists():
-            continue
-        (logits,) = read_h5(path, "logits")
-        if len(logits) != len(labels):
-            log.warning("%s has %d rows, data has %d: skipped", rel, len(logits), len(labels))
-            continue
-        out[name] = (labels[test], logits[test])
-    emu = run_dir / "emulation/outputs.h5"
-    if emu.exists():
-        logits, index = read_h5(emu, "emulator", "index")
-        out[EMULATED] = (labels[index], logits)
-    return out
-
-
-def _roc_plot(scores) -> str:
-    fig, ax = subplots((7, 5.5))
-    for name, (y, logits) in scores.items():
-        eff, rej = top_vs_qcd_roc(y, logits, CLASSES)
-        if len(eff):
-            ax.plot(eff, rej, label=name, ls="--" if name == EMULATED else "-")
-    ax.set_yscale("log")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("Signal efficiency (t)")
-    ax.set_ylabel("Background rejection 1/$\\varepsilon_B$ (g+q)")
-    ax.legend(fontsize="small")
-    return png(fig)
-
-
-def _confusion_plot(y, logits) -> str:
-    c = confusion(y, logits, len(CLASSES))
-    fig, ax = subplots((7.5, 6))
-    im = ax.imshow(c, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), v in np.ndenumerate(c):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=12,
-                color="white" if v > 0.5 else "black")
-    ax.set_xticks(range(len(CLASSES)), CLASSES)
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
-    ax.minorticks_off()
-    ax.set_xlabel("Predicted class")
-    ax.set_ylabel("True class")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    return png(fig)
-
-
-def _data_section(data: dict | None, labels, split):
-    """Rows (class, train, val, test, total) from the data file, else from summary."""
-    if labels is not None:
-        parts = [labels[split == s] for s in range(3)] if split is not None else []
-        rows = [[c] + [int((p == k).sum()) for p in parts] + [int((labels == k).sum())]
-                for k, c in enumerate(CLASSES)]
-        return {"columns": ["train", "val", "test", "total"] if parts else ["total"], "rows": rows}
-    if data and data.get("per_class"):
-        pc = data["per_class"]
-        pc = pc if isinstance(pc, dict) else dict(zip(CLASSES, pc))
-        return {"columns": ["total"], "rows": [[c, n] for c, n in pc.items()]}
-    return None
-
-
-def _model_rows(scores, task):
-    """Metrics table rows, with parameter counts from the summary where known."""
-    student = task.get("student", {}).get("params")
-    params = {
-        "GNN teacher": task.get("teachers", {}).get("gnn", {}).get("params"),
-        "Transformer teacher": task.get("teachers", {}).get("transformer", {}).get("params"),
-        "Student (QKeras)": student,
-        "Baseline": student,  # the same network, trained on labels alone
-        EMULATED: student,
-    }
-    return [{"name": n, "params": params.get(n), **classification_metrics(y, lg, CLASSES)}
-            for n, (y, lg) in scores.items()]
-
 
 
 TASK = Tagging
