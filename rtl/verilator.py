@@ -195,10 +195,14 @@ def run_testbench(rtl_dir, info: dict, work_dir, axis: bool = False, jobs: int =
             "seconds": round(time.perf_counter() - start, 2)}
 
 
+def cache_root() -> pathlib.Path:
+    """Where the hardware tools' results are kept across runs (``L1FORGE_CACHE`` or ~/.cache/l1forge)."""
+    return pathlib.Path(os.environ.get("L1FORGE_CACHE") or pathlib.Path.home() / ".cache" / "l1forge")
+
+
 def _runtime_cache() -> pathlib.Path:
-    """Where the compiled Verilator runtime objects are kept (``L1FORGE_CACHE`` or ~/.cache/l1forge)."""
-    base = os.environ.get("L1FORGE_CACHE") or pathlib.Path.home() / ".cache" / "l1forge"
-    return pathlib.Path(base) / f"verilator-{VERSION}-O1"
+    """Where the compiled Verilator runtime objects are kept."""
+    return cache_root() / f"verilator-{VERSION}-O1"
 
 
 def simulate(sim, codes: np.ndarray, n_outputs: int) -> tuple[np.ndarray, float]:

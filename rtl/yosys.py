@@ -6,7 +6,10 @@ as written: every adder and cast is its own ``(* keep_hierarchy *)`` module, syn
 and counted once per instance. The distinct modules are synthesized in parallel (``synthesize_cells``: one batch
 per core, each batch one Yosys process on a wrapper that instantiates each of its modules once; the top module,
 registers and instances, is one more process with the leaf modules as black boxes); a last run reads the mapped
-netlists with the UltraScale+ primitives as library cells, links, counts and flattens them. Measured on the
+netlists with the UltraScale+ primitives as library cells, links, counts and flattens them. Each mapped leaf
+module is kept across runs under the hash of its text (its name aside) and the Yosys version
+(``<L1FORGE_CACHE or ~/.cache/l1forge>/yosys-<version>-xcup/``): a design, or a scan point, whose adders and casts
+were mapped before runs Yosys only on what is new. Measured on the
 16-64-32-32-5 tagger: the same cell counts as one Yosys run on the whole design, cell for cell. Yosys 0.23 maps carries to CARRY4 cells even for xcup (UltraScale+ has CARRY8).
 
 Results (``firmware.open_synthesis`` in summary.json, labelled ``"source": "yosys <version> synth_xilinx xcup"``:
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import hashlib
 import json
 import os
 import pathlib
@@ -30,7 +34,7 @@ import subprocess
 import time
 
 from l1forge.rtl import delay
-from l1forge.rtl.verilator import ToolError, last_error_line
+from l1forge.rtl.verilator import ToolError, cache_root, last_error_line
 
 INSTALL = "apt-get update && apt-get install -y yosys (Debian's yosys 0.23, as root)"
 FF_CELLS = {"FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE"}
@@ -195,11 +199,19 @@ def synthesize_cells(cells_file, work_dir, jobs: int | None = None, timeout_s: f
     keep_hierarchy), ``jobs`` processes at a time (default os.cpu_count()); with ``top_file`` the top module too,
     its leaf modules read as black boxes (it holds only registers and instances). Returns the files of the mapped
     modules (structural Verilog of UltraScale+ primitives), which a last Yosys run links, counts and flattens."""
-    exe, _ = find_yosys()
+    exe, version = find_yosys()
     work_dir = pathlib.Path(work_dir)
     batch_dir = work_dir / "cells"
     batch_dir.mkdir(parents=True, exist_ok=True)
-    modules = _split_cells(pathlib.Path(cells_file).read_text())
+    cache = cache_root() / f"yosys-{version}-xcup"
+    keys, hits, modules = {}, [], []
+    for name, text, ports in _split_cells(pathlib.Path(cells_file).read_text()):
+        keys[name] = hashlib.sha256(f"{version}\0{_anonymous(text, name)}".encode()).hexdigest()[:24]
+        hit = cache / f"{keys[name]}.v"
+        if hit.exists():
+            hits.append(re.sub(rf"\b{_CELL}\b", name, hit.read_text()))
+        else:
+            modules.append((name, text, ports))
     jobs = max(1, jobs or os.cpu_count() or 1)
     n_batches = min(len(modules), jobs) or 1  # one per process: each Yosys start reads the cell library (~5 s)
     bins: list[list] = [[] for _ in range(n_batches)]
@@ -231,7 +243,35 @@ def synthesize_cells(cells_file, work_dir, jobs: int | None = None, timeout_s: f
         scripts.insert(0, (script, batch_dir / "top.log", out))
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         list(pool.map(lambda s: _run(exe, s[0], s[1], timeout_s), scripts))  # raises the first failure
-    return [s[2] for s in scripts]
+    _store(cache, keys, [s[2] for s in scripts if s[2].name != "top_mapped.v"])
+    mapped = [s[2] for s in scripts]
+    if hits:
+        mapped.append(batch_dir / "cached_mapped.v")
+        mapped[-1].write_text("\n".join(hits))
+    return mapped
+
+
+_CELL = "L1FORGE_CELL"
+_MAPPED = re.compile(r"((?:\(\*[^\n]*\*\)\n)*)module (\w+)\(.*?\nendmodule\n", re.S)
+
+
+def _anonymous(text: str, name: str) -> str:
+    """A module's text with its own name replaced: equal bodies of other designs share one cache entry."""
+    return re.sub(rf"\b{name}\b", _CELL, text)
+
+
+def _store(cache: pathlib.Path, keys: dict, mapped_files: list) -> None:
+    """Keep each freshly mapped module under the hash of its source (across runs; a failure only costs time)."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        for path in mapped_files:
+            for m in _MAPPED.finditer(path.read_text()):
+                if m.group(2) in keys:
+                    tmp = cache / f".{keys[m.group(2)]}.{os.getpid()}.tmp"
+                    tmp.write_text(_anonymous(m.group(0), m.group(2)))
+                    tmp.replace(cache / f"{keys[m.group(2)]}.v")
+    except OSError:
+        pass
 
 
 def synthesize(rtl_dir, info: dict, work_dir, clock_mhz: float | None = None, timeout_s: float | None = None,

@@ -536,3 +536,18 @@ def test_the_deliverable_testbench_passes_and_names_a_mismatch(tmp_path):
     (out / "tb_out.mem").write_text("\n".join(lines))
     bad = verilator.run_testbench(out, info, tmp_path / "bad")
     assert not bad["passed"] and re.match(r"MISMATCH event 41 output 0 cycle \d+: rtl [0-9a-f]+ expected", bad["line"])
+
+
+def test_yosys_maps_each_distinct_cell_once_across_runs(tmp_path, monkeypatch):
+    """Mapped leaf modules are kept under the hash of their text: a second synthesis (even of a design with another
+    top name) runs Yosys only on the top module and counts the same cells."""
+    monkeypatch.setenv("L1FORGE_CACHE", str(tmp_path / "cache"))
+    graph, weights = random_graph(BLOCKS["wide"][:1], seed=3, n_in=4)
+    first_info = write_rtl(graph, weights, tmp_path / "a")
+    first = yosys.synthesize(tmp_path / "a", first_info, tmp_path / "ya")
+    assert len(list((tmp_path / "cache").glob("yosys-*/*.v"))) == first_info["cell_modules"]
+    again_info = write_rtl(graph, weights, tmp_path / "b", top="renamed")
+    again = yosys.synthesize(tmp_path / "b", again_info, tmp_path / "yb")
+    assert sorted(p.name for p in (tmp_path / "yb" / "cells").glob("*.ys")) == ["top.ys"]
+    for key in ("resources", "CARRY4", "critical_path_ns", "logic_levels"):
+        assert again[key] == first[key], key
