@@ -29,6 +29,11 @@ CONFIG = typer.Option(None, "--config", "-c", help="YAML file overriding the pre
 TASK = typer.Option("tagging", "--task", help="Task: tagging | anomaly | pileup | chain.")
 TASK_OR_ALL = typer.Option("tagging", "--task", help="Task: tagging | anomaly | pileup | chain, or all (each in OUT/<task>/).")
 PROCESS = typer.Option(None, "--process", help="Anomaly task: a file of Pythia settings, one more signal (repeatable).")
+DATA = typer.Option(None, "--data", help="Jets from your files (a file or a quoted glob): the hls4ml LHC jet HDF5 or "
+                    "OpenML table, top tagging, JetClass ROOT are recognised; other files need --data-mapping.")
+STUDENT = typer.Option(None, "--student", help="Your student: a QKeras/Keras model file (architecture and quantizers "
+                       "kept, weights distilled) or module:function building one (tagging).")
+DATA_MAPPING = typer.Option(None, help="YAML mapping of --data files in no published layout (docs/formats.md).")
 EXECUTOR = typer.Option(None, help="Where parallel work runs: local (processes here) | dask; default: data.executor.")
 ADDRESS = typer.Option(None, help="A running Dask scheduler, tcp://host:port (dask without it: a cluster of "
                                   "data.workers processes here); default: data.address.")
@@ -42,14 +47,17 @@ INPUT_TYPE = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,R
 
 
 def _config(task, preset, config, processes=(), executor=None, address=None, device=None, overrides=None,
-            defaults=None):
+            defaults=None, data=None, data_mapping=None, student=None):
     """The validated configuration with the command's options as overrides (``overrides``: more sections)."""
     from l1forge.config import ConfigError, load_config
 
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device: expected auto, cpu or cuda, got {device!r}")
     where = {key: value for key, value in (("executor", executor), ("address", address)) if value is not None}
-    options = {"data": where, **({"device": device} if device is not None else {}), **(overrides or {})}
+    if data is not None:
+        where.update(source="file", path=str(data), mapping=str(data_mapping) if data_mapping else None)
+    options = {"data": where, **({"device": device} if device is not None else {}),
+               **({"student": {"model": student}} if student else {}), **(overrides or {})}
     append = {"anomaly": {"processes": list(map(str, processes))}} if processes else None
     cfg = load_config(preset, config, task, overrides=options, defaults=defaults, append=append)
     if cfg.device == "cuda":  # fail now, not after the stages before teach
@@ -65,12 +73,12 @@ def _config(task, preset, config, processes=(), executor=None, address=None, dev
 
 
 def _runner(task, preset, config, out, force, quiet, processes=(), executor=None, address=None, device=None,
-            overrides=None):
+            overrides=None, data=None, data_mapping=None, student=None):
     from l1forge.runner import Runner
 
     _logging()
-    return Runner(_config(task, preset, config, processes, executor, address, device, overrides), out,
-                  progress=not quiet, force=force)
+    return Runner(_config(task, preset, config, processes, executor, address, device, overrides, data=data,
+                          data_mapping=data_mapping, student=student), out, progress=not quiet, force=force)
 
 
 def _logging():
@@ -87,16 +95,25 @@ def _stage(name: str):
     return command
 
 
-for _name in ("teach", "distill", "report"):
+for _name in ("teach", "report"):
     app.command(_name)(_stage(_name))
+
+
+@app.command()
+def distill(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
+            force: bool = FORCE, quiet: bool = QUIET, device: Optional[str] = DEVICE, student: Optional[str] = STUDENT):
+    """Run the 'distill' stage in the run directory (earlier stages must be done)."""
+    _runner(task, preset, config, out, force, quiet, device=device, student=student).run_stage("distill")
 
 
 @app.command()
 def generate(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
              force: bool = FORCE, quiet: bool = QUIET, process: Optional[list[pathlib.Path]] = PROCESS,
-             executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS):
-    """Generate the task's events (Pythia8 + fastjet) into the run directory."""
-    _runner(task, preset, config, out, force, quiet, process or (), executor, address).run_stage("generate")
+             executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS,
+             data: Optional[str] = DATA, data_mapping: Optional[pathlib.Path] = DATA_MAPPING):
+    """Generate the task's events (Pythia8 + fastjet) into the run directory, or read your jets (--data)."""
+    _runner(task, preset, config, out, force, quiet, process or (), executor, address, data=data,
+            data_mapping=data_mapping).run_stage("generate")
 
 
 @app.command()
@@ -273,7 +290,9 @@ def scan(
 @app.command()
 def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK_OR_ALL,
         force: bool = FORCE, quiet: bool = QUIET, process: Optional[list[pathlib.Path]] = PROCESS,
-        executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS):
+        executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS,
+        data: Optional[str] = DATA, data_mapping: Optional[pathlib.Path] = DATA_MAPPING,
+        student: Optional[str] = STUDENT):
     """Run the whole flow; stages whose inputs and configuration did not change are skipped."""
     if task == "all":
         from l1forge.runner import run_tasks
@@ -282,10 +301,13 @@ def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.
         _logging()
         reuse = {"chain": {"pileup_run": str(out / "pileup")}}  # the chain reuses the pileup task's run
         configs = {name: _config(name, preset, config, process or (), executor, address,
-                                 defaults=reuse if name == "chain" else None) for name in registry()}
+                                 defaults=reuse if name == "chain" else None, data=data, data_mapping=data_mapping,
+                                 student=student)
+                   for name in registry()}
         summary = run_tasks(configs, out, progress=not quiet, force=force)
     else:
-        summary = _runner(task, preset, config, out, force, quiet, process or (), executor, address).run_all()
+        summary = _runner(task, preset, config, out, force, quiet, process or (), executor, address, data=data,
+                          data_mapping=data_mapping, student=student).run_all()
     checks = ", ".join(f"{name} {block.get('emulation', {}).get('mismatches')} of {block.get('emulation', {}).get('events_checked')}"
                        for name, block in summary["tasks"].items())
     console.print(f"[bold]done[/]: {out}/summary.json, {out}/report.html; C-sim mismatches: {checks}", highlight=False)

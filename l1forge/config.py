@@ -33,6 +33,18 @@ class DataConfig(Strict):
     # where generation runs (l1forge.core.executors): local processes, or Dask; the data do not depend on it
     executor: Literal["local", "dask"] = "local"
     address: str | None = None  # a running Dask scheduler, e.g. tcp://host:8786 (None: a cluster on this machine)
+    # where the tagging jets come from: l1forge's generator, or the user's files (events/external.py: the hls4ml
+    # LHC jet HDF5 and OpenML table, top tagging, JetClass, or any HDF5/ROOT/parquet through a YAML mapping)
+    source: Literal["generate", "file"] = "generate"
+    path: str | None = None  # source file: a file or a glob of files
+    mapping: str | None = None  # source file: a YAML mapping for files in no published layout
+    layout: Literal["hls4ml", "openml", "toptagging", "jetclass", "mapping"] | None = None  # None: recognised
+
+    @pydantic.model_validator(mode="after")
+    def _files_need_a_path(self) -> "DataConfig":
+        if self.source == "file" and not self.path:
+            raise ValueError("data.source 'file' needs data.path (a file or a glob; or --data FILE)")
+        return self
 
 
 class TeacherConfig(Strict):
@@ -67,6 +79,9 @@ class StudentConfig(Strict):
     # 6 bits, 0 integer; deepsets and mixer: 8 bits, 2 integer)
     activation_bits: int | None = None
     activation_integer: int | None = None
+    # your own student (students/user.py): a QKeras/Keras model file (its architecture and quantizers kept, its
+    # weights trained by distillation) or module:function, a builder of one; None: the family's student
+    model: str | None = None
     teacher: Literal["best", "gnn", "transformer"] = "best"
     temperature: float | None = pydantic.Field(None, gt=0)  # None: the family's, students/distill.py FAMILY_TEMPERATURE
     alpha: float = pydantic.Field(0.9, ge=0, le=1)

@@ -13,8 +13,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from l1forge.emulation.lhc import HL_LHC_BUNCHES, zero_bias_rate_khz
 from l1forge.emulation.trigger import signal_efficiency, threshold_for_rate
 
-SIGNAL = "t"
-BACKGROUND = ("g", "q")
+SIGNAL = ("t", "top", "Tbqq")
+BACKGROUND = ("g", "q", "QCD")
 WORKING_POINTS = (0.3, 0.5)
 BOOTSTRAP = 200  # resamples of the test jets for the AUC and rejection uncertainties
 MIN_BACKGROUND = 10  # background jets that must pass a working point for its rejection to be quoted as a value
@@ -29,12 +29,22 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def _top_vs_qcd(labels, logits, class_names):
-    """Return (is_signal, discriminant) on t/g/q events, or None if not computable."""
+def _top_qcd_classes(class_names) -> tuple[int, list[int]] | None:
+    """(index of the top class, indices of the QCD classes) among ``class_names``, or None."""
     names = list(class_names)
-    if SIGNAL not in names or not all(b in names for b in BACKGROUND):
+    sig = next((names.index(s) for s in SIGNAL if s in names), None)
+    bkg = [names.index(b) for b in BACKGROUND if b in names]
+    return None if sig is None or not bkg else (sig, bkg)
+
+
+def _top_vs_qcd(labels, logits, class_names):
+    """Return (is_signal, discriminant) on top and QCD events, or None if not computable. Top: the first of SIGNAL
+    the classes name; QCD: every class of BACKGROUND they name (l1forge's t vs g, q; the top-tagging dataset's top
+    vs QCD; JetClass's Tbqq vs QCD)."""
+    classes = _top_qcd_classes(class_names)
+    if classes is None:
         return None
-    sig, bkg = names.index(SIGNAL), [names.index(b) for b in BACKGROUND]
+    sig, bkg = classes
     labels = np.asarray(labels)
     keep = np.isin(labels, [sig, *bkg])
     is_sig = labels[keep] == sig
@@ -183,8 +193,8 @@ def classification_metrics(labels, logits, class_names, n_boot: int = BOOTSTRAP,
     if n_boot and len(labels) > 1:
         keep = None
         if tq is not None:
-            names = list(class_names)
-            keep = np.isin(labels, [names.index(SIGNAL)] + [names.index(b) for b in BACKGROUND])
+            sig, bkg = _top_qcd_classes(class_names)
+            keep = np.isin(labels, [sig, *bkg])
         errors = _bootstrap_errors(labels, probs, *(tq or (None, None)), keep, class_names, n_boot, seed)
         out["auc_err"] = {name: errors[name] if auc[name] is not None else None for name in class_names}
         if tq is not None:
@@ -240,8 +250,8 @@ def paired_difference(labels, logits_a, logits_b, class_names, metric: str = "ac
 
 def _weighted_top_auc(labels, logits, class_names, weights):
     is_sig, disc = _top_vs_qcd(labels, logits, class_names)
-    names = list(class_names)
-    keep = np.isin(labels, [names.index(SIGNAL)] + [names.index(b) for b in BACKGROUND])
+    sig, bkg = _top_qcd_classes(class_names)
+    keep = np.isin(labels, [sig, *bkg])
     return roc_auc_score(is_sig, disc, sample_weight=None if weights is None else np.asarray(weights)[keep])
 
 

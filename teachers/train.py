@@ -180,8 +180,8 @@ def _evaluate(model, data: JetTensors, idx, batch_size, precision: Precision):
     return {"val_loss": float(loss) / len(idx), "val_accuracy": int(correct) / len(idx)}
 
 
-def _save_model(model, kind, size, n_globals, path):
-    hparams = {**SIZES[kind][size], "n_globals": n_globals}
+def _save_model(model, kind, size, n_globals, n_classes, path):
+    hparams = {**SIZES[kind][size], "n_globals": n_globals, "n_classes": n_classes}
     with atomic_path(path) as tmp:
         torch.save({"state_dict": model.state_dict(), "kind": kind, "size": size, "hyperparameters": hparams}, tmp)
 
@@ -296,6 +296,7 @@ def train_teacher(kind: str, constituents: np.ndarray, n_constituents: np.ndarra
                   split: np.ndarray, out_dir: pathlib.Path, size: str = "demo", epochs: int = 10,
                   batch_size: int = 256, lr: float = 1e-3, seed: int = 0, max_steps: int | None = None,
                   progress: bool = True, jet_features: np.ndarray | None = None, device: str = "auto",
+                  n_classes: int | None = None,
                   weight_decay: float = 1e-2, warmup: float = 0.1) -> dict:
     """Train on split==0, keep the epoch with the lowest split==1 loss, write artefacts to out_dir.
 
@@ -318,7 +319,8 @@ def train_teacher(kind: str, constituents: np.ndarray, n_constituents: np.ndarra
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"need training and validation jets, got {len(train_idx)} and {len(val_idx)}")
 
-    model = build_model(kind, size, n_globals=n_globals)  # on CPU: the same initial weights on every device
+    n_classes = n_classes or int(labels.max()) + 1
+    model = build_model(kind, size, n_globals=n_globals, n_classes=n_classes)  # on CPU: the same initial weights everywhere
     fit_normalization(model, constituents[train_idx], mask[train_idx],
                       None if jet_features is None else jet_features[train_idx])
     model.to(dev)
@@ -341,7 +343,7 @@ def train_teacher(kind: str, constituents: np.ndarray, n_constituents: np.ndarra
             raise out_of_memory(err, dev, "teachers.batch_size", batch_size) from None
         raise
     cpu_model = copy_to_cpu(model)
-    _save_model(cpu_model, kind, size, n_globals, out_dir / "model.pt")
+    _save_model(cpu_model, kind, size, n_globals, n_classes, out_dir / "model.pt")
     check = val_idx[:ONNX_CHECK_JETS]
     onnx_diff = export_onnx(cpu_model, out_dir / "model.onnx", constituents[check], mask[check],
                             None if jet_features is None else jet_features[check])

@@ -372,3 +372,49 @@ def test_ops_prints_the_op_table_with_every_backend():
     assert rows["dense"] == ["yes", "yes", "yes"] and rows["zeropad1d"] == ["yes", "yes", "yes"]
     assert rows["conv2d"] == ["yes", "no", "yes"]  # the estimate does not model conv2d: a zero row, "not modelled"
     assert len(rows) >= 24
+
+
+def _user_students(tmp_path):
+    """A QKeras student (16 -> 8 -> 2, 4-bit weights) and a Keras one with an ELU, which hls4ml converts but the
+    emulator does not reproduce."""
+    import tensorflow as tf
+    from qkeras import QActivation, QDense, quantized_bits, quantized_relu
+
+    q = dict(kernel_quantizer=quantized_bits(4, 0, alpha=1), bias_quantizer=quantized_bits(4, 0, alpha=1))
+    inp = tf.keras.Input((16,))
+    out = QDense(2, name="logits", **q)(QActivation(quantized_relu(6, 0))(QDense(8, name="hidden", **q)(inp)))
+    tf.keras.Model(inp, out).save(tmp_path / "mine.h5")
+    inp = tf.keras.Input((16,))
+    out = tf.keras.layers.Dense(2)(tf.keras.layers.ELU(name="elu")(tf.keras.layers.Dense(8)(inp)))
+    tf.keras.Model(inp, out).save(tmp_path / "elu.h5")
+
+
+def test_tagging_flow_on_a_users_top_tagging_files_and_student(tmp_path):
+    """`run --data 'DIR/*.h5' --student FILE` on files in the top-tagging reference layout (pandas HDF5, two classes,
+    the files' own train/val/test) with the user's QKeras student: the same stages, 0 C-sim and Verilator
+    mismatches, provenance of each file in summary.json; a student that would not convert is refused in one line
+    before any teacher trains."""
+    from test_events_readers import write_toptagging
+
+    (tmp_path / "data").mkdir()
+    for k, (name, n) in enumerate((("train", 240), ("val", 80), ("test", 160))):
+        write_toptagging(tmp_path / "data" / f"{name}.h5", np.random.default_rng(k), n)
+    _user_students(tmp_path)
+    config = tmp_path / "cfg.yaml"
+    config.write_text("teachers: {kinds: [gnn], epochs: 1}\n")
+    args = ["run", "--preset", "smoke", "--config", config, "--data", tmp_path / "data" / "*.h5", "--out", tmp_path / "run",
+            "-q"]
+    bad = l1forge(*args, "--student", tmp_path / "elu.h5")
+    assert bad.returncode == 1 and "elu.h5 does not convert: layer 'elu'" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr and "teach.gnn" not in json.loads((tmp_path / "run" / "state.json").read_text())
+    res = l1forge(*args, "--student", tmp_path / "mine.h5")
+    assert res.returncode == 0, res.stderr[-2000:]
+    task = json.loads((tmp_path / "run" / "summary.json").read_text())["tasks"]["tagging"]
+    data = task["data"]
+    assert data["source"] == "file" and data["layout"] == "toptagging" and data["class_names"] == ["QCD", "top"]
+    assert data["n_jets"] == 480 and sorted(f["path"].rsplit("/", 1)[1] for f in data["source_files"]) == \
+        ["test.h5", "train.h5", "val.h5"] and all(len(f["sha256"]) == 64 for f in data["source_files"])
+    assert task["emulation"]["events_checked"] == 160 and task["emulation"]["mismatches"] == 0
+    assert task["rtl"]["mismatches"] == 0 and task["student"]["metrics"]["top_vs_qcd_auc"] is not None
+    assert "top_vs_qcd_auc" in task["teachers"]["gnn"]["metrics"]
+    assert task["student"]["params"] == 16 * 8 + 8 + 8 * 2 + 2  # the user's architecture, distilled

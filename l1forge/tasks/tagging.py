@@ -19,6 +19,16 @@ def _test_metrics(jets, logits) -> dict:
     return classification_metrics(jets.labels[test], logits[test], jets.class_names)
 
 
+def _file_stamp(spec: str | None):
+    """(size, modification time) of a user's student file, so that a new file reruns the distillation."""
+    from l1forge.students.user import is_builder
+
+    if spec is None or is_builder(spec):
+        return None
+    stat = pathlib.Path(spec).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 class Tagging(Task):
     """Five jet classes (g, q, W, Z, t); teachers on constituents, an HLF QKeras student, top-tagging trigger."""
 
@@ -33,10 +43,13 @@ class Tagging(Task):
         return read_jets(self.data_path)
 
     def generate(self) -> dict:
+        """The jets: generated (Pythia8 + fastjet), or read from the user's files (``data.source: file``)."""
         from l1forge.core.executors import executor
         from l1forge.events.jets import generate_jets
 
         d = self.cfg.data
+        if d.source == "file":
+            return self._read_files(d)
 
         def work():
             with executor(d.executor, d.address, d.workers) as pool:
@@ -45,8 +58,53 @@ class Tagging(Task):
                     pt_range=(d.pt_min, d.pt_max), mpi=d.mpi, progress=self.progress, executor=pool,
                 )
 
-        where = {"workers", "executor", "address"}  # the data do not depend on where they were generated
+        where = {"workers", "executor", "address", "source", "path", "mapping", "layout"}  # not read by the generator
         return self.stage("generate", d.model_dump(exclude=where), [], [self.data_path], work)
+
+    def _read_files(self, d) -> dict:
+        """The user's files into the flow's sample (events/external.py); provenance (path, size, sha256 of each file,
+        the layout) in the stage's result. Its fingerprint holds each file's path, size and modification time."""
+        from l1forge.events.external import convert_external, expand_paths, file_records
+
+        files = expand_paths(d.path)
+
+        def work():
+            info = convert_external(d.path, self.data_path, layout=d.layout, mapping=d.mapping, seed=d.seed,
+                                    sha256=True)
+            return {"source": "file", "layout": info["layout"], "n_jets": info["n_jets"],
+                    "class_names": info["class_names"], "source_files": json.loads(self.jets().attrs["source_files"])}
+
+        stamp = [(r["path"], r["size"], pathlib.Path(r["path"]).stat().st_mtime_ns) for r in file_records(files)]
+        config = {"path": d.path, "mapping": d.mapping, "layout": d.layout, "seed": d.seed, "files": stamp}
+        return self.stage("generate", config, [], [self.data_path], work)
+
+    def teach(self) -> dict:
+        self.user_student()  # a student of the user's that would not convert is refused before any training
+        return super().teach()
+
+    def user_student(self, seed: int | None = None):
+        """The user's student (``student.model``) built for the data, checked to convert with hls4ml; None without
+        one. Raises StudentError or the converter's one-line refusal naming the layer."""
+        s = self.cfg.student
+        if s.model is None:
+            return None
+        import tempfile
+
+        from l1forge.firmware.hls import convert
+        from l1forge.students.deepsets import student_inputs
+        from l1forge.students.user import StudentError, build_user_student
+
+        jets = self.jets()
+        features, _, preprocess = student_inputs(s.family, jets, s.n_constituents, None, s.jet_word)
+        shape = preprocess.shape if preprocess is not None else features.shape[1:]
+        model = build_user_student(s.model, shape, len(jets.class_names), s.seed if seed is None else seed)
+        with tempfile.TemporaryDirectory(prefix="l1forge-student-") as tmp:
+            try:
+                convert(model, self.precision(s.family).input, self.cfg.firmware, pathlib.Path(tmp), compile=False,
+                        write=False)
+            except ValueError as err:  # UnsupportedLayerError, ConversionError: one line naming the layer
+                raise StudentError(f"student {s.model} does not convert: {err}") from None
+        return model
 
     def teach_one(self, kind: str) -> dict:
         from l1forge.teachers.train import train_teacher
@@ -61,6 +119,7 @@ class Tagging(Task):
                 size=t.size, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed,
                 max_steps=t.max_steps, progress=self.progress,
                 jet_features=jets.features if t.jet_features else None, device=self.cfg.device,
+                n_classes=len(jets.class_names),
             )
             result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
             return result
@@ -80,7 +139,7 @@ class Tagging(Task):
                 logits = read_array(self.run.teacher(teacher) / "predictions.h5", "logits") if teacher else None
                 features, names, preprocess = student_inputs(s.family, jets, s.n_constituents, precision.input,
                                                              s.jet_word)
-                model = None if preprocess is None else build_constituent_student(
+                model = self.user_student() if s.model else None if preprocess is None else build_constituent_student(
                     s.family, *preprocess.shape, len(jets.class_names), s.phi, s.head, precision)
                 result = train_student(
                     features, names, jets.labels, jets.split, out, teacher_logits=logits,
@@ -88,7 +147,7 @@ class Tagging(Task):
                     alpha=s.alpha, seed=s.seed, progress=self.progress, model=model, preprocess=preprocess,
                     **family_settings(s.family, s.temperature, s.augment),
                 )
-                result.update(teacher=teacher, family=s.family)
+                result.update(teacher=teacher, family=s.family, **({"model": s.model} if s.model else {}))
                 if preprocess is not None:  # constituent students: phi layers, pooling, head
                     result.update(hidden=[*s.phi, *s.head], phi=list(s.phi), head=list(s.head),
                                   n_constituents=s.n_constituents, input_word=preprocess.word.as_dict(),
@@ -100,10 +159,14 @@ class Tagging(Task):
 
         outputs = lambda out: [out / "model.h5", out / "predictions.h5", out / "preprocess.json"]  # noqa: E731
         teacher = self.chosen_teacher()
+        self.user_student()  # refused in one line before either training
+        config = {"student": s, "model_file": _file_stamp(s.model)}
         student = self.stage(
-            "distill.student", s, ["generate", f"teach.{teacher}"], outputs(self.run.student), work(self.run.student, teacher)
+            "distill.student", config, ["generate", f"teach.{teacher}"], outputs(self.run.student),
+            work(self.run.student, teacher)
         )
-        baseline = self.stage("distill.baseline", s, ["generate"], outputs(self.run.baseline), work(self.run.baseline, None))
+        baseline = self.stage("distill.baseline", config, ["generate"], outputs(self.run.baseline),
+                              work(self.run.baseline, None))
         return {"student": student, "baseline": baseline}
 
     def test_inputs(self) -> np.ndarray:

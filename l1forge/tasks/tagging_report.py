@@ -16,7 +16,19 @@ from l1forge.tasks.tagging import TEST_SPLIT
 
 log = logging.getLogger(__name__)
 
-CLASSES = ("g", "q", "w", "z", "t")
+CLASSES = ("g", "q", "w", "z", "t")  # l1forge's generated jets; a user's data names its own (labels.class_names)
+
+
+def class_names(data: pathlib.Path) -> tuple:
+    """The class names of the jet file ``data`` (attribute ``class_names`` of its labels), else CLASSES."""
+    import h5py
+
+    try:
+        with h5py.File(data, "r") as f:
+            names = f["labels"].attrs["class_names"]
+    except (OSError, KeyError):
+        return CLASSES
+    return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in names)
 MODELS = (  # (label, score file relative to the run dir)
     ("GNN teacher", "teachers/gnn/predictions.h5"),
     ("Transformer teacher", "teachers/transformer/predictions.h5"),
@@ -57,7 +69,7 @@ def _paired(data: pathlib.Path, a: pathlib.Path, b: pathlib.Path) -> dict | None
     labels, split = read_h5(data, "labels", "split")
     test = split == TEST_SPLIT
     a, b = (read_array(p, "logits")[test] for p in paths)
-    return {m: paired_difference(labels[test], a, b, CLASSES, m) for m in ("accuracy", "top_vs_qcd_auc")}
+    return {m: paired_difference(labels[test], a, b, class_names(data), m) for m in ("accuracy", "top_vs_qcd_auc")}
 
 
 def report_context(run_dir: pathlib.Path, block: dict) -> dict:
@@ -67,19 +79,20 @@ def report_context(run_dir: pathlib.Path, block: dict) -> dict:
         labels, split = read_h5(run_dir / "data/jets.h5", "labels", "split")
         labels = labels.astype(np.int64)
     scores = _scores(run_dir, labels, split) if labels is not None else {}
+    classes = class_names(run_dir / "data/jets.h5")
     cm_model = EMULATED if EMULATED in scores else "Student (QKeras)"
     return {
-        "classes": CLASSES,
+        "classes": classes,
         "data_info": block.get("data"),
-        "data": _data_section(block.get("data"), labels, split),
-        "models": _model_rows(scores, block),
+        "data": _data_section(block.get("data"), labels, split, classes),
+        "models": _model_rows(scores, block, classes),
         "student_bits": block.get("student", {}).get("bits"),
         "distillation": block.get("student", {}).get("distilled_vs_baseline"),
         "teacher_verdicts": {k: t["vs_baseline_student"] for k, t in block.get("teachers", {}).items()
                              if t.get("vs_baseline_student")},
-        "roc_png": _roc_plot(scores) if scores else None,
+        "roc_png": _roc_plot(scores, classes) if scores else None,
         "confusion_model": cm_model,
-        "confusion_png": _confusion_plot(*scores[cm_model]) if cm_model in scores else None,
+        "confusion_png": _confusion_plot(*scores[cm_model], classes) if cm_model in scores else None,
     }
 
 
@@ -103,10 +116,10 @@ def _scores(run_dir: pathlib.Path, labels, split):
     return out
 
 
-def _roc_plot(scores) -> str:
+def _roc_plot(scores, classes) -> str:
     fig, ax = subplots((7, 5.5))
     for name, (y, logits) in scores.items():
-        eff, rej = top_vs_qcd_roc(y, logits, CLASSES)
+        eff, rej = top_vs_qcd_roc(y, logits, classes)
         if len(eff):
             ax.plot(eff, rej, label=name, ls="--" if name == EMULATED else "-")
     ax.set_yscale("log")
@@ -117,15 +130,15 @@ def _roc_plot(scores) -> str:
     return png(fig)
 
 
-def _confusion_plot(y, logits) -> str:
-    c = confusion(y, logits, len(CLASSES))
+def _confusion_plot(y, logits, classes) -> str:
+    c = confusion(y, logits, len(classes))
     fig, ax = subplots((7.5, 6))
     im = ax.imshow(c, cmap="Blues", vmin=0, vmax=1)
     for (i, j), v in np.ndenumerate(c):
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=12,
                 color="white" if v > 0.5 else "black")
-    ax.set_xticks(range(len(CLASSES)), CLASSES)
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
     ax.minorticks_off()
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
@@ -133,21 +146,21 @@ def _confusion_plot(y, logits) -> str:
     return png(fig)
 
 
-def _data_section(data: dict | None, labels, split):
+def _data_section(data: dict | None, labels, split, classes):
     """Rows (class, train, val, test, total) from the data file, else from summary."""
     if labels is not None:
         parts = [labels[split == s] for s in range(3)] if split is not None else []
         rows = [[c] + [int((p == k).sum()) for p in parts] + [int((labels == k).sum())]
-                for k, c in enumerate(CLASSES)]
+                for k, c in enumerate(classes)]
         return {"columns": ["train", "val", "test", "total"] if parts else ["total"], "rows": rows}
     if data and data.get("per_class"):
         pc = data["per_class"]
-        pc = pc if isinstance(pc, dict) else dict(zip(CLASSES, pc))
+        pc = pc if isinstance(pc, dict) else dict(zip(classes, pc))
         return {"columns": ["total"], "rows": [[c, n] for c, n in pc.items()]}
     return None
 
 
-def _model_rows(scores, task):
+def _model_rows(scores, task, classes):
     """Metrics table rows, with parameter counts from the summary where known."""
     student = task.get("student", {}).get("params")
     params = {
@@ -157,5 +170,5 @@ def _model_rows(scores, task):
         "Baseline": student,  # the same network, trained on labels alone
         EMULATED: student,
     }
-    return [{"name": n, "params": params.get(n), **classification_metrics(y, lg, CLASSES)}
+    return [{"name": n, "params": params.get(n), **classification_metrics(y, lg, classes)}
             for n, (y, lg) in scores.items()]
