@@ -23,16 +23,21 @@ class Strict(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
 
+# a field that says where work runs, not what it computes: left out of every stage's fingerprint (l1forge/runner.py)
+PLACEMENT = {"fingerprint": False}
+
+
 class DataConfig(Strict):
     n_per_class: int = pydantic.Field(2000, ge=10)
     seed: int = pydantic.Field(1, ge=1)
-    workers: int = pydantic.Field(2, ge=1)  # processes on this machine (local, or dask without an address)
+    workers: int = pydantic.Field(2, ge=1, json_schema_extra=PLACEMENT)  # processes here (local, or dask without an address)
     pt_min: float = 800.0
     pt_max: float = 1200.0
     mpi: bool = True
     # where generation runs (l1forge.core.executors): local processes, or Dask; the data do not depend on it
-    executor: Literal["local", "dask"] = "local"
-    address: str | None = None  # a running Dask scheduler, e.g. tcp://host:8786 (None: a cluster on this machine)
+    executor: Literal["local", "dask"] = pydantic.Field("local", json_schema_extra=PLACEMENT)
+    # a running Dask scheduler, e.g. tcp://host:8786 (None: a cluster on this machine)
+    address: str | None = pydantic.Field(None, json_schema_extra=PLACEMENT)
     # where the tagging jets come from: l1forge's generator, or the user's files (events/external.py: the hls4ml
     # LHC jet HDF5 and OpenML table, top tagging, JetClass, or any HDF5/ROOT/parquet through a YAML mapping)
     source: Literal["generate", "file"] = "generate"

@@ -69,6 +69,15 @@ def code_version(stage: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def _plain(value):
+    """A configuration section as a stage's fingerprint sees it: every field but those that say where the work runs
+    (``json_schema_extra={"fingerprint": False}`` in l1forge/config.py), so no stage lists what to leave out."""
+    fields = getattr(type(value), "model_fields", None)
+    if fields is None:
+        return str(value)
+    return {k: getattr(value, k) for k, f in fields.items() if (f.json_schema_extra or {}).get("fingerprint", True)}
+
+
 class RunDirBusy(RuntimeError):
     """The run directory is in use by another live l1forge process; the message is one line naming it."""
 
@@ -206,7 +215,7 @@ class RunDir:
 
     @staticmethod
     def fingerprint(*parts) -> str:
-        text = json.dumps(parts, sort_keys=True, default=str)
+        text = json.dumps(parts, sort_keys=True, default=_plain)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def rel(self, path) -> str:

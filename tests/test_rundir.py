@@ -383,3 +383,14 @@ def test_code_version_follows_the_sources_of_the_stage_floors(tmp_path, monkeypa
     runner.code_version.cache_clear()
     assert runner.code_version("generate") == before[0] and runner.code_version("teach.gnn") != before[1]
     runner.code_version.cache_clear()
+
+
+def test_placement_fields_stay_out_of_fingerprints():
+    """Where work runs (workers, executor, address) is declared at the field and changes no fingerprint; what it
+    computes (the seed) does."""
+    from l1forge.config import DataConfig
+    from l1forge.runner import RunDir
+
+    base = RunDir.fingerprint("generate", DataConfig())
+    assert RunDir.fingerprint("generate", DataConfig(workers=7, executor="dask", address="tcp://x:1")) == base
+    assert RunDir.fingerprint("generate", DataConfig(seed=2)) != base

@@ -58,8 +58,7 @@ class Tagging(Task):
                     pt_range=(d.pt_min, d.pt_max), mpi=d.mpi, progress=self.progress, executor=pool,
                 )
 
-        where = {"workers", "executor", "address", "source", "path", "mapping", "layout"}  # not read by the generator
-        return self.stage("generate", d.model_dump(exclude=where), [], [self.data_path], work)
+        return self.stage("generate", d, [], [self.data_path], work)
 
     def _read_files(self, d) -> dict:
         """The user's files into the flow's sample (events/external.py); provenance (path, size, sha256 of each file,
