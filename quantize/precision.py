@@ -14,7 +14,7 @@ from l1forge.quantize.fixed import FixedType
 DEFAULT_INPUT = FixedType(16, 6, True, "RND_CONV", "SAT")
 
 # (activation bits, integer bits) of each student family where the configuration leaves them unset; a design scan
-# (l1forge/design_scan.py) gives the activations its weight width plus the family's integer bits. The HLF MLP (and
+# (l1forge/tasks/tagging_scan.py) gives the activations its weight width plus the family's integer bits. The HLF MLP (and
 # the MLP students of the other tasks) sees standardised features: activations in [0, 1) suffice. The constituent
 # students (students/deepsets.py) carry per-constituent values of order 1-10 (the L1 words of quantize/l1words.py)
 # and their sums: 2 integer bits (demo, deep sets 32-32 / 32-32 on N = 16 distilled from the GNN, 6-bit weights,

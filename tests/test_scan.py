@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 from l1forge.core.executors import executor
-from l1forge.design_scan import run_scan
+from l1forge.tasks.tagging_scan import run_scan
 from l1forge.firmware.hls import FirmwareSettings
 from l1forge.firmware.scan import ScanPoint, StudentEstimate, pareto_front, plot_pareto, scan
 from l1forge.rtl.check import open_synthesis
@@ -99,7 +99,7 @@ def test_constituent_points_on_the_same_scan():
     constituent at once), its parameters do not depend on N, its LUTs grow with N; the plot marks each design."""
     from matplotlib.figure import Figure
 
-    from l1forge.design_scan import scan_points
+    from l1forge.tasks.tagging_scan import scan_points
 
     points = scan_points((4,), (1,), ("hlf", "deepsets"), (4, 8))
     assert [(p.family, p.n_constituents) for p in points] == [("hlf", 0), ("deepsets", 4), ("deepsets", 8)]

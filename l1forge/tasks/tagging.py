@@ -236,7 +236,7 @@ class Tagging(Task):
         """Design-space scan of the student (not part of ``run``): accuracy vs LUTs vs latency, for every family
         (deepsets at every number of constituents) on the same plot; LUTs and latency from the estimate or, with
         synthesis="open", from Yosys on each point's RTL."""
-        from l1forge.design_scan import run_scan, scan_points
+        from l1forge.tasks.tagging_scan import run_scan, scan_points
 
         points = scan_points(weight_bits, reuse_factors, families, n_constituents)
         teacher = self.chosen_teacher()
