@@ -1,9 +1,14 @@
 """Dask for real: generation and the design-space scan on a two-process distributed.LocalCluster give what the
-local runs give; executors by name."""
+local runs give, also when a worker is killed in the middle of the work; executors by name."""
+
+import os
+import signal
+import threading
+import time
 
 import psutil
 import pytest
-from distributed import LocalCluster
+from distributed import Client, LocalCluster
 
 from l1forge.core.executors import executor
 from l1forge.events.jets import generate_jets
@@ -78,3 +83,49 @@ def test_bad_executor_is_a_one_line_error(name, address, message):
         with executor(name, address):
             pass
     assert "\n" not in str(err.value)
+
+
+def slow_evaluate(point: ScanPoint) -> dict:
+    """cheap_evaluate that takes long enough for a worker to be killed in the middle of it."""
+    time.sleep(0.4)
+    return cheap_evaluate(point)
+
+
+def _kill_a_busy_worker(address: str, done: threading.Event, killed: list):
+    """SIGKILL the process of the first worker seen running a task (its nanny starts another)."""
+    with Client(address, set_as_default=False) as client:
+        while not done.is_set():
+            busy = [worker for worker, keys in client.processing().items() if keys]
+            if busy:
+                pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(client.processing()[busy[0]])  # the tasks it was running when killed
+                return
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("work", ["generation", "scan"])
+def test_a_worker_killed_mid_work_changes_nothing(tmp_path, work):
+    """The task of a worker killed while it runs goes to another worker: the jets are byte-identical to a local run,
+    the scan rows equal."""
+    kwargs = dict(n_per_class=3, seed=5, pt_range=(400.0, 600.0), mpi=False, progress=False)
+    points = [ScanPoint(bits, bits, rf) for bits in (4, 6, 8) for rf in (1, 2)]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            executor("dask", cluster.scheduler_address) as pool:
+        done, killed = threading.Event(), []
+        killer = threading.Thread(target=_kill_a_busy_worker, args=(cluster.scheduler_address, done, killed))
+        killer.start()
+        try:
+            if work == "generation":
+                generate_jets(tmp_path / "dask.h5", executor=pool, **kwargs)
+            else:
+                rows = scan(points, slow_evaluate, executor=pool)
+        finally:
+            done.set()
+            killer.join()
+    assert killed and killed[0], "no worker was killed while running a task"
+    if work == "generation":
+        generate_jets(tmp_path / "local.h5", workers=1, **kwargs)
+        assert (tmp_path / "dask.h5").read_bytes() == (tmp_path / "local.h5").read_bytes()
+    else:
+        assert rows == scan(points, cheap_evaluate)
