@@ -3,13 +3,23 @@
 Its kernels register on the op table (``l1forge.graph.ops``, backend ``"emulate"``); an op without one is refused
 in one line generated there.
 
-Every tensor is carried as int64 codes of its C++ ap_fixed type, shaped (events, *layer shape). Each operation
-repeats what the nnet_utils C++ does, in the same order of quantization steps:
+Every tensor is carried as the integer codes of its C++ ap_fixed type, shaped (events, *layer shape): int64
+while its bound allows, else Python ints (numpy object arrays), for any width ap_fixed has. The bound of each
+tensor (``_Layer.bound``, the largest code magnitude it can hold) is computed at load time from the types and
+the weights; a layer whose inputs, products, sums or result can exceed 62 bits runs *wide* (``_Layer.wide``
+says why): on Python ints, or for dense-like layers on exact limb arithmetic (below). The rest stays int64, so a
+graph pays for width only where it needs it, and both give the same codes (tests/test_wide.py).
+
+Each operation repeats what the nnet_utils C++ does, in the same order of quantization steps:
 
 * dense (``nnet::dense_latency``): ``mult = (accum_t)(x * w)``, ``acc = (accum_t)bias``, ``acc += mult`` for each
   input in order, ``res = (res_t)acc``. When no product is rounded and no partial sum can leave the accumulator
   range (checked from the types, not the data), or the accumulator wraps (modular addition is order-free), the
   whole layer is one exact matrix product; float64 BLAS is used while every partial sum stays below 2**53.
+  Otherwise, when the accumulator wraps or provably never overflows, ``acc = b + sum(round(x * w))`` is computed
+  exactly without a loop (``_dense_sum``): the product sum by float64 matrix products of limbs (each exact), the
+  low bits each product drops by its rounding (and the rounding's increments) in small unsigned ints; in int64
+  (modulo 2**64 where only the accumulator's low bits matter) or in Python ints. Else the C++ loop, step by step.
 * conv1d (``conv_1d_latency_cl`` / ``pointwise_conv_1d_latency_cl``, io_parallel "linebuffer"): the same dense
   accumulation on each output pixel's zero-padded window, inputs ordered (tap, channel); kernel size 1 is a dense
   applied per particle and takes the same fast path.
@@ -45,11 +55,17 @@ import numpy as np
 from l1forge.graph import ops
 from l1forge.graph.ir import Graph, Layer, as_graph, read_graph
 from l1forge.emulation.fastpath import FastPath
-from l1forge.quantize.fixed import MAX_WIDTH, FixedType, FixedTypeError, TooWideError
+from l1forge.quantize.fixed import (INT64_SAFE, LIMBS_SAFE, MAX_WIDTH, FixedType, FixedTypeError, Limbs,
+                                    TooWideError, as_exact, is_exact, magnitude)
 from l1forge.quantize.hls_tables import (activation_table, ceillog2, centred_offset, floorlog2, index_divisor,
                                          softmax_tables)
 
 EXACT_FLOAT = 2.0**53
+SUM_CHUNK = 1 << 20  # products per block of the dropped-bits pass of ``_dense_sum``
+REFERENCE_CHUNK = 1024  # events per block of the reference path (``run``)
+_CASTS = ("linear", "relu", "transpose", "zeropad1d", "concatenate", "maximum", "minimum")
+_TAKE_LIMBS = ("linear", "relu")  # kernels that only cast (FixedType.from_codes): they read any carrier of codes
+_DENSE_OPS = ("dense", "conv1d", "conv2d")
 
 
 class EmulationError(ValueError):
@@ -67,6 +83,9 @@ class _Layer:
     spec: Layer
     kernel: object = None
     params: dict = dataclasses.field(default_factory=dict)
+    bound: int | None = None  # the largest |code| the layer can output (types and weights): int64 below 2**62
+    exact: bool = False  # its inputs and integer parameters are turned into Python ints before the kernel runs
+    wide: str | None = None  # why the layer runs wide (e.g. "a product needs 64 bits"), None on the int64 path
 
 
 def kernel(*names: str, prepare=None, refuse=None):
@@ -89,6 +108,75 @@ def _trunc_div(num: np.ndarray, den: int) -> np.ndarray:
     return np.sign(num) * (np.abs(num) // den)
 
 
+def _cast_bound(bound: int, frac: int, t: FixedType) -> int:
+    """The largest |code| of ``t`` that codes of magnitude <= ``bound`` with ``frac`` fractional bits cast to."""
+    s = frac - t.frac
+    return min(-((-bound) >> s) if s > 0 else bound << -s, t.code_bound)
+
+
+def _bits(value: int) -> int:
+    """Bits of a signed integer holding magnitudes up to ``value``."""
+    return int(value).bit_length() + 1
+
+
+def _split(v: np.ndarray, count: int, width: int) -> list:
+    """``count`` limbs of the integers ``v`` (int64 or Python ints): ``v = sum(limb[k] << (k * width))``, the low
+    limbs in [0, 2**width), the top one signed."""
+    mask = (1 << width) - 1
+    limbs = [(v >> (k * width)) & mask for k in range(count - 1)]
+    return limbs + [v >> ((count - 1) * width)]
+
+
+def _limb_plan(x_bound: int, w: np.ndarray) -> dict:
+    """How to compute ``x @ w`` exactly with float64 matrix products: x split in ``kx`` limbs of ``lx`` bits, w in
+    limbs of ``lw`` bits, so that each limb product summed over the inputs stays below 2**52 (fewest products)."""
+    bx, bw = int(x_bound).bit_length(), magnitude(w).bit_length()
+    budget = 52 - max(w.shape[0] - 1, 0).bit_length()
+    best = None
+    for kx in range(1, max(bx, 1) + 1):
+        lx = -(-bx // kx)
+        if lx >= budget:
+            continue
+        kw = max(-(-bw // (budget - lx)), 1)
+        if best is None or kx * kw < best[0]:
+            best = (kx * kw, kx, lx, kw, max(-(-bw // kw), 1))
+        if lx <= 1:
+            break
+    _, kx, lx, kw, lw = best
+    limbs = [(k * lw, limb.astype(np.float64)) for k, limb in enumerate(_split(w, kw, lw))]
+    return {"kx": kx, "lx": max(lx, 1), "w": limbs}
+
+
+def _exact_matmul(x: np.ndarray, plan: dict, mode: str):
+    """``x @ w`` exactly, from the limb products of ``plan``, in ``mode``: "object" (Python ints), "limbs" (``Limbs``,
+    magnitudes below 2**90), else "int64" modulo 2**64 (the true sum where it fits int64, else its low 64 bits)."""
+    shape = (len(x), plan["w"][0][1].shape[1])
+    total = np.zeros(shape, dtype=object if mode == "object" else np.int64)
+    hi = np.zeros(shape, dtype=np.int64)  # mode "limbs": total is the low limb, hi the high one
+    part, ipart, tmp = np.empty(shape), np.empty(shape, dtype=np.int64), np.empty(shape, dtype=np.int64)
+    for xo, xl in zip(range(0, plan["kx"] * plan["lx"], plan["lx"]), _split(x, plan["kx"], plan["lx"])):
+        xl = xl.astype(np.float64)
+        for wo, wl in plan["w"]:
+            np.matmul(xl, wl, out=part)  # integers, exact: every partial sum below 2**52
+            np.copyto(ipart, part, casting="unsafe")
+            off = xo + wo
+            if mode == "object":
+                total = total + (ipart.astype(object) << off)
+            elif mode == "limbs":  # part * 2**off = (part >> (32 - off)) * 2**32 + (part mod 2**(32 - off)) << off
+                if off < 32:
+                    hi += np.right_shift(ipart, 32 - off, out=tmp)
+                    total += np.left_shift(np.bitwise_and(ipart, (1 << (32 - off)) - 1, out=ipart), off, out=ipart)
+                else:
+                    hi += np.left_shift(ipart, off - 32, out=ipart)
+            elif off < 64:  # int64 wraps: modulo 2**64
+                total += np.left_shift(ipart.view(np.uint64), np.uint64(off), out=ipart.view(np.uint64)).view(np.int64)
+    return Limbs(hi, total) if mode == "limbs" else total
+
+
+def _unsigned(bits: int):
+    return next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if np.iinfo(t).bits >= bits)
+
+
 def _table_index(codes: np.ndarray, frac: int, size: int, span: int, offset: int) -> np.ndarray:
     """``index = (int)(x * size / span) + offset`` clamped to [0, size), in C ints, as nnet_activation.h does it.
 
@@ -97,12 +185,14 @@ def _table_index(codes: np.ndarray, frac: int, size: int, span: int, offset: int
     """
     mult, den = index_divisor(frac, size, span)
     rounded = _trunc_div(codes * mult, den) << max(-frac, 0)
-    return np.clip(_int32(_int32(rounded) + offset), 0, size - 1)
+    return np.clip(_int32(_int32(rounded) + offset), 0, size - 1).astype(np.int64)
 
 
 def _top_bits(codes: np.ndarray, t: FixedType, size: int) -> np.ndarray:
     """``softmax_idx_from_real_val``: the top ceillog2(size) bits of the raw bit pattern."""
-    return (codes & ((1 << t.width) - 1)) >> (t.width - ceillog2(size))
+    if t.width > MAX_WIDTH:
+        codes = as_exact(codes)
+    return ((codes & ((1 << t.width) - 1)) >> (t.width - ceillog2(size))).astype(np.int64)
 
 
 def _tree_sum(cols: list, t: FixedType) -> np.ndarray:
@@ -115,7 +205,10 @@ def _tree_sum(cols: list, t: FixedType) -> np.ndarray:
 
 
 def _aligned(a: np.ndarray, fa: int, b: np.ndarray, fb: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Both on the finer fraction: on Python ints if either is (an int64 accumulator meeting a wide input)."""
     frac = max(fa, fb)
+    if is_exact(a) or is_exact(b):
+        a, b = as_exact(a), as_exact(b)
     return a << (frac - fa), b << (frac - fb), frac
 
 
@@ -124,21 +217,27 @@ def _product(layer: Layer) -> str | None:
 
 
 class Emulator:
-    """Runs the firmware graph on float inputs; ``run`` returns the output codes (and per-layer codes)."""
+    """Runs the firmware graph on float inputs; ``run`` returns the output codes (and per-layer codes).
 
-    def __init__(self, graph: Graph | dict, weights: dict | None = None):
+    ``wide=True`` runs every layer on the wide path (Python ints, no int64 shortcut): the same codes, slower; for
+    checking one path against the other.
+    """
+
+    def __init__(self, graph: Graph | dict, weights: dict | None = None, *, wide: bool = False):
         self.graph = graph = as_graph(graph, weights)
+        self.force_wide = wide
         self.input_names = list(graph.inputs)
         self.output_names = list(graph.outputs)
         if len(self.input_names) != 1:
             raise EmulationError(f"the emulator takes one model input, the firmware has {self.input_names}")
         if graph.io_type != "io_parallel":
             raise EmulationError(f"the emulator reproduces io_parallel designs, this firmware is {graph.io_type}")
-        self.layers, self._types = [], {}
+        self.layers, self._types, self._bounds = [], {}, {}
         for spec in graph.layers:
             layer = self._prepare(spec, graph.weights)
             self.layers.append(layer)
             self._types[layer.name] = layer.result
+            self._bounds[layer.name] = layer.bound
         self.input_type = self._types[self.input_names[0]]
         self.output_types = [self._types[name] for name in self.output_names]
         self.fast = FastPath.build(self)
@@ -154,34 +253,79 @@ class Emulator:
         try:
             kernel_fn = ops.implementation(spec, "emulate")
             layer = _Layer(spec.name, spec.op, list(spec.inputs), spec.result_t, spec, kernel_fn)
+            sources = [] if spec.op == "input" else layer.inputs
+            in_types = [self._types[i] for i in sources]
+            if self.force_wide:
+                self._mark_wide(layer, "the emulator was asked to run every layer wide")
+            wide_in = max((self._bounds[i] for i in sources), default=0)
+            if wide_in >= INT64_SAFE:
+                if spec.op in _TAKE_LIMBS:
+                    layer.wide = f"an input needs {_bits(wide_in)} bits"
+                else:
+                    self._mark_wide(layer, f"an input needs {_bits(wide_in)} bits")
             if layer.kernel.prepare is not None:
-                layer.kernel.prepare(self, layer, [self._types[i] for i in layer.inputs], weights)
+                layer.kernel.prepare(self, layer, in_types, weights)
+            if layer.bound is None:
+                layer.bound = self._default_bound(layer, in_types)
+            if layer.exact and layer.op not in _DENSE_OPS:  # the dense kernels choose their own arithmetic
+                layer.params = {k: as_exact(v) if isinstance(v, np.ndarray) and v.dtype.kind in "iu" else v
+                                for k, v in layer.params.items()}
         except FixedTypeError as err:
             hint = " (set a narrower type for this layer in an hls4ml config)" if isinstance(err, TooWideError) else ""
             raise EmulationError(f"layer '{spec.name}' ({spec.class_name}): {err}{hint}") from None
         return layer
+
+    def _default_bound(self, layer: _Layer, in_types: list) -> int:
+        """The output bound of a layer whose prepare set none: casts follow their inputs, the rest the type."""
+        t = layer.result
+        if layer.op == "input":
+            return t.code_bound
+        bounds = [self._bounds[i] for i in layer.inputs]
+        if layer.op == "reshape":
+            return bounds[0]
+        if layer.op in _CASTS:
+            return max(_cast_bound(b, it.frac, t) for b, it in zip(bounds, in_types))
+        if layer.op == "global_max":
+            acc_t = layer.params["acc_t"]
+            return _cast_bound(_cast_bound(bounds[0], in_types[0].frac, acc_t), acc_t.frac, t)
+        return t.code_bound
+
+    def _in_bound(self, layer: _Layer, k: int = 0) -> int:
+        return self._bounds[layer.inputs[k]]
 
     @staticmethod
     def _types_of(layer: _Layer, *keys) -> list:
         return [layer.spec.type(k) for k in keys]
 
     @staticmethod
-    def _need_bits(layer: _Layer, bits: int, what: str):
-        if bits > MAX_WIDTH:
-            raise EmulationError(f"layer '{layer.name}': {what} needs {bits} bits, beyond the {MAX_WIDTH} emulated")
+    def _mark_wide(layer: _Layer, why: str):
+        layer.exact = True
+        layer.wide = layer.wide or why
 
-    def _check_index(self, layer: _Layer, x_t: FixedType, size: int, span: int):
+    @classmethod
+    def _need(cls, layer: _Layer, largest: int, what: str):
+        """``what`` can reach magnitude ``largest``: beyond int64's safe range the layer runs on Python ints."""
+        if largest >= INT64_SAFE:
+            cls._mark_wide(layer, f"{what} needs {_bits(largest)} bits")
+
+    def _check_index(self, layer: _Layer, x_t: FixedType, size: int, span: int, bound: int | None = None):
         mult, _ = index_divisor(x_t.frac, size, span)
-        self._need_bits(layer, x_t.width + int(mult).bit_length() + max(-x_t.frac, 0), "the table index")
+        self._need(layer, (x_t.code_bound if bound is None else bound) * mult << max(-x_t.frac, 0), "the table index")
 
     def _prepare_dense(self, layer: _Layer, in_types: list, weights: dict):
-        spec = layer.spec
         wt, bt, at = self._types_of(layer, "weight_t", "bias_t", "accum_t")
         w = wt.from_float(weights[f"{layer.name}/weight"])
         b = bt.from_float(weights[f"{layer.name}/bias"])
-        self._need_bits(layer, in_types[0].width + wt.width, "a product")
         layer.params = {"w": w, "w_t": wt, "b_acc": at.from_codes(b, bt.frac), "acc_t": at}
-        self._plan_dense(layer, in_types[0])
+        layer.exact = False  # the plan decides where Python ints are needed
+        self._plan_dense(layer, in_types[0], self._in_bound(layer), self.force_wide)
+
+    def _accumulate_bound(self, layer: _Layer, in_types: list, weights: dict):
+        """pool2d (average) and global_average: the sum of the accumulator and the aligned input."""
+        x_t, acc_t = in_types[0], layer.params["acc_t"]
+        frac = max(x_t.frac, acc_t.frac)
+        self._need(layer, (acc_t.code_bound << (frac - acc_t.frac)) + (self._in_bound(layer) << (frac - x_t.frac)),
+                   "the accumulation")
 
     def _prepare_pool2d(self, layer: _Layer, in_types: list, weights: dict):
         x_t = in_types[0]
@@ -189,74 +333,125 @@ class Emulator:
         # codes of an unsigned one: 'same' max pooling after an unsigned type picks it up, as the C++ does).
         pad = x_t.min_code if x_t.signed else 1 << (x_t.width - 1)
         layer.params = {"acc_t": layer.spec.type("accum_t"), "pad": pad}
+        if layer.spec["pool_op"] == "max":
+            self._need(layer, pad, "the padding")
+        else:
+            self._accumulate_bound(layer, in_types, weights)
 
     def _prepare_leaky_relu(self, layer: _Layer, in_types: list, weights: dict):
         (param_t,) = self._types_of(layer, "param_t")
-        self._need_bits(layer, in_types[0].width + param_t.width, "alpha * x")
-        layer.params = {"alpha": int(param_t.from_float(layer.spec["alpha"])), "alpha_frac": param_t.frac}
+        alpha = int(param_t.from_float(layer.spec["alpha"]))
+        self._need(layer, self._in_bound(layer) * abs(alpha), "alpha * x")
+        layer.params = {"alpha": alpha, "alpha_frac": param_t.frac}
 
     @staticmethod
-    def _plan_dense(layer: _Layer, x_type: FixedType):
-        """Decide, from the types alone, whether the layer is one exact matrix product (and in which arithmetic)."""
+    def _plan_dense(layer: _Layer, x_type: FixedType, x_bound: int | None = None, wide: bool = False):
+        """Decide, from the types, the weights and the bound of the input (``x_bound``, default: the input type's),
+        how the layer is computed: ``fast`` (one exact int64/float64 matrix product), else ``path`` "sum" (the
+        accumulator wraps or provably never overflows: ``_dense_sum``) or "stepwise" (the C++ loop); and where
+        Python ints are needed (``wide``: everywhere)."""
         p = layer.params
         w, acc_t = p["w"], p["acc_t"]
+        x_max = x_type.code_bound if x_bound is None else x_bound
         shift = acc_t.frac - (x_type.frac + p["w_t"].frac)
-        x_max = max(-x_type.min_code, x_type.max_code)
-        col_sum = int(np.abs(w).sum(axis=0).max(initial=0)) * x_max
-        worst = int(np.abs(p["b_acc"]).max(initial=0)) + (col_sum << max(shift, 0))
-        products_exact = shift >= 0 and (int(np.abs(w).max(initial=0)) * x_max << shift) <= acc_t.max_code
+        w_abs = np.abs(as_exact(w))
+        col_sum = int(max(w_abs.sum(axis=0), default=0)) * x_max
+        # each product cast to accum_t: at most ceil(|x w| / 2**-shift) (rounded), or |x w| << shift
+        terms = w_abs * x_max << shift if shift >= 0 else -((-(w_abs * x_max)) >> -shift)
+        worst = magnitude(p["b_acc"]) + int(max(terms.sum(axis=0), default=0))
+        w_max = int(w_abs.max(initial=0))
+        product_max = w_max * x_max
+        # no product and no partial sum leaves the accumulator (an unsigned one: none can be negative either)
+        in_range = worst <= acc_t.max_code and (acc_t.signed or (not x_type.signed and not (np.asarray(w) < 0).any()
+                                                                   and not (np.asarray(p["b_acc"]) < 0).any()))
+        int64 = not wide and not is_exact(w) and x_max < INT64_SAFE
+        products_exact = shift >= 0 and (product_max << shift) <= acc_t.max_code
         p["shift"] = max(shift, 0)
-        p["fast"] = products_exact and (acc_t.overflow == "WRAP" or worst <= acc_t.max_code) and worst < 2**62
+        p["fast"] = int64 and products_exact and (acc_t.overflow == "WRAP" or in_range) and worst < 2**62
         p["float_ok"] = col_sum < EXACT_FLOAT
         p["partial_max"] = worst  # largest |partial sum| of the accumulation, in accumulator codes
         p["w_float"] = w.astype(np.float64)
+        # not one matrix product: the sum path when the accumulator wraps or never overflows, else the C++ loop
+        s = max(-shift, 0)  # fractional bits each product drops (rounded)
+        residue = acc_t.overflow == "WRAP" and acc_t.fits_int64 and acc_t.width + s <= 64
+        sum_int64 = max(col_sum, worst << s) < INT64_SAFE  # every value of the sum fits int64
+        n_bits = max(w.shape[0] - 1, 0).bit_length()
+        # Limbs: every limb product (at most 4 |x| |w| n) and the sum itself below 2**90
+        limbs = (max(4 * product_max << n_bits, col_sum << p["shift"], worst << s) < LIMBS_SAFE and p["shift"] <= 30
+                 and magnitude(p["b_acc"]) < INT64_SAFE)
+        sum_ok = (acc_t.overflow == "WRAP" or in_range) and s + 1 <= 64 and s + n_bits <= 61
+        p["path"] = "sum" if sum_ok else "stepwise"
+        mode = "int64" if int64 and (residue or sum_int64) else "limbs" if int64 and limbs else "object"
+        p["sum"] = {"limbs": _limb_plan(x_max, w), "s": s, "mode": mode}
+        if s and p["path"] == "sum":
+            m = s + 1 if acc_t.rounding == "RND_CONV" else s  # the low bits each product keeps: its remainder
+            dt = _unsigned(m)
+            p["sum"].update(bits=m, dtype=dt, w_low=(as_exact(w) & ((1 << m) - 1)).astype(dt), w_neg=np.asarray(w) < 0,
+                            w_nonzero=np.asarray(w) != 0)
+        acc_max = acc_t.code_bound << 1  # a partial sum plus a product, both in accum_t
+        p["stepwise_exact"] = not int64 or product_max >= INT64_SAFE or acc_max >= INT64_SAFE
+        p["acc_bound"] = min(worst, acc_t.code_bound)
+        if not p["fast"]:
+            why = (f"a product needs {_bits(product_max)} bits" if product_max >= INT64_SAFE else
+                   f"the accumulation needs {_bits(max(col_sum, worst))} bits" if max(col_sum, worst) >= INT64_SAFE
+                   else f"the input needs {_bits(x_max)} bits" if x_max >= INT64_SAFE else None)
+            if wide or why:
+                layer.wide = why or "the emulator was asked to run every layer wide"
+        layer.bound = _cast_bound(p["acc_bound"], acc_t.frac, layer.result)
 
     def _prepare_table(self, layer: _Layer, in_types: list, weights: dict):
         (table_t,) = self._types_of(layer, "table_t")
         codes, span = activation_table(layer.spec["function"], layer.spec["table_size"], table_t)
-        self._check_index(layer, in_types[0], layer.spec["table_size"], span)
+        self._check_index(layer, in_types[0], layer.spec["table_size"], span, self._in_bound(layer))
         layer.params = {"table": codes, "table_t": table_t, "span": span}
 
     def _prepare_hard_sigmoid(self, layer: _Layer, in_types: list, weights: dict):
         slope_t, shift_t = self._types_of(layer, "slope_t", "shift_t")
         x_t = in_types[0]
         frac = max(x_t.frac + slope_t.frac, shift_t.frac)
-        self._need_bits(layer, max(x_t.integer + slope_t.integer, shift_t.integer) + frac + 2, "slope * x + shift")
-        layer.params = {
-            "slope": int(slope_t.from_float(layer.spec["slope"])),
-            "slope_frac": slope_t.frac,
-            "shift": int(shift_t.from_float(layer.spec["shift"])) << (frac - shift_t.frac),
-            "frac": frac,
-        }
+        slope = int(slope_t.from_float(layer.spec["slope"]))
+        shift = int(shift_t.from_float(layer.spec["shift"])) << (frac - shift_t.frac)
+        largest = (self._in_bound(layer) * abs(slope) << (frac - x_t.frac - slope_t.frac)) + abs(shift)
+        self._need(layer, max(largest, 2 << frac), "slope * x + shift")
+        layer.params = {"slope": slope, "slope_frac": slope_t.frac, "shift": shift, "frac": frac}
 
     def _prepare_softmax(self, layer: _Layer, in_types: list, weights: dict):
         spec = layer.spec
-        layer.params = softmax_tables(spec, in_types[0])
+        p = layer.params = softmax_tables(spec, in_types[0])
         if spec["implementation"] == "legacy":
-            self._check_index(layer, FixedType(in_types[0].width + 1, in_types[0].integer + 1), spec["exp_table_size"], 16)
-            self._check_index(layer, layer.params["table_t"], spec["inv_table_size"], 64)
+            table_t = p["table_t"]
+            self._check_index(layer, in_types[0], spec["exp_table_size"], 16, 2 * self._in_bound(layer))
+            self._check_index(layer, table_t, spec["inv_table_size"], 64, 2 * table_t.code_bound)
         else:
-            self._need_bits(layer, layer.params["acc_t"].width + layer.params["inv_t"].width, "exp * inv")
+            acc_t = p["acc_t"]
+            exp_max = _cast_bound(magnitude(p["exp"]), p["exp_t"].frac, acc_t)
+            self._need(layer, max(exp_max * magnitude(p["inv"]), 2 * acc_t.code_bound, 2 * self._in_bound(layer)),
+                       "exp * inv")
 
     def _prepare_batchnorm(self, layer: _Layer, in_types: list, weights: dict):
         scale_t, bias_t = self._types_of(layer, "scale_t", "bias_t")
         n = int(np.prod(layer.spec["shape"]))
         pick = np.arange(n) % len(weights[f"{layer.name}/scale"])  # n_filt: per channel, channels innermost
         frac = max(in_types[0].frac + scale_t.frac, bias_t.frac)
-        self._need_bits(layer, max(in_types[0].integer + scale_t.integer, bias_t.integer) + frac + 2, "x * scale + bias")
-        layer.params = {
-            "scale": scale_t.from_float(weights[f"{layer.name}/scale"])[pick],
-            "bias": bias_t.from_float(weights[f"{layer.name}/bias"])[pick] << (frac - bias_t.frac),
-            "shift": frac - in_types[0].frac - scale_t.frac,
-            "frac": frac,
-        }
+        scale = scale_t.from_float(weights[f"{layer.name}/scale"])[pick]
+        bias = as_exact(bias_t.from_float(weights[f"{layer.name}/bias"])[pick]) << (frac - bias_t.frac)
+        shift = frac - in_types[0].frac - scale_t.frac
+        largest = (self._in_bound(layer) * magnitude(scale) << shift) + magnitude(bias)
+        self._need(layer, largest, "x * scale + bias")
+        layer.params = {"scale": scale, "bias": bias if largest >= INT64_SAFE else bias.astype(np.int64),
+                        "shift": shift, "frac": frac}
+        layer.bound = _cast_bound(largest, frac, layer.result)
 
     def _prepare_global(self, layer: _Layer, in_types: list, weights: dict):
         layer.params = {"acc_t": layer.spec.type("accum_t")}
+        if layer.op == "global_average":
+            self._accumulate_bound(layer, in_types, weights)
 
     def _prepare_merge(self, layer: _Layer, in_types: list, weights: dict):
         a, b = in_types
-        self._need_bits(layer, max(a.integer, b.integer) + max(a.frac, b.frac) + 2, "the exact sum")
+        frac = max(a.frac, b.frac)
+        self._need(layer, (self._in_bound(layer, 0) << (frac - a.frac)) + (self._in_bound(layer, 1) << (frac - b.frac)),
+                   "the exact sum")
 
     # ---- run time --------------------------------------------------------------------------------
     def _checked(self, x) -> np.ndarray:
@@ -272,17 +467,36 @@ class Emulator:
     def run(self, x, keep_layers: bool = False):
         """Output codes for float inputs ``x`` (n, ...); with ``keep_layers`` also {layer: codes}.
 
-        This is the reference path, layer by layer in int64; ``predict`` takes the fast path where there is one.
+        This is the reference path, layer by layer in int64 (Python ints where a layer runs wide: codes of a layer
+        whose bound passes 2**62 may come as object arrays), on blocks of ``REFERENCE_CHUNK`` events (small
+        temporaries stay in cache and are reused); ``predict`` takes the fast path where there is one.
         """
         x = self._checked(x).astype(np.float64)
+        if keep_layers or len(x) <= REFERENCE_CHUNK:
+            return self._forward(x, keep_layers)
+        parts = [self._forward(x[i : i + REFERENCE_CHUNK], False) for i in range(0, len(x), REFERENCE_CHUNK)]
+        if len(self.output_names) == 1:
+            return np.concatenate(parts)
+        return [np.concatenate([part[k] for part in parts]) for k in range(len(self.output_names))]
+
+    def _forward(self, x: np.ndarray, keep_layers: bool):
         values = {}
         for layer in self.layers:
             srcs = [(x, None)] if layer.op == "input" else [(values[i], self._types[i]) for i in layer.inputs]
+            if layer.op != "input":  # Python ints where the layer runs wide; Limbs only where read as they are
+                srcs = [(as_exact(c) if layer.exact or (isinstance(c, Limbs) and layer.op not in _TAKE_LIMBS) else c,
+                         t) for c, t in srcs]
             out = layer.kernel(self, layer, *srcs)
+            if isinstance(out, Limbs):
+                out = out.to_int64() if layer.bound < INT64_SAFE else out
+            elif out.dtype == object and layer.bound < INT64_SAFE:
+                out = out.astype(np.int64)
             values[layer.name] = out.reshape((len(x), *layer.spec["shape"]))
             if not keep_layers:
                 self._release(values, layer)
-        outputs = [values[name] for name in self.output_names]
+        if keep_layers:
+            values = {k: as_exact(v) if isinstance(v, Limbs) else v for k, v in values.items()}
+        outputs = [as_exact(v) if isinstance(v, Limbs) else v for v in (values[name] for name in self.output_names)]
         out = outputs[0] if len(outputs) == 1 else outputs
         return (out, values) if keep_layers else out
 
@@ -291,7 +505,7 @@ class Emulator:
         (n, *output shape), or a list of them, one per output in ``output_names`` order, each in its own type."""
         if len(self.output_names) > 1:
             return [t.to_float(c) for t, c in zip(self.output_types, self.run(x))]
-        codes = self.fast.run(self._checked(x)) if self.fast else self.run(x)
+        codes = self.fast.run(self._checked(x)) if self.fast else self.run(x)  # run: checked there
         return self.output_types[0].to_float(codes)
 
     def _release(self, values: dict, done: _Layer):
@@ -311,7 +525,10 @@ class Emulator:
 
     @kernel("relu")
     def _relu(self, layer: _Layer, src) -> np.ndarray:
-        return np.where(src[0] > 0, layer.result.from_codes(src[0], src[1].frac), 0)
+        cast, keep = layer.result.from_codes(src[0], src[1].frac), src[0] > 0
+        if isinstance(cast, Limbs):
+            return cast.where(keep)
+        return cast * keep if cast.dtype == np.int64 else np.where(keep, cast, 0)
 
     @kernel("reshape")
     def _reshape(self, layer: _Layer, src) -> np.ndarray:
@@ -335,20 +552,92 @@ class Emulator:
         x = x.reshape(len(x), -1)
         p = layer.params
         acc_t = p["acc_t"]
-        if p["fast"]:
+        if p["fast"] and not is_exact(x):
             prod = np.rint(x.astype(np.float64) @ p["w_float"]).astype(np.int64) if p["float_ok"] else x @ p["w"]
             acc = acc_t.from_codes(p["b_acc"] + (prod << p["shift"]), acc_t.frac)  # applies WRAP if it can occur
+        elif p["path"] == "sum":
+            acc = self._dense_sum(x, layer)
         else:
             acc = self._dense_stepwise(x, x_type, layer)
         return layer.result.from_codes(acc, acc_t.frac)
 
     @staticmethod
+    def _dense_sum(x: np.ndarray, layer: _Layer) -> np.ndarray:
+        """``acc = (accum_t)(b + sum_i (accum_t)(x_i * w_i))`` without a loop, for an accumulator that wraps (its low
+        bits are all that matter) or never overflows (the plain sum): with s the fractional bits each product drops,
+        ``sum_i round(p_i / 2**s) = (sum_i p_i - sum_i (p_i mod 2**s)) / 2**s + sum_i increment_i``. The product sum
+        is exact from float64 limb products (``_limb_plan``); the remainders, modulo 2**s, and the rounding's
+        increments (from the remainder, the sign and the parity of each product) in small unsigned ints."""
+        p = layer.params
+        plan, acc_t = p["sum"], p["acc_t"]
+        mode = plan["mode"] if not is_exact(x) else "object"
+        total = _exact_matmul(x, plan["limbs"], mode)  # limbs of int64 x are split in int64
+        s = plan["s"]
+        if s:
+            dropped, increments = Emulator._dropped_bits(x, plan, acc_t.rounding)
+            if mode == "limbs":
+                total = (total - dropped).floor_shift(s)[0] + increments
+            else:
+                total = ((total - dropped) >> s) + increments  # exact division: the dropped bits are gone
+        elif mode == "limbs":
+            total = Limbs(total.hi << p["shift"], total.lo << p["shift"])
+        elif mode == "object":
+            total = total << p["shift"]
+        else:
+            total = (total.view(np.uint64) << np.uint64(p["shift"])).view(np.int64)
+        return acc_t.from_codes(total + (as_exact(p["b_acc"]) if mode == "object" else p["b_acc"]), acc_t.frac)
+
+    @staticmethod
+    def _dropped_bits(x: np.ndarray, plan: dict, rounding: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per output: the sum of ``p mod 2**s`` over the products p = x_i * w_i, and the sum of the increments the
+        rounding mode adds to their floor (int64). Products modulo 2**bits are exact in unsigned ints of that size."""
+        s, bits, dt = plan["s"], plan["bits"], plan["dtype"]
+        w_low = plan["w_low"]
+        n_in, n_out = w_low.shape
+        x_low = (x & ((1 << bits) - 1)).astype(dt)
+        signs = rounding in ("TRN_ZERO", "RND_ZERO", "RND_INF")
+        if signs:
+            x_neg, x_nonzero = np.asarray(x < 0, dtype=bool), np.asarray(x != 0, dtype=bool)
+            w_neg, w_nonzero = plan["w_neg"], plan["w_nonzero"]
+        dropped = np.empty((len(x), n_out), dtype=np.int64)
+        increments = np.zeros((len(x), n_out), dtype=np.int64)
+        r_mask, half = dt((1 << s) - 1), dt(1 << (s - 1))
+        step = max(SUM_CHUNK // max(n_in * n_out, 1), 1)
+        for a in range(0, len(x), step):
+            prod = x_low[a : a + step, :, None] * w_low[None]  # wraps modulo 2**(bits of dt)
+            rem = prod & r_mask
+            dropped[a : a + step] = rem.sum(axis=1, dtype=np.int64)
+            if rounding == "TRN":
+                continue
+            above, tie = rem > half, rem == half
+            if rounding == "RND":
+                inc = above | tie
+            elif rounding == "RND_MIN_INF":
+                inc = above
+            elif rounding == "RND_CONV":
+                inc = above | (tie & ((prod >> dt(s)) & dt(1)).astype(bool))
+            else:
+                neg = (x_neg[a : a + step, :, None] != w_neg[None]) & x_nonzero[a : a + step, :, None] & w_nonzero[None]
+                if rounding == "TRN_ZERO":
+                    inc = (rem != 0) & neg
+                elif rounding == "RND_ZERO":
+                    inc = above | (tie & neg)
+                else:  # RND_INF
+                    inc = above | (tie & ~neg)
+            increments[a : a + step] = inc.sum(axis=1, dtype=np.int64)
+        return dropped, increments
+
+    @staticmethod
     def _dense_stepwise(x: np.ndarray, x_type: FixedType, layer: _Layer) -> np.ndarray:
-        """The C++ loop as written: each product rounded into accum_t, then added one input at a time."""
+        """The C++ loop as written: each product rounded into accum_t, then added one input at a time (on Python
+        ints where a product or a partial sum can pass int64)."""
         p = layer.params
         w, acc_t = p["w"], p["acc_t"]
+        b_acc = p["b_acc"]
+        if p["stepwise_exact"]:
+            x, w, b_acc = as_exact(x), as_exact(w), as_exact(b_acc)
         prod_frac = x_type.frac + p["w_t"].frac
-        acc = np.broadcast_to(p["b_acc"], (x.shape[0], w.shape[1])).copy()
+        acc = np.broadcast_to(b_acc, (x.shape[0], w.shape[1])).copy()
         for i in range(w.shape[0]):
             mult = acc_t.from_codes(x[:, i : i + 1] * w[i], prod_frac)
             acc = acc_t.from_codes(acc + mult, acc_t.frac)
@@ -391,7 +680,7 @@ class Emulator:
                         constant_values=pad_value)
         inside = np.pad(np.ones((s["in_height"], s["in_width"]), dtype=np.int64),
                         ((s["pad_top"], s["pad_bottom"]), (s["pad_left"], s["pad_right"])))
-        out = np.empty((n, s["out_height"], s["out_width"], s["n_filt"]), dtype=np.int64)
+        out = np.empty((n, s["out_height"], s["out_width"], s["n_filt"]), dtype=object if layer.exact else np.int64)
         for oi in range(s["out_height"]):
             for oj in range(s["out_width"]):
                 i, j = oi * s["stride_height"], oj * s["stride_width"]

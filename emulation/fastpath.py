@@ -1,11 +1,12 @@
 """A streaming fast path for the common firmware shape: input -> (dense -> relu | linear)* in io_parallel.
 
 Codes are carried as floats holding exact integers, layer by layer: float32 while every value the layer can produce
-(bounded from the types and the weights at load time) stays below 2**24, float64 below 2**53. A dense layer on the fast
-path is exact by construction (``Emulator._plan_dense``: no product rounded, no partial sum overflowing), so its
-accumulator is one BLAS product plus the bias; every cast to a result type is done on those exact integers with
-the type's rounding mode (floor / rint = ties-to-even / ...) and overflow mode (clip / wrap). The result is the
-same integer codes as the int64 emulator, bit for bit (tests compare both, and both against the C-sim).
+(bounded from the types and the weights at load time, ``_Layer.bound``: a wide type whose values stay small
+qualifies) stays below 2**24, float64 below 2**53. A dense layer on the fast path is exact by construction
+(``Emulator._plan_dense``: no product rounded, no partial sum overflowing), so its accumulator is one BLAS
+product plus the bias; every cast to a result type is done on those exact integers with the type's rounding mode
+(floor / rint = ties-to-even / ...) and overflow mode (clip / wrap). The result is the same integer codes as the
+int64 emulator, bit for bit (tests compare both, and both against the C-sim).
 
 Events are processed in chunks small enough to stay in cache, on a pool of threads (BLAS and ufuncs release
 the GIL), so memory stays flat for any stream length.
@@ -144,7 +145,9 @@ class FastPath:
                 zero_first = layer.op == "relu" and not by_clip
                 lo = max(bound[0], 0) if zero_first else bound[0]
                 steps.append(["elementwise", zero_first, src_t.frac - res_t.frac, res_t, lo, bound[1], False])
-            bound = (layer.result.min_code, layer.result.max_code)
+            res, most = layer.result, getattr(layer, "bound", None)  # the emulator's bound: types and weights
+            most = res.code_bound if most is None else most
+            bound = (max(res.min_code, -most), min(res.max_code, most))
             largest = max(largest, abs(bound[0]), bound[1])
         if largest >= FLOAT64_EXACT:
             return None

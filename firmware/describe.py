@@ -10,7 +10,7 @@ import re
 import numpy as np
 
 from l1forge.graph.ir import SCHEMA, Graph
-from l1forge.quantize.fixed import MAX_WIDTH, FixedType, TooWideError
+from l1forge.quantize.fixed import FixedType, TooWideError
 
 
 
@@ -228,7 +228,8 @@ def _describe(layer, backend) -> tuple[dict, dict]:
 
 def describe_model(hls_model) -> Graph:
     """The firmware graph of a converted hls4ml ModelGraph. UnsupportedLayerError for a layer the emulator
-    cannot reproduce, or one with a type wider than the emulator's 62-bit codes (naming layer and type)."""
+    cannot reproduce, or one with a type wider than ap_fixed compiles (``AP_INT_MAX_W``, 1024 bits; naming layer,
+    type and what to set instead). Any narrower width is emulated exactly."""
     from hls4ml.backends import get_backend
 
     backend = get_backend("vivado")
@@ -249,15 +250,24 @@ def describe_model(hls_model) -> Graph:
     return Graph.from_dict(graph, weights)
 
 
+AP_INT_MAX_W = 1024  # ap_common.h: the widest ap_fixed the C++ compiles unless AP_INT_MAX_W is defined
+
+
 def _check_widths(entry: dict) -> None:
+    """Every width ap_fixed compiles is emulated exactly; a wider type (the C++ would not compile it either) is
+    refused in one line naming the layer and the type, with the hls4ml config entry that narrows it."""
     for key, value in entry.items():
         if key.endswith("_t") and isinstance(value, str):
             try:
-                FixedType.parse(value)
+                width = FixedType.parse(value).width
             except TooWideError:
+                width = None
+            if width is None or width > AP_INT_MAX_W:
+                name, precision = entry["name"], key[: -len("_t")]
                 raise UnsupportedLayerError(
-                    f"layer '{entry['name']}' ({entry.get('class_name')}): {key} {value} is wider than the "
-                    f"{MAX_WIDTH} bits the emulator holds (set a narrower type for this layer in an hls4ml config)"
+                    f"layer '{name}' ({entry.get('class_name')}): {key} {value} is wider than the {AP_INT_MAX_W} bits "
+                    f"ap_fixed compiles (AP_INT_MAX_W); set a narrower type for this layer in the hls4ml config, e.g. "
+                    f'{{"LayerName": {{"{name}": {{"Precision": {{"{precision}": "fixed<64,32>"}}}}}}}}'
                 ) from None
 
 

@@ -46,10 +46,11 @@ def test_other_schema_is_one_line_naming_the_file(tmp_path):
 
 def test_types_are_parsed_once_and_bad_ones_are_named():
     layer = Layer.from_dict({"name": "d", "op": "dense", "inputs": ["x"], "shape": [2], "result_t": FX,
-                             "accum_t": "fixed<99,9>", "weight_t": "fixed<6,1>"})
+                             "accum_t": "fixed<99999,9>", "weight_t": "fixed<6,1>", "bias_t": "fixed<99,9>"})
     assert layer.type("weight_t") is layer.type("weight_t") and layer.type("weight_t") == FixedType(6, 1)
     assert layer.result_t == FixedType.parse(FX) and layer["shape"] == [2] and layer.size == 2
-    with pytest.raises(FixedTypeError, match="fixed<99,9"):
+    assert layer.type("bias_t") == FixedType(99, 9)  # any width ap_fixed has (issue 31)
+    with pytest.raises(FixedTypeError, match="fixed<99999,9"):  # wider than any ap_fixed
         layer.type("accum_t")
 
 

@@ -98,8 +98,12 @@ def test_bad_types_and_values_raise():
         FixedType.parse("float<8>")
     with pytest.raises(FixedTypeError, match="NaN"):
         FixedType(8, 3).from_float([1.0, np.nan])
-    with pytest.raises(TooWideError, match="width must be in 1..62"):  # a config can narrow it: its own class
-        FixedType.parse("fixed<70,20>")
+    wide = FixedType.parse("fixed<70,20>")  # any width ap_fixed has is exact now (tests/test_wide.py)
+    assert wide.width == 70 and not wide.fits_int64 and FixedType(62, 20).fits_int64
+    with pytest.raises(TooWideError, match="at most 32768"):  # beyond every ap_fixed: a config can narrow it
+        FixedType.parse("fixed<40000,20>")
+    with pytest.raises(FixedTypeError, match="at least 1"):
+        FixedType(0, 0)
     with pytest.raises(FixedTypeError) as err:
         FixedType.parse("fixed<8,3,RND_SOMETIMES>")
     assert not isinstance(err.value, TooWideError)

@@ -407,7 +407,8 @@ def test_a_plain_keras_model_converts_without_a_config(tmp_path, capsys):
 
 
 def test_a_type_wider_than_the_emulator_is_refused_before_compiling(tmp_path):
-    """A user config asking for a 70-bit accumulator: one line naming the layer and the type, no C-sim compiled."""
+    """A user config asking for a 2000-bit accumulator (more than ap_fixed compiles; any narrower width is exact):
+    one line naming the layer and the type and saying what to set, no C-sim compiled."""
     import hls4ml
 
     from l1forge.firmware.describe import UnsupportedLayerError
@@ -417,8 +418,9 @@ def test_a_type_wider_than_the_emulator_is_refused_before_compiling(tmp_path):
     model.save(tmp_path / "m.h5")
     np.save(tmp_path / "x.npy", _inputs((6,), 5)[:10])
     config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
-    config["LayerName"]["d"]["Precision"]["accum"] = "fixed<70,20>"
-    with pytest.raises(UnsupportedLayerError, match=r"layer 'd' \(Dense\): accum_t fixed<70,20.*wider than the 62 bits"):
+    config["LayerName"]["d"]["Precision"]["accum"] = "fixed<2000,20>"
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'd' \(Dense\): accum_t fixed<2000,20.*wider than the 1024 "
+                       r"bits ap_fixed compiles.*set a narrower type .*\"accum\": \"fixed<64,32>\""):
         emulate_model(tmp_path / "m.h5", tmp_path / "x.npy", hls_config_path=_write_config(tmp_path, "c", config),
                       check_csim=True, project_dir=tmp_path / "p")
     assert not list(tmp_path.glob("p/**/*.so"))
