@@ -27,7 +27,7 @@ import numpy as np
 from l1forge.emulation.emulator import Emulator
 from l1forge.graph.ir import Graph, read_graph
 from l1forge.rtl import deliverable, verilator, yosys
-from l1forge.rtl.lower import write_rtl
+from l1forge.rtl.lower import RtlError, write_rtl
 
 
 TESTBENCH_EVENTS = 5000  # emulator vectors in the deliverable's testbench (tb_in.mem, tb_out.mem)
@@ -58,6 +58,10 @@ def check_rtl(graph_json, x: np.ndarray, out_dir, events: int, clock_mhz: float 
     t0 = time.perf_counter()
     info = write_rtl(graph, None, out_dir, clock_mhz)
     seconds["write"] = time.perf_counter() - t0
+    if wide := [q for q in info["inputs"] + info["outputs"] if q["width"] > 64]:
+        raise RtlError(f"port {wide[0]['name']} is {wide[0]['width']} bits: the Verilator check streams 64-bit codes "
+                       f"(the Verilog is written in {out_dir}; an input and output type of at most 64 bits makes it "
+                       "checkable)")
     t0 = time.perf_counter()
     sim = verilator.build(out_dir, info, out_dir / "verilator", jobs=jobs)
     seconds["verilator_build"] = time.perf_counter() - t0

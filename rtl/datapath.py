@@ -250,8 +250,8 @@ class Datapath:
         if plan["drop"] > 0 and t.rounding != "TRN" and (plan["relu"] or (plan["overflow"] and t.overflow != "WRAP")):
             # two cells, each its own pipeline step: the rounding (an increment), then overflow / relu on the
             # rounded code (the same result: rounding is monotone and keeps the sign of x <= 0)
-            wide = FixedType(MAX_WIDTH, MAX_WIDTH - t.frac, True, t.rounding, "WRAP")
-            if width_of(*plan["q"]) + 2 < MAX_WIDTH:
+            wide = roomy(x, t.frac, t.rounding)
+            if width_of(*plan["q"]) + 2 < wide.width:
                 return self.cast(self.cast(x, wide), t, relu)
         text, wy = cast("CELL", x.width, x.signed, plan, t)
         ns = 0.0
@@ -388,7 +388,7 @@ class Datapath:
             return self.const(int(np.sign(code)) * (abs(code) // n), at)
         s = n.bit_length() - 1
         if n == 1 << s:
-            q = self.cast(x, FixedType(MAX_WIDTH, MAX_WIDTH + at + s, True, "TRN_ZERO", "WRAP"))
+            q = self.cast(x, roomy(x, -(at + s), "TRN_ZERO"))
             return dataclasses.replace(q, lsb=q.lsb - s)
         # y = code + (code < 0 ? n - 1 : 0) + b * n >= 0, so that trunc(code / n) = floor(y / n) - b
         terms = [Term(x, x.lsb, 1)]
@@ -406,7 +406,7 @@ class Datapath:
                 break
             k += 1
         prod = self.tree([Term(y, y.lsb + j, d) for j, d in csd(m)], self.const(0, 0))
-        q = self.cast(prod, FixedType(MAX_WIDTH, MAX_WIDTH + at + k, True, "TRN", "WRAP"))
+        q = self.cast(prod, roomy(prod, -(at + k), "TRN"))
         q = dataclasses.replace(q, lsb=q.lsb - k)
         if b:
             q = self.add_const(Term(q, q.lsb, 1), self.const(-b, at))
@@ -529,6 +529,13 @@ class Datapath:
         for terms in products:  # saturating chain, as the C++ loop: acc = (accum_t)(acc + mult)
             acc = self.cast(self.tree(terms + [Term(acc, acc.lsb, 1)], self.const(0, 0)), acc_t)
         return acc
+
+
+def roomy(x: Sig, frac: int, rounding: str) -> FixedType:
+    """A wrapping type with ``frac`` fractional bits that holds every value of ``x`` (at least MAX_WIDTH bits wide,
+    wider for wide signals: the RTL has no width limit), so that a cast to it only rounds."""
+    width = max(MAX_WIDTH, x.lsb + x.width + frac + 2)
+    return FixedType(width, width - frac, True, rounding, "WRAP")
 
 
 def _unchanged(t: FixedType) -> tuple[int, int]:

@@ -551,3 +551,16 @@ def test_yosys_maps_each_distinct_cell_once_across_runs(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "yb" / "cells").glob("*.ys")) == ["top.ys"]
     for key in ("resources", "CARRY4", "critical_path_ns", "logic_levels"):
         assert again[key] == first[key], key
+
+
+def test_wide_types_are_bit_exact_in_verilog(tmp_path):
+    """Types beyond int64 (the emulator's wide path): 32-bit inputs, 40-bit weights, a 90-bit saturating
+    accumulator with rounding and a 60-bit result; the Verilog has no width limit and equals the emulator."""
+    blocks = [dict(n=5, acc="fixed<90,40,RND,SAT>", res="fixed<60,24,RND_CONV,SAT>", acts=[("relu", "ufixed<48,20>")]),
+              dict(n=3, acc="fixed<96,44,TRN,WRAP>", res="fixed<64,30,RND,SAT_SYM>", acts=[])]
+    graph, weights = random_graph(blocks, seed=9, n_in=6, input_t="fixed<32,12,RND_CONV,SAT>", weight_t="fixed<40,8>")
+    x = inputs(3000, 6, seed=4) * 50
+    rtl = check_rtl(save_graph(graph, weights, tmp_path / "fw"), x, tmp_path / "rtl", events=3000, synthesis=False)["rtl"]
+    assert rtl["events_checked"] == 3000 and rtl["mismatches"] == 0, rtl["first_mismatch"]
+    emu = Emulator(graph, weights).run(x)
+    assert max(abs(int(v)) for v in np.ravel(emu)) > 2**40  # the outputs really use the width
