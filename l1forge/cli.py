@@ -33,6 +33,8 @@ DATA = typer.Option(None, "--data", help="Jets from your files (a file or a quot
                     "OpenML table, top tagging, JetClass ROOT are recognised; other files need --data-mapping.")
 STUDENT = typer.Option(None, "--student", help="Your student: a QKeras/Keras model file (architecture and quantizers "
                        "kept, weights distilled) or module:function building one (tagging).")
+SEEDS = typer.Option(None, "--seeds", help="Trainings of the student and its label twin (seeds student.seed, +1, ...): "
+                     "metrics as mean, spread and statistical error; default: seeds of the config (3, smoke 1).")
 DATA_MAPPING = typer.Option(None, help="YAML mapping of --data files in no published layout (docs/formats.md).")
 EXECUTOR = typer.Option(None, help="Where parallel work runs: local (processes here) | dask; default: data.executor.")
 ADDRESS = typer.Option(None, help="A running Dask scheduler, tcp://host:port (dask without it: a cluster of "
@@ -47,7 +49,7 @@ INPUT_TYPE = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,R
 
 
 def _config(task, preset, config, processes=(), executor=None, address=None, device=None, overrides=None,
-            defaults=None, data=None, data_mapping=None, student=None):
+            defaults=None, data=None, data_mapping=None, student=None, seeds=None):
     """The validated configuration with the command's options as overrides (``overrides``: more sections)."""
     from l1forge.config import ConfigError, load_config
 
@@ -57,7 +59,8 @@ def _config(task, preset, config, processes=(), executor=None, address=None, dev
     if data is not None:
         where.update(source="file", path=str(data), mapping=str(data_mapping) if data_mapping else None)
     options = {"data": where, **({"device": device} if device is not None else {}),
-               **({"student": {"model": student}} if student else {}), **(overrides or {})}
+               **({"student": {"model": student}} if student else {}), **({"seeds": seeds} if seeds is not None else {}),
+               **(overrides or {})}
     append = {"anomaly": {"processes": list(map(str, processes))}} if processes else None
     cfg = load_config(preset, config, task, overrides=options, defaults=defaults, append=append)
     if cfg.device == "cuda":  # fail now, not after the stages before teach
@@ -73,12 +76,12 @@ def _config(task, preset, config, processes=(), executor=None, address=None, dev
 
 
 def _runner(task, preset, config, out, force, quiet, processes=(), executor=None, address=None, device=None,
-            overrides=None, data=None, data_mapping=None, student=None):
+            overrides=None, data=None, data_mapping=None, student=None, seeds=None):
     from l1forge.runner import Runner
 
     _logging()
     return Runner(_config(task, preset, config, processes, executor, address, device, overrides, data=data,
-                          data_mapping=data_mapping, student=student), out, progress=not quiet, force=force)
+                          data_mapping=data_mapping, student=student, seeds=seeds), out, progress=not quiet, force=force)
 
 
 def _logging():
@@ -101,9 +104,10 @@ for _name in ("teach", "report"):
 
 @app.command()
 def distill(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
-            force: bool = FORCE, quiet: bool = QUIET, device: Optional[str] = DEVICE, student: Optional[str] = STUDENT):
+            force: bool = FORCE, quiet: bool = QUIET, device: Optional[str] = DEVICE, student: Optional[str] = STUDENT,
+            seeds: Optional[int] = SEEDS):
     """Run the 'distill' stage in the run directory (earlier stages must be done)."""
-    _runner(task, preset, config, out, force, quiet, device=device, student=student).run_stage("distill")
+    _runner(task, preset, config, out, force, quiet, device=device, student=student, seeds=seeds).run_stage("distill")
 
 
 @app.command()
@@ -292,7 +296,7 @@ def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.
         force: bool = FORCE, quiet: bool = QUIET, process: Optional[list[pathlib.Path]] = PROCESS,
         executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS,
         data: Optional[str] = DATA, data_mapping: Optional[pathlib.Path] = DATA_MAPPING,
-        student: Optional[str] = STUDENT):
+        student: Optional[str] = STUDENT, seeds: Optional[int] = SEEDS):
     """Run the whole flow; stages whose inputs and configuration did not change are skipped."""
     if task == "all":
         from l1forge.runner import run_tasks
@@ -302,12 +306,12 @@ def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.
         reuse = {"chain": {"pileup_run": str(out / "pileup")}}  # the chain reuses the pileup task's run
         configs = {name: _config(name, preset, config, process or (), executor, address,
                                  defaults=reuse if name == "chain" else None, data=data, data_mapping=data_mapping,
-                                 student=student)
+                                 student=student, seeds=seeds)
                    for name in registry()}
         summary = run_tasks(configs, out, progress=not quiet, force=force)
     else:
         summary = _runner(task, preset, config, out, force, quiet, process or (), executor, address, data=data,
-                          data_mapping=data_mapping, student=student).run_all()
+                          data_mapping=data_mapping, student=student, seeds=seeds).run_all()
     checks = ", ".join(f"{name} {block.get('emulation', {}).get('mismatches')} of {block.get('emulation', {}).get('events_checked')}"
                        for name, block in summary["tasks"].items())
     console.print(f"[bold]done[/]: {out}/summary.json, {out}/report.html; C-sim mismatches: {checks}", highlight=False)

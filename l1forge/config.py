@@ -143,6 +143,10 @@ class RunConfig(Strict):
     # where torch teachers train and predict: auto = CUDA when torch sees a GPU (mixed precision), else CPU; not part
     # of any stage's fingerprint (a teacher trained on one device is not redone on another)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # trainings of each student and its label twin (seeds student.seed, +1, ...; same data): summary.json gives each
+    # metric as mean, spread between trainings and statistical error, the firmware is built from the median seed
+    # (docs/tagging.md, "Seeds"); the tagging task so far
+    seeds: int = pydantic.Field(1, ge=1)
     data: DataConfig = DataConfig()
     teachers: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
@@ -164,6 +168,7 @@ def run_config_model() -> type[RunConfig]:
 PRESETS: dict[str, dict] = {
     # seconds per stage: for tests and CI
     "smoke": {
+        "seeds": 1,
         "data": {"n_per_class": 150, "mpi": False},
         "teachers": {"size": "smoke", "epochs": 2, "batch_size": 64},
         "student": {"epochs": 5, "batch_size": 64},
@@ -171,6 +176,7 @@ PRESETS: dict[str, dict] = {
     },
     # minutes: `make run` (docs/results.md, "Wall times of the two commands")
     "demo": {
+        "seeds": 3,  # the seeds train in parallel on data.workers processes (data.executor)
         "data": {"n_per_class": 2000},  # 2000 test jets resolve 0.02 in accuracy; 0.01 needs 7500 per class (docs/results.md)
         "teachers": {"size": "demo", "epochs": 12, "batch_size": 128, "lr": 3e-3},
         # 200 epochs of 64 jets with early stopping (patience 40): distillation keeps improving long after labels
@@ -182,12 +188,14 @@ PRESETS: dict[str, dict] = {
     # teachers several times the demo's (GNN 87k, transformer 180k parameters) on 3x its jets: both teachers in
     # about an hour on 2 CPU cores (estimate from benchmarks/teacher_throughput.py, docs/results.md), minutes on a GPU
     "medium": {
+        "seeds": 3,
         "data": {"n_per_class": 6000},
         "teachers": {"size": "medium", "epochs": 15, "batch_size": 256, "lr": 2e-3},
         "student": {"epochs": 60},
     },
     # the real thing: >= 100k jets per class, full-size teachers
     "full": {
+        "seeds": 3,
         "data": {"n_per_class": 100000},
         "teachers": {"size": "full", "epochs": 30, "batch_size": 512},
         "student": {"epochs": 100, "batch_size": 1024},

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
+import shutil
 
 import numpy as np
 
@@ -27,6 +29,70 @@ def _file_stamp(spec: str | None):
         return None
     stat = pathlib.Path(spec).stat()
     return [stat.st_size, stat.st_mtime_ns]
+
+
+SEEDS = "seeds"  # <model>/seeds/<seed>/: one training of a student or baseline (seeds: k > 1)
+
+
+def distill_seed(data: str, teacher: str | None, teacher_predictions: str | None, out: str, student, precision,
+                 seed: int, progress: bool = False) -> dict:
+    """One training of the student (``student``: StudentConfig; ``precision``: its bits) into ``out``: model.h5,
+    predictions.h5 (logits, (jets, classes)), preprocess.json, history.json. Distilled from ``teacher``'s logits
+    (``teacher_predictions``, (jets, classes)), or on labels alone (None: the baseline); initial weights and batches
+    from ``seed``, the jets of ``data`` as they are. Module-level, with absolute paths, so that an executor's worker
+    runs it. Returns the training's result (students/distill.py ``train_student``) with the test ``metrics``."""
+    import tensorflow as tf
+
+    from l1forge.events.schema import read_jets
+    from l1forge.students.deepsets import build_constituent_student, student_inputs
+    from l1forge.students.distill import family_settings, train_student
+    from l1forge.students.user import build_user_student
+
+    s, out = student, pathlib.Path(out)
+    jets = read_jets(data)
+    logits = read_array(teacher_predictions, "logits") if teacher else None
+    features, names, preprocess = student_inputs(s.family, jets, s.n_constituents, precision.input, s.jet_word)
+    n_classes = len(jets.class_names)
+    model = None  # hlf: train_student builds the MLP from the seed
+    if s.model:
+        shape = preprocess.shape if preprocess is not None else features.shape[1:]
+        model = build_user_student(s.model, shape, n_classes, seed)
+    elif preprocess is not None:
+        tf.keras.utils.set_random_seed(seed)  # the constituent student's initial weights
+        model = build_constituent_student(s.family, *preprocess.shape, n_classes, s.phi, s.head, precision)
+    result = train_student(
+        features, names, jets.labels, jets.split, out, teacher_logits=logits,
+        precision=precision, hidden=tuple(s.hidden), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+        alpha=s.alpha, seed=seed, progress=progress, model=model, preprocess=preprocess,
+        **family_settings(s.family, s.temperature, s.augment),
+    )
+    result.update(teacher=teacher, family=s.family, **({"model": s.model} if s.model else {}))
+    if preprocess is not None:  # constituent students: phi layers, pooling, head
+        result.update(hidden=[*s.phi, *s.head], phi=list(s.phi), head=list(s.head),
+                      n_constituents=s.n_constituents, input_word=preprocess.word.as_dict(),
+                      jet_word=preprocess.jet and preprocess.jet.as_dict())
+    result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
+    return result
+
+
+def median_seed(seeds: list[int], accuracies: list[float]) -> int:
+    """The seed whose test accuracy is the median of the k trainings (even k: the lower of the two middle ones;
+    equal accuracies ordered by seed)."""
+    ranked = sorted(zip(accuracies, seeds))
+    return ranked[(len(ranked) - 1) // 2][1]
+
+
+def _keep_median_seed(out: pathlib.Path, seeds: list[int], results: list[dict]) -> dict:
+    """Copy the median seed's files from ``out``/seeds/<seed>/ into ``out`` (each file atomically); its result, with
+    ``median_seed`` and ``seeds``: {seed: test metrics} of every training."""
+    from l1forge.core.artifacts import atomic_path
+
+    median = median_seed(seeds, [r["metrics"]["accuracy"] for r in results])
+    for path in sorted((out / SEEDS / str(median)).iterdir()):
+        with atomic_path(out / path.name, path.suffix) as tmp:
+            shutil.copyfile(path, tmp)
+    return {**results[seeds.index(median)], "median_seed": median,
+            "seeds": {str(seed): r["metrics"] for seed, r in zip(seeds, results)}}
 
 
 class Tagging(Task):
@@ -126,47 +192,68 @@ class Tagging(Task):
         return self.stage(f"teach.{kind}", t, ["generate"], [out / "predictions.h5", out / "model.onnx"], work)
 
     def distill(self) -> dict:
-        from l1forge.students.deepsets import build_constituent_student, student_inputs
-        from l1forge.students.distill import family_settings, train_student
+        """The student distilled from the chosen teacher, and its label twin (baseline), each trained ``seeds`` times
+        (k; seeds student.seed + i: other initial weights and batches, the same jets). k = 1: trained here, into
+        students/student/ and students/baseline/. k > 1: the 2k trainings run on the executor (data.executor,
+        data.workers processes) into <model>/seeds/<seed>/; <model>/ holds a copy of the median seed's files
+        (``median_seed``), so that synthesize, emulate and rtl build one real design, and its stage result the
+        test metrics of every seed (``seeds``)."""
+        from l1forge.core.executors import executor
 
-        s = self.cfg.student
+        s, k = self.cfg.student, self.cfg.seeds
         precision = self.precision(s.family)
-
-        def work(out: pathlib.Path, teacher: str | None):
-            def fn():
-                jets = self.jets()
-                logits = read_array(self.run.teacher(teacher) / "predictions.h5", "logits") if teacher else None
-                features, names, preprocess = student_inputs(s.family, jets, s.n_constituents, precision.input,
-                                                             s.jet_word)
-                model = self.user_student() if s.model else None if preprocess is None else build_constituent_student(
-                    s.family, *preprocess.shape, len(jets.class_names), s.phi, s.head, precision)
-                result = train_student(
-                    features, names, jets.labels, jets.split, out, teacher_logits=logits,
-                    precision=precision, hidden=tuple(s.hidden), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                    alpha=s.alpha, seed=s.seed, progress=self.progress, model=model, preprocess=preprocess,
-                    **family_settings(s.family, s.temperature, s.augment),
-                )
-                result.update(teacher=teacher, family=s.family, **({"model": s.model} if s.model else {}))
-                if preprocess is not None:  # constituent students: phi layers, pooling, head
-                    result.update(hidden=[*s.phi, *s.head], phi=list(s.phi), head=list(s.head),
-                                  n_constituents=s.n_constituents, input_word=preprocess.word.as_dict(),
-                                  jet_word=preprocess.jet and preprocess.jet.as_dict())
-                result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
-                return result
-
-            return fn
-
-        outputs = lambda out: [out / "model.h5", out / "predictions.h5", out / "preprocess.json"]  # noqa: E731
         teacher = self.chosen_teacher()
-        self.user_student()  # refused in one line before either training
-        config = {"student": s, "model_file": _file_stamp(s.model)}
-        student = self.stage(
-            "distill.student", config, ["generate", f"teach.{teacher}"], outputs(self.run.student),
-            work(self.run.student, teacher)
-        )
-        baseline = self.stage("distill.baseline", config, ["generate"], outputs(self.run.baseline),
-                              work(self.run.baseline, None))
-        return {"student": student, "baseline": baseline}
+        self.user_student()  # refused in one line before any training
+        config = {"student": s, "model_file": _file_stamp(s.model), **({"seeds": k} if k > 1 else {})}
+        data = str(self.data_path.resolve())
+        models = {  # stage: (directory, teacher, upstream stages)
+            "distill.student": (self.run.student, teacher, ["generate", f"teach.{teacher}"]),
+            "distill.baseline": (self.run.baseline, None, ["generate"]),
+        }
+        logits = lambda name: name and str((self.run.teacher(name) / "predictions.h5").resolve())  # noqa: E731
+        outputs = lambda out: [out / "model.h5", out / "predictions.h5", out / "preprocess.json",  # noqa: E731
+                               *([out / SEEDS] if k > 1 else [])]
+        if k == 1:
+            def work(out, teacher):
+                def fn():
+                    shutil.rmtree(out / SEEDS, ignore_errors=True)  # a former run's with more seeds
+                    return distill_seed(data, teacher, logits(teacher), str(out), s, precision, s.seed, self.progress)
+
+                return fn
+
+            return {name.split(".")[1]: self.stage(name, config, upstream, outputs(out), work(out, teacher))
+                    for name, (out, teacher, upstream) in models.items()}
+
+        seeds = [s.seed + i for i in range(k)]
+        with contextlib.ExitStack() as stack:
+            pool, trainings = None, {}
+
+            def submit(name):
+                nonlocal pool
+                if pool is None:
+                    d = self.cfg.data
+                    pool = stack.enter_context(executor(d.executor, d.address, d.workers))
+                out, teacher, _ = models[name]
+                shutil.rmtree(out / SEEDS, ignore_errors=True)
+                trainings[name] = [pool.submit(distill_seed, data, teacher, logits(teacher),
+                                               str((out / SEEDS / str(seed)).resolve()), s, precision, seed)
+                                   for seed in seeds]
+
+            for name, (out, _, upstream) in models.items():  # both models' trainings share the pool's workers
+                if all(u in self.run.state for u in upstream) and (self.runner.force or not self.run.done(
+                        name, self.runner.fingerprint(name, config, upstream), outputs(out), upstream)):
+                    submit(name)
+
+            def work(name):
+                def fn():
+                    if name not in trainings:
+                        submit(name)
+                    return _keep_median_seed(models[name][0], seeds, [t.result() for t in trainings[name]])
+
+                return fn
+
+            return {name.split(".")[1]: self.stage(name, config, upstream, outputs(out), work(name))
+                    for name, (out, _, upstream) in models.items()}
 
     def test_inputs(self) -> np.ndarray:
         """The student's input on the test jets (``student_x``), as ``emulate`` feeds the emulator."""

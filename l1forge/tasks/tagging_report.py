@@ -12,10 +12,11 @@ from l1forge.core.artifacts import read_array
 from l1forge.metrics import classification_metrics, confusion, top_vs_qcd_roc
 from l1forge.report import EMULATED, png, read_h5, subplots
 from l1forge.tasks import base_report
-from l1forge.tasks.tagging import TEST_SPLIT
+from l1forge.tasks.tagging import SEEDS, TEST_SPLIT
 
 log = logging.getLogger(__name__)
 
+SEED_METRICS = ("accuracy", "top_vs_qcd_auc", "rejection_at_30", "rejection_at_50")  # summary.json student.seeds
 CLASSES = ("g", "q", "w", "z", "t")  # l1forge's generated jets; a user's data names its own (labels.class_names)
 
 
@@ -47,29 +48,81 @@ def summary(task) -> dict:
         student = run.result("distill.student")
         block["student"].update({k: student[k] for k in ("family", "augment", "n_constituents", "input_word", "jet_word")
                                  if k in student})
-        if verdict := _paired(task.data_path, run.student, run.baseline):
+        baseline = run.state.get("distill.baseline", {}).get("result", {})
+        if seeds := _seeds_block(student, baseline):
+            block["student"]["seeds"] = seeds
+        students, baselines = _trainings(run.student, student), _trainings(run.baseline, baseline)
+        if verdict := _paired(task.data_path, students, baselines):
             block["student"]["distilled_vs_baseline"] = verdict
         for kind in block.get("teachers", {}):  # is the teacher worth distilling: does it beat the label-trained student?
-            if verdict := _paired(task.data_path, run.teacher(kind), run.baseline):
+            if verdict := _paired(task.data_path, [run.teacher(kind)], baselines):
                 block["teachers"][kind]["vs_baseline_student"] = verdict
     if scan := run.state.get("scan"):
         block["scan"] = {k: scan["result"][k] for k in ("metric", "points", "front")}
     return block
 
 
-def _paired(data: pathlib.Path, a: pathlib.Path, b: pathlib.Path) -> dict | None:
-    """Model ``a`` minus model ``b`` (directories with predictions.h5) on the same test jets of ``data``, in accuracy
-    and top-vs-QCD AUC (metrics.paired_difference: paired bootstrap, verdict "A" = a wins beyond 2 sigma, "B" = b
-    wins, else "tie")."""
+def _trainings(model: pathlib.Path, result: dict) -> list[pathlib.Path]:
+    """The directories of a student's trainings: ``model``/seeds/<seed>/ of each seed its distill stage trained
+    (``seeds: k > 1``), else ``model`` itself."""
+    return [model / SEEDS / seed for seed in result["seeds"]] if "seeds" in result else [model]
+
+
+def _seeds_block(student: dict, baseline: dict) -> dict | None:
+    """summary.json ``student.seeds`` of k > 1 trainings: the seeds, the one the firmware was built from (the
+    student's median seed) and the baseline's median seed, and for the student and the baseline each metric of
+    SEED_METRICS as {"mean", "spread" (standard deviation between the trainings), "stat" (statistical error of one
+    training: the mean of the trainings' own errors, binomial or bootstrap; None for a rejection that is a bound),
+    "values" (one per seed), "lower_bound" (some values are only 1-sigma lower bounds)}. None for k = 1."""
+    if "seeds" not in student:
+        return None
+    block = {"seeds": [int(seed) for seed in student["seeds"]], "firmware_seed": student["median_seed"],
+             "baseline_median_seed": baseline.get("median_seed")}
+    for name, result in (("student", student), ("baseline", baseline)):
+        per_seed = list(result.get("seeds", {}).values())
+        block[name] = {m: _spread([r[m] for r in per_seed], [r[f"{m}_err"] for r in per_seed],
+                                  any(r.get(f"{m}_lower_bound") for r in per_seed))
+                       for m in SEED_METRICS if per_seed and all(r.get(m) is not None for r in per_seed)}
+    return block
+
+
+def _spread(values: list[float], errors: list, lower_bound: bool) -> dict:
+    """{"mean", "spread", "stat", "values", "lower_bound"} of one metric over k trainings (see ``_seeds_block``)."""
+    stat = None if lower_bound or None in errors else float(np.mean(errors))
+    return {"mean": float(np.mean(values)), "spread": float(np.std(values, ddof=1)), "stat": stat,
+            "values": [float(v) for v in values], "lower_bound": bool(lower_bound)}
+
+
+def _paired(data: pathlib.Path, a: list[pathlib.Path], b: list[pathlib.Path], n_sigma: float = 2.0) -> dict | None:
+    """Models ``a`` minus models ``b`` (directories with predictions.h5; a single ``a`` is paired with every ``b``)
+    on the same test jets of ``data``, in accuracy and top-vs-QCD AUC. One pair: metrics.paired_difference (paired
+    bootstrap, verdict "A" = a wins beyond ``n_sigma`` sigma, "B" = b wins, else "tie"). k pairs (one per seed): the
+    mean of the k paired differences, with the uncertainty sqrt(spread^2 / k + stat^2) (spread: their standard
+    deviation; stat: the mean of their paired-bootstrap errors, the statistical error, which the k trainings on the
+    same jets share) and the same verdict, plus "differences" (per seed), "spread", "stat" and "seeds" (k)."""
     from l1forge.metrics import paired_difference
 
-    paths = [a / "predictions.h5", b / "predictions.h5"]
-    if not all(p.exists() for p in paths) or not data.exists():
+    pairs = list(zip(a * len(b) if len(a) == 1 else a, b))
+    paths = [d / "predictions.h5" for pair in pairs for d in pair]
+    if not pairs or not all(p.exists() for p in paths) or not data.exists():
         return None
     labels, split = read_h5(data, "labels", "split")
     test = split == TEST_SPLIT
-    a, b = (read_array(p, "logits")[test] for p in paths)
-    return {m: paired_difference(labels[test], a, b, class_names(data), m) for m in ("accuracy", "top_vs_qcd_auc")}
+    logits = {p: read_array(p, "logits")[test] for p in paths}
+    out = {}
+    for m in ("accuracy", "top_vs_qcd_auc"):
+        each = [paired_difference(labels[test], logits[x / "predictions.h5"], logits[y / "predictions.h5"],
+                                  class_names(data), m, n_sigma=n_sigma) for x, y in pairs]
+        if len(each) == 1:
+            out[m] = each[0]
+            continue
+        differences = [r["difference"] for r in each]
+        spread, stat = float(np.std(differences, ddof=1)), float(np.mean([r["difference_err"] for r in each]))
+        mean, err = float(np.mean(differences)), float(np.hypot(spread / np.sqrt(len(each)), stat))
+        verdict = "tie" if abs(mean) <= n_sigma * err else ("A" if mean > 0 else "B")
+        out[m] = {"metric": m, "difference": mean, "difference_err": err, "n_sigma": n_sigma, "verdict": verdict,
+                  "seeds": len(each), "differences": differences, "spread": spread, "stat": stat}
+    return out
 
 
 def report_context(run_dir: pathlib.Path, block: dict) -> dict:
@@ -88,6 +141,8 @@ def report_context(run_dir: pathlib.Path, block: dict) -> dict:
         "models": _model_rows(scores, block, classes),
         "student_bits": block.get("student", {}).get("bits"),
         "distillation": block.get("student", {}).get("distilled_vs_baseline"),
+        "seeds": (seeds := block.get("student", {}).get("seeds")),
+        "seeds_png": _seeds_plot(seeds) if seeds else None,
         "teacher_verdicts": {k: t["vs_baseline_student"] for k, t in block.get("teachers", {}).items()
                              if t.get("vs_baseline_student")},
         "roc_png": _roc_plot(scores, classes) if scores else None,
@@ -114,6 +169,36 @@ def _scores(run_dir: pathlib.Path, labels, split):
         logits, index = read_h5(emu, "emulator", "index")
         out[EMULATED] = (labels[index], logits)
     return out
+
+
+def _seeds_plot(seeds: dict) -> str:
+    """The accuracy and top-vs-QCD AUC of every training of the student and of the baseline (a point per seed, its
+    statistical error bar; the firmware's seed a star), with their mean (bar) and its spread between trainings (band:
+    mean +- spread)."""
+    from matplotlib.figure import Figure
+
+    metrics = [m for m in ("accuracy", "top_vs_qcd_auc") if m in seeds["student"] and m in seeds["baseline"]]
+    fig = Figure(figsize=(6 * max(len(metrics), 1), 5.5), layout="constrained")
+    for ax, m in zip(fig.subplots(1, max(len(metrics), 1), squeeze=False)[0], metrics):
+        for x, (name, median) in enumerate((("student", seeds["firmware_seed"]),
+                                            ("baseline", seeds["baseline_median_seed"]))):
+            s = seeds[name][m]
+            offsets = np.linspace(-0.15, 0.15, len(s["values"]))
+            ax.errorbar(x + offsets, s["values"], yerr=s["stat"], fmt="o", color=f"C{x}", capsize=3,
+                        label="a seed ($\\pm$ stat)" if x == 0 else None)
+            ax.plot([x + dx for dx, seed in zip(offsets, seeds["seeds"]) if seed == median],
+                    [v for v, seed in zip(s["values"], seeds["seeds"]) if seed == median], "*", color="k", ms=12,
+                    zorder=3, label="median seed" if x == 0 else None)
+            ax.hlines(s["mean"], x - 0.3, x + 0.3, color="k", label="mean $\\pm$ spread" if x == 0 else None)
+            ax.fill_between([x - 0.3, x + 0.3], s["mean"] - s["spread"], s["mean"] + s["spread"], color=f"C{x}",
+                            alpha=0.2)
+        ax.set_xticks([0, 1], ["Student\n(distilled)", "Baseline\n(labels)"])
+        ax.minorticks_off()
+        ax.set_xlim(-0.6, 1.6)
+        ax.set_ylabel({"accuracy": "Accuracy", "top_vs_qcd_auc": "Top vs QCD AUC"}[m])
+    if metrics:
+        fig.axes[0].legend(fontsize="x-small", loc="best")
+    return png(fig)
 
 
 def _roc_plot(scores, classes) -> str:
