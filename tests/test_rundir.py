@@ -120,7 +120,7 @@ def toy(tmp_path, monkeypatch):
     """The folder of the toy task's module, which the task package (in this process too) now finds."""
     extra = tmp_path / "extra_tasks"
     extra.mkdir()
-    (extra / "rundir_toy.py").write_text(TOY)
+    (extra / "rundirtoy.py").write_text(TOY)
     monkeypatch.setattr(tasks, "__path__", [*tasks.__path__, str(extra)])
     tasks.registry.cache_clear()
     run_config_model.cache_clear()
