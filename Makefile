@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PRESET ?= demo
 OUT    ?= runs/$(PRESET)
 
-.PHONY: run test install clean tools
+.PHONY: run test test-slow install clean tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -30,7 +30,11 @@ run: $(STAMP) tools
 	$(BIN)/l1forge run --task tagging --preset $(PRESET) --out $(OUT)
 
 test: $(STAMP) tools
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q --durations=15 -m "not slow" tests
+
+# the tests marked slow: weaver-core trains and exports a ParticleNet and a ParT in its own venv (cached afterwards)
+test-slow: $(STAMP) tools
+	$(BIN)/python -m pytest -q -m slow tests
 
 clean:
 	rm -rf $(VENV) runs

@@ -35,6 +35,9 @@ STUDENT = typer.Option(None, "--student", help="Your student: a QKeras/Keras mod
                        "kept, weights distilled) or module:function building one (tagging).")
 SEEDS = typer.Option(None, "--seeds", help="Trainings of the student and its label twin (seeds student.seed, +1, ...): "
                      "metrics as mean, spread and statistical error; default: seeds of the config (3, smoke 1).")
+TEACHER = typer.Option(None, "--teacher", help="A teacher trained elsewhere (tagging): MODEL.onnx (its inputs from "
+                       "--teacher-config) or a file of its logits/probabilities (.npy, .h5, weaver's .root/.parquet).")
+TEACHER_CONFIG = typer.Option(None, help="weaver-core data configuration (YAML) or l1forge mapping of --teacher's inputs.")
 DATA_MAPPING = typer.Option(None, help="YAML mapping of --data files in no published layout (docs/formats.md).")
 EXECUTOR = typer.Option(None, help="Where parallel work runs: local (processes here) | dask; default: data.executor.")
 ADDRESS = typer.Option(None, help="A running Dask scheduler, tcp://host:port (dask without it: a cluster of "
@@ -49,18 +52,16 @@ INPUT_TYPE = typer.Option(None, help="Input type for --model, e.g. 'fixed<16,6,R
 
 
 def _config(task, preset, config, processes=(), executor=None, address=None, device=None, overrides=None,
-            defaults=None, data=None, data_mapping=None, student=None, seeds=None):
-    """The validated configuration with the command's options as overrides (``overrides``: more sections)."""
+            defaults=None):
+    """The validated configuration with the command's options as overrides (``overrides``: more sections, e.g.
+    from ``_brought``)."""
     from l1forge.config import ConfigError, load_config
 
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device: expected auto, cpu or cuda, got {device!r}")
     where = {key: value for key, value in (("executor", executor), ("address", address)) if value is not None}
-    if data is not None:
-        where.update(source="file", path=str(data), mapping=str(data_mapping) if data_mapping else None)
-    options = {"data": where, **({"device": device} if device is not None else {}),
-               **({"student": {"model": student}} if student else {}), **({"seeds": seeds} if seeds is not None else {}),
-               **(overrides or {})}
+    options = {**(overrides or {}), **({"device": device} if device is not None else {})}
+    options["data"] = {**options.get("data", {}), **where}
     append = {"anomaly": {"processes": list(map(str, processes))}} if processes else None
     cfg = load_config(preset, config, task, overrides=options, defaults=defaults, append=append)
     if cfg.device == "cuda":  # fail now, not after the stages before teach
@@ -75,13 +76,28 @@ def _config(task, preset, config, processes=(), executor=None, address=None, dev
     return cfg
 
 
+def _brought(data=None, data_mapping=None, teacher=None, teacher_config=None, student=None, seeds=None) -> dict:
+    """Configuration overrides for what the user brings (--data, --teacher, --student) and --seeds."""
+    out: dict = {}
+    if data is not None:
+        out["data"] = {"source": "file", "path": str(data), "mapping": str(data_mapping) if data_mapping else None}
+    if teacher is not None:
+        out["teachers"] = {"source": "onnx" if str(teacher).lower().endswith(".onnx") else "file",
+                           "path": str(teacher), "config": str(teacher_config) if teacher_config else None}
+    if student is not None:
+        out["student"] = {"model": student}
+    if seeds is not None:
+        out["seeds"] = seeds
+    return out
+
+
 def _runner(task, preset, config, out, force, quiet, processes=(), executor=None, address=None, device=None,
-            overrides=None, data=None, data_mapping=None, student=None, seeds=None):
+            overrides=None):
     from l1forge.runner import Runner
 
     _logging()
-    return Runner(_config(task, preset, config, processes, executor, address, device, overrides, data=data,
-                          data_mapping=data_mapping, student=student, seeds=seeds), out, progress=not quiet, force=force)
+    return Runner(_config(task, preset, config, processes, executor, address, device, overrides), out,
+                  progress=not quiet, force=force)
 
 
 def _logging():
@@ -105,9 +121,11 @@ for _name in ("teach", "report"):
 @app.command()
 def distill(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.Path] = CONFIG, task: str = TASK,
             force: bool = FORCE, quiet: bool = QUIET, device: Optional[str] = DEVICE, student: Optional[str] = STUDENT,
-            seeds: Optional[int] = SEEDS):
+            seeds: Optional[int] = SEEDS, teacher: Optional[pathlib.Path] = TEACHER,
+            teacher_config: Optional[pathlib.Path] = TEACHER_CONFIG):
     """Run the 'distill' stage in the run directory (earlier stages must be done)."""
-    _runner(task, preset, config, out, force, quiet, device=device, student=student, seeds=seeds).run_stage("distill")
+    brought = _brought(teacher=teacher, teacher_config=teacher_config, student=student, seeds=seeds)
+    _runner(task, preset, config, out, force, quiet, device=device, overrides=brought).run_stage("distill")
 
 
 @app.command()
@@ -116,8 +134,8 @@ def generate(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pat
              executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS,
              data: Optional[str] = DATA, data_mapping: Optional[pathlib.Path] = DATA_MAPPING):
     """Generate the task's events (Pythia8 + fastjet) into the run directory, or read your jets (--data)."""
-    _runner(task, preset, config, out, force, quiet, process or (), executor, address, data=data,
-            data_mapping=data_mapping).run_stage("generate")
+    _runner(task, preset, config, out, force, quiet, process or (), executor, address,
+            overrides=_brought(data, data_mapping)).run_stage("generate")
 
 
 @app.command()
@@ -296,22 +314,22 @@ def run(out: pathlib.Path = OUT, preset: str = PRESET, config: Optional[pathlib.
         force: bool = FORCE, quiet: bool = QUIET, process: Optional[list[pathlib.Path]] = PROCESS,
         executor: Optional[executors.Name] = EXECUTOR, address: Optional[str] = ADDRESS,
         data: Optional[str] = DATA, data_mapping: Optional[pathlib.Path] = DATA_MAPPING,
-        student: Optional[str] = STUDENT, seeds: Optional[int] = SEEDS):
+        student: Optional[str] = STUDENT, seeds: Optional[int] = SEEDS, teacher: Optional[pathlib.Path] = TEACHER,
+        teacher_config: Optional[pathlib.Path] = TEACHER_CONFIG):
     """Run the whole flow; stages whose inputs and configuration did not change are skipped."""
+    brought = _brought(data, data_mapping, teacher, teacher_config, student, seeds)
     if task == "all":
         from l1forge.runner import run_tasks
         from l1forge.tasks import registry
 
         _logging()
         reuse = {"chain": {"pileup_run": str(out / "pileup")}}  # the chain reuses the pileup task's run
-        configs = {name: _config(name, preset, config, process or (), executor, address,
-                                 defaults=reuse if name == "chain" else None, data=data, data_mapping=data_mapping,
-                                 student=student, seeds=seeds)
-                   for name in registry()}
+        configs = {name: _config(name, preset, config, process or (), executor, address, overrides=brought,
+                                 defaults=reuse if name == "chain" else None) for name in registry()}
         summary = run_tasks(configs, out, progress=not quiet, force=force)
     else:
-        summary = _runner(task, preset, config, out, force, quiet, process or (), executor, address, data=data,
-                          data_mapping=data_mapping, student=student, seeds=seeds).run_all()
+        summary = _runner(task, preset, config, out, force, quiet, process or (), executor, address,
+                          overrides=brought).run_all()
     checks = ", ".join(f"{name} {block.get('emulation', {}).get('mismatches')} of {block.get('emulation', {}).get('events_checked')}"
                        for name, block in summary["tasks"].items())
     console.print(f"[bold]done[/]: {out}/summary.json, {out}/report.html; C-sim mismatches: {checks}", highlight=False)

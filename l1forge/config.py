@@ -61,6 +61,17 @@ class TeacherConfig(Strict):
     max_steps: int | None = None
     jet_features: bool = True  # teachers also see the 16 high-level features the student gets
     seed: int = 0
+    # a teacher trained elsewhere (teachers/external.py; tagging): an ONNX classifier ("onnx"; its inputs built from
+    # the jets by `config`, a weaver-core data configuration or l1forge's mapping) or a file of its outputs ("file")
+    source: Literal["train", "onnx", "file"] = "train"
+    path: str | None = None
+    config: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _external_needs_a_path(self) -> "TeacherConfig":
+        if self.source != "train" and not self.path:
+            raise ValueError(f"teachers.source '{self.source}' needs teachers.path (or --teacher FILE)")
+        return self
 
 
 class StudentConfig(Strict):

@@ -389,8 +389,8 @@ def _user_students(tmp_path):
     tf.keras.Model(inp, out).save(tmp_path / "elu.h5")
 
 
-def test_tagging_flow_on_a_users_top_tagging_files_and_student(tmp_path):
-    """`run --data 'DIR/*.h5' --student FILE` on files in the top-tagging reference layout (pandas HDF5, two classes,
+def test_tagging_flow_on_a_users_top_tagging_files_student_and_teacher(tmp_path):
+    """`run --data 'DIR/*.h5' --student FILE`, then `--teacher FILE` (a teacher's probabilities), on files in the top-tagging reference layout (pandas HDF5, two classes,
     the files' own train/val/test) with the user's QKeras student: the same stages, 0 C-sim and Verilator
     mismatches, provenance of each file in summary.json; a student that would not convert is refused in one line
     before any teacher trains."""
@@ -410,6 +410,7 @@ def test_tagging_flow_on_a_users_top_tagging_files_and_student(tmp_path):
     res = l1forge(*args, "--student", tmp_path / "mine.h5")
     assert res.returncode == 0, res.stderr[-2000:]
     task = json.loads((tmp_path / "run" / "summary.json").read_text())["tasks"]["tagging"]
+    task_gnn_accuracy = task["teachers"]["gnn"]["metrics"]["accuracy"]
     data = task["data"]
     assert data["source"] == "file" and data["layout"] == "toptagging" and data["class_names"] == ["QCD", "top"]
     assert data["n_jets"] == 480 and sorted(f["path"].rsplit("/", 1)[1] for f in data["source_files"]) == \
@@ -418,3 +419,17 @@ def test_tagging_flow_on_a_users_top_tagging_files_and_student(tmp_path):
     assert task["rtl"]["mismatches"] == 0 and task["student"]["metrics"]["top_vs_qcd_auc"] is not None
     assert "top_vs_qcd_auc" in task["teachers"]["gnn"]["metrics"]
     assert task["student"]["params"] == 16 * 8 + 8 + 8 * 2 + 2  # the user's architecture, distilled
+
+    # a teacher from elsewhere: a file of its probabilities (here the GNN's, softmaxed), or one of the wrong shape
+    logits = h5py.File(tmp_path / "run" / "teachers" / "gnn" / "predictions.h5")["logits"][()]
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.save(tmp_path / "probs.npy", probs / probs.sum(axis=1, keepdims=True))
+    np.save(tmp_path / "three.npy", np.zeros((len(logits), 3)))
+    bad = l1forge(*args[:-3], "--out", tmp_path / "ext", "--teacher", tmp_path / "three.npy")
+    assert bad.returncode == 1 and "three.npy" in bad.stderr and "Traceback" not in bad.stderr
+    res = l1forge(*args[:-3], "--out", tmp_path / "ext", "--teacher", tmp_path / "probs.npy", "-q")
+    assert res.returncode == 0, res.stderr[-2000:]
+    task = json.loads((tmp_path / "ext" / "summary.json").read_text())["tasks"]["tagging"]
+    external = task["teachers"]["external"]
+    assert external["source"] == "file" and external["outputs_are"] == "probabilities" and task["student"]["teacher"] == "external"
+    assert external["metrics"]["accuracy"] == task_gnn_accuracy and task["emulation"]["mismatches"] == 0

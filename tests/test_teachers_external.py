@@ -534,6 +534,7 @@ def file_vectors(path):
                     1).astype(np.float32)
 
 
+@pytest.mark.slow  # builds weaver-core's own venv (torch included, 1.6 GB) on a machine without it: minutes
 def test_weaver_core_teachers(tmp_path):
     """weaver-core 0.4.17 (own venv, cached) trains a small ParticleNet and a small ParT for 2 x 10 steps on a
     JetClass-layout ROOT file, predicts it and exports ONNX with its own export (TorchScript exporter; for

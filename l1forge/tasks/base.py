@@ -123,6 +123,8 @@ class Task:
     # ---- shared helpers ------------------------------------------------------------------------------------
     def chosen_teacher(self) -> str:
         """``student.teacher``, or for "best" the trained teacher with the lowest validation loss."""
+        if self.cfg.teachers.source != "train":
+            return "external"
         choice = self.cfg.student.teacher
         if choice != "best":
             return choice

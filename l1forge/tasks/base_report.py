@@ -14,7 +14,8 @@ from l1forge.tasks.base import best_firmware
 
 def teacher_results(task) -> dict:
     """{kind: result of its teach stage} for the teachers ``task`` trained."""
-    return {k: task.run.result(f"teach.{k}") for k in ("gnn", "transformer") if f"teach.{k}" in task.run.state}
+    return {k: task.run.result(f"teach.{k}") for k in ("gnn", "transformer", "external")
+            if f"teach.{k}" in task.run.state}
 
 
 def summary(task) -> dict:
@@ -26,7 +27,8 @@ def summary(task) -> dict:
         block["data"] = {**{k: v for k, v in data.items() if k != "path"}, "files": {"events": str(task.data_path)}}
     if teachers := teacher_results(task):
         block["teachers"] = {k: {"params": r["params"], "size": r["size"], "metrics": r["metrics"],
-                                 "onnx": str(task.run.teacher(k) / "model.onnx")} for k, r in teachers.items()}
+                                 "onnx": str(task.run.teacher(k) / "model.onnx")} if k != "external" else r
+                             for k, r in teachers.items()}
     if student := result("distill.student"):
         baseline = result("distill.baseline") or {}
         block["student"] = {"params": student["params"], "bits": student["bits"], "hidden": student["hidden"],

@@ -25,7 +25,7 @@ def _file_stamp(spec: str | None):
     """(size, modification time) of a user's student file, so that a new file reruns the distillation."""
     from l1forge.students.user import is_builder
 
-    if spec is None or is_builder(spec):
+    if spec is None or is_builder(spec) or not pathlib.Path(spec).exists():
         return None
     stat = pathlib.Path(spec).stat()
     return [stat.st_size, stat.st_mtime_ns]
@@ -145,7 +145,26 @@ class Tagging(Task):
 
     def teach(self) -> dict:
         self.user_student()  # a student of the user's that would not convert is refused before any training
+        if self.cfg.teachers.source != "train":
+            return {"external": self.teach_external()}
         return super().teach()
+
+    def teach_external(self) -> dict:
+        """The predictions of a teacher trained elsewhere (``teachers.source`` onnx or file, teachers/external.py) on
+        every jet, and its test metrics, in teachers/external/; its fingerprint holds the files' sizes and times."""
+        from l1forge.teachers.external import teach_external
+
+        t, out = self.cfg.teachers, self.run.teacher("external")
+
+        def work():
+            jets = self.jets()
+            result = teach_external(t.path, jets, out, mapping=t.config, classes=jets.class_names,
+                                    device=self.cfg.device)
+            result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
+            return result
+
+        config = {"teacher": t, "files": [_file_stamp(f) for f in (t.path, t.config)]}
+        return self.stage("teach.external", config, ["generate"], [out / "predictions.h5"], work)
 
     def user_student(self, seed: int | None = None):
         """The user's student (``student.model``) built for the data, checked to convert with hls4ml; None without
