@@ -66,11 +66,12 @@ def _test_set(run):
 
 def test_presets_and_option():
     assert load_config("smoke").seeds == 1 and all(load_config(p).seeds == 3 for p in ("demo", "medium", "full"))
-    from l1forge.cli import _config
+    from l1forge.cli import _brought, _config
 
-    assert _config("tagging", "smoke", None, seeds=3).seeds == 3 and _config("tagging", "demo", None).seeds == 3
+    assert _config("tagging", "smoke", None, overrides=_brought(seeds=3)).seeds == 3
+    assert _config("tagging", "demo", None).seeds == 3
     with pytest.raises(ConfigError, match="key 'seeds'"):
-        _config("tagging", "smoke", None, seeds=0)
+        _config("tagging", "smoke", None, overrides=_brought(seeds=0))
 
 
 def test_three_seeds_train_three_students_and_the_firmware_gets_the_median(three):
