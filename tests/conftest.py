@@ -1,5 +1,7 @@
 """Shared fixtures: one small real Pythia jet sample per test session."""
 
+import contextlib
+
 import pytest
 
 
@@ -39,3 +41,22 @@ def pileup_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("pileup") / "pileup.h5"
     generate_pileup(path, workers=1, **PILEUP_SMALL)
     return path
+
+
+@contextlib.contextmanager
+def extra_task(folder, monkeypatch, module: str, text: str):
+    """The task package (and the configuration model) with one more module, ``module``.py holding ``text``, in
+    ``folder``; the registries are rebuilt on entry and on exit. Yields ``folder``."""
+    import l1forge.tasks as tasks
+    from l1forge.config import run_config_model
+
+    folder.mkdir()
+    (folder / f"{module}.py").write_text(text)
+    monkeypatch.setattr(tasks, "__path__", [*tasks.__path__, str(folder)])
+    tasks.registry.cache_clear()
+    run_config_model.cache_clear()
+    try:
+        yield folder
+    finally:
+        tasks.registry.cache_clear()
+        run_config_model.cache_clear()

@@ -19,9 +19,9 @@ import time
 import h5py
 import numpy as np
 import pytest
+from conftest import extra_task
 
-import l1forge.tasks as tasks
-from l1forge.config import load_config, run_config_model
+from l1forge.config import load_config
 from l1forge.core.artifacts import ArtifactWriteError, write_arrays_atomic
 from l1forge.runner import LOCK, RunDirBusy, Runner, run_lock, run_tasks
 
@@ -118,15 +118,8 @@ STAGES = ("generate", "teach", "distill")
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
     """The folder of the toy task's module, which the task package (in this process too) now finds."""
-    extra = tmp_path / "extra_tasks"
-    extra.mkdir()
-    (extra / "rundirtoy.py").write_text(TOY)
-    monkeypatch.setattr(tasks, "__path__", [*tasks.__path__, str(extra)])
-    tasks.registry.cache_clear()
-    run_config_model.cache_clear()
-    yield extra
-    tasks.registry.cache_clear()
-    run_config_model.cache_clear()
+    with extra_task(tmp_path / "extra_tasks", monkeypatch, "rundirtoy", TOY) as extra:
+        yield extra
 
 
 def l1forge(toy_dir, *args, **env):

@@ -4,9 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import extra_task
 
 import l1forge.tasks as tasks
-from l1forge.config import ConfigError, load_config, run_config_model
+from l1forge.config import ConfigError, load_config
 from l1forge.runner import Runner, run_tasks
 
 TOY = '''
@@ -53,15 +54,8 @@ TASK = Toy
 @pytest.fixture
 def toy_task(tmp_path, monkeypatch):
     """The task package with one more module, toy.py, in a directory of its own."""
-    extra = tmp_path / "extra_tasks"
-    extra.mkdir()
-    (extra / "toy.py").write_text(TOY)
-    monkeypatch.setattr(tasks, "__path__", [*tasks.__path__, str(extra)])
-    tasks.registry.cache_clear()
-    run_config_model.cache_clear()
-    yield
-    tasks.registry.cache_clear()
-    run_config_model.cache_clear()
+    with extra_task(tmp_path / "extra_tasks", monkeypatch, "toy", TOY):
+        yield
 
 
 def test_registry_finds_the_four_tasks():
