@@ -43,6 +43,16 @@ Each operation repeats what the nnet_utils C++ does, in the same order of quanti
   cast to ``res_t``; reshape (Flatten/Reshape): the same codes in the new shape.
 * zeropad1d (ZeroPadding1D, ``zeropad1d_cl``): zero positions around the input's, each value cast to ``res_t``.
 * transpose (Permute, ``nnet_transpose.h``): the codes with their axes permuted (``perm``), cast to ``res_t``.
+* zeropad2d, cropping1d/2d, resize (``zeropad2d_cl``, ``cropping*_cl``, ``resize_nearest``): each output a cast of
+  one input element or zero, by the index map of ``l1forge.graph.gather``.
+* pool2d also runs Pooling1D (``pooling1d_cl`` is ``pooling2d_cl`` on one row); global_max / global_average take
+  GlobalPooling2D (``global_pooling2d_cl``) as the 1-D pooling over the pixels.
+* table also holds softplus and softsign (span 16, centred); elu / selu (``nnet_activation.h``): ``x >= 0 ?
+  (res_t)x : (res_t)(alpha * table[min((int)(x * N / -8), N - 1)])``, selu ``(res_t)(lambda * x)`` above zero with
+  lambda in ``ap_ufixed<16,1>`` and the table alone below; prelu: leaky_relu with one alpha per element (param_t);
+  thresholded_relu: ``x > theta ? (res_t)x : 0``, the comparison exact.
+* multiply (``nnet_merge.h``): the exact product, then ``(res_t)``; dot (``dot1d``): each product cast to
+  ``accum_t``, added in order to 0 (one cast per addition), then ``(res_t)``.
 """
 
 from __future__ import annotations
@@ -53,17 +63,19 @@ import pathlib
 import numpy as np
 
 from l1forge.graph import ops
+from l1forge.graph.gather import GATHER_OPS, source_index
 from l1forge.graph.ir import Graph, Layer, as_graph, read_graph
 from l1forge.emulation.fastpath import FastPath
 from l1forge.quantize.fixed import (INT64_SAFE, LIMBS_SAFE, MAX_WIDTH, FixedType, FixedTypeError, Limbs,
                                     TooWideError, as_exact, is_exact, magnitude)
-from l1forge.quantize.hls_tables import (activation_table, ceillog2, centred_offset, floorlog2, index_divisor,
-                                         softmax_tables)
+from l1forge.quantize.hls_tables import (SELU_LAMBDA, activation_table, ceillog2, centred_offset, floorlog2,
+                                         index_divisor, negative_table, softmax_tables)
 
 EXACT_FLOAT = 2.0**53
 SUM_CHUNK = 1 << 20  # products per block of the dropped-bits pass of ``_dense_sum``
 REFERENCE_CHUNK = 1024  # events per block of the reference path (``run``)
-_CASTS = ("linear", "relu", "transpose", "zeropad1d", "concatenate", "maximum", "minimum")
+_CASTS = ("linear", "relu", "transpose", "zeropad1d", "concatenate", "maximum", "minimum", "thresholded_relu",
+          *GATHER_OPS)
 _TAKE_LIMBS = ("linear", "relu")  # kernels that only cast (FixedType.from_codes): they read any carrier of codes
 _DENSE_OPS = ("dense", "conv1d", "conv2d")
 
@@ -340,9 +352,41 @@ class Emulator:
 
     def _prepare_leaky_relu(self, layer: _Layer, in_types: list, weights: dict):
         (param_t,) = self._types_of(layer, "param_t")
-        alpha = int(param_t.from_float(layer.spec["alpha"]))
-        self._need(layer, self._in_bound(layer) * abs(alpha), "alpha * x")
+        if layer.op == "prelu":  # one alpha per element (a weight)
+            alpha = param_t.from_float(weights[f"{layer.name}/alpha"]).reshape(layer.spec["shape"])
+        else:
+            alpha = int(param_t.from_float(layer.spec["alpha"]))
+        self._need(layer, self._in_bound(layer) * magnitude(alpha), "alpha * x")
         layer.params = {"alpha": alpha, "alpha_frac": param_t.frac}
+
+    def _prepare_elu(self, layer: _Layer, in_types: list, weights: dict):
+        spec, x_t = layer.spec, in_types[0]
+        table_t, param_t = self._types_of(layer, "table_t", "param_t")
+        alpha = int(param_t.from_float(SELU_LAMBDA if spec["function"] == "selu" else spec["alpha"]))
+        table = negative_table(spec["function"], spec["table_size"], table_t)
+        self._check_index(layer, x_t, spec["table_size"], 8, self._in_bound(layer))
+        self._need(layer, max(self._in_bound(layer), magnitude(table)) * abs(alpha), "alpha * x")
+        layer.params = {"alpha": alpha, "alpha_frac": param_t.frac, "table": table, "table_t": table_t}
+
+    def _prepare_thresholded_relu(self, layer: _Layer, in_types: list, weights: dict):
+        (param_t,) = self._types_of(layer, "param_t")
+        frac = max(in_types[0].frac, param_t.frac)
+        theta = int(param_t.from_float(layer.spec["theta"])) << (frac - param_t.frac)
+        self._need(layer, max(self._in_bound(layer) << (frac - in_types[0].frac), abs(theta)), "the comparison")
+        layer.params = {"theta": theta, "shift": frac - in_types[0].frac}
+
+    def _prepare_gather(self, layer: _Layer, in_types: list, weights: dict):
+        index = source_index(layer.spec)
+        layer.params = {"index": np.maximum(index, 0), "zero": index < 0}
+
+    def _prepare_dot(self, layer: _Layer, in_types: list, weights: dict):
+        a, b = in_types
+        acc_t = layer.spec.type("accum_t")
+        product = self._in_bound(layer, 0) * self._in_bound(layer, 1)
+        frac = max(acc_t.frac, a.frac + b.frac)
+        self._need(layer, max(product << (frac - a.frac - b.frac), 2 * acc_t.code_bound << (frac - acc_t.frac)),
+                   "a product")
+        layer.params = {"acc_t": acc_t}
 
     @staticmethod
     def _plan_dense(layer: _Layer, x_type: FixedType, x_bound: int | None = None, wide: bool = False):
@@ -449,6 +493,9 @@ class Emulator:
 
     def _prepare_merge(self, layer: _Layer, in_types: list, weights: dict):
         a, b = in_types
+        if layer.op == "multiply":
+            self._need(layer, self._in_bound(layer, 0) * self._in_bound(layer, 1), "the exact product")
+            return
         frac = max(a.frac, b.frac)
         self._need(layer, (self._in_bound(layer, 0) << (frac - a.frac)) + (self._in_bound(layer, 1) << (frac - b.frac)),
                    "the exact sum")
@@ -697,9 +744,51 @@ class Emulator:
                 out[:, oi, oj] = acc_t.from_codes(_trunc_div(acc, size), acc_t.frac)
         return layer.result.from_codes(out, acc_t.frac)
 
-    @kernel("leaky_relu", prepare=_prepare_leaky_relu)
+    @kernel(*GATHER_OPS, prepare=_prepare_gather)
+    def _gather(self, layer: _Layer, src) -> np.ndarray:
+        """Each output element a cast of the input element ``l1forge.graph.gather.source_index`` names, or zero."""
+        x = layer.result.from_codes(src[0].reshape(len(src[0]), -1), src[1].frac)[:, layer.params["index"]]
+        x[:, layer.params["zero"]] = 0
+        return x
+
+    @kernel("thresholded_relu", prepare=_prepare_thresholded_relu)
+    def _thresholded_relu(self, layer: _Layer, src) -> np.ndarray:
+        """``thresholded_relu``: ``x > theta ? (res_t)x : 0``, compared exactly on the finer fraction."""
+        x, x_t = src
+        cast = layer.result.from_codes(x, x_t.frac)
+        return np.where((x << layer.params["shift"]) > layer.params["theta"], cast, 0)
+
+    @kernel("elu", prepare=_prepare_elu)
+    def _elu(self, layer: _Layer, src) -> np.ndarray:
+        """``elu`` / ``selu``: the index ``(int)(x * N / -8)`` (x < 0: C's truncations on -x), clamped to N - 1."""
+        x, x_t = src
+        p = layer.params
+        size = len(p["table"])
+        index = _table_index(-x, x_t.frac, size, 8, 0)
+        neg = p["table"][index]
+        if layer.spec["function"] == "elu":
+            positive = layer.result.from_codes(x, x_t.frac)
+            negative = layer.result.from_codes(neg * p["alpha"], p["table_t"].frac + p["alpha_frac"])
+        else:
+            positive = layer.result.from_codes(x * p["alpha"], x_t.frac + p["alpha_frac"])
+            negative = layer.result.from_codes(neg, p["table_t"].frac)
+        return np.where(x >= 0, positive, negative)
+
+    @kernel("dot", prepare=_prepare_dot, refuse=_product)
+    def _dot(self, layer: _Layer, a_src, b_src) -> np.ndarray:
+        """``dot1d``: ``mult[i] = (accum_t)(a[i] * b[i])``, ``acc = 0; acc += mult[i]`` in accum_t, ``(res_t)acc``."""
+        acc_t = layer.params["acc_t"]
+        (a, fa), (b, fb) = (a_src[0], a_src[1].frac), (b_src[0], b_src[1].frac)
+        a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+        acc = np.zeros(len(a), dtype=object if layer.exact else np.int64)
+        for i in range(a.shape[1]):
+            acc = acc_t.from_codes(acc + acc_t.from_codes(a[:, i] * b[:, i], fa + fb), acc_t.frac)
+        return layer.result.from_codes(acc, acc_t.frac)[:, None]
+
+    @kernel("leaky_relu", "prelu", prepare=_prepare_leaky_relu)
     def _leaky_relu(self, layer: _Layer, src) -> np.ndarray:
-        """``res = x > 0 ? (res_t)x : (res_t)(alpha * x)``, alpha in ``param_t``, the product exact."""
+        """``res = x > 0 ? (res_t)x : (res_t)(alpha * x)``, alpha in ``param_t`` (prelu: one per element), the
+        product exact."""
         x, x_t = src
         p = layer.params
         positive = layer.result.from_codes(x, x_t.frac)
@@ -764,11 +853,13 @@ class Emulator:
     @kernel("global_max", prepare=_prepare_global)
     def _global_max(self, layer: _Layer, src) -> np.ndarray:
         acc_t = layer.params["acc_t"]
-        return layer.result.from_codes(acc_t.from_codes(src[0].max(axis=1), src[1].frac), acc_t.frac)
+        x = src[0].reshape(len(src[0]), -1, layer.spec["shape"][-1])  # GlobalPooling2D: the pixels as positions
+        return layer.result.from_codes(acc_t.from_codes(x.max(axis=1), src[1].frac), acc_t.frac)
 
     @kernel("global_average", prepare=_prepare_global)
     def _global_average(self, layer: _Layer, src) -> np.ndarray:
         x, x_t = src
+        x = x.reshape(len(x), -1, layer.spec["shape"][-1])
         acc_t = layer.params["acc_t"]
         acc = np.zeros((len(x), x.shape[-1]), dtype=np.int64)
         for i in range(x.shape[1]):
@@ -777,10 +868,12 @@ class Emulator:
         acc = acc_t.from_codes(_trunc_div(acc, x.shape[1]), acc_t.frac)
         return layer.result.from_codes(acc, acc_t.frac)
 
-    @kernel("add", "subtract", "average", "maximum", "minimum", prepare=_prepare_merge)
+    @kernel("add", "subtract", "average", "maximum", "minimum", "multiply", prepare=_prepare_merge)
     def _merge(self, layer: _Layer, a_src, b_src) -> np.ndarray:
-        a, b, frac = _aligned(a_src[0], a_src[1].frac, b_src[0], b_src[1].frac)
         op = layer.op
+        if op == "multiply":
+            return layer.result.from_codes(a_src[0] * b_src[0], a_src[1].frac + b_src[1].frac)
+        a, b, frac = _aligned(a_src[0], a_src[1].frac, b_src[0], b_src[1].frac)
         if op == "add":
             out = a + b
         elif op == "subtract":

@@ -57,12 +57,19 @@ def _weight_values(var, layer) -> np.ndarray:
     return np.array([float(text) for text in texts], dtype=np.float64).reshape(var.data.shape)
 
 
-_MERGE_OPS = ("add", "subtract", "average", "maximum", "minimum")
+_MERGE_OPS = ("add", "subtract", "average", "maximum", "minimum", "multiply")
 _MAX_TABLE = 1 << 24
 _CONV_KEYS = ("in_width", "n_chan", "filt_width", "n_filt", "stride_width", "out_width", "pad_left", "pad_right")
 _CONV2D_KEYS = ("in_height", "in_width", "n_chan", "filt_height", "filt_width", "n_filt", "stride_height",
                 "stride_width", "out_height", "out_width", "pad_top", "pad_bottom", "pad_left", "pad_right")
 _PAD1D_KEYS = ("in_width", "n_chan", "out_width", "pad_left", "pad_right")
+_IMAGE_KEYS = ("in_height", "in_width", "n_chan", "out_height", "out_width")
+_GATHER_KEYS = {
+    "ZeroPadding2D": ("zeropad2d", _IMAGE_KEYS + ("pad_top", "pad_bottom", "pad_left", "pad_right")),
+    "Cropping1D": ("cropping1d", ("in_width", "n_chan", "out_width", "crop_left", "crop_right")),
+    "Cropping2D": ("cropping2d", _IMAGE_KEYS + ("crop_top", "crop_bottom", "crop_left", "crop_right")),
+    "Resize": ("resize", _IMAGE_KEYS),
+}
 _POOL2D_KEYS = ("in_height", "in_width", "n_filt", "pool_height", "pool_width", "stride_height", "stride_width",
                 "out_height", "out_width", "pad_top", "pad_bottom", "pad_left", "pad_right")
 
@@ -109,8 +116,11 @@ def _activation(layer, entry: dict):
     cfg = _config(layer)
     if act in ("relu", "linear"):
         entry["op"] = act
-    elif act in ("sigmoid", "tanh"):
+    elif act in ("sigmoid", "tanh", "softplus", "softsign"):
         entry.update(op="table", function=act, table_size=_table_size(layer, cfg["table_size"]), table_t=cfg["table_t"])
+    elif act == "selu":  # selu: lambda * x above zero, the table below
+        entry.update(op="elu", function="selu", alpha=1.0, param_t="ufixed<16,1>",
+                     table_size=_table_size(layer, cfg["table_size"]), table_t=cfg["table_t"])
     elif act in ("hard_sigmoid", "hard_tanh"):
         entry.update(
             op=act,
@@ -200,6 +210,18 @@ def _describe(layer, backend) -> tuple[dict, dict]:
         "leakyrelu", "leaky_relu"
     ):
         entry.update(op="leaky_relu", alpha=float(layer.get_attr("activ_param")), param_t=_type(layer.get_attr("param_t")))
+    elif cls == "ParametrizedActivation" and str(layer.get_attr("activation")).lower() == "thresholdedrelu":
+        entry.update(op="thresholded_relu", theta=float(layer.get_attr("activ_param")),
+                     param_t=_type(layer.get_attr("param_t")))
+    elif cls == "ParametrizedActivation" and str(layer.get_attr("activation")).lower() == "elu":
+        cfg = _config(layer)
+        entry.update(op="elu", function="elu", alpha=float(layer.get_attr("activ_param", 1.0)),
+                     param_t=_type(layer.get_attr("param_t")), table_size=_table_size(layer, cfg["table_size"]),
+                     table_t=cfg["table_t"])
+    elif cls == "PReLU":
+        a = layer.weights["param"]
+        entry.update(op="prelu", param_t=_type(a.type))
+        weights[f"{layer.name}/alpha"] = _weight_values(a, layer).ravel()
     elif cls in ("Activation", "ReLU", "HardActivation", "Softmax"):
         _activation(layer, entry)
     elif cls in ("BatchNormalization", "ApplyAlpha"):  # ApplyAlpha: the scale of QKeras alpha quantizers
@@ -208,10 +230,27 @@ def _describe(layer, backend) -> tuple[dict, dict]:
         entry.update(op="batchnorm", scale_t=scale_t, bias_t=_type(b.type))
         weights[f"{layer.name}/scale"] = scale.ravel()
         weights[f"{layer.name}/bias"] = _weight_values(b, layer).ravel()
-    elif cls == "GlobalPooling1D" and layer.get_attr("pool_op") in ("Max", "Average"):
+    elif cls == "Pooling1D" and layer.get_attr("pool_op") in ("Max", "Average"):  # pooling1d_cl: pooling2d_cl on one row
+        entry.update(op="pool2d", pool_op=layer.get_attr("pool_op").lower(), accum_t=_type(layer.types["accum_t"]),
+                     count_pad=bool(layer.get_attr("count_pad", False)), in_height=1, in_width=int(layer.get_attr("n_in")),
+                     n_filt=int(layer.get_attr("n_filt")), pool_height=1, pool_width=int(layer.get_attr("pool_width")),
+                     stride_height=1, stride_width=int(layer.get_attr("stride_width")), out_height=1,
+                     out_width=int(layer.get_attr("n_out")), pad_top=0, pad_bottom=0,
+                     pad_left=int(layer.get_attr("pad_left")), pad_right=int(layer.get_attr("pad_right")))
+    elif cls in _GATHER_KEYS:
+        if layer.get_attr("data_format", "channels_last") != "channels_last":
+            raise _unsupported(layer, "channels_first data")
+        if cls == "Resize" and layer.get_attr("algorithm", "nearest") != "nearest":
+            raise _unsupported(layer, f"interpolation '{layer.get_attr('algorithm')}'")
+        op, keys = _GATHER_KEYS[cls]
+        entry.update(op=op, **{k: int(layer.get_attr(k, 1)) for k in keys})
+    elif cls in ("GlobalPooling1D", "GlobalPooling2D") and layer.get_attr("pool_op") in ("Max", "Average"):
         entry.update(op="global_" + layer.get_attr("pool_op").lower(), accum_t=_type(layer.types["accum_t"]))
     elif cls == "Merge" and layer.get_attr("op") in _MERGE_OPS:
         entry["op"] = layer.get_attr("op")
+    elif cls == "Dot":
+        a, b = (layer.get_input_variable(name).type.precision for name in layer.inputs)
+        entry.update(op="dot", accum_t=_type(layer.types["accum_t"]), product=backend.product_type(a, b))
     elif cls == "Concatenate":
         entry.update(op="concatenate", axis=int(layer.get_attr("axis", -1)))
     elif cls == "ZeroPadding1D":

@@ -23,8 +23,12 @@ Every layer gets a row ``{"name", "op", "cycles", "ii", "LUT", "FF", "DSP", "BRA
   multiplier; with R > 1 the weights are a ``ROM_nP_BRAM`` reshaped to width n_in x n_out / R and depth R:
   BRAM18 = ceil(width x weight_bits / 36) x ceil(R / 512). Cycles = R + the multiplier and adder pipeline, II = R.
 * relu: ``relu_lut_per_bit`` LUTs per output bit, combinational (0 cycles); linear / reshape / concatenate / transpose /
-  zeropad1d: free (wiring).
-* table (sigmoid, tanh): one ROM read per element, a dual-port BRAM18 serves two elements; 2 cycles.
+  zeropad1d / zeropad2d / cropping1d / cropping2d / resize (UpSampling): free (wiring). thresholded_relu: a comparator
+  and a clear per element (2 x relu); leaky_relu / prelu: a constant multiply (shift-add) and a select per element.
+* table (sigmoid, tanh, softplus, softsign): one ROM read per element, a dual-port BRAM18 serves two elements; 2
+  cycles; elu / selu: the same ROM read, a constant multiply and a select, 3 cycles.
+* multiply: a variable product per element (DSP when both inputs exceed ``dsp_min_bits``, else LUTs per partial
+  product bit); dot: n such products and an adder tree of accum_t.
 * softmax (latency/stable/legacy): exp ROM read per element, an adder tree, one inverse ROM read and one multiply
   per element (DSP when wide); stable adds a max tree. Cycles = 1 + ceil((levels x add_ns + t_mult) / period).
 * batchnorm: one constant multiply (as dense) and add per element; hard_sigmoid / hard_tanh: shift-add and clip;
@@ -68,6 +72,7 @@ import math
 import numpy as np
 
 from l1forge.graph import ops
+from l1forge.graph.gather import GATHER_OPS
 from l1forge.graph.ir import Graph, Layer, as_graph
 from l1forge.quantize.fixed import FixedType
 
@@ -159,7 +164,7 @@ def _levels(n: int) -> int:
 cost = functools.partial(ops.implements, "estimate")
 
 
-@cost("input", "linear", "reshape", "concatenate", "transpose", "zeropad1d")
+@cost("input", "linear", "reshape", "concatenate", "transpose", "zeropad1d", *GATHER_OPS)
 def _wiring(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
     return _row()
 
@@ -177,11 +182,36 @@ def _dense(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dic
     return _dense_latency(layer, x[0], w, k, period)
 
 
-@cost("table")
+@cost("thresholded_relu")
+def _thresholded_relu(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    return _row(lut=2 * k["relu_lut_per_bit"] * layer.result_t.width * layer.size)
+
+
+@cost("leaky_relu", "prelu")
+def _leaky_relu(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    bits = layer.result_t.width * layer.size
+    return _row(1, lut=3 * k["lut_per_bit"] * bits, ff=bits)
+
+
+@cost("table", "elu")
 def _table(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
     n = layer.size
     bits = layer.result_t.width * n
-    return _row(2, lut=k["lut_per_bit"] * bits, bram=_rom_bram(n, layer["table_size"] * layer.type("table_t").width))
+    extra = 2 * k["lut_per_bit"] * bits if layer.op == "elu" else 0  # the alpha product and the select
+    return _row(2 + (layer.op == "elu"), lut=k["lut_per_bit"] * bits + extra,
+                bram=_rom_bram(n, layer["table_size"] * layer.type("table_t").width))
+
+
+@cost("multiply", "dot")
+def _multiply(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    x_type, n = x[0], x[1]
+    wide = x_type.width > k["dsp_min_bits"]
+    acc = layer.type("accum_t").width if layer.op == "dot" else 0
+    lut = (0 if wide else k["lut_per_mult_bit2"] * x_type.width ** 2 * n) + k["lut_per_bit"] * acc * max(n - 1, 0)
+    t_mult = k["dsp_ns"] if wide else k["lut_mult_ns"]
+    levels = _levels(n) if layer.op == "dot" else 0
+    return _row(1 + math.ceil((t_mult + levels * k["add_ns"]) / period), lut=lut, ff=layer.result_t.width * layer.size,
+                dsp=n if wide else 0)
 
 
 @cost("hard_sigmoid", "hard_tanh")

@@ -101,7 +101,8 @@ _POOL2D = dict(pool_op="str", accum_t="type", count_pad="bool", in_height="int",
                pool_height="int", pool_width="int", stride_height="int", stride_width="int", out_height="int",
                out_width="int", pad_top="int", pad_bottom="int", pad_left="int", pad_right="int")
 _MERGE = {"add": "a + b", "subtract": "a - b", "average": "(a + b) / 2 (times ap_ufixed<1,0>(0.5))",
-          "maximum": "max(a, b)", "minimum": "min(a, b)"}
+          "maximum": "max(a, b)", "minimum": "min(a, b)", "multiply": "a * b"}
+_IMAGE = dict(in_height="int", in_width="int", n_chan="int", out_height="int", out_width="int")
 
 declare("input", "the model input; floats are converted into result_t as ap_fixed(double) does", ("Input",))
 declare("dense", "nnet_dense_latency.h / nnet_dense_resource.h: each product cast to accum_t, added in input order "
@@ -114,7 +115,8 @@ declare("conv2d", "nnet_conv2d_latency.h (io_parallel linebuffer, channels last)
         "weight", ("Conv2D", "PointwiseConv2D", "Conv2DBatchnorm", "DepthwiseConv2D"), ("weight", "bias"),
         **_DENSE, **_CONV2D)
 declare("pool2d", "nnet_pooling.h pooling2d_cl (channels last): max in the input type, or the sum in accum_t "
-        "divided towards zero by the window's unpadded area (the window with count_pad)", ("Pooling2D",), **_POOL2D)
+        "divided towards zero by the window's unpadded area (the window with count_pad); pooling1d_cl is the same "
+        "on one row (height 1)", ("Pooling2D", "Pooling1D"), **_POOL2D)
 declare("leaky_relu", "nnet_activation.h leaky_relu: x > 0 ? x : alpha * x, alpha in param_t",
         ("LeakyReLU", "ParametrizedActivation"), alpha="float", param_t="type")
 declare("relu", "nnet_activation.h relu: x > 0 ? (res_t)x : 0", ("Activation", "ReLU"))
@@ -125,8 +127,25 @@ declare("transpose", "nnet_transpose.h (Keras Permute): the axes of one event pe
 declare("zeropad1d", "nnet_padding.h zeropad1d_cl: pad_left and pad_right positions of zeros around the input "
         "positions (channels last), each input value cast to result_t", ("ZeroPadding1D",), in_width="int",
         n_chan="int", out_width="int", pad_left="int", pad_right="int")
-declare("table", "nnet_activation.h sigmoid / tanh: a table of table_size entries in table_t indexed by the input",
-        ("Activation",), function="str", table_size="int", table_t="type")
+declare("zeropad2d", "nnet_padding.h zeropad2d_cl: rows and columns of zeros around the input (channels last), each "
+        "input value cast to result_t", ("ZeroPadding2D",), **_IMAGE, pad_top="int", pad_bottom="int",
+        pad_left="int", pad_right="int")
+declare("cropping1d", "nnet_cropping.h cropping1d_cl: the positions crop_left .. in_width - crop_right, each cast to "
+        "result_t", ("Cropping1D",), in_width="int", n_chan="int", out_width="int", crop_left="int", crop_right="int")
+declare("cropping2d", "nnet_cropping.h cropping2d_cl: the rows and columns inside the crop, each cast to result_t",
+        ("Cropping2D",), **_IMAGE, crop_top="int", crop_bottom="int", crop_left="int", crop_right="int")
+declare("resize", "nnet_image.h resize_nearest (UpSampling1D/2D, nearest): output pixel (i, j) is input pixel "
+        "((i * ry) >> 16, (j * rx) >> 16), r = ((in << 16) / out) + 1", ("Resize",), **_IMAGE)
+declare("table", "nnet_activation.h sigmoid / tanh / softplus / softsign: a table of table_size entries in table_t "
+        "indexed by the input", ("Activation",), function="str", table_size="int", table_t="type")
+declare("elu", "nnet_activation.h elu / selu: x >= 0 ? (res_t)x (selu: lambda * x, lambda in ap_ufixed<16,1>) : "
+        "(res_t)(alpha * table[min((int)(x * N / -8), N - 1)]) (selu: the table alone)",
+        ("ParametrizedActivation", "Activation"), function="str", alpha="float", param_t="type", table_size="int",
+        table_t="type")
+declare("prelu", "nnet_activation.h prelu: x > 0 ? (res_t)x : (res_t)(alpha[i] * x), alpha in param_t",
+        ("PReLU",), ("alpha",), param_t="type")
+declare("thresholded_relu", "nnet_activation.h thresholded_relu: x > theta ? (res_t)x : 0, theta in param_t",
+        ("ParametrizedActivation",), theta="float", param_t="type")
 declare("hard_sigmoid", "nnet_activation.h hard_sigmoid: clip(slope * x + shift, 0, 1)", ("HardActivation",),
         slope="float", shift="float", slope_t="type", shift_t="type")
 declare("hard_tanh", "nnet_activation.h hard_tanh: 2 * clip(slope * x + shift, 0, 1) - 1", ("HardActivation",),
@@ -137,12 +156,13 @@ declare("softmax", "nnet_activation.h softmax (latency, stable, legacy) on the l
         accum_t="type", inv_inp_t="type", inp_norm_t="type", table_t="type")
 declare("batchnorm", "nnet_batchnorm.h normalize: (res_t)(x * scale + bias), per channel or element",
         ("BatchNormalization", "ApplyAlpha"), ("scale", "bias"), scale_t="type", bias_t="type")
-declare("global_max", "nnet_pooling.h global_pooling1d_cl (Max): (res_t)(accum_t)max over the positions",
-        ("GlobalPooling1D",), accum_t="type")
-declare("global_average", "nnet_pooling.h global_pooling1d_cl (Average): the sum in accum_t, divided towards zero",
-        ("GlobalPooling1D",), accum_t="type")
+declare("global_max", "nnet_pooling.h global_pooling1d_cl / global_pooling2d_cl (Max): (res_t)(accum_t)max over "
+        "the positions (pixels)", ("GlobalPooling1D", "GlobalPooling2D"), accum_t="type")
+declare("global_average", "nnet_pooling.h global_pooling1d_cl / global_pooling2d_cl (Average): the sum in accum_t, "
+        "divided towards zero", ("GlobalPooling1D", "GlobalPooling2D"), accum_t="type")
 for _name, _what in _MERGE.items():
     declare(_name, f"nnet_merge.h {_name}: {_what}, exact, then cast to result_t", ("Merge",))
 declare("concatenate", "nnet_merge.h concatenate: each input cast to result_t, joined on axis (Keras counting: "
         "the batch axis is 0)", ("Concatenate",), axis="int")
-
+declare("dot", "nnet_merge.h dot1d (Keras Dot of two vectors): each product cast to accum_t, added in order to 0 in "
+        "accum_t, then cast to result_t", ("Dot",), accum_t="type", product="str")

@@ -16,12 +16,14 @@ from l1forge.quantize.fixed import FixedType, FixedTypeError
 HUGE = 2.0**1000  # what ap_fixed(double) makes of +-inf: a power of two beyond every range (WRAP -> 0, SAT -> max)
 
 
-def libm(name: str):
-    """The host libm's single-precision ``name`` (expf, tanhf) as a numpy ufunc on float32 arrays."""
+def libm(name: str, c_type=ctypes.c_float):
+    """The host libm's single-precision ``name`` (expf, tanhf) as a numpy ufunc on float32 arrays (``c_type``
+    ``ctypes.c_double``: the double-precision one, e.g. log, on float64 arrays)."""
     fn = getattr(ctypes.CDLL(ctypes.util.find_library("m")), name)
-    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    fn.restype, fn.argtypes = c_type, [c_type]
     ufunc = np.frompyfunc(fn, 1, 1)
-    return lambda x: ufunc(np.asarray(x, dtype=np.float32)).astype(np.float32)
+    dtype = np.float32 if c_type is ctypes.c_float else np.float64
+    return lambda x: ufunc(np.asarray(x, dtype=dtype)).astype(dtype)
 
 
 def to_fixed(t: FixedType, values) -> np.ndarray:
@@ -68,13 +70,35 @@ def init_x(size: int, half_range: float) -> np.ndarray:
 
 
 def activation_table(function: str, size: int, table_t: FixedType) -> tuple[np.ndarray, int]:
-    """(codes of the sigmoid or tanh table in ``table_t``, the input span R it covers: 16 for sigmoid, 8 for tanh)."""
+    """(codes of the sigmoid, tanh, softplus or softsign table in ``table_t``, the input span R it covers: 8 for
+    tanh, 16 for the others), as ``init_<function>_table`` of nnet_activation.h builds it."""
+    x = init_x(size, 4.0 if function == "tanh" else 8.0)
     if function == "sigmoid":  # sigmoid_fcn_float: 1.0 / (1 + std::exp(-x)) in float, returned as float
-        e = libm("expf")(-init_x(size, 8.0))
+        e = libm("expf")(-x)
         values = (1.0 / (np.float32(1) + e).astype(np.float64)).astype(np.float32)
-    else:  # tanh(float) of in_val in [-4, 4)
-        values = libm("tanhf")(init_x(size, 4.0))
-    return to_fixed(table_t, values), 16 if function == "sigmoid" else 8
+    elif function == "softplus":  # std::log(std::exp(x) + 1.): expf, then the double log, returned as float
+        values = libm("log", ctypes.c_double)(libm("expf")(x).astype(np.float64) + 1.0).astype(np.float32)
+    elif function == "softsign":  # x / (std::abs(x) + 1.) in double, returned as float
+        values = (x.astype(np.float64) / (np.abs(x).astype(np.float64) + 1.0)).astype(np.float32)
+    elif function == "tanh":  # tanh(float) of in_val in [-4, 4)
+        values = libm("tanhf")(x)
+    else:
+        raise FixedTypeError(f"no table for activation '{function}'")
+    return to_fixed(table_t, values), 8 if function == "tanh" else 16
+
+
+SELU_LAMBDA = 1.0507009873554805  # nnet_activation.h selu: ap_ufixed<16, 1> lambda of the positive branch
+
+
+def negative_table(function: str, size: int, table_t: FixedType) -> np.ndarray:
+    """Codes in ``table_t`` of ``init_elu_table`` / ``init_selu_table``: in_val = (float)(-8.0 * ii / float(N)),
+    elu ``std::exp(x) - 1.`` (expf, then double), selu ``1.0507... * (1.6732... * (std::exp(x) - 1.))`` in double,
+    both returned as float."""
+    ii = np.arange(size, dtype=np.float64)
+    x = (-8.0 * ii / np.float64(np.float32(size))).astype(np.float32)
+    em1 = libm("expf")(x).astype(np.float64) - 1.0
+    values = em1 if function == "elu" else SELU_LAMBDA * (1.6732632423543772848170429916717 * em1)
+    return to_fixed(table_t, values.astype(np.float32))
 
 
 def softmax_tables(spec: dict, in_type: FixedType) -> dict:

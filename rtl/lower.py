@@ -29,9 +29,11 @@ import re
 import numpy as np
 
 from l1forge.graph import ops
+from l1forge.graph.gather import GATHER_OPS, source_index
 from l1forge.graph.ir import Graph, Layer, as_graph
 from l1forge.quantize.fixed import FixedType
-from l1forge.quantize.hls_tables import activation_table, ceillog2, centred_offset, floorlog2, index_divisor, softmax_tables
+from l1forge.quantize.hls_tables import (SELU_LAMBDA, activation_table, ceillog2, centred_offset, floorlog2,
+                                         index_divisor, negative_table, softmax_tables)
 from l1forge.rtl import delay
 from l1forge.rtl.cells import ext
 from l1forge.rtl.datapath import Datapath, RtlError, Sig, Term, csd_terms, each
@@ -143,7 +145,7 @@ def _global_layer(wr, spec, srcs, weights):
     ``acc /= n`` (truncating), ``(res_t)acc``."""
     (x, x_t), = srcs
     acc_t, res_t = spec.type("accum_t"), spec.result_t
-    x = x.reshape(x.shape[0], -1)
+    x = x.reshape(-1, spec.shape[-1])  # GlobalPooling2D: the pixels as positions
     outs = []
     for f in range(x.shape[1]):
         col = list(x[:, f])
@@ -266,14 +268,16 @@ def _softmax_layer(wr, spec, srcs, weights):
     return outs
 
 
-@lowering("add", "subtract", "average", "maximum", "minimum")
+@lowering("add", "subtract", "average", "maximum", "minimum", "multiply")
 def _merge_layer(wr, spec, srcs, weights):
-    """add / subtract / average / maximum / minimum: the exact two-input result, then (res_t)."""
+    """add / subtract / average / maximum / minimum / multiply: the exact two-input result, then (res_t)."""
     (a, _), (b, _) = srcs
     res_t, op = spec.result_t, spec["op"]
 
     def one(u, v):
-        if op in ("maximum", "minimum"):
+        if op == "multiply":
+            y = wr.multiply(u, v)
+        elif op in ("maximum", "minimum"):
             y = wr.maxmin(u, v, op[:3])
         else:
             half = -1 if op == "average" else 0  # (a + b) * ap_ufixed<1,0>(0.5)
@@ -310,6 +314,74 @@ def _zeropad1d_layer(wr, spec, srcs, weights):
     out[:] = wr.const(0, 0)
     out[spec["pad_left"] : spec["pad_left"] + spec["in_width"]] = x
     return out
+
+
+@lowering(*GATHER_OPS)
+def _gather_layer(wr, spec, srcs, weights):
+    """zeropad2d / cropping1d / cropping2d / resize: each output the cast to res_t of the input element that
+    ``l1forge.graph.gather.source_index`` names (one cast per input element, however often it is read), or zero."""
+    x, zero = srcs[0][0].ravel(), wr.const(0, 0)
+    cast = functools.lru_cache(maxsize=None)(lambda i: wr.cast(x[i], spec.result_t))
+    return [cast(int(i)) if i >= 0 else zero for i in source_index(spec)]
+
+
+@lowering("thresholded_relu")
+def _thresholded_relu_layer(wr, spec, srcs, weights):
+    """``x > theta ? (res_t)x : 0``: the sign of the exact x - theta selects."""
+    param_t, res_t = spec.type("param_t"), spec.result_t
+    theta = int(param_t.from_float(spec["theta"]))
+    return each(lambda v: wr.select_pos(wr.tree([Term(v, v.lsb, 1)], wr.const(-theta, -param_t.frac)),
+                                        wr.cast(v, res_t), wr.const(0, 0)), srcs[0][0])
+
+
+@lowering("prelu")
+def _prelu_layer(wr, spec, srcs, weights):
+    """``x > 0 ? (res_t)x : (res_t)(alpha[i] * x)``, alpha[i] in param_t, the product exact."""
+    (x, _), = srcs
+    param_t, res_t = spec.type("param_t"), spec.result_t
+    alpha = param_t.from_float(weights[f"{spec.name}/alpha"])
+    return [wr.select_pos(v, wr.cast(v, res_t), wr.cast(wr.tree(csd_terms(v, int(a), param_t.frac), wr.const(0, 0)),
+                                                          res_t)) for v, a in zip(x.ravel(), alpha)]
+
+
+@lowering("elu")
+def _elu_layer(wr, spec, srcs, weights):
+    """elu / selu: ``index = min((int)(x * N / -8), N - 1)`` in C ints (as the table op's index, on -x), a ROM of
+    the table, ``x >= 0`` (x + 1 lsb > 0) selects (res_t)x (selu: (res_t)(lambda * x)), else (res_t)(alpha *
+    table) (selu: the table alone)."""
+    (x, x_t), = srcs
+    param_t, table_t, res_t = spec.type("param_t"), spec.type("table_t"), spec.result_t
+    selu = spec["function"] == "selu"
+    alpha = int(param_t.from_float(SELU_LAMBDA if selu else spec["alpha"]))
+    codes = negative_table(spec["function"], spec["table_size"], table_t)
+    rom, size = {k: int(v) for k, v in enumerate(codes)}, len(codes)
+    mult, den = index_divisor(x_t.frac, size, 8)
+
+    def one(v):
+        code = dataclasses.replace(v, lsb=v.lsb + x_t.frac)
+        q = wr.trunc_div(wr.tree(csd_terms(code, -int(mult), 0), wr.const(0, 0)), int(den), 0)
+        q = dataclasses.replace(q, lsb=q.lsb + max(-x_t.frac, 0))
+        if q.const is None and max(-q.lo, q.hi) << max(q.lsb, 0) >= 2**31:
+            raise RtlError(f"layer '{spec.name}' (elu): the index leaves 32-bit ints; not supported by the RTL writer")
+        index = wr.maxmin(wr.maxmin(q, wr.const(0, 0), "max"), wr.const(size - 1, 0), "min")
+        t = wr.rom(index, rom)
+        t = dataclasses.replace(t, lsb=t.lsb - table_t.frac)
+        if selu:
+            pos, neg = wr.cast(wr.tree(csd_terms(v, alpha, param_t.frac), wr.const(0, 0)), res_t), wr.cast(t, res_t)
+        else:
+            pos, neg = wr.cast(v, res_t), wr.cast(wr.tree(csd_terms(t, alpha, param_t.frac), wr.const(0, 0)), res_t)
+        return wr.select_pos(wr.tree([Term(v, v.lsb, 1)], wr.const(1, v.lsb)), pos, neg)
+
+    return each(one, x)
+
+
+@lowering("dot", refuse=_product)
+def _dot_layer(wr, spec, srcs, weights):
+    """``dot1d``: each product cast to accum_t, added in order (one cast per addition), then (res_t)."""
+    (a, _), (b, _) = srcs
+    acc_t = spec.type("accum_t")
+    products = [wr.cast(wr.multiply(u, v), acc_t) for u, v in zip(a.ravel(), b.ravel())]
+    return [wr.cast(wr.chain_sum(products, acc_t), spec.result_t)]
 
 
 @lowering("reshape")

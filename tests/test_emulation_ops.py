@@ -129,12 +129,12 @@ def test_quantized_ops_bit_exact_flow(tmp_path):
 
 
 def test_unsupported_layer_fails_at_description(tmp_path):
-    inputs = tf.keras.Input((4,), name="x")
-    outputs = L.ELU(name="elu")(L.Dense(3, name="fc")(inputs))  # LeakyReLU is emulated now; ELU is not
+    inputs = tf.keras.Input((4, 3), name="x")
+    outputs = L.LayerNormalization(name="ln")(L.Dense(3, name="fc")(inputs))  # hls4ml converts it; l1forge does not
     hls_model = hls4ml.converters.convert_from_keras_model(
         tf.keras.Model(inputs, outputs), output_dir=str(tmp_path / "hls"), backend="Vitis"
     )
-    with pytest.raises(UnsupportedLayerError, match=r"'elu' of type ParametrizedActivation \(ELU\)"):
+    with pytest.raises(UnsupportedLayerError, match=r"'ln' of type LayerNormalization"):
         write_graph(hls_model, tmp_path)
 
 
@@ -160,3 +160,68 @@ def test_zero_padding_1d_emulator_csim_and_rtl(tmp_path):
     assert not values["pad"][:, :2].any() and not values["pad"][:, -1].any() and values["pad"][:, 2:-1].any()
     rtl = check_rtl(tmp_path / "hls" / "graph.json", x, tmp_path / "rtl", events=2000, synthesis=False)["rtl"]
     assert rtl["events_checked"] == 2000 and rtl["mismatches"] == 0
+
+
+def _layers_model():
+    """Every layer kind issue 31 added, in one model (one C-sim compile, one Verilator build): ZeroPadding2D,
+    Cropping2D, UpSampling2D, GlobalMax/AveragePooling2D, Max/AveragePooling1D ('same' and 'valid'), Cropping1D,
+    UpSampling1D, ELU (alpha 0.7 and 1), SELU, PReLU, ThresholdedReLU, softplus, softsign, Multiply and Dot."""
+    inp = tf.keras.Input((5, 4, 2), name="x")
+    h = QActivation(quantized_bits(8, 2, alpha=1), name="qin")(inp)
+    u = L.UpSampling2D((2, 1), name="up2")(L.Cropping2D(((1, 2), (0, 1)), name="cr2")(
+        L.ZeroPadding2D(((1, 0), (2, 1)), name="zp2")(h)))
+    r = L.Reshape((10, 4), name="rs")(h)
+    parts = [L.GlobalMaxPooling2D(name="gmp2")(u), L.GlobalAveragePooling2D(name="gap2")(u),
+             L.Flatten(name="f1")(L.MaxPooling1D(3, strides=2, padding="same", name="mp1")(r)),
+             L.Flatten(name="f2")(L.AveragePooling1D(2, name="ap1")(r)),
+             L.Flatten(name="f3")(L.UpSampling1D(3, name="up1")(L.Cropping1D((1, 2), name="cr1")(r)))]
+    v = QDense(4, name="d", **_q())(L.Flatten(name="flat")(h))
+    pos = L.Activation("relu", name="r")(v)
+    parts += [L.ELU(0.7, name="elu")(v), L.Activation("elu", name="elu1")(v), L.Activation("selu", name="selu")(v),
+              L.PReLU(name="prelu")(v), L.ThresholdedReLU(0.6, name="trelu")(v), L.Activation("softplus", name="sp")(v),
+              L.Activation("softsign", name="ss")(v), L.Multiply(name="mul")([v, pos]), L.Dot(axes=1, name="dot")([v, pos])]
+    out = parts[0]
+    for k, part in enumerate(parts[1:]):  # hls4ml merges two tensors at a time
+        out = L.Concatenate(name=f"cat{k}")([out, part])
+    return _randomize(tf.keras.Model(inp, out), 5)
+
+
+@pytest.fixture(scope="module")
+def new_layers(tmp_path_factory):
+    """_layers_model converted with user precisions (rounding, saturating accumulators, small tables), compiled, and
+    checked bit for bit against the C-sim: (project dir, inputs, emulator)."""
+    project = tmp_path_factory.mktemp("new_layers") / "hls"
+    model = _layers_model()
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    layers = config["LayerName"]
+    layers["x"]["Precision"] = {"result": INPUT.hls()}
+    layers["d"]["Precision"].update(accum="fixed<14,5,RND,SAT>", result="fixed<10,4,RND_CONV,SAT>")
+    for name in ("gap2", "ap1"):
+        layers[name]["Precision"] = {"accum": "fixed<14,6,RND,SAT>", "result": "fixed<10,3,RND_CONV,SAT>"}
+    for name, size in (("elu", 256), ("elu1", 128), ("selu", 128), ("sp", 256), ("ss", 64)):
+        layers[name].update(table_size=size, Precision={"result": "fixed<12,4,RND,SAT>", "table": "fixed<14,3,RND>"})
+    layers["dot"]["Precision"] = {"accum": "fixed<12,5,RND,SAT>", "result": "auto"}  # hls4ml infers no dot accum
+    hls_model = convert(model, project, config, bit_exact=False)
+    x = inputs_for((5, 4, 2), 2000, seed=6)
+    return project, x, assert_bit_exact(hls_model, project, x)
+
+
+def test_new_layer_kinds_emulator_equals_csim(new_layers):
+    """The layers of _layers_model: the emulator equals the C-sim bit for bit (in the fixture), each op present."""
+    _, _, emulator = new_layers
+    new = {"zeropad2d", "cropping2d", "resize", "global_max", "global_average", "pool2d", "cropping1d", "elu", "prelu",
+           "thresholded_relu", "table", "multiply", "dot"}
+    assert new <= {layer.op for layer in emulator.layers}
+    functions = {layer.spec["function"] for layer in emulator.layers if layer.op in ("table", "elu")}
+    assert functions == {"softplus", "softsign", "elu", "selu"}
+
+
+@pytest.mark.slow
+def test_new_layer_kinds_rtl_equals_emulator(new_layers, tmp_path):
+    """Their Verilog equals the emulator in Verilator (about 45 s: make test-slow). A variable multiplier is one
+    cell: 200 MHz leaves it room in one clock period."""
+    from l1forge.rtl.check import check_rtl
+
+    project, x, _ = new_layers
+    rtl = check_rtl(project / "graph.json", x, tmp_path / "rtl", events=500, clock_mhz=200, synthesis=False)["rtl"]
+    assert rtl["events_checked"] == 500 and rtl["mismatches"] == 0
