@@ -53,6 +53,7 @@ def build_firmware(
         "convert_compile_seconds": compile_s,
         "input_type": str(hls_model.get_input_variables()[0].type.precision),
         "input_type_note": note,
+        "conversion_note": hls_model.l1forge_note,
     }
     write_json_atomic(out_dir / "firmware.json", block)
     return block

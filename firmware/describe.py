@@ -78,7 +78,8 @@ def _unsupported(layer, why: str = "") -> UnsupportedLayerError:
     detail = f" ({layer.get_attr('activation')})" if layer.get_attr("activation") else ""
     why = f": {why}" if why else ""
     return UnsupportedLayerError(
-        f"layer '{layer.name}' of type {layer.class_name}{detail} is not supported by the l1forge emulator{why}"
+        f"layer '{layer.name}' of type {layer.class_name}{detail} is not supported by the l1forge emulator{why}; "
+        "replace it with a layer `l1forge ops` lists, or build this model with hls4ml alone (no bit-exact check)"
     )
 
 

@@ -138,9 +138,12 @@ def convert(
     Several model inputs raise ConversionError.
     A C-sim that does not compile raises ConversionError with the compiler's first error line and the path of
     the full log (``<project_dir>/build_lib.log``). ``write=False`` returns the unwritten hls4ml model.
-    """
-    import hls4ml
 
+    hls4ml's broken designs are handled here: where its bit-exact inference cannot convert a layer, or gives a
+    power-of-two weight a type its C++ cannot read (``unreadable_weights``), the model is converted with the same
+    name configuration without bit-exact inference, and ``hls_model.l1forge_note`` says so (None otherwise); the
+    firmware graph is described from what is built, so the emulator stays bit-exact to it.
+    """
     from l1forge.firmware.describe import describe_model
 
     if compile and shutil.which("g++") is None:
@@ -155,28 +158,23 @@ def convert(
     if project_dir.exists():
         shutil.rmtree(project_dir)
     config = conversion_config(model, input_type, settings, user_config)
-    with _quiet():
-        try:
-            hls_model = hls4ml.converters.convert_from_keras_model(
-                model,
-                hls_config=config,
-                output_dir=str(project_dir),
-                project_name=settings.project_name,
-                backend=settings.backend,
-                part=settings.part,
-                clock_period=settings.clock_period_ns,
-                io_type=settings.io_type,
-                bit_exact=user_config is None and is_quantized(model),
-            )
-        except ValueError as err:
-            if "unexpected input layer chain" in str(err):
-                raise ConversionError(f"hls4ml: {err} Give the input type with --input-type.") from None
-            raise
-        except NotImplementedError as err:  # hls4ml's bit-exact inference knows a fixed list of layers
-            raise ConversionError(
-                f"hls4ml's bit-exact type inference cannot convert this model ({err}); the l1forge emulator does not "
-                "support that layer either"
-            ) from None
+    bit_exact = user_config is None and is_quantized(model)
+    note = None
+    try:
+        hls_model = _convert(model, config, project_dir, settings, bit_exact)
+    except NotImplementedError as err:  # hls4ml's bit-exact inference knows a fixed list of layers
+        hls_model = None
+        note = (f"hls4ml's bit-exact type inference cannot convert this model ({err}); converted with the name "
+                "configuration alone (bit_exact off): the emulator follows that design")
+    if hls_model is not None and (broken := unreadable_weights(hls_model)):
+        note = (f"hls4ml's bit-exact type inference made {broken} a fixed type that its C++ cannot read "
+                "power-of-two weights into (it would not compile); converted with the name configuration alone "
+                "(bit_exact off): the emulator follows that design")
+    if note:
+        if project_dir.exists():
+            shutil.rmtree(project_dir)
+        hls_model = _convert(model, config, project_dir, settings, False)
+    hls_model.l1forge_note = note
     hls_model.l1forge_config = config
     if folded := sorted(set(hls_model.inputs) & set(hls_model.outputs)):
         raise ConversionError(
@@ -195,17 +193,54 @@ def convert(
     return hls_model
 
 
-def compile_project(hls_model):
+def _convert(model, config: dict, project_dir: pathlib.Path, settings: FirmwareSettings, bit_exact: bool):
+    import hls4ml
+
+    with _quiet():
+        try:
+            return hls4ml.converters.convert_from_keras_model(
+                model,
+                hls_config=copy.deepcopy(config),
+                output_dir=str(project_dir),
+                project_name=settings.project_name,
+                backend=settings.backend,
+                part=settings.part,
+                clock_period=settings.clock_period_ns,
+                io_type=settings.io_type,
+                bit_exact=bit_exact,
+            )
+        except ValueError as err:
+            if "unexpected input layer chain" in str(err):
+                raise ConversionError(f"hls4ml: {err} Give the input type with --input-type.") from None
+            raise
+
+
+def unreadable_weights(hls_model) -> str | None:
+    """The first weight hls4ml writes as {sign, exponent} pairs (power-of-two quantizers: QKeras alpha='auto_po2')
+    while its type is a fixed-point one, as its bit-exact inference leaves an ApplyAlpha scale: the C++ reads the
+    pairs into the type's ``sign`` and ``weight`` members, which a fixed type lacks ("``ap_ufixed<2,-1>`` has no
+    member named ``sign``"). Named as "layer 'L' weight 'scale' (ap_ufixed<2,1>)", or None."""
+    from hls4ml.model.types import ExponentPrecisionType
+
+    for layer in hls_model.get_layers():
+        for key, var in layer.weights.items():
+            if next(iter(var), "").startswith("{") and not isinstance(var.type.precision, ExponentPrecisionType):
+                return f"layer '{layer.name}' weight '{key}' ({var.type.precision})"
+    return None
+
+
+def compile_project(hls_model, keep_log=None):
     """Write (if needed) and compile the C-simulation of a converted hls4ml model; returns the model.
 
-    Raises ConversionError with the compiler's first error line and the path of the full log
-    (``<output dir>/build_lib.log``) when it does not compile.
+    Raises ConversionError with the compiler's first error line and the path of the full log when it does not
+    compile: ``<output dir>/build_lib.log``, or ``keep_log`` (a path outside a project that is about to be deleted).
     """
     with _quiet() as log:
         try:
             hls_model.compile()
         except Exception as err:  # noqa: BLE001 - hls4ml raises a bare Exception and prints the compiler output
-            path = pathlib.Path(hls_model.config.get_output_dir()) / "build_lib.log"
+            path = pathlib.Path(keep_log or pathlib.Path(hls_model.config.get_output_dir()) / "build_lib.log")
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(log.getvalue())
             raise ConversionError(
                 f"the hls4ml C-simulation does not compile: {_first_error_line(log.getvalue())} (full log: {path})"

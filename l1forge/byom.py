@@ -4,6 +4,7 @@ with ``--model``, and the emulation of it, optionally checked against the C-sim.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import tempfile
 import time
@@ -186,8 +187,10 @@ def emulate_model(
         hls_model = user.convert(settings, project, compile=False, write=False)
         emulator = Emulator(hls_model.l1forge_graph)
         check_finite(x, emulator.input_type)
-        if check_csim:
-            compile_project(hls_model)
+        if check_csim:  # the log of a failed compilation outlives the scratch project: beside the JSON, or in /tmp
+            keep_log = None if project_dir else (pathlib.Path(json_path).with_suffix(".build_lib.log") if json_path
+                                                 else pathlib.Path(tempfile.gettempdir()) / f"l1forge-build_lib-{os.getpid()}.log")
+            compile_project(hls_model, keep_log)
             write_graph(hls_model, project)
             stats, emu, _ = compare_with_csim(emulator, hls_model.predict, x)
             if stats["mismatches"]:
@@ -202,7 +205,7 @@ def emulate_model(
             stats = {"events_checked": 0, "mismatches": None, "csim_events_per_s": None, "first_mismatch": None,
                      "emulator_events_per_s": len(x) / (time.perf_counter() - start)}
     stats.update(events=int(len(x)), input_type=emulator.input_type.hls(), input_type_note=note,
-                 outputs=list(emulator.output_names))
+                 conversion_note=hls_model.l1forge_note, outputs=list(emulator.output_names))
     if fidelity_check:
         stats.update(fidelity(model, emulator, x, emu, has_input_quantizer(model)))
     shaped = keras_shaped(model, emu)

@@ -164,8 +164,9 @@ def synthesize(
     user = UserModel.load(model, hls_config, input_type)
     with run_lock(out):
         block = user.build(settings, out, vendor=vendor)
-    if block.get("input_type_note"):
-        console.print(f"note: {block['input_type_note']}", highlight=False)
+    for key in ("input_type_note", "conversion_note"):
+        if block.get(key):
+            console.print(f"note: {block[key]}", highlight=False)
     write_json_atomic(out / "summary.json", {"version": __version__, "tasks": {"user": {"model": str(model), "firmware": block}}})
     typer.echo(json.dumps({k: block[k] for k in ("latency_cycles", "latency_ns", "ii_cycles", "resources", "source")}))
 
@@ -193,8 +194,9 @@ def emulate(
 
     stats = emulate_model(model, data, dataset, hls_config, input_type, check_csim=check_csim, output=output, json_path=json_out)
     typer.echo(json.dumps(stats, indent=2))
-    if stats.get("input_type_note"):
-        console.print(f"note: {stats['input_type_note']}", highlight=False)
+    for key in ("input_type_note", "conversion_note"):
+        if stats.get(key):
+            console.print(f"note: {stats[key]}", highlight=False)
     if warning := fidelity_warning(stats):
         console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
     if check_csim and stats["mismatches"]:

@@ -375,8 +375,8 @@ def test_ops_prints_the_op_table_with_every_backend():
 
 
 def _user_students(tmp_path):
-    """A QKeras student (16 -> 8 -> 2, 4-bit weights) and a Keras one with an ELU, which hls4ml converts but the
-    emulator does not reproduce."""
+    """A QKeras student (16 -> 8 -> 2, 4-bit weights) and a Keras one with a LayerNormalization, which hls4ml
+    converts but the emulator does not reproduce."""
     import tensorflow as tf
     from qkeras import QActivation, QDense, quantized_bits, quantized_relu
 
@@ -385,8 +385,9 @@ def _user_students(tmp_path):
     out = QDense(2, name="logits", **q)(QActivation(quantized_relu(6, 0))(QDense(8, name="hidden", **q)(inp)))
     tf.keras.Model(inp, out).save(tmp_path / "mine.h5")
     inp = tf.keras.Input((16,))
-    out = tf.keras.layers.Dense(2)(tf.keras.layers.ELU(name="elu")(tf.keras.layers.Dense(8)(inp)))
-    tf.keras.Model(inp, out).save(tmp_path / "elu.h5")
+    L = tf.keras.layers
+    out = L.Dense(2)(L.Flatten()(L.LayerNormalization(name="ln")(L.Reshape((4, 2))(L.Dense(8)(inp)))))
+    tf.keras.Model(inp, out).save(tmp_path / "ln.h5")
 
 
 def test_tagging_flow_on_a_users_top_tagging_files_student_and_teacher(tmp_path):
@@ -404,8 +405,8 @@ def test_tagging_flow_on_a_users_top_tagging_files_student_and_teacher(tmp_path)
     config.write_text("teachers: {kinds: [gnn], epochs: 1}\n")
     args = ["run", "--preset", "smoke", "--config", config, "--data", tmp_path / "data" / "*.h5", "--out", tmp_path / "run",
             "-q"]
-    bad = l1forge(*args, "--student", tmp_path / "elu.h5")
-    assert bad.returncode == 1 and "elu.h5 does not convert: layer 'elu'" in bad.stdout + bad.stderr
+    bad = l1forge(*args, "--student", tmp_path / "ln.h5")
+    assert bad.returncode == 1 and "ln.h5 does not convert: layer 'ln'" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stderr and "teach.gnn" not in json.loads((tmp_path / "run" / "state.json").read_text())
     res = l1forge(*args, "--student", tmp_path / "mine.h5")
     assert res.returncode == 0, res.stderr[-2000:]

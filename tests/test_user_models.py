@@ -196,22 +196,20 @@ def test_bad_inputs_are_one_line_each(tmp_path, capsys):
 
 
 def test_unsupported_layers_are_refused_before_compiling(tmp_path):
-    """ELU (an hls4ml ParametrizedActivation): one line naming the layer and its type, and no C-sim compiled;
-    UpSampling2D (hls4ml Resize, which its bit-exact inference does not know): one line too."""
-    from l1forge.firmware.hls import ConversionError
-
+    """LayerNormalization and SimpleRNN (hls4ml converts both; its bit-exact inference knows neither, so l1forge
+    converts them with the name configuration): one line naming the layer and its type, and no C-sim compiled."""
     from l1forge.firmware.describe import UnsupportedLayerError
 
     inp = L.Input((5, 5, 2), name="x")
-    h = QActivation(quantized_bits(8, 3, alpha=1), name="qin")(inp)
+    h = L.Reshape((25, 2), name="seq")(QActivation(quantized_bits(8, 3, alpha=1), name="qin")(inp))
     np.save(tmp_path / "x.npy", _inputs((5, 5, 2), 12)[:10])
-    cases = [(L.ELU(name="elu"), UnsupportedLayerError, "layer 'elu' of type ParametrizedActivation"),
-             (L.UpSampling2D(2, name="up"), ConversionError, "Resize")]
-    for layer, error, message in cases:
+    cases = [(L.LayerNormalization(name="ln"), "layer 'ln' of type LayerNormalization"),
+             (L.SimpleRNN(3, name="rnn"), "layer 'rnn' of type SimpleRNN")]
+    for layer, message in cases:
         model = tf.keras.Model(inp, L.Flatten(name="flat")(layer(h)))
         model.save(tmp_path / "m.h5")
         start = time.perf_counter()
-        with pytest.raises(error, match=message):
+        with pytest.raises(UnsupportedLayerError, match=message):
             emulate_model(tmp_path / "m.h5", tmp_path / "x.npy", check_csim=True, project_dir=tmp_path / "p")
         assert time.perf_counter() - start < 30 and not list(tmp_path.glob("p/firmware/*.so"))
 
@@ -424,3 +422,38 @@ def test_a_type_wider_than_the_emulator_is_refused_before_compiling(tmp_path):
         emulate_model(tmp_path / "m.h5", tmp_path / "x.npy", hls_config_path=_write_config(tmp_path, "c", config),
                       check_csim=True, project_dir=tmp_path / "p")
     assert not list(tmp_path.glob("p/**/*.so"))
+
+
+# ---- hls4ml's broken designs (issue 31 item 3) ------------------------------------------------------------------
+def test_auto_po2_without_an_input_quantizer_falls_back_to_the_name_configuration(tmp_path, capsys):
+    """A 57-24-12-1 QKeras model with quantized_bits(8, 1, alpha='auto_po2') kernels and no input quantizer: hls4ml's
+    bit-exact inference gives the ApplyAlpha scales a fixed type its C++ cannot read the power-of-two weights into
+    ("ap_ufixed<2,1> has no member named sign"). l1forge converts it with the name configuration instead, says so in
+    a note line, and is bit-exact against what it compiled. The compile error of the broken design names a log
+    that outlives its project."""
+    import shutil
+
+    from l1forge.byom import UserModel
+    from l1forge.firmware.hls import (ConversionError, FirmwareSettings, _convert, compile_project,
+                                      conversion_config, unreadable_weights)
+    from l1forge.quantize.precision import DEFAULT_INPUT
+
+    q = dict(kernel_quantizer=quantized_bits(8, 1, alpha="auto_po2"), bias_quantizer=quantized_bits(8, 1, alpha=1))
+    inp = L.Input((57,), name="x")
+    h = QActivation(quantized_relu(8, 3), name="a1")(QDense(24, name="d1", **q)(inp))
+    h = QActivation(quantized_relu(8, 3), name="a2")(QDense(12, name="d2", **q)(h))
+    model = _randomize(tf.keras.Model(inp, QDense(1, name="d3", **q)(h)), 31)
+    stats = _run(tmp_path, "auto_po2", model, _inputs((57,), 31))
+    assert "bit_exact off" in stats["conversion_note"] and "layer 'd1_alpha' weight 'scale'" in stats["conversion_note"]
+    code, err = _cli(["emulate", "--model", tmp_path / "auto_po2.h5", "--data", tmp_path / "auto_po2_x.npy"], capsys)
+    assert code == 0 and "note: hls4ml's bit-exact type inference made layer 'd1_alpha'" in err, err
+    # the design hls4ml's bit-exact inference gives does not compile; the log named stays after the project goes
+    user = UserModel.load(tmp_path / "auto_po2.h5")
+    settings = FirmwareSettings()
+    broken = _convert(user.model, conversion_config(user.model, DEFAULT_INPUT, settings, None), tmp_path / "broken",
+                      settings, True)
+    assert unreadable_weights(broken).startswith("layer 'd1_alpha' weight 'scale' (ufixed<2,1")
+    with pytest.raises(ConversionError, match=r"has no member named .sign.*full log: .*kept\.log") as err:
+        compile_project(broken, keep_log=tmp_path / "logs" / "kept.log")
+    shutil.rmtree(tmp_path / "broken")
+    assert "sign" in (tmp_path / "logs" / "kept.log").read_text() and str(tmp_path / "logs") in str(err.value)
