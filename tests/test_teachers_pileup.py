@@ -152,3 +152,71 @@ def test_bad_inputs(sample, tmp_path):
         train_pileup_teacher("gnn", features, offsets, is_pv, np.where(split == 1, 0, split), tmp_path, progress=False)
     with pytest.raises(ValueError, match="features"):
         train_pileup_teacher("gnn", features[:, :4], offsets, is_pv, split, tmp_path, progress=False)
+
+
+# ---- optimal-transport training (teachers/pileup_ot.py) on a merged, paired sample --------------------------------
+from test_events_pileup_merged import MERGED_SMALL, merged_path  # noqa: E402,F401  (session fixture)
+
+from l1forge.teachers import pileup_ot  # noqa: E402
+from l1forge.teachers.pileup import ot_event_losses, paired_targets  # noqa: E402
+
+
+def _grid(eta, phi, pt):
+    cells = pileup_ot.cell_index(np.array(eta), np.array(phi))
+    return torch.from_numpy(np.bincount(cells, np.array(pt, float), len(pileup_ot.cell_points())))[None].float()
+
+
+def test_ot_loss_is_zero_for_the_same_event_and_grows_with_displaced_pileup():
+    """Identical weighted and no-pileup events: ~0. Pileup added far from the hard scatter costs more than pileup
+    added next to it, and more pileup costs more; the MET term is the squared MET difference over MET_SCALE_GEV^2."""
+    hard = _grid([0.0, 0.1, -1.0], [0.0, 0.05, 2.0], [50.0, 20.0, 30.0])
+    zero = torch.zeros(1, 2)
+    same = pileup_ot.ot_loss(hard, hard, zero, zero)
+    assert abs(float(same)) < 1e-4
+    near = _grid([0.0, 0.1, -1.0, 0.05], [0.0, 0.05, 2.0, 0.0], [50.0, 20.0, 30.0, 10.0])
+    far = _grid([0.0, 0.1, -1.0, 3.5], [0.0, 0.05, 2.0, -2.0], [50.0, 20.0, 30.0, 10.0])
+    farther = _grid([0.0, 0.1, -1.0, 3.5], [0.0, 0.05, 2.0, -2.0], [50.0, 20.0, 30.0, 40.0])
+    losses = [float(pileup_ot.ot_loss(g, hard, zero, zero)) for g in (near, far, farther)]
+    assert 0 < losses[0] < losses[1] < losses[2], losses
+    met = torch.tensor([[30.0, 40.0]])
+    assert float(pileup_ot.ot_loss(hard, hard, met, zero)) == pytest.approx(2500 / pileup_ot.MET_SCALE_GEV**2, rel=1e-3)
+    weights = torch.full((1, 4), 1.0, requires_grad=True)  # differentiable in the weights
+    pt, cell = torch.tensor([[50.0, 20.0, 30.0, 40.0]]), torch.from_numpy(
+        pileup_ot.cell_index(np.array([0.0, 0.1, -1.0, 3.5]), np.array([0.0, 0.05, 2.0, -2.0])))[None]
+    pileup_ot.ot_loss(pileup_ot.binned(pt * weights, cell), hard, zero, zero).sum().backward()
+    assert weights.grad[0, 3] > 0 and torch.isfinite(weights.grad).all()  # less of the far pileup: lower loss
+
+
+@pytest.fixture(scope="module")
+def merged_sample(merged_path):
+    s = read_pileup(merged_path)
+    n = s.nopu
+    return s, dict(pt=n.pt, eta=n.eta, phi=n.phi, offsets=n.offsets)
+
+
+def test_ot_teacher_learns_without_truth(merged_sample, tmp_path):
+    """Trained on the paired sample alone, a few steps lower its OT loss on the validation crossings; the truth
+    (PV fractions) only serves the reported AUC, and a truth teacher trains on fractions as soft targets."""
+    s, paired = merged_sample
+    features, split = s.features(), np.where(s.pileup == 30, s.split, 2)
+    result = train_pileup_teacher("gnn", features, s.offsets, s.pv_fraction, split, tmp_path / "ot", size="smoke",
+                                  epochs=3, batch_size=3, lr=1e-2, progress=False, training="optimal_transport",
+                                  paired=paired)
+    assert result["training"] == "optimal_transport"
+    targets = paired_targets(paired, s.n_events)
+    val = np.flatnonzero(split == 1)
+    with h5py.File(tmp_path / "ot" / "weights.h5") as f:
+        trained = f["weight"][:]
+    after = ot_event_losses(trained, features, s.offsets, val, targets).mean()
+    before = ot_event_losses(np.ones(len(features), np.float32), features, s.offsets, val, targets).mean()
+    assert after == pytest.approx(result["best_val_loss"], rel=1e-4) and after < 0.7 * before, (before, after)
+    assert 0 <= result["val_auc"] <= 1
+    truth = train_pileup_teacher("gnn", features, s.offsets, s.pv_fraction, split, tmp_path / "truth", size="smoke",
+                                 epochs=1, batch_size=2, lr=1e-2, progress=False)
+    assert truth["training"] == "truth" and truth["best_val_loss"] < np.log(2)  # better than a constant 1/2
+    with pytest.raises(ValueError, match="needs the paired no-pileup events"):
+        train_pileup_teacher("gnn", features, s.offsets, s.pv_fraction, split, tmp_path / "x",
+                             training="optimal_transport", progress=False)
+    with pytest.raises(ValueError, match="unknown pileup teacher training 'labels'"):
+        train_pileup_teacher("gnn", features, s.offsets, s.pv_fraction, split, tmp_path / "x", training="labels",
+                             progress=False)
