@@ -34,6 +34,7 @@ Each operation repeats what the nnet_utils C++ does, in the same order of quanti
   truncations and 32-bit ints as written; the table is built as ``init_*_table`` builds it, in float with the
   host libm (as the compiled C-simulation does) and then converted to ``table_t``.
 * hard_sigmoid / hard_tanh: ``y = slope * x + shift`` exact, clipped to [0, 1] (``2y - 1`` for tanh), ``(res_t)y``.
+* softmax argmax (``softmax_argmax``): ``(res_t)1`` at the first maximum (strict ``>``), 0 elsewhere; no tables.
 * softmax (latency, stable, legacy): the exp and inverse tables of ``init_exp_table`` / ``init_invert_table``
   (``*_legacy``), indexed by the top bits of the input (stable: of ``inp_norm_t(max - x)``), summed in ``accum_t``
   with the C++ balanced adder tree, ``res = (res_t)(exp * inv_table[top bits of (inv_inp_t)sum])``.
@@ -461,6 +462,9 @@ class Emulator:
 
     def _prepare_softmax(self, layer: _Layer, in_types: list, weights: dict):
         spec = layer.spec
+        if spec["implementation"] == "argmax":  # no tables: (res_t)1 at the first maximum
+            layer.params = {"one": int(layer.result.from_codes(np.array([1]), 0)[0])}
+            return
         p = layer.params = softmax_tables(spec, in_types[0])
         if spec["implementation"] == "legacy":
             table_t = p["table_t"]
@@ -821,6 +825,10 @@ class Emulator:
         x, x_t = src
         if layer.spec["implementation"] == "legacy":
             return self._softmax_legacy(layer, x, x_t)
+        if layer.spec["implementation"] == "argmax":  # softmax_argmax: the first index of the maximum (strict >)
+            out = np.zeros(x.shape, dtype=np.int64)
+            np.put_along_axis(out, x.argmax(axis=-1)[..., None], layer.params["one"], axis=-1)
+            return out
         p = layer.params
         if layer.spec["implementation"] == "stable":  # d = (inp_norm_t)(max - x)
             x = p["address_t"].from_codes(x.max(axis=-1, keepdims=True) - x, x_t.frac)

@@ -19,8 +19,9 @@ The block (``fidelity``) has:
   least half of the differing events looked at (``earlier``: {"layer", "events"} of a layer before it diverging on
   fewer; the first layer with any divergence when none reaches half), with
   the known cause where one is recognised (``cause`` None otherwise): inputs outside the input type's range,
-  inputs quantized by an input type the model does not have, a wide type feeding a table, a table-based
-  activation or softmax, a quantizer setting hls4ml implements differently (keep_negative=False, symmetric), a
+  inputs quantized by an input type the model does not have (whatever the first layer: a softmax, a permute hls4ml
+  folds into the next layer's weights), a wide type feeding a table, a table-based activation or softmax, an
+  argmax softmax (no tables: a one-hot output), a quantizer setting hls4ml implements differently (keep_negative=False, symmetric), a
   value outside the layer's result type, a Keras quantizer with no firmware layer (dropped).
 """
 
@@ -127,6 +128,18 @@ def _keras_layer_outputs(model, x: np.ndarray, names: list[str]) -> dict:
     return {name: np.asarray(o, dtype=np.float64) for (name, _), o in zip(picked, outs)}
 
 
+def _input_outside(emulator, x_sel: np.ndarray) -> str | None:
+    """The input cause when at least half of the events hold a value outside the input type's range, else None."""
+    in_t = emulator.input_type
+    outside = np.any((x_sel < in_t.min_value) | (x_sel > in_t.max_value), axis=tuple(range(1, x_sel.ndim)))
+    if 2 * int(outside.sum()) < len(x_sel):
+        return None
+    how = "wrap around" if in_t.overflow == "WRAP" else "saturate"
+    return (f"input outside the input type's range: {in_t.hls()} holds [{in_t.min_value:g}, {in_t.max_value:g}] "
+            f"and the inputs beyond it {how} ({int(outside.sum())} of {len(x_sel)} events); scale the inputs or "
+            "widen the input type")
+
+
 def _cause(layer, keras_name: str, emulator, model, x_sel: np.ndarray, diverged: np.ndarray, keras_vals: np.ndarray,
            dropped: list, has_input_quantizer: bool, first_on_path: bool) -> str | None:
     """The known cause of a divergence first seen at firmware ``layer`` (Keras layer ``keras_name``), or None.
@@ -135,11 +148,15 @@ def _cause(layer, keras_name: str, emulator, model, x_sel: np.ndarray, diverged:
     outside = np.any((x_sel < in_t.min_value) | (x_sel > in_t.max_value), axis=tuple(range(1, x_sel.ndim)))
     k = int(outside[diverged].sum())
     if not has_input_quantizer and k and 2 * k >= int(diverged.sum()):  # with one, Keras saturates them alike
+        how = "wrap around" if in_t.overflow == "WRAP" else "saturate"
         return (f"input outside the input type's range: {in_t.hls()} holds [{in_t.min_value:g}, {in_t.max_value:g}] "
-                f"({k} of the {int(diverged.sum())} diverging events)")
+                f"({k} of the {int(diverged.sum())} diverging events; they {how} in the firmware)")
     if in_t.overflow == "WRAP" and k and 2 * k >= int(diverged.sum()) and first_on_path:
         return (f"inputs outside the input type's range wrap around: {in_t.hls()} holds [{in_t.min_value:g}, "
                 f"{in_t.max_value:g}] ({k} of the {int(diverged.sum())} diverging events); use a saturating input type")
+    if layer.op == "softmax" and layer.spec.get("implementation") == "argmax":
+        return ("argmax softmax (no tables): the firmware outputs 1 at the first maximum and 0 elsewhere, Keras the "
+                "probabilities; compare the argmax, or use the latency/stable softmax for probabilities")
     if layer.op in ("softmax", "table"):
         src_t = emulator._types[layer.inputs[0]]
         what = "softmax" if layer.op == "softmax" else layer.spec.get("function", "activation")
@@ -283,5 +300,9 @@ def _first_divergence(model, emulator, x_sel: np.ndarray, has_input_quantizer: b
     # No layer of the firmware diverges from its Keras namesake: the outputs differ after the last of them.
     dropped = _dropped_first(model, dropped)
     cause = _dropped_cause(model, emulator, dropped[0]) if dropped else None
+    if cause is None and (outside := _input_outside(emulator, x_sel)):  # whatever the first layer is
+        first = next(layer for layer in emulator.layers if layer.op != "input")
+        return {"layer": first.name, "class_name": first.spec.get("class_name"), "events": int(m), "of_events": int(m),
+                "max_abs_diff": None, "cause": outside}
     return {"layer": dropped[0] if dropped else None, "class_name": "QActivation" if dropped else None,
             "events": int(m), "of_events": int(m), "max_abs_diff": None, "cause": cause}

@@ -132,7 +132,7 @@ def _activation(layer, entry: dict):
         )
     elif act == "softmax" and int(cfg.get("n_inner", 1)) == 1:
         impl = cfg["implementation"].rsplit("::", 1)[-1]
-        if impl not in ("latency", "stable", "legacy"):
+        if impl not in ("latency", "stable", "legacy", "argmax"):
             raise _unsupported(layer, f"softmax implementation '{impl}'")
         entry.update(
             op="softmax",

@@ -151,7 +151,7 @@ declare("hard_sigmoid", "nnet_activation.h hard_sigmoid: clip(slope * x + shift,
 declare("hard_tanh", "nnet_activation.h hard_tanh: 2 * clip(slope * x + shift, 0, 1) - 1", ("HardActivation",),
         slope="float", shift="float", slope_t="type", shift_t="type")
 declare("softmax", "nnet_activation.h softmax (latency, stable, legacy) on the last axis: exp and inverse tables, "
-        "the sum in accum_t by a balanced tree", ("Softmax", "Activation"), implementation="str",
+        "the sum in accum_t by a balanced tree; argmax: (res_t)1 at the first maximum, no tables", ("Softmax", "Activation"), implementation="str",
         exp_table_size="int", inv_table_size="int", exp_scale="float", exp_table_t="type", inv_table_t="type",
         accum_t="type", inv_inp_t="type", inp_norm_t="type", table_t="type")
 declare("batchnorm", "nnet_batchnorm.h normalize: (res_t)(x * scale + bias), per channel or element",
