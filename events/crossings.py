@@ -3,8 +3,10 @@
 
 The samples are those of the anomaly task (events/anomaly.py: minimum bias, the hard SM BACKGROUNDS weighted by
 ``crossing_fractions`` at each pileup, SIGNALS and ``--process`` files); candidates, vertex model and truth are those
-of the pileup task (events/pfcands.py ``candidates``). Schema "l1forge.crossings/1" is "l1forge.pileup/1" (read by
-``read_pileup``; its ``process`` dataset indexes the sample names) plus:
+of the pileup task (events/pfcands.py ``candidates``, with its calorimeter model: "merged" towers or "particles").
+Schema "l1forge.crossings/1" is "l1forge.pileup/1" (read by ``read_pileup``; its ``process`` dataset indexes the
+sample names) plus the datasets and attributes below; "l1forge.crossings/2" (merged calorimeter) adds pv_fraction
+and the attribute calorimeter, as "l1forge.pileup/2" does:
 
 * ``weight`` (n_events,) float64: for a zero-bias crossing, the fraction of all crossings at its pileup that its
   sample stands for, divided by the crossings of that sample generated at that pileup (the weights of one pileup sum
@@ -32,16 +34,16 @@ import numpy as np
 
 from l1forge.events.anomaly import MINBIAS, crossing_fractions, sample_plan
 from l1forge.events.l1objects import Particles
-from l1forge.events.pfcands import PileupSample, _truth, candidates, read_pileup
+from l1forge.events.pfcands import CALORIMETERS, PileupSample, _truth, candidates, read_pileup, stored_arrays
 from l1forge.events.pileup import build_pileup_library, overlay, particles_from_batch
 from l1forge.events.processes import BACKGROUNDS, QCD_PTHAT_BINS, SQRT_S_GEV, chunk_seeds, new_pythia, run_chunks
 from l1forge.events.schema import checked_dataset, fail, open_h5, write_h5
 
 SCHEMA = "l1forge.crossings/1"
+SCHEMA_2 = "l1forge.crossings/2"
 CHUNK_EVENTS = 100  # crossings per work unit: part of the seed derivation, so changing it changes the output
 LIBRARY_EVENTS = 20_000
 REFERENCE_SPLIT = (0.4, 0.1, 0.5)  # train/val/test of the zero-bias crossings at the reference pileup (2x as many)
-_PARTICLE_FIELDS = ("pt", "eta", "phi", "dz", "charge", "type", "is_pv")
 
 
 @dataclasses.dataclass
@@ -102,7 +104,8 @@ class Crossings:
         return split
 
 
-def _chunk(name: str, settings, n_events: int, seed: int, chunk: int, mu: float, library: dict) -> dict:
+def _chunk(name: str, settings, n_events: int, seed: int, chunk: int, mu: float, library: dict,
+           calorimeter: str = "particles") -> dict:
     """Candidates and truth of n_events crossings of one sample at Poisson(mu) pileup (settings None: minimum bias,
     i.e. a crossing of pileup interactions only, the first of them counted as the primary)."""
     pythia_seed, rng = chunk_seeds(seed, f"{name}_pu{mu:g}", chunk)
@@ -121,7 +124,7 @@ def _chunk(name: str, settings, n_events: int, seed: int, chunk: int, mu: float,
         sigma = pythia.infoPython().sigmaGen()
     met, jets = _truth(hard)
     crossing, vertex, n_pileup = overlay(hard, library, mu, rng, with_vertex=True)
-    return {**candidates(crossing, vertex, n_pileup, rng), "true_met": met, "truth_jets": jets,
+    return {**candidates(crossing, vertex, n_pileup, rng, calorimeter), "true_met": met, "truth_jets": jets,
             "n_pileup": n_pileup.astype(np.int16), "sigma_mb": sigma}
 
 
@@ -142,13 +145,15 @@ def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileu
                        reference_pileup: float = 60.0, seed: int = 1, workers: int = 2, signals=None,
                        extra_processes: dict[str, list[str]] | None = None, hard_mpi: bool = True,
                        library_events: int = LIBRARY_EVENTS, progress: bool = True,
-                       executor: concurrent.futures.Executor | None = None) -> dict:
+                       executor: concurrent.futures.Executor | None = None, calorimeter: str = "particles") -> dict:
     """Write, at each pileup, n_zero_bias zero-bias crossings (half minimum bias, half shared by BACKGROUNDS; twice as
     many at the reference pileup) and n_signal crossings of each signal (SIGNALS names, default all, then
     extra_processes {name: settings}), as L1 candidates with truth (module docstring). Chunks run on `executor` or
     `workers` local processes; the output is byte-identical whatever the executor. Returns {"n_events",
     "n_candidates", "candidates_per_event" (per pileup), "per_sample", "seconds", "events_per_s", "library_seconds",
     "path"}; ValueError on bad arguments."""
+    if calorimeter not in CALORIMETERS:
+        raise ValueError(f"calorimeter must be one of {CALORIMETERS}, not {calorimeter!r}")
     n_zero_bias, n_signal, seed, workers = int(n_zero_bias), int(n_signal), int(seed), int(workers)
     pileups, reference = [float(m) for m in pileups], float(reference_pileup)
     if n_zero_bias < 2 * len(BACKGROUNDS) or n_signal < 1 or workers < 1 or library_events < 1:
@@ -167,7 +172,7 @@ def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileu
              for mu in pileups for name in names
              for k, first in enumerate(range(0, n_at[f"{mu:g}", name], CHUNK_EVENTS))]
     results = run_chunks(_chunk, tasks, [t[2] for t in tasks], workers, "crossings", progress, executor,
-                         shared={"library": library})
+                         shared={"library": library, "calorimeter": calorimeter})
     sigma = {n: float(np.mean([r["sigma_mb"] for r, t in zip(results, tasks) if t[0] == n])) for n in names[1:]}
     fractions = {f"{mu:g}": crossing_fractions({k: sigma[k] for k in BACKGROUNDS}, library["sigma_inel_mb"], mu)
                  for mu in pileups}
@@ -177,13 +182,11 @@ def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileu
                  for mu in pileups for i, k in enumerate(names)}
     weight = np.array([per_event[f"{mu:g}", names[s]] for mu, s in zip(pileup.tolist(), sample.tolist())])
     n_candidates = np.concatenate([r["counts"] for r in results])
-    arrays = {**{f: np.concatenate([r[f] for r in results]) for f in _PARTICLE_FIELDS},
-              "offsets": np.concatenate([[0], np.cumsum(n_candidates)]).astype(np.int64),
-              "process": sample, "pileup": pileup, "split": _split(sample, pileup, signal, reference, seed),
+    particles, _, schema = stored_arrays(results, calorimeter, False)
+    arrays = {**particles, "process": sample, "pileup": pileup, "split": _split(sample, pileup, signal, reference, seed),
               "weight": weight,
               **{f: np.concatenate([r[f] for r in results]) for f in ("n_pileup", "true_met", "truth_jets")}}
-    arrays["is_pv"] = arrays["is_pv"].astype(np.int8)
-    attrs = {"schema": SCHEMA, "seed": seed, "sqrt_s_gev": SQRT_S_GEV, "process_names": names,
+    attrs = {"schema": SCHEMA if schema.endswith("/1") else SCHEMA_2, "seed": seed, "sqrt_s_gev": SQRT_S_GEV, "process_names": names,
              "sample_is_signal": signal.astype(np.int8), "pileups": pileups, "reference_pileup": reference,
              "crossing_fraction": json.dumps(fractions), "sigma_inel_mb": library["sigma_inel_mb"],
              "cross_section_mb": json.dumps({MINBIAS: library["sigma_inel_mb"], **sigma}),
@@ -192,6 +195,8 @@ def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileu
                                      "minbias_pthat_veto_gev": QCD_PTHAT_BINS[0][0]}),
              "generator": f"pythia8mc {importlib.metadata.version('pythia8mc')}",
              "l1forge_version": importlib.metadata.version("l1forge")}
+    if calorimeter != "particles":
+        attrs["calorimeter"] = calorimeter
     write_h5(out, arrays, attrs)
     seconds = time.perf_counter() - start
     per_pileup = {f"{m:g}": float(n_candidates[pileup == m].mean()) for m in pileups}
@@ -201,7 +206,7 @@ def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileu
 
 
 def read_crossings(path) -> Crossings:
-    """Read and validate an l1forge.crossings/1 file; DataError (one line naming file and dataset) otherwise."""
+    """Read and validate an l1forge.crossings/1 or /2 file; DataError (one line naming file and dataset) otherwise."""
     path = pathlib.Path(path)
     sample = read_pileup(path, schema=SCHEMA)
     with open_h5(path) as f:

@@ -137,3 +137,22 @@ def test_optimal_transport_needs_the_paired_sample(pileup_path):
         require_paired(read_pileup(pileup_path))
     message = str(err.value)
     assert message.startswith(f"{pileup_path}: has no paired") and "regenerate" in message and "\n" not in message
+
+
+def test_configuration_of_the_calorimeter_and_trainings():
+    """merged and both trainings by default; particles alone trains on truth; unknown values are one line naming
+    the key."""
+    from l1forge.config import ConfigError, load_config
+
+    p = load_config("smoke", task="pileup").pileup
+    assert (p.calorimeter, p.is_paired, p.trainings, p.student_training) == (
+        "merged", True, ["truth", "optimal_transport"], "optimal_transport")
+    p = load_config("smoke", task="pileup", overrides={"pileup": {"calorimeter": "particles"}}).pileup
+    assert (p.is_paired, p.trainings, p.student_training) == (False, ["truth"], "truth")
+    for key, value in (("calorimeter", "towers"), ("teacher_trainings", ["labels"])):
+        with pytest.raises(ConfigError) as err:
+            load_config("smoke", task="pileup", overrides={"pileup": {key: value}})
+        assert f"key 'pileup.{key}" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="student_teacher_training optimal_transport is not among"):
+        load_config("smoke", task="pileup", overrides={"pileup": {"teacher_trainings": ["truth"],
+                                                                  "student_teacher_training": "optimal_transport"}})

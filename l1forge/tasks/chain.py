@@ -114,11 +114,13 @@ class Chain(Task):
                 result = generate_crossings(self.data_path, c.n_zero_bias, c.n_signal, c.pileups, c.reference_pileup,
                                             seed=d.seed, workers=d.workers, extra_processes=extra or None,
                                             hard_mpi=c.hard_mpi, library_events=c.library_events,
-                                            progress=self.progress, executor=pool)
+                                            progress=self.progress, executor=pool,
+                                            calorimeter=self.cfg.pileup.calorimeter)
             return {**result, "path": str(result["path"])}
 
         config = {"chain": c.model_dump(include={"n_zero_bias", "n_signal", "pileups", "reference_pileup",
-                                                 "library_events", "hard_mpi"}), "processes": processes, "seed": d.seed}
+                                                 "library_events", "hard_mpi"}), "processes": processes, "seed": d.seed,
+                  "calorimeter": self.cfg.pileup.calorimeter}  # the pileup task's, whose student weighs these
         return self.stage("generate", config, [], [self.data_path], work)
 
     def pileup_runner(self):
@@ -206,7 +208,7 @@ class Chain(Task):
                    "puppi": puppi_weights(sample),
                    "teacher": predict_weights(teacher, sample.features(), sample.offsets),
                    "student": student_weights(sample, kept, p, np.clip(network, 0, 1).astype(np.float32)),
-                   "truth": sample.is_pv.astype(np.float32)}
+                   "truth": sample.pv_fraction.astype(np.float32)}  # merged towers: their PV share
         weighting = time.perf_counter() - start
         egamma, muon = np.isin(sample.type, (ELECTRON, PHOTON)), sample.type == MUON
         start = time.perf_counter()

@@ -1,6 +1,8 @@
-"""Pileup mitigation: hard processes + pileup as L1 candidates -> per-particle GNN and transformer teachers ->
-per-particle QKeras student -> firmware -> bit-accurate emulation -> MET and jet resolution versus no mitigation,
-CHS and the PUPPI-like baseline, at every test pileup."""
+"""Pileup mitigation: hard processes + pileup as L1 candidates (neutrals from a merged calorimeter by default) ->
+per-particle GNN and transformer teachers, each trained on the truth PV fraction and, without truth, by optimal
+transport to the paired no-pileup event -> per-particle QKeras student distilled from the optimal-transport teacher
+-> firmware -> bit-accurate emulation -> MET and jet resolution versus no mitigation, CHS and the PUPPI-like
+baseline, at every test pileup."""
 
 from __future__ import annotations
 
@@ -15,8 +17,26 @@ from l1forge.core.artifacts import read_array
 from l1forge.tasks.base import Task
 
 
+Training = Literal["truth", "optimal_transport"]
+OT_SUFFIX = "_ot"  # teachers/<kind>_ot/, stage teach.<kind>_ot: the optimal-transport teacher of each kind
+
+
+def teacher_name(kind: str, training: str) -> str:
+    """The directory and stage name of a teacher: <kind> for truth, <kind>_ot for optimal transport."""
+    return kind if training == "truth" else kind + OT_SUFFIX
+
+
 class PileupConfig(Strict):
     """The pileup-mitigation task: samples (events/pfcands.py), per-particle teachers and student, checks."""
+
+    # neutral candidates: merged = an L1 calorimeter's towers summing every interaction's deposits (PV-fraction
+    # truth); particles = one candidate per particle (the samples of before, byte for byte)
+    calorimeter: Literal["merged", "particles"] = "merged"
+    paired: bool | None = None  # store each crossing's hard scatter without pileup; None: with merged
+    # how the teachers train; None: both where the sample is paired, truth alone otherwise
+    teacher_trainings: list[Training] | None = None
+    # the teachers the student distils from; None: optimal_transport where trained, else truth
+    student_teacher_training: Training | None = None
 
     n_train: int = pydantic.Field(2000, ge=6)  # crossings at train_pileup, 80% train / 20% validation
     n_test: int = pydantic.Field(1000, ge=3)  # test crossings per test pileup
@@ -45,6 +65,29 @@ class PileupConfig(Strict):
     student_max_train: int | None = pydantic.Field(1500000, ge=1)  # training candidates (random subset)
     csim_candidates: int = pydantic.Field(20000, ge=1)  # test candidates checked against the C-sim
 
+    @property
+    def is_paired(self) -> bool:
+        return self.calorimeter == "merged" if self.paired is None else self.paired
+
+    @property
+    def trainings(self) -> list[str]:
+        if self.teacher_trainings is not None:
+            return list(dict.fromkeys(self.teacher_trainings))
+        return ["truth", "optimal_transport"] if self.is_paired else ["truth"]
+
+    @property
+    def student_training(self) -> str:
+        if self.student_teacher_training is not None:
+            return self.student_teacher_training
+        return "optimal_transport" if "optimal_transport" in self.trainings else "truth"
+
+    @pydantic.model_validator(mode="after")
+    def _student_teacher_is_trained(self) -> "PileupConfig":
+        if self.student_training not in self.trainings:
+            raise ValueError(f"student_teacher_training {self.student_training} is not among teacher_trainings "
+                             f"{self.trainings}")
+        return self
+
 
 GOAL_FRACTION = 0.95  # of the teacher's MET-resolution gain over PUPPI that the student must keep
 
@@ -54,10 +97,11 @@ def cap_cost(test, kept: np.ndarray) -> dict:
     out = {}
     for mu in np.unique(test.pileup):
         rows = test.particle_rows(test.pileup == mu)
-        pv, pu = rows & test.is_pv, rows & ~test.is_pv
+        pv_pt = test.pt * test.pv_fraction * rows  # merged towers: their PV share
+        pu_pt = test.pt * (1 - test.pv_fraction) * rows
         out[f"{mu:g}"] = {"candidates_dropped": float(1 - kept[rows].mean()),
-                          "pv_pt_dropped": float(test.pt[pv & ~kept].sum() / max(test.pt[pv].sum(), 1e-9)),
-                          "pileup_pt_dropped": float(test.pt[pu & ~kept].sum() / max(test.pt[pu].sum(), 1e-9))}
+                          "pv_pt_dropped": float(pv_pt[~kept].sum() / max(pv_pt.sum(), 1e-9)),
+                          "pileup_pt_dropped": float(pu_pt[~kept].sum() / max(pu_pt.sum(), 1e-9))}
     return out
 
 
@@ -107,33 +151,64 @@ class Pileup(Task):
                 result = generate_pileup(self.data_path, p.n_train, p.n_test, seed=d.seed,
                                          train_pileup=p.train_pileup, test_pileups=p.test_pileups, workers=d.workers,
                                          hard_mpi=p.hard_mpi, library_events=p.library_events, n_distill=p.n_distill,
-                                         distill_pileups=p.distill_pileups, progress=self.progress, executor=pool)
+                                         distill_pileups=p.distill_pileups, progress=self.progress, executor=pool,
+                                         calorimeter=p.calorimeter, paired=p.is_paired)
             return {**result, "path": str(result["path"])}
 
-        config = {"pileup": p.model_dump(include={"n_train", "n_test", "train_pileup", "test_pileups", "library_events",
-                                                  "hard_mpi", "n_distill", "distill_pileups"}), "seed": d.seed}
+        config = {"pileup": {**p.model_dump(include={"n_train", "n_test", "train_pileup", "test_pileups",
+                                                     "library_events", "hard_mpi", "n_distill", "distill_pileups",
+                                                     "calorimeter"}), "paired": p.is_paired}, "seed": d.seed}
         return self.stage("generate", config, [], [self.data_path], work)
 
-    def teach_one(self, kind: str) -> dict:
+    def teach(self) -> dict:
+        """Every teacher kind with every training of ``pileup.trainings``: teach.<kind> (truth), teach.<kind>_ot."""
+        return {teacher_name(k, t): self.teach_one(k, t) for k in self.cfg.teachers.kinds for t in self.cfg.pileup.trainings}
+
+    def teach_one(self, kind: str, training: str = "truth") -> dict:
+        from l1forge.events.pfcands import require_paired
         from l1forge.resolution import performance
         from l1forge.teachers.pileup import train_pileup_teacher
 
         t, p = self.cfg.teachers, self.cfg.pileup
-        out = self.run.teacher(kind)
+        name = teacher_name(kind, training)
+        out = self.run.teacher(name)
 
         def work():
             sample = self._sample()
-            labelled = np.where(sample.pileup == p.train_pileup, sample.split, 2)  # truth only at train_pileup
+            paired = None
+            if training == "optimal_transport":
+                nopu = require_paired(sample)  # one line naming the file and saying to regenerate
+                paired = {"pt": nopu.pt, "eta": nopu.eta, "phi": nopu.phi, "offsets": nopu.offsets}
+            train_at = np.where(sample.pileup == p.train_pileup, sample.split, 2)  # both train at train_pileup
             result = train_pileup_teacher(
-                kind, sample.features(), sample.offsets, sample.is_pv, labelled, out, size=t.size,
+                kind, sample.features(), sample.offsets, sample.pv_fraction, train_at, out, size=t.size,
                 epochs=p.teacher_epochs, batch_size=p.teacher_batch_events, lr=t.lr, seed=t.seed,
-                max_steps=t.max_steps, progress=self.progress, device=self.cfg.device)
-            result["metrics"] = performance(sample, {kind: read_array(out / "weights.h5", "weight")})
+                max_steps=t.max_steps, progress=self.progress, device=self.cfg.device, training=training,
+                paired=paired)
+            result["calorimeter"] = sample.calorimeter
+            result["metrics"] = performance(sample, {name: read_array(out / "weights.h5", "weight")})
             return result
 
         config = {"teachers": t, "epochs": p.teacher_epochs, "batch_events": p.teacher_batch_events,
-                  "train_pileup": p.train_pileup}
-        return self.stage(f"teach.{kind}", config, ["generate"], [out / "weights.h5", out / "model.onnx"], work)
+                  "train_pileup": p.train_pileup, "training": training}
+        return self.stage(f"teach.{name}", config, ["generate"], [out / "weights.h5", out / "model.onnx"], work)
+
+    def trained_teachers(self) -> list[str]:
+        """Names (``teacher_name``) of the teachers whose teach stage has run."""
+        return [teacher_name(k, t) for k in self.cfg.teachers.kinds for t in self.cfg.pileup.trainings
+                if f"teach.{teacher_name(k, t)}" in self.run.state]
+
+    def chosen_teacher(self) -> str:
+        """The student's teacher: of ``pileup.student_training``, the kind ``student.teacher`` names or, for
+        "best", the one with the lowest validation loss (losses of one training compare)."""
+        p, choice = self.cfg.pileup, self.cfg.student.teacher
+        if choice != "best":
+            return teacher_name(choice, p.student_training)
+        trained = {k: self.run.result(f"teach.{teacher_name(k, p.student_training)}") for k in self.cfg.teachers.kinds
+                   if f"teach.{teacher_name(k, p.student_training)}" in self.run.state}
+        if not trained:
+            raise RuntimeError("stage 'distill' needs a trained teacher first (run `l1forge teach`)")
+        return teacher_name(min(trained, key=lambda k: trained[k]["best_val_loss"]), p.student_training)
 
     def distill(self) -> dict:
         from l1forge.resolution import performance
@@ -201,11 +276,10 @@ class Pileup(Task):
             n = len(test.pt)
             weights = {
                 "none": np.ones(n, np.float32), "chs": chs_weights(test), "puppi": puppi_weights(test),
-                **{k: read_array(self.run.teacher(k) / "weights.h5", "weight")[rows] for k in self.cfg.teachers.kinds
-                   if f"teach.{k}" in self.run.state},
+                **{k: read_array(self.run.teacher(k) / "weights.h5", "weight")[rows] for k in self.trained_teachers()},
                 "student": student_weights(test, kept, p, predicted[tested]),
                 "student_firmware": student_weights(test, kept, p, firmware_weight),
-                "truth": test.is_pv.astype(np.float32),
+                "truth": test.pv_fraction.astype(np.float32),  # merged towers: their PV share
             }
             table = performance(test, weights)
             p99 = candidates_p99(test, network)

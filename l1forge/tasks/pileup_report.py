@@ -11,18 +11,29 @@ from matplotlib.figure import Figure
 from l1forge.report import EMULATED, png
 from l1forge.tasks import base_report
 
-METHODS = {"none": "No mitigation", "chs": "CHS", "puppi": "PUPPI-like", "gnn": "GNN teacher",
-           "transformer": "Transformer teacher", "student": "Student (QKeras)", "student_firmware": EMULATED,
-           "truth": "Truth (PV candidates only)"}
+METHODS = {"none": "No mitigation", "chs": "CHS", "puppi": "PUPPI-like", "gnn": "GNN teacher (truth)",
+           "transformer": "Transformer teacher (truth)", "gnn_ot": "GNN teacher (optimal transport)",
+           "transformer_ot": "Transformer teacher (optimal transport)", "student": "Student (QKeras)",
+           "student_firmware": EMULATED, "truth": "Truth (PV fraction)"}
 
 
 def summary(task) -> dict:
-    """The blocks every task has, the teachers' per-candidate AUCs and the ``pileup`` block of the emulate stage."""
+    """The blocks every task has; each teacher (truth and optimal-transport ones) with its ``training``, its
+    per-candidate AUCs and training time; the sample's calorimeter model; the ``pileup`` block of the emulate stage."""
     block = base_report.summary(task)
-    for kind, result in base_report.teacher_results(task).items():
-        block["teachers"][kind].update({k: result.get(k) for k in ("val_auc", "val_auc_neutral", "train_seconds")})
+    teachers = {name: task.run.result(f"teach.{name}") for name in task.trained_teachers()}
+    if teachers:
+        block["teachers"] = {name: {"params": r["params"], "size": r["size"], "training": r.get("training", "truth"),
+                                    "metrics": r["metrics"], "onnx": str(task.run.teacher(name) / "model.onnx"),
+                                    **{k: r.get(k) for k in ("best_val_loss", "val_auc", "val_auc_neutral",
+                                                             "train_seconds", "steps", "device")}}
+                             for name, r in teachers.items()}
+    if data := block.get("data"):
+        data.setdefault("calorimeter", "particles")
+        data.setdefault("paired", False)
     if emulation := task.run.state.get("emulate", {}).get("result"):
         block["pileup"] = {k: emulation.get(k) for k in ("resolution", "goals", "throughput", "teacher", "region_cap")}
+        block["pileup"]["calorimeter"] = (block.get("data") or {}).get("calorimeter")
         block["emulation"]["emulator_all_candidates_per_s"] = emulation["emulator_all_candidates_per_s"]
     return block
 
