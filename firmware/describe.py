@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 
+from l1forge.graph import ops
 from l1forge.graph.ir import SCHEMA, Graph
 from l1forge.quantize.fixed import FixedType, TooWideError
 
@@ -75,11 +76,13 @@ _POOL2D_KEYS = ("in_height", "in_width", "n_filt", "pool_height", "pool_width", 
 
 
 def _unsupported(layer, why: str = "") -> UnsupportedLayerError:
+    """One line naming the layer, its type, why and what to do (``l1forge.graph.ops.REFUSED`` where it is listed)."""
     detail = f" ({layer.get_attr('activation')})" if layer.get_attr("activation") else ""
     why = f": {why}" if why else ""
+    todo = ops.hint(layer.class_name) or ops.hint(str(layer.get_attr("class_name", ""))) or (
+        "replace it with a layer `l1forge ops` lists, or build this model with hls4ml alone (no bit-exact check)")
     return UnsupportedLayerError(
-        f"layer '{layer.name}' of type {layer.class_name}{detail} is not supported by the l1forge emulator{why}; "
-        "replace it with a layer `l1forge ops` lists, or build this model with hls4ml alone (no bit-exact check)"
+        f"layer '{layer.name}' of type {layer.class_name}{detail} is not supported by the l1forge emulator{why}; {todo}"
     )
 
 

@@ -33,7 +33,7 @@ Every layer gets a row ``{"name", "op", "cycles", "ii", "LUT", "FF", "DSP", "BRA
   per element (DSP when wide); stable adds a max tree. Cycles = 1 + ceil((levels x add_ns + t_mult) / period).
 * batchnorm: one constant multiply (as dense) and add per element; hard_sigmoid / hard_tanh: shift-add and clip;
   add / subtract / average: one adder per element; maximum / minimum: comparator and multiplexer; global
-  pooling: an adder/comparator tree per channel. These are 1-cycle first-order rows (not calibrated).
+  pooling and pool2d (Max/AveragePooling1D/2D): an adder/comparator tree per channel (per window). These are 1-cycle first-order rows (not calibrated).
 * io_stream (``graph["io_type"]``, default io_parallel): every layer is a dataflow process that also reads and
   writes its streams (+2 cycles); dense is not pipelined there (II = its latency, as in the reference report);
   each inter-layer stream is a FIFO per channel (``fifo_ff`` FFs and ``fifo_lut`` LUTs when shallow, BRAM18 when
@@ -224,6 +224,16 @@ def _hard(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict
 def _merge(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
     bits = layer.result_t.width * layer.size
     return _row(1, lut=(1 if layer.op in _ARITH else 2) * k["lut_per_bit"] * bits, ff=bits)
+
+
+@cost("pool2d")
+def _pool(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
+    """A comparator (max) or adder (average) tree over each window, then the division: first order, like global."""
+    window = layer["pool_height"] * layer["pool_width"]
+    acc = layer.type("accum_t").width
+    extra = 1 if layer["pool_op"] == "average" else 0
+    return _row(1 + extra + math.ceil(_levels(window) * k["add_ns"] / period),
+                lut=k["lut_per_bit"] * layer.size * max(window - 1, 0) * acc, ff=layer.result_t.width * layer.size)
 
 
 @cost("global_max", "global_average")

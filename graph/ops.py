@@ -16,6 +16,7 @@ nnet_utils kernel named in its ``doc``; the emulator's docstring gives the exact
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable
 
 BACKENDS = {"emulate": "the emulator", "estimate": "the estimate", "rtl": "the RTL writer"}
@@ -77,6 +78,53 @@ def refusal(layer, backend: str) -> str | None:
 def implementation(layer, backend: str) -> Callable:
     """``backend``'s function for ``layer``'s op; KeyError if none is registered (``refusal`` says why first)."""
     return OPS[layer.op].impl[backend]
+
+
+@dataclasses.dataclass
+class Refused:
+    """A kind of layer or model hls4ml 1.3.0 converts (io_parallel, Vivado/Vitis) that l1forge refuses: why, and
+    what the user can do instead. Declared once here (``refuse_layer``); describe's refusals read it, and the
+    README's table of refused kinds is generated from it (``refused_table``)."""
+
+    kind: str
+    why: str
+    todo: str
+
+
+REFUSED: dict[str, Refused] = {}
+
+
+def refuse_layer(kind: str, why: str, todo: str) -> Refused:
+    REFUSED[kind] = Refused(kind, why, todo)
+    return REFUSED[kind]
+
+
+def hint(class_name: str) -> str | None:
+    """'why; what to do' of the refused kind that names hls4ml layer class ``class_name``, or None."""
+    r = next((r for r in REFUSED.values() if re.search(rf"\b{re.escape(class_name)}\b", r.kind)), None)
+    return f"{r.why}; {r.todo}" if r else None
+
+
+def layers_table() -> str:
+    """Markdown: each hls4ml layer class the firmware graph describes, the ops it becomes and which backend
+    implements them (the backends' modules must be imported)."""
+    rows = ["| hls4ml layer | op | emulator | estimate | RTL |", "|---|---|---|---|---|"]
+    by_layer: dict[str, list[Op]] = {}
+    for op in OPS.values():
+        for layer in op.layers:
+            by_layer.setdefault(layer, []).append(op)
+    for layer in sorted(by_layer, key=str.lower):
+        for op in by_layer[layer]:
+            marks = ["yes" if b in op.impl else "no" for b in BACKENDS]
+            rows.append(f"| {layer} | {op.name} | " + " | ".join(marks) + " |")
+    return "\n".join(rows)
+
+
+def refused_table() -> str:
+    """Markdown: each refused kind with why and what to do."""
+    rows = ["| refused | why | what you can do |", "|---|---|---|"]
+    rows += [f"| {r.kind} | {r.why} | {r.todo} |" for r in REFUSED.values()]
+    return "\n".join(rows)
 
 
 def table(backends=tuple(BACKENDS)) -> str:
@@ -166,3 +214,27 @@ declare("concatenate", "nnet_merge.h concatenate: each input cast to result_t, j
         "the batch axis is 0)", ("Concatenate",), axis="int")
 declare("dot", "nnet_merge.h dot1d (Keras Dot of two vectors): each product cast to accum_t, added in order to 0 in "
         "accum_t, then cast to result_t", ("Dot",), accum_t="type", product="str")
+
+_RECURRENT = "unroll the time steps into Dense layers, or build the model with hls4ml alone (no bit-exact check)"
+refuse_layer("SimpleRNN, LSTM, GRU (QSimpleRNN, QLSTM, QGRU)", "nnet_recurrent.h is not reproduced", _RECURRENT)
+refuse_layer("LayerNormalization", "nnet_layernorm.h is not reproduced", "use BatchNormalization")
+refuse_layer("Embedding", "nnet_embed.h is not reproduced", "look the vectors up before the model and feed them")
+refuse_layer("DepthwiseConv1D, SeparableConv1D", "nnet_sepconv1d.h is not reproduced",
+             "use Conv1D (a depthwise conv is a grouped Conv1D), or SeparableConv2D on (1, width) images")
+refuse_layer("DepthwiseConv2D with the Resource strategy or a depth multiplier other than 1",
+             "nnet_sepconv2d_resource.h is not reproduced", "use the Latency strategy and depth multiplier 1")
+refuse_layer("binary and ternary networks (QKeras binary_tanh, ternary_tanh, BatchNormalizationQuantizedTanh, "
+             "XNOR dense)", "the binary/ternary products and activations are not reproduced",
+             "use quantized_bits(2) or wider and quantized_relu/quantized_tanh")
+refuse_layer("power-of-two kernels (quantized_po2)", "the exponent product (nnet_mult.h weight_exponential) is not "
+             "reproduced outside batchnorm/ApplyAlpha", "use quantized_bits kernels (alpha='auto_po2' is fine)")
+refuse_layer("conv dilation, channels_first data", "not reproduced", "use dilation 1 and channels_last")
+refuse_layer("softmax on an axis other than the last, bilinear UpSampling", "not reproduced",
+             "softmax on the last axis; nearest UpSampling")
+refuse_layer("types wider than 1024 bits", "ap_fixed compiles up to AP_INT_MAX_W = 1024 bits",
+             "set a narrower type for the layer in the hls4ml config")
+refuse_layer("several model inputs", "the emulator takes one input",
+             "concatenate the inputs into one tensor in the model")
+refuse_layer("io_stream", "the emulator reproduces io_parallel designs", "convert with io_parallel")
+refuse_layer("custom layers, Garnet, einsum, multi-head attention", "not reproduced",
+             "build the model with hls4ml alone (no bit-exact check)")
