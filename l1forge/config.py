@@ -154,9 +154,9 @@ class RunConfig(Strict):
     # where torch teachers train and predict: auto = CUDA when torch sees a GPU (mixed precision), else CPU; not part
     # of any stage's fingerprint (a teacher trained on one device is not redone on another)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # trainings of each student and its label twin (seeds student.seed, +1, ...; same data): summary.json gives each
-    # metric as mean, spread between trainings and statistical error, the firmware is built from the median seed
-    # (docs/tagging.md, "Seeds"); the tagging task so far
+    # trainings of each student and its label twin or autoencoder baseline (seeds student.seed, +1, ...; same data):
+    # summary.json gives each metric as mean, spread between trainings and statistical error, the firmware is built
+    # from the median seed (docs/tagging.md, "Seeds"): tagging and anomaly students, the chain's autoencoders
     seeds: int = pydantic.Field(1, ge=1)
     data: DataConfig = DataConfig()
     teachers: TeacherConfig = TeacherConfig()

@@ -272,6 +272,50 @@ def test_anomaly_flow_end_to_end(all_run, tmp_path):
     assert not (tmp_path / "bad").exists()  # refused before any stage runs
 
 
+def test_anomaly_student_and_autoencoder_over_seeds(all_run, tmp_path):
+    """`distill --task anomaly --seeds 2` in a copy of the smoke anomaly run: the score student and the autoencoder
+    baseline trained twice each (other weights), each seed's metrics those of its own predictions, the median seed's
+    files in students/<model>/ for the firmware, and summary.json's mean / spread / stat with a verdict paired over
+    the seeds."""
+    from l1forge.core.artifacts import read_array
+    from l1forge.events.anomaly import read_anomaly
+    from l1forge.tasks.anomaly import mean_auc, test_metrics
+    from l1forge.tasks.base import median_seed
+    from l1forge.tasks.base_report import paired_over_seeds
+
+    out = tmp_path / "anomaly"
+    shutil.copytree(all_run[0] / "anomaly", out, ignore=shutil.ignore_patterns("students", "firmware", "emulation"))
+    for command in ("distill", "report"):
+        res = l1forge(command, "--task", "anomaly", "--preset", "smoke", "--out", out, "-q",
+                      *(["--seeds", "2"] if command == "distill" else []))
+        assert res.returncode == 0, res.stderr[-3000:]
+    state = json.loads((out / "state.json").read_text())
+    sample = read_anomaly(out / "data" / "anomaly.h5")
+    for model in ("student", "baseline"):
+        result, folder = state[f"distill.{model}"]["result"], out / "students" / model
+        assert list(result["seeds"]) == ["0", "1"]
+        scores = [read_array(folder / "seeds" / seed / "predictions.h5", "score") for seed in result["seeds"]]
+        assert not np.array_equal(*scores)  # other initial weights and batches
+        for seed, score in zip(result["seeds"], scores):
+            assert result["seeds"][seed] == json.loads(json.dumps(test_metrics(sample, score, (1.0, 10.0), 2760)))
+        median = median_seed([0, 1], [mean_auc({"metrics": result["seeds"][s]}) for s in ("0", "1")])
+        assert result["median_seed"] == median and result["metrics"] == result["seeds"][str(median)]
+        assert (folder / "model.h5").read_bytes() == (folder / "seeds" / str(median) / "model.h5").read_bytes()
+    seeds = json.loads((out / "summary.json").read_text())["tasks"]["anomaly"]["student"]["seeds"]
+    assert seeds["seeds"] == [0, 1] and seeds["firmware_seed"] == state["distill.student"]["result"]["median_seed"]
+    per_seed = {m: list(state[f"distill.{m}"]["result"]["seeds"].values()) for m in ("student", "baseline")}
+    signal = next(iter(per_seed["student"][0]["signals"]))
+    auc = seeds["student"][signal]["auc"]
+    assert auc["values"] == [m["signals"][signal]["auc"] for m in per_seed["student"]] and auc["stat"] is None
+    assert auc["spread"] == pytest.approx(np.std(auc["values"], ddof=1))
+    efficiency = lambda m: m["signals"][signal]["efficiency"]["10kHz"]  # noqa: E731
+    half = lambda m: np.mean(m["signals"][signal]["efficiency_err"]["10kHz"])  # noqa: E731
+    verdict = seeds["student_vs_baseline"][signal]["10kHz"]
+    assert verdict == paired_over_seeds([efficiency(a) - efficiency(b) for a, b in zip(*per_seed.values())],
+                                        [np.hypot(half(a), half(b)) for a, b in zip(*per_seed.values())])
+    assert "Anomaly detection: trainings (seeds)" in (out / "report.html").read_text()
+
+
 def test_chain_flow_end_to_end(all_run):
     """--task chain (inside --task all, reusing the pileup task's run): crossings at both pileups, objects from five
     weightings, an autoencoder per weighting, the student chain bit-exact (both students), the rate at pileup 60 for
@@ -327,6 +371,37 @@ def test_chain_weights_in_blocks_equal_the_whole(all_run, tmp_path, monkeypatch)
     assert result["pileup_student_csim"] == before["pileup_student_csim"] == {"events_checked": 2000, "mismatches": 0}
     with h5py.File(run / "chain" / "data" / "objects.h5") as a, h5py.File(tmp_path / "chain" / "data" / "objects.h5") as b:
         assert sorted(a) == sorted(b) and all(np.array_equal(a[k][()], b[k][()]) for k in a)
+
+
+def test_chain_autoencoders_over_seeds(all_run, tmp_path):
+    """seeds: 2 on a copy of the smoke chain: every mitigation's autoencoder trained twice, the student chain's
+    median seed synthesized and emulated bit-exact, and the rates over the trainings: each method's median seed
+    gives the main table's rate, the verdicts against PUPPI-like are paired seed by seed."""
+    from l1forge.config import load_config
+    from l1forge.runner import Runner
+    from l1forge.tasks.chain import METHODS
+
+    run = all_run[0]
+    shutil.copytree(run / "chain", tmp_path / "chain", ignore=shutil.ignore_patterns("students", "firmware"))
+    cfg = load_config("smoke", None, task="chain", overrides={"seeds": 2})
+    cfg.chain.pileup_run = str(run / "pileup")
+    runner = Runner(cfg, tmp_path / "chain", progress=False)
+    for stage in ("distill", "synthesize", "emulate"):
+        getattr(runner.task, stage)()
+    chain = runner.summary()["tasks"]["chain"]["chain"]
+    seeds = chain["seeds"]
+    assert seeds["seeds"] == [0, 1] and runner.run.result("emulate")["mismatches"] == 0
+    for method in METHODS:
+        median = runner.run.result(runner.task._distill_stage(method))["median_seed"]
+        for mu, rate in seeds["rates"][method].items():
+            assert len(rate["values"]) == 2 and rate["values"][median] == chain["methods"][method]["rates"][mu]["rate_khz"]
+    for method, by_pileup in seeds["minus_puppi"].items():
+        for mu, verdict in by_pileup.items():
+            mine, puppi = seeds["rates"][method][mu], seeds["rates"]["puppi"][mu]
+            assert verdict["differences"] == pytest.approx(np.subtract(mine["values"], puppi["values"]))
+            assert verdict["verdict"] in ("higher", "lower", "tie") and verdict["seeds"] == 2
+            err = np.hypot(np.std(verdict["differences"], ddof=1) / np.sqrt(2), verdict["stat"])
+            assert verdict["difference_err"] == pytest.approx(err) and verdict["stat"] > 0
 
 
 def test_pileup_flow_end_to_end(all_run, tmp_path):
@@ -434,3 +509,65 @@ def test_tagging_flow_on_a_users_top_tagging_files_student_and_teacher(tmp_path)
     external = task["teachers"]["external"]
     assert external["source"] == "file" and external["outputs_are"] == "probabilities" and task["student"]["teacher"] == "external"
     assert external["metrics"]["accuracy"] == task_gnn_accuracy and task["emulation"]["mismatches"] == 0
+
+
+def _layout_file(layout: str, folder, rng) -> tuple[list, list]:
+    """A file of ``layout`` in ``folder`` written in its exact published layout (tests/test_events_readers.py):
+    (the --data and --data-mapping arguments, the class names the reader must report)."""
+    import awkward as ak
+    import pandas as pd
+    import yaml
+    from test_events_readers import JETCLASS_LABELS, physics_jets, write_hls4ml, write_jetclass
+
+    from l1forge.events.layout_hls4ml import HLF_NAMES
+    from l1forge.events.substructure import pt_eta_phi
+
+    if layout == "hls4ml":
+        write_hls4ml(folder / "jetImage_0_30p_0_10000.h5", rng, n=300)
+        return ["--data", folder / "*.h5"], ["g", "q", "w", "z", "t"]
+    if layout == "jetclass":
+        write_jetclass(folder / "HToBB_000.root", rng, 300)
+        return ["--data", folder / "HToBB_000.root"], [name.removeprefix("label_") for name in JETCLASS_LABELS]
+    if layout == "openml":  # the HLF table: 16 features, no constituents
+        y = rng.choice(["g", "q", "t", "w", "z"], 300)
+        pd.DataFrame(rng.normal(size=(300, 16)), columns=HLF_NAMES).assign(**{"class": y}).to_csv(
+            folder / "hlf.csv", index=False)
+        return ["--data", folder / "hlf.csv"], ["g", "q", "w", "z", "t"]
+    counts, px, py, pz, _ = physics_jets(rng, 300, 20)  # mapping: jagged parquet columns, one-hot labels
+    pt, eta, phi = pt_eta_phi(px, py, pz)
+    valid, sig = np.arange(20) < counts[:, None], rng.integers(0, 2, 300)
+    ak.to_parquet(ak.zip({"pf_pt": ak.unflatten(pt[valid], counts), "pf_eta": ak.unflatten(eta[valid], counts),
+                          "pf_phi": ak.unflatten(phi[valid], counts), "is_sig": sig, "is_bkg": 1 - sig},
+                         depth_limit=1), folder / "jets.parquet", row_group_size=100)
+    (folder / "map.yaml").write_text(yaml.safe_dump({
+        "constituents": {"pt": "pf_pt", "eta": "pf_eta", "phi": "pf_phi"},
+        "labels": {"one_hot": ["is_bkg", "is_sig"]}, "classes": ["bkg", "sig"]}))
+    return ["--data", folder / "jets.parquet", "--data-mapping", folder / "map.yaml"], ["bkg", "sig"]
+
+
+@pytest.mark.parametrize("layout", ["hls4ml", "jetclass", "openml", "mapping"])
+def test_each_published_layout_through_the_flow(layout, tmp_path):
+    """`run --data FILE` on a file in each published layout (the top-tagging one has its own test above), with a
+    teacher's probabilities file so that no teacher trains here: read, distilled, synthesized, 0 C-sim and 0
+    Verilator mismatches, the layout and the file's classes in summary.json and the report."""
+    from l1forge.events.external import read_external
+
+    (tmp_path / "data").mkdir()
+    data, classes = _layout_file(layout, tmp_path / "data", np.random.default_rng(5))
+    mapping = data[3] if len(data) > 2 else None
+    labels = read_external(str(data[1]), mapping=mapping)["arrays"]["labels"]
+    teacher = 0.1 / len(classes) + 0.9 * np.eye(len(classes))[labels]  # a confident teacher, one row per jet
+    np.save(tmp_path / "teacher.npy", teacher)
+    (tmp_path / "cfg.yaml").write_text("rtl: {events: 500}\n")
+    res = l1forge("run", "--preset", "smoke", "--config", tmp_path / "cfg.yaml", *data, "--teacher",
+                  tmp_path / "teacher.npy", "--out", tmp_path / "run", "-q")
+    assert res.returncode == 0, res.stderr[-2000:]
+    task = json.loads((tmp_path / "run" / "summary.json").read_text())["tasks"]["tagging"]
+    assert task["data"]["layout"] == layout and task["data"]["class_names"] == classes
+    assert task["data"]["n_jets"] == len(labels) and task["teachers"]["external"]["outputs_are"] == "probabilities"
+    assert task["student"]["teacher"] == "external" and list(task["student"]["metrics"]["auc"]) == classes
+    assert task["emulation"]["mismatches"] == 0 and task["emulation"]["events_checked"] == np.sum(
+        h5py.File(tmp_path / "run" / "data" / "jets.h5")["split"][()] == 2)
+    assert task["rtl"]["mismatches"] == 0 and task["rtl"]["events_checked"] == 500
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert all(name in report for name in classes)

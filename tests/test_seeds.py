@@ -13,7 +13,8 @@ from l1forge.config import ConfigError, load_config
 from l1forge.core.artifacts import read_array
 from l1forge.metrics import classification_metrics, paired_difference
 from l1forge.runner import Runner
-from l1forge.tasks.tagging import TEST_SPLIT, median_seed
+from l1forge.tasks.base import median_seed
+from l1forge.tasks.tagging import TEST_SPLIT
 
 MODEL_FILES = ("model.h5", "predictions.h5", "preprocess.json")
 

@@ -7,6 +7,7 @@ x -> clip((x - center) * scale, min, max) where center is not None, then padding
 wrap: slot (i, j) takes element i * length + j of the batch's real values flattened and tiled), channels-first.
 """
 
+import json
 import logging
 import pathlib
 import warnings
@@ -592,6 +593,21 @@ def test_weaver_core_teachers(tmp_path):
         got, facts = precomputed_teacher_logits(predicted, sample)
         np.testing.assert_allclose(np.exp(got), scores, rtol=1e-5, atol=1e-7)
         assert facts["teacher_classes"] == JETCLASS_LABELS
+    # the one command a physicist runs with weaver's export: their JetClass file, their ParT, distilled, bit-exact
+    import subprocess
+    import sys
+
+    (tmp_path / "cfg.yaml").write_text("rtl: {events: 2000}\n")
+    cmd = [sys.executable, "-c", "from l1forge.cli import main; main()", "run", "--preset", "smoke", "--config",
+           "cfg.yaml", "--data", "jets.root", "--teacher", "part_legacy/model.onnx", "--teacher-config", "kin.yaml",
+           "--out", "run", "-q"]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    task = summary["tasks"]["tagging"]
+    assert task["teachers"]["external"]["source"] == "onnx" and task["student"]["teacher"] == "external"
+    assert task["emulation"]["mismatches"] == 0 and task["rtl"]["mismatches"] == 0
+    logging.getLogger(__name__).warning("weaver ParT -> student, stage seconds: %s", summary["stage_seconds"])
     # a wrong preprocessing is seen: part_pt_log centred at 1.0 instead of 1.7
     (tmp_path / "wrong.yaml").write_text(JETCLASS_KIN.replace("[part_pt_log, 1.7, 0.7]", "[part_pt_log, 1.0, 0.7]"))
     logits = onnx_teacher_predictions(tmp_path / "part_legacy" / "model.onnx", sample, tmp_path / "wrong.yaml")

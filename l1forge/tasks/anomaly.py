@@ -3,6 +3,7 @@ QKeras autoencoder baseline) -> firmware -> bit-accurate emulation -> efficienci
 
 from __future__ import annotations
 
+import functools
 import pathlib
 from typing import Literal
 
@@ -39,6 +40,45 @@ def _by_signal(sample, score: np.ndarray) -> dict:
             if np.any(sample.is_signal & (sample.sample == i))}
 
 
+def test_metrics(sample, score: np.ndarray, rates_khz, n_bunches: int) -> dict:
+    """AUC and efficiency at the L1 rates ``rates_khz``, per signal, on the test split (weighted background)."""
+    test = sample.subset("test")
+    score = score[sample.split == 2]
+    bkg = ~test.is_signal
+    return anomaly_metrics(score[bkg], test.weight[bkg], _by_signal(test, score), tuple(rates_khz), n_bunches)
+
+
+def mean_auc(result: dict) -> float:
+    """The mean AUC over the signals of a training's test ``metrics`` (which seed is the median one)."""
+    return float(np.mean([m["auc"] for m in result["metrics"]["signals"].values()]))
+
+
+def train_seed(data: str, teacher: str | None, teacher_scores: tuple[str, str] | None, anomaly: AnomalyConfig,
+               student, precision, n_bunches: int, out: str, seed: int, progress: bool = False) -> dict:
+    """One training into ``out`` (model.h5, predictions.h5 with 'score' (events,), preprocess.json, history.json):
+    the student regressing ``teacher``'s score (``teacher_scores``: (file, dataset) of its (events,) scores) or,
+    for teacher None, the autoencoder baseline, on the crossings of ``data``, initial weights and
+    batches from ``seed``. Module-level, with absolute paths, so that an executor's worker runs it. Returns the
+    training's result (students/anomaly.py) with the test ``metrics`` (``test_metrics``)."""
+    from l1forge.events.anomaly import read_anomaly
+    from l1forge.students.anomaly import train_ae_baseline, train_score_student
+
+    a, s, out = anomaly, student, pathlib.Path(out)
+    sample = read_anomaly(data)
+    common = dict(precision=precision, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=seed, progress=progress)
+    if teacher:
+        result = train_score_student(sample.objects, read_array(*teacher_scores), sample.split, out,
+                                     ~sample.is_signal, hidden=tuple(a.student_hidden),
+                                     tail_power=a.student_tail_power, **common)
+        result.update(teacher=teacher, teacher_score=a.teacher_score)
+    else:
+        result = train_ae_baseline(sample.objects, sample.split, out, ~sample.is_signal, latent=a.ae_latent,
+                                   hidden=tuple(a.ae_hidden), **common)
+    result.pop("score")  # in memory only; predictions.h5 holds it
+    result["metrics"] = test_metrics(sample, read_array(out / "predictions.h5", "score"), a.rates_khz, n_bunches)
+    return result
+
+
 class Anomaly(Task):
     """Model-independent triggers: VAE teachers on zero-bias crossings, a score-regressing QKeras student."""
 
@@ -56,13 +96,8 @@ class Anomaly(Task):
         return read_anomaly(self.data_path)
 
     def _metrics(self, sample, score: np.ndarray) -> dict:
-        """AUC and efficiency at the configured L1 rates, per signal, on the test split (weighted background)."""
-        test = sample.subset("test")
-        score = score[sample.split == 2]
-        bkg = ~test.is_signal
-        signals = _by_signal(test, score)
-        a = self.cfg.anomaly
-        return anomaly_metrics(score[bkg], test.weight[bkg], signals, tuple(a.rates_khz), self.cfg.trigger.n_bunches)
+        """``test_metrics`` at the configured L1 rates."""
+        return test_metrics(sample, score, self.cfg.anomaly.rates_khz, self.cfg.trigger.n_bunches)
 
     # ---- stages ----------------------------------------------------------------------------------------
     def generate(self) -> dict:
@@ -119,37 +154,21 @@ class Anomaly(Task):
         return self.stage(f"teach.{kind}", config, ["generate"], [out / "scores.h5", out / "model.onnx"], work)
 
     def distill(self) -> dict:
-        from l1forge.students.anomaly import train_ae_baseline, train_score_student
+        """The score-regressing student of the chosen teacher and the autoencoder baseline, each trained ``seeds``
+        times (``Task.seeded``; the median seed by mean AUC over the signals goes to the firmware)."""
+        from l1forge.teachers.anomaly import SCORE_DATASETS
 
         a, s = self.cfg.anomaly, self.cfg.student
-        common = dict(precision=self.precision(), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed)
         teacher = self.chosen_teacher()
-
-        def finish(result: dict, sample, out: pathlib.Path) -> dict:
-            result.pop("score")  # in memory only; predictions.h5 holds it
-            result["metrics"] = self._metrics(sample, read_array(out / "predictions.h5", "score"))
-            return result
-
-        def student():
-            sample = self._sample()
-            result = train_score_student(sample.objects, self._teacher_score(teacher), sample.split, self.run.student,
-                                         ~sample.is_signal, hidden=tuple(a.student_hidden), progress=self.progress,
-                                         tail_power=a.student_tail_power, **common)
-            return {**finish(result, sample, self.run.student), "teacher": teacher, "teacher_score": a.teacher_score}
-
-        def baseline():
-            sample = self._sample()
-            result = train_ae_baseline(sample.objects, sample.split, self.run.baseline, ~sample.is_signal,
-                                       latent=a.ae_latent, hidden=tuple(a.ae_hidden), progress=self.progress, **common)
-            return finish(result, sample, self.run.baseline)
-
-        config = {"anomaly": a, "student": s}
-        return {
-            "student": self.stage("distill.student", config, ["generate", f"teach.{teacher}"],
-                                   [self.run.student / "model.h5", self.run.student / "predictions.h5"], student),
-            "baseline": self.stage("distill.baseline", config, ["generate"],
-                                    [self.run.baseline / "model.h5", self.run.baseline / "predictions.h5"], baseline),
-        }
+        scores = (str((self.run.teacher(teacher) / "scores.h5").resolve()), SCORE_DATASETS[a.teacher_score])
+        train = lambda teacher, scores=None: functools.partial(  # noqa: E731
+            train_seed, str(self.data_path.resolve()), teacher, scores, a, s, self.precision(),
+            self.cfg.trigger.n_bunches)
+        models = {"distill.student": (self.run.student, ["generate", f"teach.{teacher}"], train(teacher, scores)),
+                  "distill.baseline": (self.run.baseline, ["generate"], train(None))}
+        results = self.seeded(models, {"anomaly": a, "student": s}, lambda out: [out / "model.h5", out / "predictions.h5"],
+                              mean_auc)
+        return {name.split(".")[1]: result for name, result in results.items()}
 
     def test_inputs(self) -> np.ndarray:
         """Flattened L1 objects of the test crossings, as ``emulate`` feeds the emulator."""

@@ -19,14 +19,45 @@ A new task is one module in ``l1forge/tasks/`` that defines ``TASK = <its class>
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pathlib
+import shutil
 import tempfile
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 
 from l1forge.core.artifacts import write_json_atomic
+
+
+SEEDS = "seeds"  # <model>/seeds/<seed>/: one training of a student, a baseline or an autoencoder (seeds: k > 1)
+
+
+def median_seed(seeds: list[int], scores: list[float]) -> int:
+    """The seed whose score (test accuracy, mean AUC, ...) is the median of the k trainings (even k: the lower of the
+    two middle ones; equal scores ordered by seed)."""
+    ranked = sorted(zip(scores, seeds))
+    return ranked[(len(ranked) - 1) // 2][1]
+
+
+def keep_median_seed(out: pathlib.Path, seeds: list[int], results: list[dict], rank: Callable[[dict], float]) -> dict:
+    """Copy the median seed's files (by ``rank`` of each result) from ``out``/seeds/<seed>/ into ``out`` (each file
+    atomically); its result, with ``median_seed`` and ``seeds``: {seed: test metrics} of every training."""
+    from l1forge.core.artifacts import atomic_path
+
+    median = median_seed(seeds, [rank(r) for r in results])
+    for path in sorted((out / SEEDS / str(median)).iterdir()):
+        with atomic_path(out / path.name, path.suffix) as tmp:
+            shutil.copyfile(path, tmp)
+    return {**results[seeds.index(median)], "median_seed": median,
+            "seeds": {str(seed): r["metrics"] for seed, r in zip(seeds, results)}}
+
+
+def seed_dirs(model: pathlib.Path, result: dict) -> list[pathlib.Path]:
+    """The directories of a model's trainings: ``model``/seeds/<seed>/ of each seed its stage trained (``seeds: k >
+    1``), else ``model`` itself."""
+    return [model / SEEDS / seed for seed in result["seeds"]] if "seeds" in result else [model]
 
 
 def best_firmware(firmware: dict) -> dict:
@@ -98,8 +129,10 @@ class Task:
         raise NotImplementedError
 
     def rtl(self) -> dict:
-        """Verilog of the firmware graph (firmware/rtl/), Verilator against the emulator on ``rtl.events`` events
-        (the test inputs, cycled), and Yosys open synthesis (rtl/check.py)."""
+        """Verilog of the firmware graph (firmware/rtl/: with the Verilator build and Yosys work files), Verilator
+        against the emulator on ``rtl.events`` events (the test inputs, cycled), Yosys open synthesis (rtl/check.py),
+        and the deliverable alone, self-contained, in the run directory's ``rtl/`` (recorded as the stage's output;
+        a student the writer cannot build leaves the one-line reason there)."""
         r = self.cfg.rtl
         clock = r.clock_mhz or self.cfg.firmware.clock_mhz
 
@@ -114,13 +147,73 @@ class Task:
                 check_supported(read_graph(self.run.firmware / "graph.json"))
             except RtlError as err:
                 logging.getLogger("l1forge").warning("rtl: %s", err)
+                package.mkdir(parents=True, exist_ok=True)
+                (package / "UNSUPPORTED.txt").write_text(f"{err}\n")
                 return {"rtl": {"unsupported": str(err)}, "open_synthesis": None}
             return check_rtl(self.run.firmware / "graph.json", self.test_inputs(), self.run.firmware / "rtl", r.events,
-                             clock, synthesis=r.synthesis, yosys_timeout_s=r.yosys_timeout_s)
+                             clock, synthesis=r.synthesis, yosys_timeout_s=r.yosys_timeout_s, package_dir=package)
 
-        return self.stage("rtl", {"rtl": r, "clock_mhz": clock}, ["synthesize"], [self.run.firmware / "graph.json"], work)
+        package = self.run.root / "rtl"
+        return self.stage("rtl", {"rtl": r, "clock_mhz": clock}, ["synthesize"],
+                          [self.run.firmware / "graph.json", package], work)
 
     # ---- shared helpers ------------------------------------------------------------------------------------
+    def seeded(self, models: dict, config: dict, outputs: Callable[[pathlib.Path], list],
+               rank: Callable[[dict], float]) -> dict:
+        """Stages that train a model ``seeds`` times (k; seeds student.seed + i: other initial weights and batches,
+        the same data). ``models``: {stage: (directory, upstream stages, train)}; ``train(out=, seed=, progress=)``
+        trains one model into the directory ``out`` and returns its result with test ``metrics`` (a picklable
+        callable: module-level, absolute paths, so that an executor's worker runs it). k = 1: trained here, into the
+        directory. k > 1: the trainings of every stage that must run share the executor (data.executor, data.workers
+        processes), each into <directory>/seeds/<seed>/; the directory holds a copy of the median seed's files by
+        ``rank(result)`` (``keep_median_seed``), so that the stages after it build one real design. Returns {stage:
+        result}."""
+        from l1forge.core.executors import executor
+
+        k, first = self.cfg.seeds, self.cfg.student.seed
+        config = {**config, **({"seeds": k} if k > 1 else {})}
+        out_files = lambda out: [*outputs(out), *([out / SEEDS] if k > 1 else [])]  # noqa: E731
+        if k == 1:
+            def once(out, train):
+                def fn():
+                    shutil.rmtree(out / SEEDS, ignore_errors=True)  # a former run's with more seeds
+                    return train(out=str(out.resolve()), seed=first, progress=self.progress)
+
+                return fn
+
+            return {name: self.stage(name, config, upstream, out_files(out), once(out, train))
+                    for name, (out, upstream, train) in models.items()}
+
+        seeds = [first + i for i in range(k)]
+        with contextlib.ExitStack() as stack:
+            pool, trainings = None, {}
+
+            def submit(name):
+                nonlocal pool
+                if pool is None:
+                    d = self.cfg.data
+                    pool = stack.enter_context(executor(d.executor, d.address, d.workers))
+                out, _, train = models[name]
+                shutil.rmtree(out / SEEDS, ignore_errors=True)
+                trainings[name] = [pool.submit(train, out=str((out / SEEDS / str(seed)).resolve()), seed=seed)
+                                   for seed in seeds]
+
+            for name, (out, upstream, _) in models.items():  # every stage's trainings share the pool's workers
+                if all(u in self.run.state for u in upstream) and (self.runner.force or not self.run.done(
+                        name, self.runner.fingerprint(name, config, upstream), out_files(out), upstream)):
+                    submit(name)
+
+            def work(name):
+                def fn():
+                    if name not in trainings:
+                        submit(name)
+                    return keep_median_seed(models[name][0], seeds, [t.result() for t in trainings[name]], rank)
+
+                return fn
+
+            return {name: self.stage(name, config, upstream, out_files(out), work(name))
+                    for name, (out, upstream, _) in models.items()}
+
     def chosen_teacher(self) -> str:
         """``student.teacher``, or for "best" the trained teacher with the lowest validation loss."""
         if self.cfg.teachers.source != "train":

@@ -9,7 +9,32 @@ from __future__ import annotations
 
 import pathlib
 
+import numpy as np
+
 from l1forge.tasks.base import best_firmware
+
+
+def spread(values: list[float], errors: list, lower_bound: bool = False) -> dict:
+    """One metric over k trainings: {"mean", "spread" (standard deviation between the trainings), "stat"
+    (statistical error of one training: the mean of the trainings' own ``errors``; None where one is unknown or
+    ``lower_bound``), "values" (one per seed), "lower_bound" (some values are only 1-sigma lower bounds)}."""
+    stat = None if lower_bound or None in errors else float(np.mean(errors))
+    return {"mean": float(np.mean(values)), "spread": float(np.std(values, ddof=1)), "stat": stat,
+            "values": [float(v) for v in values], "lower_bound": bool(lower_bound)}
+
+
+def paired_over_seeds(differences: list[float], errors: list[float], n_sigma: float = 2.0) -> dict:
+    """A verdict on A - B from k paired trainings (one difference per seed, each with its statistical error): the
+    mean difference with the uncertainty sqrt(spread^2 / k + stat^2) (spread: the differences' standard deviation,
+    0 for k = 1; stat: the mean of their errors, which the trainings on the same events share); "A" = A wins beyond
+    ``n_sigma`` sigma, "B" = B wins, else "tie"."""
+    k = len(differences)
+    spread_ = float(np.std(differences, ddof=1)) if k > 1 else 0.0
+    stat, mean = float(np.mean(errors)), float(np.mean(differences))
+    err = float(np.hypot(spread_ / np.sqrt(k), stat))
+    verdict = "tie" if abs(mean) <= n_sigma * err else ("A" if mean > 0 else "B")
+    return {"difference": mean, "difference_err": err, "n_sigma": n_sigma, "verdict": verdict, "seeds": k,
+            "differences": [float(d) for d in differences], "spread": spread_, "stat": stat}
 
 
 def teacher_results(task) -> dict:

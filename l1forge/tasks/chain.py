@@ -10,6 +10,7 @@ its own runner, so the chain resumes with it.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import time
 from typing import Annotated
@@ -28,6 +29,50 @@ from l1forge.tasks.base import Task
 METHODS = ("none", "chs", "puppi", "teacher", "student", "truth")
 POOLED = ("truth",)
 WEIGHT_BLOCK = 2000  # crossings per block of the weights stage: its memory stays bounded at any sample size
+
+
+def chain_crossings(data, chain: "ChainConfig", seed: int):
+    """The crossings of ``data``, their split that of the autoencoders' training pileups (``chain.train_pileups``,
+    shared out with the data ``seed``)."""
+    from l1forge.events.crossings import read_crossings
+
+    crossings = read_crossings(data)
+    train = chain.pileups if chain.train_pileups is None else chain.train_pileups
+    crossings.sample.split = crossings.training_split(chain.reference_pileup, train, seed)
+    return crossings
+
+
+def metrics_at(crossings, score: np.ndarray, pileup: float, rate_khz: float, n_bunches: int,
+               pooled: bool = False) -> dict:
+    """l1forge.metrics.anomaly_metrics at ``rate_khz`` on the test crossings at one pileup (zero-bias weights
+    renormalised); pooled: the test crossings of every pileup, standing for the mixture at this one (POOLED)."""
+    from l1forge.metrics import anomaly_metrics
+
+    s = crossings.sample
+    test = (s.split == 2) & (pooled | (s.pileup == pileup))
+    w = crossings.zero_bias_weights(test, pileup if pooled else None)
+    bkg = test & ~crossings.is_signal
+    signals = {name: score[test & (s.process == i)] for i, name in enumerate(crossings.names)
+               if crossings.sample_is_signal[i] and np.any(test & (s.process == i))}
+    return anomaly_metrics(score[bkg], w[bkg], signals, (rate_khz,), n_bunches)
+
+
+def train_autoencoder(data: str, objects: str, method: str, chain: "ChainConfig", student, precision, data_seed: int,
+                      n_bunches: int, out: str, seed: int, progress: bool = False) -> dict:
+    """One training of the autoencoder behind ``method`` (students/anomaly.py ``train_ae_baseline``) on its objects
+    (dataset ``method`` of ``objects``) of the zero-bias training crossings, into ``out``; initial weights and
+    batches from ``seed``. Module-level, with absolute paths, so that an executor's worker runs it. Returns the
+    training's result with the ``metrics`` at the reference pileup."""
+    from l1forge.students.anomaly import train_ae_baseline
+
+    crossings = chain_crossings(data, chain, data_seed)
+    result = train_ae_baseline(read_array(objects, method), crossings.sample.split, out, ~crossings.is_signal,
+                               precision=precision, latent=chain.ae_latent, hidden=tuple(chain.ae_hidden),
+                               epochs=student.epochs, batch_size=student.batch_size, lr=student.lr, seed=seed,
+                               progress=progress)
+    score = result.pop("score")
+    return {**result, "teacher": "none (autoencoder on zero-bias objects)", "mitigation": method,
+            "metrics": metrics_at(crossings, score, chain.reference_pileup, chain.rate_khz, n_bunches)}
 
 
 class ChainConfig(Strict):
@@ -87,14 +132,8 @@ class Chain(Task):
         return self.run.data("objects.h5")
 
     def _crossings(self):
-        """The crossings, their split that of the autoencoders' training pileups (chain.train_pileups)."""
-        from l1forge.events.crossings import read_crossings
-
-        c = self.cfg.chain
-        crossings = read_crossings(self.data_path)
-        train = c.pileups if c.train_pileups is None else c.train_pileups
-        crossings.sample.split = crossings.training_split(c.reference_pileup, train, self.cfg.data.seed)
-        return crossings
+        """The crossings, their split that of the autoencoders' training pileups (``chain_crossings``)."""
+        return chain_crossings(self.data_path, self.cfg.chain, self.cfg.data.seed)
 
     def _ae_dir(self, method: str) -> pathlib.Path:
         return self.run.student if method == "student" else self.run.root / "students" / f"ae_{method}"
@@ -229,44 +268,27 @@ class Chain(Task):
         quiet_call(project.compile)
         return emulator, project.predict
 
+    def _distill_stage(self, method: str) -> str:
+        return "distill.student" if method == "student" else f"distill.ae_{method}"
+
     def distill(self) -> dict:
-        """An autoencoder (students/anomaly.py ``train_ae_baseline``) per mitigation, on the zero-bias training
-        crossings of chain.train_pileups; the student chain's is the anomaly student that goes to firmware."""
-        from l1forge.students.anomaly import train_ae_baseline
+        """An autoencoder (``train_autoencoder``) per mitigation, on the zero-bias training crossings of
+        chain.train_pileups, each trained ``seeds`` times (``Task.seeded``: the median seed by mean AUC at the
+        reference pileup); the student chain's is the anomaly student that goes to firmware."""
+        from l1forge.tasks.anomaly import mean_auc
 
         c, s = self.cfg.chain, self.cfg.student
-        results = {}
-        for method in METHODS:
-            out = self._ae_dir(method)
-
-            def work(method=method, out=out):
-                crossings = self._crossings()
-                objects = read_array(self.objects_path, method)
-                result = train_ae_baseline(objects, crossings.sample.split, out, ~crossings.is_signal,
-                                           precision=self.precision(), latent=c.ae_latent, hidden=tuple(c.ae_hidden),
-                                           epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed,
-                                           progress=self.progress)
-                score = result.pop("score")
-                return {**result, "teacher": "none (autoencoder on zero-bias objects)", "mitigation": method,
-                        "metrics": self._anomaly_metrics(crossings, score, c.reference_pileup)}
-
-            name = "distill.student" if method == "student" else f"distill.ae_{method}"
-            results[method] = self.stage(name, {"chain": c, "student": s}, ["weights"],
-                                         [out / "model.h5", out / "predictions.h5"], work)
-        return results
+        train = functools.partial(train_autoencoder, str(self.data_path.resolve()), str(self.objects_path.resolve()))
+        common = (c, s, self.precision(), self.cfg.data.seed, self.cfg.trigger.n_bunches)
+        models = {self._distill_stage(m): (self._ae_dir(m), ["weights"], functools.partial(train, m, *common))
+                  for m in METHODS}
+        results = self.seeded(models, {"chain": c, "student": s}, lambda out: [out / "model.h5", out / "predictions.h5"],
+                              mean_auc)
+        return {m: results[self._distill_stage(m)] for m in METHODS}
 
     def _anomaly_metrics(self, crossings, score: np.ndarray, pileup: float, pooled: bool = False) -> dict:
-        """l1forge.metrics.anomaly_metrics on the test crossings at one pileup (zero-bias weights renormalised);
-        pooled: the test crossings of every pileup, standing for the mixture at this one (POOLED)."""
-        from l1forge.metrics import anomaly_metrics
-
-        s = crossings.sample
-        test = (s.split == 2) & (pooled | (s.pileup == pileup))
-        w = crossings.zero_bias_weights(test, pileup if pooled else None)
-        bkg = test & ~crossings.is_signal
-        signals = {name: score[test & (s.process == i)] for i, name in enumerate(crossings.names)
-                   if crossings.sample_is_signal[i] and np.any(test & (s.process == i))}
-        return anomaly_metrics(score[bkg], w[bkg], signals, (self.cfg.chain.rate_khz,), self.cfg.trigger.n_bunches)
+        """``metrics_at`` chain.rate_khz."""
+        return metrics_at(crossings, score, pileup, self.cfg.chain.rate_khz, self.cfg.trigger.n_bunches, pooled)
 
     def test_inputs(self) -> np.ndarray:
         """Flattened L1 objects of the student chain on the test crossings, as ``emulate`` feeds the emulator."""
@@ -279,7 +301,6 @@ class Chain(Task):
         def work():
             from l1forge.emulation.emulator import Emulator
             from l1forge.students.anomaly import flatten_objects, reconstruction_loss
-            from l1forge.students.model import load_qkeras_model
 
             crossings = self._crossings()
             s = crossings.sample
@@ -290,16 +311,62 @@ class Chain(Task):
             x_q = self.precision().input.quantize(x)
             scores = {"student": reconstruction_loss(x_q, emulator.predict(x)).numpy().astype(np.float64)}
             for method in (m for m in METHODS if m != "student"):
-                xm = flatten_objects(read_array(self.objects_path, method))
-                recon = load_qkeras_model(self._ae_dir(method) / "model.h5").predict(xm, batch_size=8192, verbose=0)
-                scores[method] = reconstruction_loss(self.precision().input.quantize(xm), recon).numpy()
+                scores[method] = self._keras_score(method, self._ae_dir(method))
             stats["chain"] = self._measure(crossings, scores)
+            if self.cfg.seeds > 1:
+                stats["chain"]["seeds"] = self._seeds(crossings, scores["student"])
             stats["metrics"] = self._anomaly_metrics(crossings, scores["student"], self.cfg.chain.reference_pileup)
             self.write_emulation(stats, emu, csim, index)
             return stats
 
         return self.stage("emulate", {"emulation": self.cfg.emulation, "trigger": self.cfg.trigger},
                           ["synthesize", "weights"], [self.run.emulation / "outputs.h5"], work)
+
+    def _keras_score(self, method: str, folder: pathlib.Path) -> np.ndarray:
+        """Reconstruction loss of the QKeras autoencoder in ``folder`` on ``method``'s objects of every crossing."""
+        from l1forge.students.anomaly import flatten_objects, reconstruction_loss
+        from l1forge.students.model import load_qkeras_model
+
+        x = flatten_objects(read_array(self.objects_path, method))
+        recon = load_qkeras_model(folder / "model.h5").predict(x, batch_size=8192, verbose=0)
+        return reconstruction_loss(self.precision().input.quantize(x), recon).numpy()
+
+    def _seeds(self, crossings, firmware_score: np.ndarray) -> dict:
+        """The chain's rates over the k trainings of every autoencoder (``seeds: k > 1``): per method and pileup the
+        rate as ``base_report.spread`` (stat: the mean half-width of its 68% interval), and per method and pileup the
+        rate minus PUPPI-like's, paired seed by seed (``base_report.paired_over_seeds``; "higher" / "lower" / "tie"
+        beyond 2 sigma; the error of each difference adds both intervals' half-widths in quadrature). The student
+        chain's firmware seed is scored by the emulator (``firmware_score``), every other training by its QKeras
+        model."""
+        from l1forge.tasks.base import SEEDS
+        from l1forge.tasks.base_report import paired_over_seeds, spread
+
+        results = {m: self.run.result(self._distill_stage(m)) for m in METHODS}
+        seeds = list(results["student"]["seeds"])
+        firmware = str(results["student"]["median_seed"])
+        measured = []
+        for seed in seeds:
+            scores = {m: firmware_score if (m, seed) == ("student", firmware) else
+                      self._keras_score(m, self._ae_dir(m) / SEEDS / seed) for m in METHODS}
+            measured.append(self._measure(crossings, scores)["methods"])
+        half = lambda r: float(np.mean(r["rate_khz_err"]))  # noqa: E731
+        pileups = list(measured[0]["none"]["rates"])
+        block = {"seeds": [int(seed) for seed in seeds], "firmware_seed": int(firmware),
+                 "scores": "student chain: the firmware seed by the emulator, the other trainings by their QKeras "
+                           "models; every other chain: QKeras models",
+                 "rates": {m: {mu: spread([r[m]["rates"][mu]["rate_khz"] for r in measured],
+                                          [half(r[m]["rates"][mu]) for r in measured]) for mu in pileups}
+                           for m in METHODS},
+                 "minus_puppi": {}}
+        words = {"A": "higher", "B": "lower", "tie": "tie"}
+        for m in (m for m in METHODS if m != "puppi"):
+            block["minus_puppi"][m] = {}
+            for mu in pileups:
+                pair = [(r[m]["rates"][mu], r["puppi"]["rates"][mu]) for r in measured]
+                verdict = paired_over_seeds([a["rate_khz"] - b["rate_khz"] for a, b in pair],
+                                            [float(np.hypot(half(a), half(b))) for a, b in pair])
+                block["minus_puppi"][m][mu] = {**verdict, "verdict": words[verdict["verdict"]]}
+        return block
 
     def _measure(self, crossings, scores: dict) -> dict:
         """Per method: the threshold for chain.rate_khz at the reference pileup and the rate it gives at every

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import pathlib
-import shutil
 
 import numpy as np
 
@@ -29,9 +28,6 @@ def _file_stamp(spec: str | None):
         return None
     stat = pathlib.Path(spec).stat()
     return [stat.st_size, stat.st_mtime_ns]
-
-
-SEEDS = "seeds"  # <model>/seeds/<seed>/: one training of a student or baseline (seeds: k > 1)
 
 
 def distill_seed(data: str, teacher: str | None, teacher_predictions: str | None, out: str, student, precision,
@@ -73,26 +69,6 @@ def distill_seed(data: str, teacher: str | None, teacher_predictions: str | None
                       jet_word=preprocess.jet and preprocess.jet.as_dict())
     result["metrics"] = _test_metrics(jets, read_array(out / "predictions.h5", "logits"))
     return result
-
-
-def median_seed(seeds: list[int], accuracies: list[float]) -> int:
-    """The seed whose test accuracy is the median of the k trainings (even k: the lower of the two middle ones;
-    equal accuracies ordered by seed)."""
-    ranked = sorted(zip(accuracies, seeds))
-    return ranked[(len(ranked) - 1) // 2][1]
-
-
-def _keep_median_seed(out: pathlib.Path, seeds: list[int], results: list[dict]) -> dict:
-    """Copy the median seed's files from ``out``/seeds/<seed>/ into ``out`` (each file atomically); its result, with
-    ``median_seed`` and ``seeds``: {seed: test metrics} of every training."""
-    from l1forge.core.artifacts import atomic_path
-
-    median = median_seed(seeds, [r["metrics"]["accuracy"] for r in results])
-    for path in sorted((out / SEEDS / str(median)).iterdir()):
-        with atomic_path(out / path.name, path.suffix) as tmp:
-            shutil.copyfile(path, tmp)
-    return {**results[seeds.index(median)], "median_seed": median,
-            "seeds": {str(seed): r["metrics"] for seed, r in zip(seeds, results)}}
 
 
 class Tagging(Task):
@@ -144,7 +120,7 @@ class Tagging(Task):
         return self.stage("generate", config, [], [self.data_path], work)
 
     def teach(self) -> dict:
-        self.user_student()  # a student of the user's that would not convert is refused before any training
+        self.check_user_student()
         if self.cfg.teachers.source != "train":
             return {"external": self.teach_external()}
         return super().teach()
@@ -166,12 +142,14 @@ class Tagging(Task):
         config = {"teacher": t, "files": [_file_stamp(f) for f in (t.path, t.config)]}
         return self.stage("teach.external", config, ["generate"], [out / "predictions.h5"], work)
 
-    def user_student(self, seed: int | None = None):
-        """The user's student (``student.model``) built for the data, checked to convert with hls4ml; None without
-        one. Raises StudentError or the converter's one-line refusal naming the layer."""
+    def check_user_student(self) -> None:
+        """Refuse, before any training, a user's student (``student.model``) that hls4ml would not convert: built for
+        the data and converted once per file and process (teach and distill share the check). Raises StudentError
+        or the converter's one-line refusal naming the layer."""
         s = self.cfg.student
-        if s.model is None:
-            return None
+        key = (s.model, _file_stamp(s.model))
+        if s.model is None or getattr(self, "_checked_student", None) == key:
+            return
         import tempfile
 
         from l1forge.firmware.hls import convert
@@ -181,14 +159,14 @@ class Tagging(Task):
         jets = self.jets()
         features, _, preprocess = student_inputs(s.family, jets, s.n_constituents, None, s.jet_word)
         shape = preprocess.shape if preprocess is not None else features.shape[1:]
-        model = build_user_student(s.model, shape, len(jets.class_names), s.seed if seed is None else seed)
+        model = build_user_student(s.model, shape, len(jets.class_names), s.seed)
         with tempfile.TemporaryDirectory(prefix="l1forge-student-") as tmp:
             try:
                 convert(model, self.precision(s.family).input, self.cfg.firmware, pathlib.Path(tmp), compile=False,
                         write=False)
             except ValueError as err:  # UnsupportedLayerError, ConversionError: one line naming the layer
                 raise StudentError(f"student {s.model} does not convert: {err}") from None
-        return model
+        self._checked_student = key
 
     def teach_one(self, kind: str) -> dict:
         from l1forge.teachers.train import train_teacher
@@ -212,67 +190,22 @@ class Tagging(Task):
 
     def distill(self) -> dict:
         """The student distilled from the chosen teacher, and its label twin (baseline), each trained ``seeds`` times
-        (k; seeds student.seed + i: other initial weights and batches, the same jets). k = 1: trained here, into
-        students/student/ and students/baseline/. k > 1: the 2k trainings run on the executor (data.executor,
-        data.workers processes) into <model>/seeds/<seed>/; <model>/ holds a copy of the median seed's files
-        (``median_seed``), so that synthesize, emulate and rtl build one real design, and its stage result the
-        test metrics of every seed (``seeds``)."""
-        from l1forge.core.executors import executor
-
-        s, k = self.cfg.student, self.cfg.seeds
+        (``Task.seeded``: k > 1 on the executor, students/<model>/seeds/<seed>/, the median seed by test accuracy
+        copied into students/<model>/ for synthesize, emulate and rtl; the stage result has every seed's metrics)."""
+        s = self.cfg.student
         precision = self.precision(s.family)
         teacher = self.chosen_teacher()
-        self.user_student()  # refused in one line before any training
-        config = {"student": s, "model_file": _file_stamp(s.model), **({"seeds": k} if k > 1 else {})}
+        self.check_user_student()
         data = str(self.data_path.resolve())
-        models = {  # stage: (directory, teacher, upstream stages)
-            "distill.student": (self.run.student, teacher, ["generate", f"teach.{teacher}"]),
-            "distill.baseline": (self.run.baseline, None, ["generate"]),
-        }
-        logits = lambda name: name and str((self.run.teacher(name) / "predictions.h5").resolve())  # noqa: E731
-        outputs = lambda out: [out / "model.h5", out / "predictions.h5", out / "preprocess.json",  # noqa: E731
-                               *([out / SEEDS] if k > 1 else [])]
-        if k == 1:
-            def work(out, teacher):
-                def fn():
-                    shutil.rmtree(out / SEEDS, ignore_errors=True)  # a former run's with more seeds
-                    return distill_seed(data, teacher, logits(teacher), str(out), s, precision, s.seed, self.progress)
-
-                return fn
-
-            return {name.split(".")[1]: self.stage(name, config, upstream, outputs(out), work(out, teacher))
-                    for name, (out, teacher, upstream) in models.items()}
-
-        seeds = [s.seed + i for i in range(k)]
-        with contextlib.ExitStack() as stack:
-            pool, trainings = None, {}
-
-            def submit(name):
-                nonlocal pool
-                if pool is None:
-                    d = self.cfg.data
-                    pool = stack.enter_context(executor(d.executor, d.address, d.workers))
-                out, teacher, _ = models[name]
-                shutil.rmtree(out / SEEDS, ignore_errors=True)
-                trainings[name] = [pool.submit(distill_seed, data, teacher, logits(teacher),
-                                               str((out / SEEDS / str(seed)).resolve()), s, precision, seed)
-                                   for seed in seeds]
-
-            for name, (out, _, upstream) in models.items():  # both models' trainings share the pool's workers
-                if all(u in self.run.state for u in upstream) and (self.runner.force or not self.run.done(
-                        name, self.runner.fingerprint(name, config, upstream), outputs(out), upstream)):
-                    submit(name)
-
-            def work(name):
-                def fn():
-                    if name not in trainings:
-                        submit(name)
-                    return _keep_median_seed(models[name][0], seeds, [t.result() for t in trainings[name]])
-
-                return fn
-
-            return {name.split(".")[1]: self.stage(name, config, upstream, outputs(out), work(name))
-                    for name, (out, _, upstream) in models.items()}
+        train = lambda teacher: functools.partial(  # noqa: E731
+            distill_seed, data, teacher, teacher and str((self.run.teacher(teacher) / "predictions.h5").resolve()),
+            student=s, precision=precision)
+        models = {"distill.student": (self.run.student, ["generate", f"teach.{teacher}"], train(teacher)),
+                  "distill.baseline": (self.run.baseline, ["generate"], train(None))}
+        results = self.seeded(models, {"student": s, "model_file": _file_stamp(s.model)},
+                              lambda out: [out / "model.h5", out / "predictions.h5", out / "preprocess.json"],
+                              lambda result: result["metrics"]["accuracy"])
+        return {name.split(".")[1]: result for name, result in results.items()}
 
     def test_inputs(self) -> np.ndarray:
         """The student's input on the test jets (``student_x``), as ``emulate`` feeds the emulator."""

@@ -12,7 +12,8 @@ from l1forge.core.artifacts import read_array
 from l1forge.metrics import classification_metrics, confusion, top_vs_qcd_roc
 from l1forge.report import EMULATED, png, read_h5, subplots
 from l1forge.tasks import base_report
-from l1forge.tasks.tagging import SEEDS, TEST_SPLIT
+from l1forge.tasks.base import seed_dirs
+from l1forge.tasks.tagging import TEST_SPLIT
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def summary(task) -> dict:
         baseline = run.state.get("distill.baseline", {}).get("result", {})
         if seeds := _seeds_block(student, baseline):
             block["student"]["seeds"] = seeds
-        students, baselines = _trainings(run.student, student), _trainings(run.baseline, baseline)
+        students, baselines = seed_dirs(run.student, student), seed_dirs(run.baseline, baseline)
         if verdict := _paired(task.data_path, students, baselines):
             block["student"]["distilled_vs_baseline"] = verdict
         for kind in block.get("teachers", {}):  # is the teacher worth distilling: does it beat the label-trained student?
@@ -62,44 +63,28 @@ def summary(task) -> dict:
     return block
 
 
-def _trainings(model: pathlib.Path, result: dict) -> list[pathlib.Path]:
-    """The directories of a student's trainings: ``model``/seeds/<seed>/ of each seed its distill stage trained
-    (``seeds: k > 1``), else ``model`` itself."""
-    return [model / SEEDS / seed for seed in result["seeds"]] if "seeds" in result else [model]
-
-
 def _seeds_block(student: dict, baseline: dict) -> dict | None:
     """summary.json ``student.seeds`` of k > 1 trainings: the seeds, the one the firmware was built from (the
     student's median seed) and the baseline's median seed, and for the student and the baseline each metric of
-    SEED_METRICS as {"mean", "spread" (standard deviation between the trainings), "stat" (statistical error of one
-    training: the mean of the trainings' own errors, binomial or bootstrap; None for a rejection that is a bound),
-    "values" (one per seed), "lower_bound" (some values are only 1-sigma lower bounds)}. None for k = 1."""
+    SEED_METRICS as ``base_report.spread`` (stat: binomial or bootstrap errors; None for a rejection that is a
+    bound). None for k = 1."""
     if "seeds" not in student:
         return None
     block = {"seeds": [int(seed) for seed in student["seeds"]], "firmware_seed": student["median_seed"],
              "baseline_median_seed": baseline.get("median_seed")}
     for name, result in (("student", student), ("baseline", baseline)):
         per_seed = list(result.get("seeds", {}).values())
-        block[name] = {m: _spread([r[m] for r in per_seed], [r[f"{m}_err"] for r in per_seed],
+        block[name] = {m: base_report.spread([r[m] for r in per_seed], [r[f"{m}_err"] for r in per_seed],
                                   any(r.get(f"{m}_lower_bound") for r in per_seed))
                        for m in SEED_METRICS if per_seed and all(r.get(m) is not None for r in per_seed)}
     return block
-
-
-def _spread(values: list[float], errors: list, lower_bound: bool) -> dict:
-    """{"mean", "spread", "stat", "values", "lower_bound"} of one metric over k trainings (see ``_seeds_block``)."""
-    stat = None if lower_bound or None in errors else float(np.mean(errors))
-    return {"mean": float(np.mean(values)), "spread": float(np.std(values, ddof=1)), "stat": stat,
-            "values": [float(v) for v in values], "lower_bound": bool(lower_bound)}
 
 
 def _paired(data: pathlib.Path, a: list[pathlib.Path], b: list[pathlib.Path], n_sigma: float = 2.0) -> dict | None:
     """Models ``a`` minus models ``b`` (directories with predictions.h5; a single ``a`` is paired with every ``b``)
     on the same test jets of ``data``, in accuracy and top-vs-QCD AUC. One pair: metrics.paired_difference (paired
     bootstrap, verdict "A" = a wins beyond ``n_sigma`` sigma, "B" = b wins, else "tie"). k pairs (one per seed): the
-    mean of the k paired differences, with the uncertainty sqrt(spread^2 / k + stat^2) (spread: their standard
-    deviation; stat: the mean of their paired-bootstrap errors, the statistical error, which the k trainings on the
-    same jets share) and the same verdict, plus "differences" (per seed), "spread", "stat" and "seeds" (k)."""
+    verdict of the k paired differences (``base_report.paired_over_seeds``; stat: their paired-bootstrap errors)."""
     from l1forge.metrics import paired_difference
 
     pairs = list(zip(a * len(b) if len(a) == 1 else a, b))
@@ -116,12 +101,8 @@ def _paired(data: pathlib.Path, a: list[pathlib.Path], b: list[pathlib.Path], n_
         if len(each) == 1:
             out[m] = each[0]
             continue
-        differences = [r["difference"] for r in each]
-        spread, stat = float(np.std(differences, ddof=1)), float(np.mean([r["difference_err"] for r in each]))
-        mean, err = float(np.mean(differences)), float(np.hypot(spread / np.sqrt(len(each)), stat))
-        verdict = "tie" if abs(mean) <= n_sigma * err else ("A" if mean > 0 else "B")
-        out[m] = {"metric": m, "difference": mean, "difference_err": err, "n_sigma": n_sigma, "verdict": verdict,
-                  "seeds": len(each), "differences": differences, "spread": spread, "stat": stat}
+        out[m] = {"metric": m, **base_report.paired_over_seeds([r["difference"] for r in each],
+                                                               [r["difference_err"] for r in each], n_sigma)}
     return out
 
 
