@@ -6,6 +6,7 @@ import contextlib
 import copy
 import io
 import pathlib
+import re
 import shutil
 
 import pydantic
@@ -159,22 +160,25 @@ def convert(
         shutil.rmtree(project_dir)
     config = conversion_config(model, input_type, settings, user_config)
     bit_exact = user_config is None and is_quantized(model)
-    note = None
+    notes = [dot] if not bit_exact and (dot := _repair_dot(model, config)) else []
+    hls_model = None
     try:
         hls_model = _convert(model, config, project_dir, settings, bit_exact)
     except NotImplementedError as err:  # hls4ml's bit-exact inference knows a fixed list of layers
-        hls_model = None
-        note = (f"hls4ml's bit-exact type inference cannot convert this model ({err}); converted with the name "
-                "configuration alone (bit_exact off): the emulator follows that design")
+        kind = re.search(r"\((\w+)\)\s*$", str(err))
+        notes.append(f"hls4ml's bit-exact type inference does not know {kind[1] if kind else 'a layer'}; converted "
+                     "with the name configuration alone (bit_exact off): the emulator follows that design")
     if hls_model is not None and (broken := unreadable_weights(hls_model)):
-        note = (f"hls4ml's bit-exact type inference made {broken} a fixed type that its C++ cannot read "
-                "power-of-two weights into (it would not compile); converted with the name configuration alone "
-                "(bit_exact off): the emulator follows that design")
-    if note:
+        notes.append(f"hls4ml's bit-exact type inference made {broken} a fixed type that its C++ cannot read "
+                     "power-of-two weights into (it would not compile); converted with the name configuration alone "
+                     "(bit_exact off): the emulator follows that design")
+        hls_model = None
+    if hls_model is None:  # the name configuration without bit-exact inference
+        notes += [dot] if (dot := _repair_dot(model, config)) else []
         if project_dir.exists():
             shutil.rmtree(project_dir)
         hls_model = _convert(model, config, project_dir, settings, False)
-    hls_model.l1forge_note = note
+    hls_model.l1forge_note = "; ".join(notes) or None
     hls_model.l1forge_config = config
     if folded := sorted(set(hls_model.inputs) & set(hls_model.outputs)):
         raise ConversionError(
@@ -213,6 +217,25 @@ def _convert(model, config: dict, project_dir: pathlib.Path, settings: FirmwareS
             if "unexpected input layer chain" in str(err):
                 raise ConversionError(f"hls4ml: {err} Give the input type with --input-type.") from None
             raise
+
+
+def _repair_dot(model, config: dict) -> str | None:
+    """hls4ml's precision inference without bit-exact inference asserts on a Dot layer whose accumulator is 'auto'
+    (infer_precision.py ``_infer_dot_precision``): set it, in ``config``, to the model's default precision (what
+    hls4ml gives every untyped layer). Returns the note saying so, or None when no Dot needed it."""
+    default = config.get("Model", {}).get("Precision", "fixed<16,6>")
+    default = default.get("default", "fixed<16,6>") if isinstance(default, dict) else default
+    repaired = []
+    for layer in model.layers:
+        if layer.__class__.__name__ != "Dot":
+            continue
+        precision = config.setdefault("LayerName", {}).setdefault(layer.name, {}).setdefault("Precision", {})
+        if isinstance(precision, dict) and precision.get("accum", "auto") == "auto":
+            precision["accum"] = default
+            repaired.append(layer.name)
+    return (f"hls4ml infers no accumulator for Dot layer{'s' * (len(repaired) > 1)} {', '.join(repaired)} without "
+            f"bit-exact inference (it would stop on an assertion): accum set to the model default {default}"
+            if repaired else None)
 
 
 def unreadable_weights(hls_model) -> str | None:

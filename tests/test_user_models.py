@@ -457,3 +457,53 @@ def test_auto_po2_without_an_input_quantizer_falls_back_to_the_name_configuratio
         compile_project(broken, keep_log=tmp_path / "logs" / "kept.log")
     shutil.rmtree(tmp_path / "broken")
     assert "sign" in (tmp_path / "logs" / "kept.log").read_text() and str(tmp_path / "logs") in str(err.value)
+
+
+# ---- the kinds of hls4ml's own test suite (test_pooling, test_globalpooling, test_zeropadding, test_cropping,
+# test_upsampling, test_activations, test_softsign, test_merge): issue 31 item 5 -------------------------------------
+def test_qkeras_1d_and_2d_reshaping_and_pooling_layers(tmp_path):
+    """One QKeras model with hls4ml's reshaping and pooling kinds, 1-D and 2-D: ZeroPadding1D/2D, Max/AveragePooling1D
+    ('same' and 'valid'), Cropping1D/2D, UpSampling1D/2D, MaxPooling2D, GlobalMax/AveragePooling1D/2D. hls4ml's
+    bit-exact inference does not know Cropping and Resize: l1forge converts with the name configuration (a note)."""
+    from qkeras import QConv1D, QConv2D
+
+    inp = L.Input((12, 4), name="x")
+    h = QActivation(quantized_bits(8, 3, alpha=1), name="qin")(inp)
+    a = QConv1D(3, 3, name="c1", **_q())(L.ZeroPadding1D((1, 2), name="zp1")(h))
+    a = QActivation(quantized_relu(8, 3), name="r1")(a)
+    a = L.AveragePooling1D(2, name="ap1")(L.MaxPooling1D(3, strides=2, padding="same", name="mp1")(a))
+    a = L.UpSampling1D(2, name="up1")(L.Cropping1D((1, 0), name="cr1")(a))
+    a = L.Concatenate(name="cat1")([L.GlobalAveragePooling1D(name="gap1")(a), L.GlobalMaxPooling1D(name="gmp1")(a)])
+    b = L.ZeroPadding2D(((1, 0), (0, 1)), name="zp2")(L.Reshape((6, 4, 2), name="img")(h))
+    b = QActivation(quantized_relu(8, 3), name="r2")(QConv2D(2, (3, 3), name="c2", **_q())(b))
+    b = L.UpSampling2D((1, 2), name="up2")(L.Cropping2D(((1, 1), (0, 1)), name="cr2")(b))
+    b = L.MaxPooling2D((2, 2), padding="same", name="mp2")(b)
+    b = L.Concatenate(name="cat2")([L.GlobalMaxPooling2D(name="gmp2")(b), L.GlobalAveragePooling2D(name="gap2")(b)])
+    out = QDense(3, name="d", **_q())(L.Concatenate(name="cat")([a, b]))
+    model = _randomize(tf.keras.Model(inp, out), 41)
+    stats = _run(tmp_path, "reshaping_pooling", model, _inputs((12, 4), 41, scale=2.0))
+    assert "bit-exact type inference does not know ZeroPadding1D" in stats["conversion_note"], stats["conversion_note"]
+
+
+def test_plain_keras_activations_and_merges(tmp_path):
+    """A plain Keras model (no quantizer, no config: hls4ml's default fixed<16,6> and 1024-entry tables) with the
+    activations of hls4ml's test_activations/test_softsign (ELU, SELU, PReLU, ThresholdedReLU, LeakyReLU,
+    softplus, softsign, sigmoid, tanh) and the merges of test_merge (Multiply, Dot, Add, Subtract, Average,
+    Maximum, Minimum, Concatenate), on two branches of one input."""
+    inp = L.Input((8,), name="x")
+    a = L.Dense(5, name="da")(inp)
+    b = L.Dense(5, name="db")(inp)
+    acts = [L.ELU(0.5, name="elu")(a), L.Activation("selu", name="selu")(b), L.PReLU(name="prelu")(a),
+            L.ThresholdedReLU(0.3, name="trelu")(b), L.LeakyReLU(0.2, name="lrelu")(a),
+            L.Activation("softplus", name="splus")(b), L.Activation("softsign", name="ssign")(a),
+            L.Activation("sigmoid", name="sig")(b), L.Activation("tanh", name="tanh")(a)]
+    merges = [L.Multiply(name="mul")([a, b]), L.Dot(axes=1, name="dot")([a, b]), L.Add(name="add")([a, b]),
+              L.Subtract(name="sub")([a, b]), L.Average(name="avg")([a, b]), L.Maximum(name="max")([a, b]),
+              L.Minimum(name="min")([a, b])]
+    out = acts[0]
+    for k, part in enumerate(acts[1:] + merges):  # hls4ml merges two tensors at a time
+        out = L.Concatenate(name=f"cat{k}")([out, part])
+    model = _randomize(tf.keras.Model(inp, out), 42)
+    stats = _run(tmp_path, "activations_merges", model, _inputs((8,), 42, scale=1.0))
+    # hls4ml's precision inference stops on an assertion for a Dot with an 'auto' accumulator: repaired, and said
+    assert "Dot layer dot" in stats["conversion_note"] and "fixed<16,6>" in stats["conversion_note"]
