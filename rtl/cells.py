@@ -9,7 +9,8 @@ extension written out, so that no Verilog signedness rule can change an expressi
 
 The cast repeats ``l1forge.quantize.fixed.FixedType.from_codes`` exactly: drop the low bits with the rounding
 mode (TRN, TRN_ZERO, RND, RND_ZERO, RND_INF, RND_MIN_INF, RND_CONV), then apply the overflow mode (WRAP, SAT,
-SAT_ZERO, SAT_SYM); the ReLU variant outputs 0 unless the input code is > 0, as the emulator's ``_relu``.
+SAT_ZERO, SAT_SYM); the ReLU variant outputs 0 unless the input code is > 0, as the emulator's ``_relu`` (written
+as a test of the sign bit alone: the cast of a zero code is zero in every mode).
 """
 
 from __future__ import annotations
@@ -188,9 +189,8 @@ def cast(name: str, wa: int, sa: bool, plan: dict, t: FixedType) -> tuple[str, i
         val, wval = "r", wr
     else:
         val, wval = code, nc
-    if plan["relu"]:
-        pos = f"(~{neg} & (|a))"
-        lines.append(f"  wire [{wval - 1}:0] v = {pos} ? {val} : {lit(0, wval)};")
+    if plan["relu"]:  # x > 0 ? (t) x : 0, as x >= 0 ? (t) x : 0 (the cast of 0 is 0): the sign bit alone selects
+        lines.append(f"  wire [{wval - 1}:0] v = {neg} ? {lit(0, wval)} : {val};")
         val = "v"
     lines.append(f"  assign y = {val}[{wy - 1}:0];" if wval >= wy else f"  assign y = {ext(val, wval, olo < 0, wy)};")
     lines.append("endmodule\n")

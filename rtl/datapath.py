@@ -28,9 +28,16 @@ Arithmetic, as ``nnet::dense_latency`` and the emulator (emulation/emulator.py) 
   and one cast; otherwise each addition followed by the cast, in the C++ order (a saturating chain);
 * ``result_t = (result_t) acc``; relu: ``x > 0 ? (result_t) x : 0``; linear: ``(result_t) x``.
 
-Pipelining: each adder or cast is placed as soon as its inputs are ready (ASAP); when its delay (rtl/delay.py)
-would push the stage past the budget of one clock period it starts the next stage, behind registers. Inputs and
-outputs are registered. Latency (cycles from the input register to the output register, inclusive) and II = 1.
+Pipelining by timing: each cell is placed as soon as its inputs are ready (ASAP), in the stage of its latest
+input, with the arrival times of rtl/delay.py (calibrated on Yosys's mapping of these cells, rtl/calibration.py):
+a wire's low and high bits arrive apart (``Sig.t``, ``Sig.tm``), so chained adders overlap their carries as they do
+in the carry chains. Only when a cell's most significant bit would arrive after the stage budget (one clock period
+less clock-to-Q, setup, uncertainty and the net into the register) does it start the next stage, its inputs behind
+registers of their exact width (``at``); a wire used several stages later passes through one register per stage.
+Inputs and outputs are registered. Latency (cycles from the input register to the output register, inclusive) and
+II = 1. A cell that does not fit one period even alone (the clock cannot be met at any depth) is recorded, and
+``check_clock`` refuses the design in one line naming the best clock it can reach. ``layer_report`` gives, per
+layer, the stages it spans, its cycles, its logic levels and its slack in the model.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import numpy as np
 
 from l1forge.quantize.fixed import MAX_WIDTH, FixedType
 from l1forge.rtl import cells, cmvm, delay
-from l1forge.rtl.cells import add_const, adder, cast, plan_cast, width_of
+from l1forge.rtl.cells import add_const, adder, cast, ext, plan_cast, width_of
 
 
 class RtlError(ValueError):
@@ -52,7 +59,9 @@ class RtlError(ValueError):
 
 @dataclasses.dataclass
 class Sig:
-    """A wire: ``value = code * 2**lsb``, code in [lo, hi]; placed at pipeline ``stage``, ready ``t`` ns into it."""
+    """A wire: ``value = code * 2**lsb``, code in [lo, hi]; placed at pipeline ``stage``, its least significant bits
+    ready ``t`` ns into it and its most significant ``tm`` ns (a carry chain's sum ripples, rtl/delay.py); ``lv``:
+    logic levels (LUTs and carry segments) from the stage's registers to its most significant bit (model)."""
 
     name: str
     lsb: int
@@ -61,6 +70,8 @@ class Sig:
     stage: int = 0
     t: float = 0.0
     const: int | None = None
+    tm: float = 0.0
+    lv: int = 0
 
     @property
     def signed(self) -> bool:
@@ -117,6 +128,9 @@ class Datapath:
         self.counts = {"adders": 0, "casts": 0, "cmvm_adders": 0}
         self.plans: dict = {}  # CMVM solutions by (matrix, input intervals)
         self.ports_in: list[dict] = []  # {"name", "width", "signed"} of each input port, in order
+        self.layer = ""  # the layer whose cells are being placed (set by the writer, rtl/lower.py)
+        self.layers: dict[str, dict] = {}  # layer -> {"first", "last", "ns", "levels"} of its placed cells
+        self.too_slow: tuple[float, str] | None = None  # the slowest cell that exceeds a whole period alone
 
     # ---- bookkeeping -----------------------------------------------------------------------------------
     def _name(self, prefix: str = "n") -> str:
@@ -132,14 +146,51 @@ class Datapath:
             self.cell_text.append(re.sub(r"\bCELL\b", name, body, count=1))
         return self.cells[body]
 
-    def _place(self, inputs: list[Sig], ns: float) -> tuple[int, float]:
-        """ASAP placement of a cell of delay ``ns`` fed by ``inputs``: (stage, ready time in the stage)."""
+    def _place(self, inputs: list[Sig], times, levels: int, what: str = "cell", ripple: int = 0) -> tuple[int, float, float, int]:
+        """ASAP placement of a cell fed by ``inputs``: ``times([(t, tm), ...])`` gives its output's (t, tm) for its
+        live inputs' arrival times in its stage (0 for an input behind a register). Returns (stage, t, tm, levels);
+        the next stage when the output would arrive after the budget. ``levels``: the cell's logic levels on the
+        way to its output's low bits; ``ripple``: the carry segments more to its most significant bit."""
         live = [s for s in inputs if s.const is None]
         stage = max([1] + [s.stage for s in live])
-        start = max([0.0] + [s.t for s in live if s.stage == stage])
-        if start + ns > self.budget and start > 0:
-            stage, start = stage + 1, 0.0
-        return stage, start + ns
+        here = [s for s in live if s.stage == stage]
+        t, tm = times([(s.t, s.tm) if s.stage == stage else (0.0, 0.0) for s in live])
+        lv = max([0] + [s.lv for s in here]) + levels
+        if tm > self.budget and any(s.tm > 0 or s.t > 0 for s in here):
+            stage, lv = stage + 1, levels
+            t, tm = times([(0.0, 0.0) for _ in live])
+        if tm > self.budget and what != "mul cell" and (self.too_slow is None or tm > self.too_slow[0]):
+            # (a variable product, a DSP48E2 or LUTs as the tool maps it, keeps a stage of its own even so: its
+            # delay is the coarsest of the model, and a design with one should not be refused on it)
+            self.too_slow = (tm, f"{what} in layer {self.layer}")
+        stats = self.layers.setdefault(self.layer, {"first": stage, "last": stage, "ns": 0.0, "levels": 0})
+        stats.update(first=min(stats["first"], stage), last=max(stats["last"], stage), ns=max(stats["ns"], tm),
+                     levels=max(stats["levels"], lv + ripple))
+        return stage, t, tm, lv
+
+    def check_clock(self) -> None:
+        """RtlError (one line) when some cell does not fit one clock period even alone: no pipeline depth meets
+        the clock; the line names the best clock the design can reach."""
+        if self.too_slow is not None:
+            ns, what = self.too_slow
+            best = delay.path_clock_mhz(ns + delay.T_NET)
+            raise RtlError(f"the clock of {self.clock_mhz:g} MHz cannot be met at any pipeline depth: the {what} "
+                           f"needs {ns + delay.T_NET:.2f} ns between registers ({1000.0 / self.clock_mhz:.2f} ns "
+                           f"period); the best achievable clock is {best:.0f} MHz (rtl/delay.py model)")
+
+    def layer_report(self, latency: int) -> list[dict]:
+        """Per layer, in the order its cells were placed: the stages it spans, its cycles (stages past the previous
+        layer's last), its logic levels and slack in the delay model (the tightest stage of the layer)."""
+        out, last = [], 0
+        for name, st in self.layers.items():
+            out.append({"layer": name, "stage_first": st["first"], "stage_last": st["last"],
+                        "cycles": max(0, st["last"] - last), "logic_levels": st["levels"],
+                        "path_ns": round(st["ns"], 3), "slack_ns": round(self.budget - st["ns"], 3)})
+            last = max(last, st["last"])
+        if out:
+            out.append({"layer": "(output register)", "stage_first": latency, "stage_last": latency,
+                        "cycles": latency - last, "logic_levels": 0, "path_ns": 0.0, "slack_ns": round(self.budget, 3)})
+        return out
 
     def at(self, sig: Sig, stage: int) -> str:
         """The wire carrying ``sig`` at pipeline ``stage`` (registers added as needed)."""
@@ -156,8 +207,8 @@ class Datapath:
             name = reg
         return name
 
-    def _wire(self, lsb: int, lo: int, hi: int, stage: int, t: float) -> Sig:
-        sig = Sig(self._name(), lsb, lo, hi, stage, t)
+    def _wire(self, lsb: int, lo: int, hi: int, stage: int, t: float, tm: float | None = None, lv: int = 0) -> Sig:
+        sig = Sig(self._name(), lsb, lo, hi, stage, t, tm=t if tm is None else tm, lv=lv)
         self.decls.append(f"  wire [{sig.width - 1}:0] {sig.name};")
         return sig
 
@@ -190,11 +241,28 @@ class Datapath:
             assert lo <= elo <= ehi <= hi, (lo, hi, elo, ehi)
             lo, hi = elo, ehi
         wo = width_of(lo, hi)
-        stage, t = self._place([a.sig, b.sig], delay.adder_ns(wo, a.sign * sign < 0 or b.sign * sign < 0))
+        stage, t, tm, lv = self._place([a.sig, b.sig], lambda ins: delay.adder_times(ins, wo), 2, f"{wo}-bit adder",
+                                       -(-wo // 4) - 1)
         spec = lambda term: (term.sig.width, term.sig.signed, term.lsb - at, term.sign * sign)  # noqa: E731
-        module = self._cell(lambda n: adder(n, spec(a), spec(b), wo), "add")
-        out = self._wire(at, lo, hi, stage, t)
-        self.insts.append(f"  {module} u_{out.name}(.a({self.at(a.sig, stage)}), .b({self.at(b.sig, stage)}), .y({out.name}));")
+        (u, su), (v, sv) = ((a, spec(a)), (b, spec(b))) if spec(a)[2] == 0 else ((b, spec(b)), (a, spec(a)))
+        shift = sv[2]
+        out = self._wire(at, lo, hi, stage, t, tm, lv)
+        if shift > 0 and su[3] > 0 and wo > shift:
+            # u + (+-v << shift): u's low bits pass through as wiring here; the cell adds the overlapping bits
+            # only, so adders that differ in the shift alone share one module (fewer distinct cells for Yosys)
+            wu, uname = su[0], self.at(u.sig, stage)
+            high = (f"{uname}[{wu - 1}:{shift}]", wu - shift, su[1]) if wu > shift else \
+                (f"{uname}[{wu - 1}]", 1, True) if su[1] else ("1'b0", 1, False)
+            module = self._cell(lambda n: adder(n, (high[1], high[2], 0, 1), (sv[0], sv[1], 0, sv[3]), wo - shift),
+                                "add")
+            low = f"{uname}[{shift - 1}:0]" if wu >= shift else ext(uname, wu, su[1], shift)
+            self.insts.append(f"  {module} u_{out.name}(.a({high[0]}), .b({self.at(v.sig, stage)}), "
+                              f".y({out.name}[{wo - 1}:{shift}]));")
+            self.insts.append(f"  assign {out.name}[{shift - 1}:0] = {low};")
+        else:
+            module = self._cell(lambda n: adder(n, spec(a), spec(b), wo), "add")
+            self.insts.append(f"  {module} u_{out.name}(.a({self.at(a.sig, stage)}), .b({self.at(b.sig, stage)}), "
+                              f".y({out.name}));")
         self.counts["adders"] += 1
         return Term(out, at, sign)
 
@@ -207,9 +275,10 @@ class Datapath:
         c = const.const << (const.lsb - at)
         lo, hi = lo + c, hi + c
         wo = width_of(lo, hi)
-        stage, t = self._place([x.sig], delay.adder_ns(wo, x.sign < 0))
+        stage, t, tm, lv = self._place([x.sig], lambda ins: delay.adder_times(ins, wo), 2, f"{wo}-bit adder",
+                                       -(-wo // 4) - 1)
         module = self._cell(lambda n: add_const(n, (x.sig.width, x.sig.signed, x.lsb - at, x.sign), c, wo), "addc")
-        out = self._wire(at, lo, hi, stage, t)
+        out = self._wire(at, lo, hi, stage, t, tm, lv)
         self.insts.append(f"  {module} u_{out.name}(.a({self.at(x.sig, stage)}), .y({out.name}));")
         self.counts["adders"] += 1
         return out
@@ -254,16 +323,11 @@ class Datapath:
             if width_of(*plan["q"]) + 2 < wide.width:
                 return self.cast(self.cast(x, wide), t, relu)
         text, wy = cast("CELL", x.width, x.signed, plan, t)
-        ns = 0.0
-        if plan["drop"] > 0 and t.rounding != "TRN":
-            ns += delay.lut_levels_ns(1) + delay.adder_ns(width_of(*plan["q"]))
-        if plan["overflow"] and t.overflow != "WRAP":
-            ns += delay.lut_levels_ns(delay.compare_levels(width_of(*plan["q"]) + 1) + 1)
-        if plan["relu"]:
-            ns += delay.lut_levels_ns(1)
-        stage, ready = self._place([x], ns)
+        levels = max(0, round(delay.cast_ns(plan, t, x.width) / delay.LUT_LEVEL))
+        stage, ready, tm, lv = self._place([x], lambda ins: delay.cast_times(plan, t, x.width, *ins[0]), levels,
+                                           f"cast of {x.width} bits to {t}")
         module = self._cell(lambda n: text.replace("module CELL(", f"module {n}("), "cast")
-        out = self._wire(plan["lsb"], *plan["out"], stage, ready)
+        out = self._wire(plan["lsb"], *plan["out"], stage, ready, tm, lv)
         assert out.width == wy, (out, wy)
         self.insts.append(f"  {module} u_{out.name}(.a({self.at(x, stage)}), .y({out.name}));")
         self.counts["casts"] += 1
@@ -271,10 +335,18 @@ class Datapath:
 
     # ---- more cells ------------------------------------------------------------------------------------
     def _inst(self, make, kind: str, ns: float, inputs: list, lsb: int, lo: int, hi: int, ports: list) -> Sig:
-        """One instance of the cell ``make(name)``; ``ports`` = [(port, Sig)] (constants become literals)."""
-        stage, t = self._place(inputs, ns)
+        """One instance of the cell ``make(name)``; ``ports`` = [(port, Sig)] (constants become literals). ``ns``:
+        from its latest input bit to all its output bits (0: wiring, the inputs' arrival times kept)."""
+
+        def times(ins):
+            if ns == 0:
+                return max([0.0] + [a for a, _ in ins]), max([0.0] + [m for _, m in ins])
+            done = max([0.0] + [m for _, m in ins]) + ns
+            return done, done
+
+        stage, t, tm, lv = self._place(inputs, times, round(ns / delay.LUT_LEVEL), f"{kind} cell")
         module = self._cell(make, kind)
-        out = self._wire(lsb, lo, hi, stage, t)
+        out = self._wire(lsb, lo, hi, stage, t, tm, lv)
         conns = ", ".join(f".{p}({self.at(s, stage)})" for p, s in ports)
         self.insts.append(f"  {module} u_{out.name}({conns}, .y({out.name}));")
         return out
@@ -351,7 +423,7 @@ class Datapath:
 
     def msb_bit(self, x: Sig) -> Sig:
         """The sign bit of a signed wire (1 when negative), wiring only."""
-        sig = Sig(self._name(), 0, 0, 1, x.stage, x.t)
+        sig = Sig(self._name(), 0, 0, 1, x.stage, x.tm, tm=x.tm, lv=x.lv)
         self.decls.append(f"  wire [0:0] {sig.name} = {x.name}[{x.width - 1}];")
         return sig
 

@@ -440,10 +440,12 @@ def write_rtl(graph: Graph | dict, weights: dict | None, out_dir, clock_mhz: flo
     for spec in graph.layers:
         types[spec.name] = spec.result_t
         srcs = [(values[i], types[i]) for i in spec.inputs] if spec.op != "input" else []
+        wr.layer = spec.name
         out = ops.implementation(spec, "rtl")(wr, spec, srcs, graph.weights)
         values[spec.name] = np.asarray(out, dtype=object).reshape(spec.shape)
     outs = [s for name in graph.outputs for s in values[name].ravel()]
     out_types = [types[name] for name in graph.outputs for _ in values[name].ravel()]
+    wr.check_clock()  # one line with the best achievable clock when no pipeline depth meets it
     last = max([s.stage for s in outs if s.const is None] + [1])
     latency = last + 1  # stages 1..last, then the output register
     ports_out, assigns = [], []
@@ -478,7 +480,7 @@ def write_rtl(graph: Graph | dict, weights: dict | None, out_dir, clock_mhz: flo
             "interface": INTERFACE, "input_type": str(types[graph.inputs[0]]), "adders": wr.counts["adders"],
             "cmvm_adders": wr.counts["cmvm_adders"], "casts": wr.counts["casts"],
             "registers_bits": int(sum(w for _, w in wr.regs.values())), "cell_modules": len(wr.cells),
-            "delay_model": delay.CONSTANTS}
+            "delay_model": delay.CONSTANTS, "layers": wr.layer_report(latency)}
     (out_dir / "rtl.json").write_text(json.dumps(info, indent=1))
     return info
 

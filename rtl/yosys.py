@@ -16,7 +16,8 @@ Results (``firmware.open_synthesis`` in summary.json, labelled ``"source": "yosy
 open synthesis of l1forge's RTL, not Vivado): cells by type, LUTs by input count, FF, CARRY4/CARRY8, DSP48E2, BRAM
 (18 Kb units, a RAMB36 counts 2), and from the flattened netlist the longest register-to-register path: its logic
 levels (cells) and its delay in the delay model of rtl/delay.py (a LUT costs T_LUT + T_NET, entering a carry
-chain T_NET + T_CARRY_IN, each further 4-bit carry segment T_CARRY4), hence the achievable clock. Latency in
+chain T_NET + T_CARRY_IN, or T_CARRY_IN alone from a LUT of its own slice, each further 4-bit carry segment
+T_CARRY4), hence the achievable clock. Latency in
 cycles is the RTL's pipeline depth, II = 1.
 """
 
@@ -72,8 +73,11 @@ def summarize_cells(cells: dict) -> dict:
             "LUTRAM": sum(n for c, n in cells.items() if c.startswith(("RAM32", "RAM64", "RAM128", "RAM256", "SRL")))}
 
 
-def critical_path(netlist: dict, top: str) -> dict:
+def critical_path(netlist: dict, top: str, port_net: bool = False) -> dict:
     """Longest register-to-register (or port) path of a flattened yosys JSON netlist, in the delay model.
+
+    ``port_net``: an input port's bits reach their cells through a routed net (a leaf cell measured alone, as the
+    writer's delay functions count it: its input net included).
 
     Returns {"critical_path_ns" (logic + routing, without clock-to-Q and setup), "logic_levels" (cells on it),
     "lut_levels", "carry_segments"}.
@@ -107,15 +111,19 @@ def critical_path(netlist: dict, top: str) -> dict:
     def source(bit, into_type, into_port):
         d = driver.get(bit)
         if d is None:  # port or constant
-            return (0.0, 0, 0, 0, None)
+            return (delay.T_NET if port_net and into_port not in ("CI", "CYINIT") else 0.0, 0, 0, 0, None)
         cname, cport = d
         if cname in seq:
             base = (0.0, 0, 0, 0, None)
         else:
             base = arrival[cname]
-        chain = (into_type in ("CARRY4", "CARRY8") and into_port == "CI" and cells[cname]["type"] in ("CARRY4", "CARRY8")) \
+        ctype = cells[cname]["type"]
+        chain = (into_type in ("CARRY4", "CARRY8") and into_port == "CI" and ctype in ("CARRY4", "CARRY8")) \
             or (into_type.startswith("MUXF") and into_port in ("I0", "I1"))  # wide muxes sit beside their LUTs
-        return (base[0] + (0.0 if chain else delay.T_NET),) + base[1:4] + ((cname if cname not in seq else None),)
+        # a LUT into its own slice's carry chain (S from O6, DI from O5): no routed net (UG574)
+        packed = into_type in ("CARRY4", "CARRY8") and into_port in ("S", "DI") and ctype.startswith(("LUT", "INV"))
+        net = 0.0 if chain else delay.T_LUT_CARRY if packed else delay.T_NET
+        return (base[0] + net,) + base[1:4] + ((cname if cname not in seq else None),)
 
     order = [n for n, k in indeg.items() if k == 0]
     worst = (0.0, 0, 0, 0, None)

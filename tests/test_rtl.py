@@ -564,3 +564,46 @@ def test_wide_types_are_bit_exact_in_verilog(tmp_path):
     assert rtl["events_checked"] == 3000 and rtl["mismatches"] == 0, rtl["first_mismatch"]
     emu = Emulator(graph, weights).run(x)
     assert max(abs(int(v)) for v in np.ravel(emu)) > 2**40  # the outputs really use the width
+
+
+def test_delay_model_never_below_the_calibrated_netlist():
+    """rtl/calibration.py: every leaf cell the writer emits, synthesized by Yosys and timed on its mapped netlist;
+    the writer's delay functions (recomputed here for the same cells) never predict less, so a design placed by the
+    model meets the clock on the netlist. The table carries its command and date."""
+    import importlib.util
+
+    from l1forge.rtl.calibration import CALIBRATION, CELLS
+
+    spec = importlib.util.spec_from_file_location(
+        "delay_calibration", pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "delay_calibration.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert CALIBRATION["command"].startswith("python benchmarks/delay_calibration.py") and CALIBRATION["date"]
+    measured = {(c["kind"], c["width"]): c for c in CELLS}
+    cases = bench.cases()
+    assert len(cases) == len(measured) > 50
+    for case in cases:
+        row = measured[(case["kind"], case["width"])]
+        assert case["model_ns"] >= row["netlist_ns"] - 1e-9, (case["kind"], case["width"], case["model_ns"], row)
+    adders = [c for c in CELLS if c["kind"] == "add"]
+    assert all(c["lut_levels"] == 1 and c["carry_segments"] == -(-c["width"] // 4) for c in adders)
+
+
+def test_registers_placed_by_timing_and_a_clock_out_of_reach(tmp_path):
+    """Chained adders overlap their carries: a stage holds several adders; per-layer cycles, levels and slack are in
+    rtl.json; and a clock no pipeline depth can meet is refused in one line with the best achievable clock."""
+    graph, weights = random_graph(BLOCKS["wide"], seed=7)
+    info = write_rtl(graph, weights, tmp_path / "rtl", clock_mhz=240.0)
+    layers = info["layers"]
+    assert layers[0]["layer"] == "dense0" and layers[-1]["layer"] == "(output register)"
+    assert sum(row["cycles"] for row in layers) == info["latency_cycles"]
+    assert all(row["slack_ns"] >= 0 and row["logic_levels"] >= 0 for row in layers)
+    assert max(row["logic_levels"] for row in layers) >= 4  # more than one adder per stage
+    with pytest.raises(RtlError) as err:
+        write_rtl(graph, weights, tmp_path / "fast", clock_mhz=2000.0)
+    line = str(err.value)
+    assert "\n" not in line and "cannot be met at any pipeline depth" in line
+    best = float(re.search(r"best achievable clock is (\d+) MHz", line).group(1))
+    assert 240 < best < 2000
+    ok = write_rtl(graph, weights, tmp_path / "best", clock_mhz=best - 1)  # just below it: a design
+    assert ok["latency_cycles"] > info["latency_cycles"]
