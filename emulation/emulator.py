@@ -232,6 +232,9 @@ def _product(layer: Layer) -> str | None:
 class Emulator:
     """Runs the firmware graph on float inputs; ``run`` returns the output codes (and per-layer codes).
 
+    A graph with several model inputs takes a tuple (or list) of arrays, one per input in ``input_names`` order,
+    each (n, *that input's shape).
+
     ``wide=True`` runs every layer on the wide path (Python ints, no int64 shortcut): the same codes, slower; for
     checking one path against the other.
     """
@@ -241,8 +244,6 @@ class Emulator:
         self.force_wide = wide
         self.input_names = list(graph.inputs)
         self.output_names = list(graph.outputs)
-        if len(self.input_names) != 1:
-            raise EmulationError(f"the emulator takes one model input, the firmware has {self.input_names}")
         if graph.io_type != "io_parallel":
             raise EmulationError(f"the emulator reproduces io_parallel designs, this firmware is {graph.io_type}")
         self.layers, self._types, self._bounds = [], {}, {}
@@ -251,7 +252,8 @@ class Emulator:
             self.layers.append(layer)
             self._types[layer.name] = layer.result
             self._bounds[layer.name] = layer.bound
-        self.input_type = self._types[self.input_names[0]]
+        self.input_types = [self._types[name] for name in self.input_names]
+        self.input_type = self.input_types[0]
         self.output_types = [self._types[name] for name in self.output_names]
         self.fast = FastPath.build(self)
 
@@ -505,15 +507,27 @@ class Emulator:
                    "the exact sum")
 
     # ---- run time --------------------------------------------------------------------------------
-    def _checked(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        expected = tuple(self.layers[0].spec["shape"])
-        if x.shape[1:] != expected:
-            raise EmulationError(f"input has shape {x.shape[1:]} per event, the firmware expects {expected}")
-        if not np.all(np.isfinite(x)):
-            bad = np.argwhere(~np.isfinite(x))[0]
-            raise EmulationError(f"input contains NaN/Inf (first at event {bad[0]})")
-        return x
+    def _checked(self, x):
+        """Float64 inputs checked against the input shapes: one array, or a list of them for several inputs."""
+        several = len(self.input_names) > 1
+        xs = list(x) if several and isinstance(x, (list, tuple)) else [x]
+        if len(xs) != len(self.input_names):
+            raise EmulationError(f"the firmware has {len(self.input_names)} inputs ({', '.join(self.input_names)}): "
+                                 "give a tuple of arrays, one per input")
+        specs = {layer.name: layer.spec for layer in self.layers}
+        out = []
+        for name, v in zip(self.input_names, xs):
+            v = np.asarray(v)
+            expected = tuple(specs[name]["shape"])
+            if v.shape[1:] != expected:
+                raise EmulationError(f"input has shape {v.shape[1:]} per event, the firmware expects {expected}")
+            if not np.all(np.isfinite(v)):
+                bad = np.argwhere(~np.isfinite(v))[0]
+                raise EmulationError(f"input contains NaN/Inf (first at event {bad[0]})")
+            out.append(v)
+        if len({len(v) for v in out}) > 1:
+            raise EmulationError(f"the inputs hold different numbers of events: {[len(v) for v in out]}")
+        return out if several else out[0]
 
     def run(self, x, keep_layers: bool = False):
         """Output codes for float inputs ``x`` (n, ...); with ``keep_layers`` also {layer: codes}.
@@ -522,18 +536,25 @@ class Emulator:
         whose bound passes 2**62 may come as object arrays), on blocks of ``REFERENCE_CHUNK`` events (small
         temporaries stay in cache and are reused); ``predict`` takes the fast path where there is one.
         """
-        x = self._checked(x).astype(np.float64)
-        if keep_layers or len(x) <= REFERENCE_CHUNK:
+        x = self._checked(x)
+        x = [v.astype(np.float64) for v in x] if isinstance(x, list) else x.astype(np.float64)
+        n = len(x[0]) if isinstance(x, list) else len(x)
+        if keep_layers or n <= REFERENCE_CHUNK:
             return self._forward(x, keep_layers)
-        parts = [self._forward(x[i : i + REFERENCE_CHUNK], False) for i in range(0, len(x), REFERENCE_CHUNK)]
+        block = (lambda i: [v[i : i + REFERENCE_CHUNK] for v in x]) if isinstance(x, list) else (
+            lambda i: x[i : i + REFERENCE_CHUNK])
+        parts = [self._forward(block(i), False) for i in range(0, n, REFERENCE_CHUNK)]
         if len(self.output_names) == 1:
             return np.concatenate(parts)
         return [np.concatenate([part[k] for part in parts]) for k in range(len(self.output_names))]
 
-    def _forward(self, x: np.ndarray, keep_layers: bool):
+    def _forward(self, x, keep_layers: bool):
         values = {}
+        inputs = dict(zip(self.input_names, x if isinstance(x, list) else [x]))
+        n = len(inputs[self.input_names[0]])
         for layer in self.layers:
-            srcs = [(x, None)] if layer.op == "input" else [(values[i], self._types[i]) for i in layer.inputs]
+            srcs = ([(inputs[layer.name], None)] if layer.op == "input"
+                    else [(values[i], self._types[i]) for i in layer.inputs])
             if layer.op != "input":  # Python ints where the layer runs wide; Limbs only where read as they are
                 srcs = [(as_exact(c) if layer.exact or (isinstance(c, Limbs) and layer.op not in _TAKE_LIMBS) else c,
                          t) for c, t in srcs]
@@ -542,7 +563,7 @@ class Emulator:
                 out = out.to_int64() if layer.bound < INT64_SAFE else out
             elif out.dtype == object and layer.bound < INT64_SAFE:
                 out = out.astype(np.int64)
-            values[layer.name] = out.reshape((len(x), *layer.spec["shape"]))
+            values[layer.name] = out.reshape((n, *layer.spec["shape"]))
             if not keep_layers:
                 self._release(values, layer)
         if keep_layers:

@@ -128,15 +128,33 @@ def _keras_layer_outputs(model, x: np.ndarray, names: list[str]) -> dict:
     return {name: np.asarray(o, dtype=np.float64) for (name, _), o in zip(picked, outs)}
 
 
-def _input_outside(emulator, x_sel: np.ndarray) -> str | None:
+def _parts(x) -> list:
+    """The model inputs: one array, or a list of them (several model inputs)."""
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _take(x, idx):
+    return [v[idx] for v in x] if isinstance(x, (list, tuple)) else x[idx]
+
+
+def _outside(emulator, x_sel) -> tuple[np.ndarray, FixedType]:
+    """Per event: some input value outside its input type's range; and the type of the first input where one is."""
+    mask, in_t = np.zeros(len(_parts(x_sel)[0]), dtype=bool), emulator.input_type
+    for v, t in zip(_parts(x_sel), emulator.input_types):
+        out = np.any((v < t.min_value) | (v > t.max_value), axis=tuple(range(1, v.ndim)))
+        in_t = t if out.any() and not mask.any() else in_t
+        mask |= out
+    return mask, in_t
+
+
+def _input_outside(emulator, x_sel) -> str | None:
     """The input cause when at least half of the events hold a value outside the input type's range, else None."""
-    in_t = emulator.input_type
-    outside = np.any((x_sel < in_t.min_value) | (x_sel > in_t.max_value), axis=tuple(range(1, x_sel.ndim)))
-    if 2 * int(outside.sum()) < len(x_sel):
+    outside, in_t = _outside(emulator, x_sel)
+    if 2 * int(outside.sum()) < len(outside):
         return None
     how = "wrap around" if in_t.overflow == "WRAP" else "saturate"
     return (f"input outside the input type's range: {in_t.hls()} holds [{in_t.min_value:g}, {in_t.max_value:g}] "
-            f"and the inputs beyond it {how} ({int(outside.sum())} of {len(x_sel)} events); scale the inputs or "
+            f"and the inputs beyond it {how} ({int(outside.sum())} of {len(outside)} events); scale the inputs or "
             "widen the input type")
 
 
@@ -144,8 +162,7 @@ def _cause(layer, keras_name: str, emulator, model, x_sel: np.ndarray, diverged:
            dropped: list, has_input_quantizer: bool, first_on_path: bool) -> str | None:
     """The known cause of a divergence first seen at firmware ``layer`` (Keras layer ``keras_name``), or None.
     ``first_on_path``: no compared layer lies between the model input and this one."""
-    in_t = emulator.input_type
-    outside = np.any((x_sel < in_t.min_value) | (x_sel > in_t.max_value), axis=tuple(range(1, x_sel.ndim)))
+    outside, in_t = _outside(emulator, x_sel)
     k = int(outside[diverged].sum())
     if not has_input_quantizer and k and 2 * k >= int(diverged.sum()):  # with one, Keras saturates them alike
         how = "wrap around" if in_t.overflow == "WRAP" else "saturate"
@@ -200,10 +217,10 @@ def fidelity(model, emulator, x: np.ndarray, firmware_outputs, has_input_quantiz
     ``firmware_outputs``: what ``emulator.predict(x)`` returned (an array, or a list per output head).
     The per-layer search runs on at most ``trace_events`` differing events.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = [np.asarray(v, dtype=np.float64) for v in x] if isinstance(x, (list, tuple)) else np.asarray(x, np.float64)
     keras_heads = heads(model.predict(x, batch_size=4096, verbose=0))
     fw_heads = heads(firmware_outputs)
-    n = len(x)
+    n = len(_parts(x)[0])
     differs = np.zeros(n, dtype=bool)
     flips = np.zeros(n, dtype=bool)
     max_diff, vector = 0.0, False
@@ -228,7 +245,7 @@ def fidelity(model, emulator, x: np.ndarray, firmware_outputs, has_input_quantiz
     if differs.any():
         idx = np.flatnonzero(differs)
         idx = idx[np.unique(np.linspace(0, len(idx) - 1, min(trace_events, len(idx))).astype(int))]  # spread out
-        block["first_keras_divergence"] = _first_divergence(model, emulator, x[idx], has_input_quantizer)
+        block["first_keras_divergence"] = _first_divergence(model, emulator, _take(x, idx), has_input_quantizer)
     return block
 
 
@@ -265,7 +282,7 @@ def _first_divergence(model, emulator, x_sel: np.ndarray, has_input_quantizer: b
             keras_of.pop(src, None)
             keras_of[layer.name] = src
     _, codes = emulator.run(x_sel, keep_layers=True)
-    m = len(x_sel)
+    m = len(_parts(x_sel)[0])
     found = []
     for layer in emulator.layers:
         if layer.name not in keras_of:

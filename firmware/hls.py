@@ -136,7 +136,6 @@ def convert(
 
     Before anything is written or compiled the converted graph is described (firmware/describe.py; kept as
     ``hls_model.l1forge_graph``), so a layer the emulator cannot reproduce raises UnsupportedLayerError at once.
-    Several model inputs raise ConversionError.
     A C-sim that does not compile raises ConversionError with the compiler's first error line and the path of
     the full log (``<project_dir>/build_lib.log``). ``write=False`` returns the unwritten hls4ml model.
 
@@ -149,11 +148,6 @@ def convert(
 
     if compile and shutil.which("g++") is None:
         raise RuntimeError("g++ not found on PATH: the hls4ml C-simulation is compiled with it")
-    if len(model.inputs) != 1:
-        raise ConversionError(
-            f"the model has {len(model.inputs)} inputs ({', '.join(input_names(model))}): the l1forge emulator takes "
-            "one input; concatenate the inputs into one tensor in the model"
-        )
     input_type, _ = resolve_input_type(model, input_type, user_config)
     project_dir = pathlib.Path(project_dir)
     if project_dir.exists():

@@ -233,8 +233,8 @@ refuse_layer("softmax on an axis other than the last, bilinear UpSampling", "not
              "softmax on the last axis; nearest UpSampling")
 refuse_layer("types wider than 1024 bits", "ap_fixed compiles up to AP_INT_MAX_W = 1024 bits",
              "set a narrower type for the layer in the hls4ml config")
-refuse_layer("several model inputs", "the emulator takes one input",
-             "concatenate the inputs into one tensor in the model")
+refuse_layer("several model inputs in the RTL writer (the emulator takes them: a tuple of arrays)",
+             "the Verilog top has one input port group", "concatenate the inputs into one tensor in the model")
 refuse_layer("io_stream", "the emulator reproduces io_parallel designs", "convert with io_parallel")
 refuse_layer("custom layers, Garnet, einsum, multi-head attention", "not reproduced",
              "build the model with hls4ml alone (no bit-exact check)")

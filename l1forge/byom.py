@@ -50,6 +50,31 @@ def load_inputs(path, dataset: str | None = None) -> np.ndarray:
         raise InputError(f"{path}: neither .npy nor a readable HDF5 file") from None
 
 
+def load_model_inputs(path, model, dataset: str | None = None):
+    """The inputs of ``model`` from ``path``: one array for one model input (``load_inputs``); for several, a list
+    in the model's input order, read from the datasets (HDF5) or arrays (.npz) named after the inputs, or named by
+    ``dataset`` as a comma-separated list in input order."""
+    from l1forge.quantize.precision import input_names
+
+    names = input_names(model)
+    if len(names) == 1:
+        return load_inputs(path, dataset)
+    keys = dataset.split(",") if dataset else names
+    if len(keys) != len(names):
+        raise InputError(f"--dataset names {len(keys)} datasets, the model has {len(names)} inputs ({', '.join(names)})")
+    path = pathlib.Path(path)
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                missing = [k for k in keys if k not in f]
+                if missing:
+                    raise InputError(f"{path}: no array '{missing[0]}' for the model input (has: {', '.join(f)})")
+                return [f[k].astype(np.float64) for k in keys]
+        except (ValueError, OSError) as err:
+            raise InputError(f"{path}: not a readable .npz file ({err})") from None
+    return [load_inputs(path, k) for k in keys]
+
+
 def load_hls_config(path) -> dict:
     path = pathlib.Path(path)
     try:
@@ -112,12 +137,17 @@ class UserModel:
                               vendor=vendor)
 
 
-def check_inputs(model, x: np.ndarray):
-    """InputError when ``x`` (n, ...) does not have the model's input shape per event."""
-    expected = tuple(int(d) if d is not None else -1 for d in model.inputs[0].shape[1:])
-    got = tuple(x.shape[1:])
-    if len(got) != len(expected) or any(e not in (-1, g) for e, g in zip(expected, got)):
-        raise InputError(f"inputs have shape {got} per event, the model takes {expected}")
+def check_inputs(model, x):
+    """InputError when ``x`` (n, ...; a list of them for several model inputs) does not have the model's input
+    shapes per event, or the inputs hold different numbers of events."""
+    xs = x if isinstance(x, (list, tuple)) else [x]
+    for tensor, v in zip(model.inputs, xs):
+        expected = tuple(int(d) if d is not None else -1 for d in tensor.shape[1:])
+        got = tuple(v.shape[1:])
+        if len(got) != len(expected) or any(e not in (-1, g) for e, g in zip(expected, got)):
+            raise InputError(f"inputs have shape {got} per event, the model takes {expected}")
+    if len({len(v) for v in xs}) > 1:
+        raise InputError(f"the model inputs hold different numbers of events: {[len(v) for v in xs]}")
 
 
 def check_finite(x: np.ndarray, input_type: FixedType):
@@ -162,8 +192,9 @@ def emulate_model(
     """Convert the model, emulate it on the inputs, optionally compare every event with the compiled C-sim, and
     compare the firmware with the Keras model itself (the ``fidelity`` block of emulation/fidelity.py).
 
-    Inputs: ``data_path`` (.npy or HDF5, one array (n, *model input shape)). The input type is ``input_type``, or
-    what the model's input quantizer or the user config (``hls_config_path``) gives, or the l1forge default
+    Inputs: ``data_path`` (.npy or HDF5, one array (n, *model input shape); several model inputs: HDF5 datasets or
+    .npz arrays named after the inputs, or by ``dataset`` as a comma-separated list, ``load_model_inputs``). The
+    input type is ``input_type``, or what the model's input quantizer or the user config (``hls_config_path``) gives, or the l1forge default
     (``stats["input_type_note"]`` says so). Outputs (``output``): .npy for one output head, .h5 with one dataset
     per head (named by the firmware's output layers; one head is ``outputs``), each (n, *Keras output shape).
 
@@ -173,9 +204,11 @@ def emulate_model(
     first_keras_divergence). Bad input (shape, NaN/Inf, not a model, unsupported layer, several inputs) raises
     before any compilation, and nothing is written then.
     """
-    x = load_inputs(data_path, dataset)
     user = UserModel.load(model_path, hls_config_path, input_type)
     model, user_config, note = user.model, user.user_config, user.input_note
+    x = load_model_inputs(data_path, model, dataset)
+    several = isinstance(x, list)
+    n = len(x[0]) if several else len(x)
     in_type = resolve_input_type(model, user.input_type, user_config)[0]
     settings = settings or FirmwareSettings()
     check_inputs(model, x)
@@ -186,25 +219,30 @@ def emulate_model(
         project = pathlib.Path(project_dir) if project_dir else pathlib.Path(scratch) / "hls_project"
         hls_model = user.convert(settings, project, compile=False, write=False)
         emulator = Emulator(hls_model.l1forge_graph)
-        check_finite(x, emulator.input_type)
+        for v, t in zip(x if several else [x], emulator.input_types):
+            check_finite(v, t)
         if check_csim:  # the log of a failed compilation outlives the scratch project: beside the JSON, or in /tmp
+            scratch_log = pathlib.Path(tempfile.gettempdir()) / f"l1forge-build_lib-{os.getpid()}.log"
             keep_log = None if project_dir else (pathlib.Path(json_path).with_suffix(".build_lib.log") if json_path
-                                                 else pathlib.Path(tempfile.gettempdir()) / f"l1forge-build_lib-{os.getpid()}.log")
+                                                 else scratch_log)
             compile_project(hls_model, keep_log)
             write_graph(hls_model, project)
             stats, emu, _ = compare_with_csim(emulator, hls_model.predict, x)
             if stats["mismatches"]:
                 event = stats["first_mismatch"]["event"]
                 traced = _traced_model(model, hls_model, in_type, settings, user_config, pathlib.Path(scratch))
-                trace = quiet_call(traced.trace, x[event : event + 1])[1]
-                where = first_differing_layer(emulator, {k: v[0] for k, v in trace.items()}, x[event])
+                one = [v[event : event + 1] for v in x] if several else x[event : event + 1]
+                trace = quiet_call(traced.trace, one)[1]
+                where = first_differing_layer(emulator, {k: v[0] for k, v in trace.items()},
+                                              [v[0] for v in one] if several else one[0])
                 stats["first_mismatch"].update(where or {"layer": None})
         else:
             start = time.perf_counter()
             emu = emulator.predict(x)
             stats = {"events_checked": 0, "mismatches": None, "csim_events_per_s": None, "first_mismatch": None,
-                     "emulator_events_per_s": len(x) / (time.perf_counter() - start)}
-    stats.update(events=int(len(x)), input_type=emulator.input_type.hls(), input_type_note=note,
+                     "emulator_events_per_s": n / (time.perf_counter() - start)}
+    stats.update(events=int(n), input_type=emulator.input_type.hls(), input_type_note=note,
+                 input_types=[t.hls() for t in emulator.input_types],
                  conversion_note=hls_model.l1forge_note, outputs=list(emulator.output_names))
     if fidelity_check:
         stats.update(fidelity(model, emulator, x, emu, has_input_quantizer(model)))

@@ -507,3 +507,25 @@ def test_plain_keras_activations_and_merges(tmp_path):
     stats = _run(tmp_path, "activations_merges", model, _inputs((8,), 42, scale=1.0))
     # hls4ml's precision inference stops on an assertion for a Dot with an 'auto' accumulator: repaired, and said
     assert "Dot layer dot" in stats["conversion_note"] and "fixed<16,6>" in stats["conversion_note"]
+
+
+def test_several_model_inputs_as_hls4ml_test_merge_builds_them(tmp_path):
+    """Two model inputs (hls4ml's test_merge: each merge of two Input layers), each with its own input quantizer,
+    merged by Add, Multiply, Maximum and Concatenate: the emulator takes one array per input (an .npz named by
+    input, or an HDF5 dataset per input), bit-exact against the C-sim."""
+    a_in, b_in = L.Input((6,), name="in1"), L.Input((6,), name="in2")
+    a = QActivation(quantized_bits(8, 3, alpha=1), name="qa")(a_in)
+    b = QActivation(quantized_bits(6, 2, alpha=1), name="qb")(b_in)
+    m = L.Concatenate(name="cat")([L.Add(name="add")([a, b]), L.Multiply(name="mul")([a, b])])
+    out = QDense(3, name="d", **_q())(L.Concatenate(name="cat2")([m, L.Maximum(name="max")([a, b])]))
+    model = _randomize(tf.keras.Model([a_in, b_in], out), 43)
+    model.save(tmp_path / "two.h5")
+    x = [_inputs((6,), 43), _inputs((6,), 44)]
+    np.savez(tmp_path / "two.npz", in1=x[0], in2=x[1])
+    stats = emulate_model(tmp_path / "two.h5", tmp_path / "two.npz", check_csim=True, project_dir=tmp_path / "p")
+    assert stats["events_checked"] == N and stats["mismatches"] == 0, stats["first_mismatch"]
+    assert stats["input_types"] == ["fixed<8,4,RND_CONV,SAT>", "fixed<6,3,RND_CONV,SAT>"], stats["input_types"]
+    with h5py.File(tmp_path / "two.h5in", "w") as f:
+        f["first"], f["second"] = x
+    again = emulate_model(tmp_path / "two.h5", tmp_path / "two.h5in", dataset="first,second")
+    assert again["events"] == N and again["keras_events"] == N
