@@ -5,11 +5,14 @@ Verilator (rtl/verilator.py), streams ``events`` events through it (the rows of 
 shape) float inputs as the emulator takes them), compares every output code with ``Emulator.run`` bit for bit,
 writes the deliverable beside the Verilog (rtl/deliverable.py: AXI4-Stream wrapper, testbench on the first
 ``TESTBENCH_EVENTS`` of those events, Vivado files, README), runs that testbench in Verilator when ``testbench`` is
-set, and runs Yosys (rtl/yosys.py) unless ``synthesis`` is false. Returns::
+set, and runs Yosys (rtl/yosys.py) unless ``synthesis`` is false. With ``package_dir`` (the run directory's
+``rtl/``) the deliverable alone, Verilog, wrapper, testbench and vectors, Vivado files, README and rtl.json, is
+copied there: a self-contained folder without the simulator build and synthesis work files. Returns::
 
     {"rtl": {"events_checked", "mismatches", "first_mismatch" ({"event", "output", "rtl", "emulator"} or None),
              "sim_events_per_s", "latency_cycles", "ii_cycles", "adders", "casts", "dir", "seconds": {...},
-             "testbench": {"events", "passed", "line", "seconds"} or None},
+             "testbench": {"events", "passed", "line", "seconds"} or None, "layers": [per layer: cycles,
+             logic levels, slack], "package": {"dir", "files"} or None},
      "open_synthesis": {...} or None}
 
 A layer the writer does not support raises RtlError (one line) before anything is written; a missing or failing
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import time
 
 import numpy as np
@@ -51,7 +55,7 @@ def first_mismatch(rtl: np.ndarray, emu: np.ndarray) -> dict | None:
 
 def check_rtl(graph_json, x: np.ndarray, out_dir, events: int, clock_mhz: float = 240.0, synthesis: bool = True,
               jobs: int = 2, yosys_timeout_s: float | None = None, testbench: bool = False,
-              part: str = deliverable.DEFAULT_PART) -> dict:
+              part: str = deliverable.DEFAULT_PART, package_dir=None) -> dict:
     graph = read_graph(graph_json)
     out_dir = pathlib.Path(out_dir)
     seconds = {}
@@ -77,7 +81,10 @@ def check_rtl(graph_json, x: np.ndarray, out_dir, events: int, clock_mhz: float 
     seconds["simulation"] = time.perf_counter() - t0
     mismatch = first_mismatch(rtl_out, emu)
     n_tb = min(len(xs), TESTBENCH_EVENTS)
-    deliverable.write_package(out_dir, info, codes[:n_tb], emu[:n_tb], part)
+    names = deliverable.write_package(out_dir, info, codes[:n_tb], emu[:n_tb], part)
+    package = None
+    if package_dir is not None:
+        package = {"dir": str(package_dir), "files": copy_package(out_dir, package_dir, info["files"] + names)}
     bench = None
     if testbench:
         t0 = time.perf_counter()
@@ -86,7 +93,8 @@ def check_rtl(graph_json, x: np.ndarray, out_dir, events: int, clock_mhz: float 
     block = {"events_checked": int(len(xs)), "mismatches": int(np.any(rtl_out != emu, axis=1).sum()),
              "first_mismatch": mismatch, "sim_events_per_s": round(rate, 1),
              "latency_cycles": info["latency_cycles"], "ii_cycles": info["ii_cycles"], "clock_mhz": clock_mhz,
-             "adders": info["adders"], "casts": info["casts"], "dir": str(out_dir), "testbench": bench}
+             "adders": info["adders"], "casts": info["casts"], "dir": str(out_dir), "testbench": bench,
+             "layers": info["layers"], "package": package}
     synth = None
     if synthesis:
         t0 = time.perf_counter()
@@ -96,6 +104,18 @@ def check_rtl(graph_json, x: np.ndarray, out_dir, events: int, clock_mhz: float 
     block["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     (out_dir / "check.json").write_text(json.dumps({"rtl": block, "open_synthesis": synth}, indent=1))
     return {"rtl": block, "open_synthesis": synth}
+
+
+def copy_package(src, dst, names: list[str]) -> list[str]:
+    """Copy the deliverable's files (and rtl.json) from ``src`` into a fresh ``dst``; returns their names."""
+    src, dst = pathlib.Path(src), pathlib.Path(dst)
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    names = sorted(set(names) | {"rtl.json"})
+    for name in names:
+        shutil.copy2(src / name, dst / name)
+    return names
 
 
 def open_synthesis(graph: Graph, clock_mhz: float, work_dir) -> dict:

@@ -98,10 +98,20 @@ def test_csd_and_rounding_helpers():
 def test_rtl_is_bit_exact_with_the_emulator(name, tmp_path):
     graph, weights = random_graph(BLOCKS[name], seed=len(name))
     x = inputs(4000, 8, seed=1)
-    result = check_rtl(save_graph(graph, weights, tmp_path / "fw"), x, tmp_path / "rtl", events=5000, synthesis=False)
+    result = check_rtl(save_graph(graph, weights, tmp_path / "fw"), x, tmp_path / "rtl", events=5000, synthesis=False,
+                       package_dir=tmp_path / "run" / "rtl")
     rtl = result["rtl"]
     assert rtl["events_checked"] == 5000 and rtl["mismatches"] == 0, rtl["first_mismatch"]
     assert rtl["sim_events_per_s"] > 0 and rtl["latency_cycles"] >= 2
+    # the deliverable alone, self-contained, where the run directory keeps it: sources, wrapper, testbench and its
+    # vectors, Vivado files, README, rtl.json; no simulator build, no synthesis work files
+    package = tmp_path / "run" / "rtl"
+    info = json.loads((package / "rtl.json").read_text())
+    names = sorted(p.name for p in package.iterdir())
+    assert names == rtl["package"]["files"] == sorted(set(info["files"] + info["package"] + ["rtl.json"]))
+    assert {f"{info['top']}.v", f"{info['top']}_cells.v", f"{info['top']}_tb.sv", "tb_in.mem", "README.md",
+            "files.f", "vivado.tcl"} <= set(names) and all((package / n).is_file() for n in names)
+    assert rtl["layers"] == info["layers"]
     # the design really computes: its outputs vary
     emu = Emulator(graph, weights).run(x)
     assert len(np.unique(emu)) > 5
