@@ -617,3 +617,21 @@ def test_registers_placed_by_timing_and_a_clock_out_of_reach(tmp_path):
     assert 240 < best < 2000
     ok = write_rtl(graph, weights, tmp_path / "best", clock_mhz=best - 1)  # just below it: a design
     assert ok["latency_cycles"] > info["latency_cycles"]
+
+
+def test_side_by_side_rows_carry_stage_and_source():
+    """summary.json's side-by-side: this run's estimate and open synthesis, then the published anchors (JEDI-linear
+    post-route, the hls4ml jet MLP HLS estimate, the AXOL1TL budget) and l1forge before issue 28, each labelled."""
+    from l1forge.rtl.anchors import side_by_side
+
+    fw = {"source": "estimate", "latency_ns": 33.3, "latency_cycles": 8, "clock_mhz": 240.0,
+          "resources": {"LUT": 9000, "FF": 3000, "DSP": 0},
+          "open_synthesis": {"source": "yosys 0.23 synth_xilinx xcup", "latency_ns": 50.0, "latency_cycles": 12,
+                             "clock_mhz": 240.0, "LUT": 30000, "FF": 15000, "DSP": 0, "achievable_clock_mhz": 250.0}}
+    rows = side_by_side(fw)
+    assert [r["name"] for r in rows[:2]] == ["this student, hls4ml path", "this student, l1forge RTL"]
+    assert rows[1]["stage"].startswith("open synthesis (yosys") and rows[1]["latency_cycles"] == 12
+    stages = {r["name"].split(",")[0]: r["stage"] for r in rows}
+    assert stages["JEDI-linear"].startswith("post-route") and stages["AXOL1TL anomaly detection budget"].startswith("trigger")
+    assert any(r["stage"].startswith("HLS estimate") and r["latency_cycles"] == 12 for r in rows)
+    assert all(r["source"] for r in rows) and len(side_by_side({})) == len(rows) - 2

@@ -79,7 +79,14 @@ def summary(task) -> dict:
             block["student"]["firmware_metrics"] = emulation["metrics"]
     if rtl := result("rtl"):
         block["rtl"] = {k: rtl["rtl"][k] for k in ("events_checked", "mismatches", "sim_events_per_s", "first_mismatch",
-                                                   "latency_cycles", "clock_mhz", "unsupported") if k in rtl["rtl"]}
+                                                   "latency_cycles", "clock_mhz", "unsupported", "layers")
+                        if k in rtl["rtl"]}
+        if package := rtl["rtl"].get("package"):
+            block["rtl"]["package"] = package["dir"]
+    if "firmware" in block:  # estimate, open synthesis and the published anchors, each with its stage and source
+        from l1forge.rtl.anchors import side_by_side
+
+        block["side_by_side"] = side_by_side(block["firmware"])
     return block
 
 
