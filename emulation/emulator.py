@@ -378,6 +378,19 @@ class Emulator:
         self._need(layer, max(self._in_bound(layer) << (frac - in_types[0].frac), abs(theta)), "the comparison")
         layer.params = {"theta": theta, "shift": frac - in_types[0].frac}
 
+    def _prepare_thresholds(self, layer: _Layer, in_types: list, weights: dict):
+        th_t, x_t = layer.spec.type("threshold_t"), in_types[0]
+        frac = max(th_t.frac, x_t.frac)
+        n = int(np.prod(layer.spec["shape"]))
+        keys = ("threshold",) if layer.spec["quantize"] == 2 else ("threshold_hi", "threshold_lo")
+        layer.params = {"shift": frac - x_t.frac}
+        for key in keys:
+            values = weights[f"{layer.name}/{key}"]
+            layer.params[key] = th_t.from_float(values)[np.arange(n) % len(values)] << (frac - th_t.frac)
+        self._need(layer, max(self._in_bound(layer) << (frac - x_t.frac), th_t.code_bound << (frac - th_t.frac)),
+                   "the comparison")
+        layer.bound = 1
+
     def _prepare_gather(self, layer: _Layer, in_types: list, weights: dict):
         index = source_index(layer.spec)
         layer.params = {"index": np.maximum(index, 0), "zero": index < 0}
@@ -775,6 +788,36 @@ class Emulator:
         x = layer.result.from_codes(src[0].reshape(len(src[0]), -1), src[1].frac)[:, layer.params["index"]]
         x[:, layer.params["zero"]] = 0
         return x
+
+    @kernel("binary_tanh")
+    def _binary_tanh(self, layer: _Layer, src) -> np.ndarray:
+        """``binary_tanh``: ap_int<2> cache = x >= 0 ? 1 : -1; ``binary_cast`` to res_t (ap_uint<1>: cache > 0 ?
+        1 : 0, else (res_t)cache)."""
+        r = layer.result
+        if r.width == 1 and not r.signed and r.integer == 1:  # ap_uint<1>
+            return (src[0] >= 0).astype(np.int64)
+        one, minus = (int(r.from_codes(np.array([v]), 0)[0]) for v in (1, -1))
+        return np.where(src[0] >= 0, one, minus)
+
+    @kernel("ternary_tanh")
+    def _ternary_tanh(self, layer: _Layer, src) -> np.ndarray:
+        """``ternary_tanh``: ``datareg = 2 * x`` assigned to data_t (a cast: it may saturate or wrap), then 1, 0 or
+        -1 (each as res_t) for datareg > 1, -1 < datareg <= 1, else."""
+        x, x_t = src
+        d = x_t.from_codes(x * 2, x_t.frac) << max(-x_t.frac, 0)
+        one = 1 << max(x_t.frac, 0)  # 1 on the same scale: d > 1 and d > -1 exactly
+        hi, lo = d > one, d > -one
+        codes = [int(layer.result.from_codes(np.array([v]), 0)[0]) for v in (1, 0, -1)]
+        return np.where(hi, codes[0], np.where(lo, codes[1], codes[2]))
+
+    @kernel("bn_quantized_tanh", prepare=_prepare_thresholds)
+    def _bn_quantized_tanh(self, layer: _Layer, src) -> np.ndarray:
+        """``normalize_binary_tanh`` / ``normalize_ternary_tanh``: x against the thresholds, exactly."""
+        p = layer.params
+        x = (src[0].reshape(len(src[0]), -1)) << p["shift"]
+        if layer.spec["quantize"] == 2:
+            return (x >= p["threshold"]).astype(np.int64)
+        return np.where(x > p["threshold_hi"], 1, np.where(x <= p["threshold_lo"], -1, 0))
 
     @kernel("thresholded_relu", prepare=_prepare_thresholded_relu)
     def _thresholded_relu(self, layer: _Layer, src) -> np.ndarray:

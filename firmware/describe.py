@@ -102,6 +102,17 @@ def _table_size(layer, size) -> int:
     return size
 
 
+def _binary_weights(entry: dict, values: np.ndarray) -> np.ndarray:
+    """nnet_mult.h ``weight_binary`` (ap_uint<1> weights: w == 0 ? -x : x) and ``weight_ternary`` (ap_int<2>
+    weights: 0, -x or x) return the exact product of x and the weight value -1, 0 or +1, which is then cast to
+    accum_t as any product is: described as ``mult`` by those values in an int<2> type (the same codes)."""
+    if entry["product"] == "weight_binary":
+        values = np.where(values == 0, -1.0, 1.0)
+    if entry["product"] in ("weight_binary", "weight_ternary"):
+        entry.update(product="mult", weight_t="fixed<2,2,TRN,WRAP,0>")
+    return values
+
+
 def _dense_types(layer, backend, w, b) -> dict:
     in_type = layer.get_input_variable().type.precision
     return dict(
@@ -119,6 +130,8 @@ def _activation(layer, entry: dict):
     act = str(layer.get_attr("activation", "relu")).lower()
     cfg = _config(layer)
     if act in ("relu", "linear"):
+        entry["op"] = act
+    elif act in ("binary_tanh", "ternary_tanh"):
         entry["op"] = act
     elif act in ("sigmoid", "tanh", "softplus", "softsign"):
         entry.update(op="table", function=act, table_size=_table_size(layer, cfg["table_size"]), table_t=cfg["table_t"])
@@ -178,7 +191,7 @@ def _describe(layer, backend) -> tuple[dict, dict]:
             entry["n_partitions"] = int(layer.get_attr("n_partitions", entry["out_width"]))  # positions in sequence
             if entry["implementation"] != "linebuffer" or int(layer.get_attr("dilation", 1)) != 1:
                 raise _unsupported(layer, f"conv implementation '{entry['implementation']}' or dilation")
-        values = _weight_values(w, layer)
+        values = _binary_weights(entry, _weight_values(w, layer))
         if layer.get_attr("_weights_transposed", False):  # Resource strategy: hls4ml stored them transposed
             values = values.T if cls == "Dense" else np.transpose(values, (1, 2, 0))  # (F, W, C) -> (W, C, F)
         weights[f"{layer.name}/weight"] = values.reshape(-1, values.shape[-1])
@@ -228,6 +241,16 @@ def _describe(layer, backend) -> tuple[dict, dict]:
         weights[f"{layer.name}/alpha"] = _weight_values(a, layer).ravel()
     elif cls in ("Activation", "ReLU", "HardActivation", "Softmax"):
         _activation(layer, entry)
+    elif cls == "BatchNormalizationQuantizedTanh":
+        keys = ("threshold",) if int(layer.get_attr("quantize")) == 2 else ("threshold_hi", "threshold_lo")
+        entry.update(op="bn_quantized_tanh", quantize=int(layer.get_attr("quantize")),
+                     threshold_t=_type(layer.weights[keys[0]].type))
+        for key in keys:
+            values = _weight_values(layer.weights[key], layer).ravel()
+            if not np.all(np.isfinite(values)):
+                raise _unsupported(layer, "hls4ml wrote NaN thresholds (a batch normalization with zero or negative "
+                                          "variance)")
+            weights[f"{layer.name}/{key}"] = values
     elif cls in ("BatchNormalization", "ApplyAlpha"):  # ApplyAlpha: the scale of QKeras alpha quantizers
         s, b = layer.weights["scale"], layer.weights["bias"]
         scale, scale_t = _power_of_two_scale(s, layer) if _is_exponent(s) else (_weight_values(s, layer), _type(s.type))

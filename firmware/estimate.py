@@ -24,7 +24,8 @@ Every layer gets a row ``{"name", "op", "cycles", "ii", "LUT", "FF", "DSP", "BRA
   BRAM18 = ceil(width x weight_bits / 36) x ceil(R / 512). Cycles = R + the multiplier and adder pipeline, II = R.
 * relu: ``relu_lut_per_bit`` LUTs per output bit, combinational (0 cycles); linear / reshape / concatenate / transpose /
   zeropad1d / zeropad2d / cropping1d / cropping2d / resize (UpSampling): free (wiring). thresholded_relu: a comparator
-  and a clear per element (2 x relu); leaky_relu / prelu: a constant multiply (shift-add) and a select per element.
+  and a clear per element (2 x relu), as binary_tanh, ternary_tanh and bn_quantized_tanh (one or two
+  comparisons per element); leaky_relu / prelu: a constant multiply (shift-add) and a select per element.
 * table (sigmoid, tanh, softplus, softsign): one ROM read per element, a dual-port BRAM18 serves two elements; 2
   cycles; elu / selu: the same ROM read, a constant multiply and a select, 3 cycles.
 * multiply: a variable product per element (DSP when both inputs exceed ``dsp_min_bits``, else LUTs per partial
@@ -182,7 +183,7 @@ def _dense(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dic
     return _dense_latency(layer, x[0], w, k, period)
 
 
-@cost("thresholded_relu")
+@cost("thresholded_relu", "binary_tanh", "ternary_tanh", "bn_quantized_tanh")
 def _thresholded_relu(layer: Layer, x: tuple, weights: dict, k: dict, period: float) -> dict:
     return _row(lut=2 * k["relu_lut_per_bit"] * layer.result_t.width * layer.size)
 

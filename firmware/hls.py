@@ -160,8 +160,9 @@ def convert(
         hls_model = _convert(model, config, project_dir, settings, bit_exact)
     except NotImplementedError as err:  # hls4ml's bit-exact inference knows a fixed list of layers
         kind = re.search(r"\((\w+)\)\s*$", str(err))
-        notes.append(f"hls4ml's bit-exact type inference does not know {kind[1] if kind else 'a layer'}; converted "
-                     "with the name configuration alone (bit_exact off): the emulator follows that design")
+        what = f"does not know {kind[1]}" if kind else f"stops on {err}"
+        notes.append(f"hls4ml's bit-exact type inference {what}; converted with the name configuration alone "
+                     "(bit_exact off): the emulator follows that design")
     if hls_model is not None and (broken := unreadable_weights(hls_model)):
         notes.append(f"hls4ml's bit-exact type inference made {broken} a fixed type that its C++ cannot read "
                      "power-of-two weights into (it would not compile); converted with the name configuration alone "
@@ -211,6 +212,22 @@ def _convert(model, config: dict, project_dir: pathlib.Path, settings: FirmwareS
             if "unexpected input layer chain" in str(err):
                 raise ConversionError(f"hls4ml: {err} Give the input type with --input-type.") from None
             raise
+        except AssertionError as err:  # an internal check of hls4ml's passes: the model, not l1forge, is the cause
+            if bit_exact:
+                raise NotImplementedError(f"an assertion of its passes ({_where(err)}: {err})") from None
+            raise ConversionError(f"hls4ml cannot convert this model: an assertion of its passes fails at "
+                                  f"{_where(err)} ({err or 'no message'}); the layer there is not convertible by "
+                                  "hls4ml 1.3.0 as configured") from None
+
+
+def _where(err: BaseException) -> str:
+    """file:line (function) of the innermost hls4ml frame of ``err``'s traceback."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if "hls4ml" in f.filename] or \
+        traceback.extract_tb(err.__traceback__)
+    f = frames[-1]
+    return f"hls4ml/{f.filename.rsplit('hls4ml/', 1)[-1]}:{f.lineno} ({f.name})"
 
 
 def _repair_dot(model, config: dict) -> str | None:

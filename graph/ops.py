@@ -202,6 +202,14 @@ declare("softmax", "nnet_activation.h softmax (latency, stable, legacy) on the l
         "the sum in accum_t by a balanced tree; argmax: (res_t)1 at the first maximum, no tables", ("Softmax", "Activation"), implementation="str",
         exp_table_size="int", inv_table_size="int", exp_scale="float", exp_table_t="type", inv_table_t="type",
         accum_t="type", inv_inp_t="type", inp_norm_t="type", table_t="type")
+declare("binary_tanh", "nnet_activation.h binary_tanh: x >= 0 ? 1 : -1 (ap_int<2>), cast to result_t (ap_uint<1>: "
+        "1 or 0)", ("Activation",))
+declare("ternary_tanh", "nnet_activation.h ternary_tanh: d = (data_t)(2 * x); d > 1 ? 1 : d > -1 ? 0 : -1, each "
+        "in result_t", ("Activation",))
+declare("bn_quantized_tanh", "nnet_batchnorm.h normalize_binary_tanh (quantize 2): x >= threshold ? 1 : 0; "
+        "normalize_ternary_tanh (quantize 3): x > hi ? 1 : x <= lo ? -1 : 0; thresholds per channel or element, "
+        "compared exactly", ("BatchNormalizationQuantizedTanh",), ("threshold", "threshold_hi", "threshold_lo"),
+        quantize="int", threshold_t="type")
 declare("batchnorm", "nnet_batchnorm.h normalize: (res_t)(x * scale + bias), per channel or element",
         ("BatchNormalization", "ApplyAlpha"), ("scale", "bias"), scale_t="type", bias_t="type")
 declare("global_max", "nnet_pooling.h global_pooling1d_cl / global_pooling2d_cl (Max): (res_t)(accum_t)max over "
@@ -223,9 +231,10 @@ refuse_layer("DepthwiseConv1D, SeparableConv1D", "nnet_sepconv1d.h is not reprod
              "use Conv1D (a depthwise conv is a grouped Conv1D), or SeparableConv2D on (1, width) images")
 refuse_layer("DepthwiseConv2D with the Resource strategy or a depth multiplier other than 1",
              "nnet_sepconv2d_resource.h is not reproduced", "use the Latency strategy and depth multiplier 1")
-refuse_layer("binary and ternary networks (QKeras binary_tanh, ternary_tanh, BatchNormalizationQuantizedTanh, "
-             "XNOR dense)", "the binary/ternary products and activations are not reproduced",
-             "use quantized_bits(2) or wider and quantized_relu/quantized_tanh")
+refuse_layer("XNOR dense (binary inputs into binary weights: product both_binary) and binary inputs into other "
+             "weights (data_binary)", "these products of nnet_mult.h are not reproduced (binary and ternary weights "
+             "on fixed-point inputs, binary_tanh, ternary_tanh and BatchNormalizationQuantizedTanh are)",
+             "put a quantized_bits(2) or wider activation between binary layers")
 refuse_layer("power-of-two kernels (quantized_po2)", "the exponent product (nnet_mult.h weight_exponential) is not "
              "reproduced outside batchnorm/ApplyAlpha", "use quantized_bits kernels (alpha='auto_po2' is fine)")
 refuse_layer("conv dilation, channels_first data", "not reproduced", "use dilation 1 and channels_last")

@@ -375,6 +375,57 @@ def _elu_layer(wr, spec, srcs, weights):
     return each(one, x)
 
 
+def _code_of(t: FixedType, value: int) -> int:
+    return int(t.from_codes(np.array([value]), 0)[0])
+
+
+@lowering("binary_tanh", "ternary_tanh")
+def _binary_tanh_layer(wr, spec, srcs, weights):
+    """``binary_tanh``: x >= 0 (x + 1 lsb > 0) selects 1, else -1 (ap_uint<1>: 0), as res_t; ``ternary_tanh``:
+    d = (x_t)(2 x), then d > 1, d > -1 select 1, 0, -1 (each as res_t)."""
+    (x, x_t), = srcs
+    res_t = spec.result_t
+    at = -res_t.frac
+    binary01 = res_t.width == 1 and not res_t.signed and res_t.integer == 1
+
+    def const(v):
+        return wr.const(_code_of(res_t, v), at)
+
+    def one(v):
+        if spec["op"] == "binary_tanh":
+            return wr.select_pos(wr.tree([Term(v, v.lsb, 1)], wr.const(1, v.lsb)), const(1), const(0 if binary01 else -1))
+        d = wr.cast(wr.tree([Term(v, v.lsb + 1, 1)], wr.const(0, 0)), x_t)
+        return wr.select_pos(wr.tree([Term(d, d.lsb, 1)], wr.const(-1, 0)), const(1),
+                             wr.select_pos(wr.tree([Term(d, d.lsb, 1)], wr.const(1, 0)), const(0), const(-1)))
+
+    return each(one, x)
+
+
+@lowering("bn_quantized_tanh")
+def _bn_quantized_tanh_layer(wr, spec, srcs, weights):
+    """``normalize_binary_tanh``: x >= t (x - t + 1 lsb > 0) selects 1, else 0; ``normalize_ternary_tanh``: x > hi
+    selects 1, x > lo 0, else -1; the thresholds in threshold_t, per channel or element."""
+    (x, x_t), = srcs
+    th_t, flat = spec.type("threshold_t"), x.ravel()
+    lsb = -max(th_t.frac, x_t.frac)
+    keys = ("threshold",) if spec["quantize"] == 2 else ("threshold_hi", "threshold_lo")
+    th = {k: th_t.from_float(weights[f"{spec.name}/{k}"]) for k in keys}
+
+    def above(v, key, i, strict=True):
+        """x - t (strict) or x - t + 1 lsb, exactly: > 0 means x > t (x >= t)."""
+        t = int(th[key][i % len(th[key])])
+        return wr.tree([Term(v, v.lsb, 1)], wr.const(-(t << (-lsb - th_t.frac)) + (0 if strict else 1), lsb))
+
+    out = []
+    for i, v in enumerate(flat):
+        if spec["quantize"] == 2:
+            out.append(wr.select_pos(above(v, "threshold", i, strict=False), wr.const(1, 0), wr.const(0, 0)))
+        else:
+            out.append(wr.select_pos(above(v, "threshold_hi", i), wr.const(1, 0),
+                                     wr.select_pos(above(v, "threshold_lo", i), wr.const(0, 0), wr.const(-1, 0))))
+    return out
+
+
 @lowering("dot", refuse=_product)
 def _dot_layer(wr, spec, srcs, weights):
     """``dot1d``: each product cast to accum_t, added in order (one cast per addition), then (res_t)."""

@@ -529,3 +529,26 @@ def test_several_model_inputs_as_hls4ml_test_merge_builds_them(tmp_path):
         f["first"], f["second"] = x
     again = emulate_model(tmp_path / "two.h5", tmp_path / "two.h5in", dataset="first,second")
     assert again["events"] == N and again["keras_events"] == N
+
+
+def test_binary_and_ternary_networks_as_hls4ml_test_qkeras_builds_them(tmp_path):
+    """hls4ml's test_btnn kinds in one model, three heads: ternary(alpha=1) weights into binary_tanh; binary weights,
+    BatchNormalization and a binary() activation (hls4ml: BatchNormalizationQuantizedTanh, normalize_binary_tanh);
+    ternary(alpha='auto') weights, BatchNormalization and 'ternary' (normalize_ternary_tanh). The binary and ternary
+    weights are hls4ml's weight_binary / weight_ternary products. Bit-exact against the C-sim."""
+    from qkeras import binary, ternary
+
+    inp = L.Input((10,), name="x")
+    h = QActivation(quantized_bits(8, 3, alpha=1), name="qin")(inp)
+    b5 = quantized_bits(5, 2)
+    o1 = QActivation("binary_tanh", name="bt")(QDense(6, kernel_quantizer=ternary(alpha=1), bias_quantizer=b5,
+                                                      name="d1")(h))
+    o2 = QActivation(binary(), name="bb")(L.BatchNormalization(name="bn2")(QDense(
+        6, kernel_quantizer=binary(), bias_quantizer=b5, name="d2")(h)))
+    o3 = QActivation("ternary", name="tt")(L.BatchNormalization(name="bn3")(QDense(
+        6, kernel_quantizer=ternary(alpha="auto"), bias_quantizer=b5, name="d3")(h)))
+    model = _randomize(tf.keras.Model(inp, [o1, o2, o3]), 44)
+    stats = _run(tmp_path, "btnn", model, _inputs((10,), 44), output=tmp_path / "btnn.h5")
+    graph = json.loads((tmp_path / "btnn_project" / "graph.json").read_text())
+    assert {"binary_tanh", "bn_quantized_tanh"} <= {layer["op"] for layer in graph["layers"]}
+    assert stats["events_checked"] == N
