@@ -113,6 +113,16 @@ def _binary_weights(entry: dict, values: np.ndarray) -> np.ndarray:
     return values
 
 
+def _block_diagonal(layer, entry: dict, values: np.ndarray) -> np.ndarray:
+    """A depthwise conv (nnet_sepconv1d_latency.h / nnet_sepconv2d_latency.h, depth multiplier 1, Latency) adds
+    x[tap, c] * w[tap, c] into acc[c], taps outer: the conv accumulation with a block-diagonal weight, rows (tap,
+    channel), whose zero products add nothing to the accumulator."""
+    if entry["strategy"] != "latency" or int(layer.get_attr("n_filt")) != int(layer.get_attr("n_chan")):
+        raise _unsupported(layer, "depthwise conv with the Resource strategy or a depth multiplier other than 1")
+    taps = values.reshape(-1, int(layer.get_attr("n_chan")))
+    return np.einsum("tc,cd->tcd", taps, np.eye(taps.shape[1])).reshape(-1, taps.shape[1])
+
+
 def _dense_types(layer, backend, w, b) -> dict:
     in_type = layer.get_input_variable().type.precision
     return dict(
@@ -177,7 +187,7 @@ def _describe(layer, backend) -> tuple[dict, dict]:
     weights = {}
     if cls == "Input":
         entry["op"] = "input"
-    elif cls in ("Dense", "Conv1D", "PointwiseConv1D"):
+    elif cls in ("Dense", "Conv1D", "PointwiseConv1D", "DepthwiseConv1D"):
         w, b = layer.weights["weight"], layer.weights["bias"]
         entry.update(_dense_types(layer, backend, w, b))
         if cls == "Dense":
@@ -194,6 +204,8 @@ def _describe(layer, backend) -> tuple[dict, dict]:
         values = _binary_weights(entry, _weight_values(w, layer))
         if layer.get_attr("_weights_transposed", False):  # Resource strategy: hls4ml stored them transposed
             values = values.T if cls == "Dense" else np.transpose(values, (1, 2, 0))  # (F, W, C) -> (W, C, F)
+        if cls == "DepthwiseConv1D":  # depthwise_conv_1d_latency_cl: acc[c] += x[tap, c] * w[tap, c], taps outer
+            values = _block_diagonal(layer, entry, values)
         weights[f"{layer.name}/weight"] = values.reshape(-1, values.shape[-1])
         weights[f"{layer.name}/bias"] = _weight_values(b, layer)
     elif cls in ("Conv2D", "PointwiseConv2D", "Conv2DBatchnorm", "DepthwiseConv2D"):
@@ -208,13 +220,8 @@ def _describe(layer, backend) -> tuple[dict, dict]:
         values = _weight_values(w, layer)
         if layer.get_attr("_weights_transposed", False):  # Resource strategy: (F, H, W, C) -> (H, W, C, F)
             values = np.transpose(values, (1, 2, 3, 0))
-        if cls == "DepthwiseConv2D":
-            # depthwise_conv_2d_latency_cl: acc[c] += x[tap, c] * w[tap, c], taps outer: the conv2d accumulation
-            # with a block-diagonal weight (the zero products add nothing to the accumulator).
-            if entry["strategy"] != "latency" or int(layer.get_attr("n_filt")) != int(layer.get_attr("n_chan")):
-                raise _unsupported(layer, "depthwise conv with the Resource strategy or a depth multiplier other than 1")
-            taps = values.reshape(-1, int(layer.get_attr("n_chan")))
-            values = np.einsum("tc,cd->tcd", taps, np.eye(taps.shape[1])).reshape(-1, taps.shape[1])
+        if cls == "DepthwiseConv2D":  # depthwise_conv_2d_latency_cl: acc[c] += x[tap, c] * w[tap, c], taps outer
+            values = _block_diagonal(layer, entry, values)
         weights[f"{layer.name}/weight"] = values.reshape(-1, values.shape[-1])
         weights[f"{layer.name}/bias"] = _weight_values(b, layer)
     elif cls == "Pooling2D" and layer.get_attr("pool_op") in ("Max", "Average"):

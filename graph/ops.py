@@ -157,7 +157,8 @@ declare("dense", "nnet_dense_latency.h / nnet_dense_resource.h: each product cas
         "to the bias, then cast to result_t", ("Dense",), ("weight", "bias"), n_in="int", n_out="int", **_DENSE)
 declare("conv1d", "nnet_conv1d_latency.h (io_parallel linebuffer): the dense accumulation on each output "
         "position's zero-padded window, rows ordered (tap, channel); n_partitions = out_width / "
-        "ParallelizationFactor", ("Conv1D", "PointwiseConv1D"), ("weight", "bias"), **_DENSE, **_CONV1D)
+        "ParallelizationFactor; DepthwiseConv1D as a block-diagonal weight",
+        ("Conv1D", "PointwiseConv1D", "DepthwiseConv1D"), ("weight", "bias"), **_DENSE, **_CONV1D)
 declare("conv2d", "nnet_conv2d_latency.h (io_parallel linebuffer, channels last): the dense accumulation on each "
         "pixel's zero-padded window, rows ordered (row, column, channel); DepthwiseConv2D as a block-diagonal "
         "weight", ("Conv2D", "PointwiseConv2D", "Conv2DBatchnorm", "DepthwiseConv2D"), ("weight", "bias"),
@@ -227,10 +228,9 @@ _RECURRENT = "unroll the time steps into Dense layers, or build the model with h
 refuse_layer("SimpleRNN, LSTM, GRU (QSimpleRNN, QLSTM, QGRU)", "nnet_recurrent.h is not reproduced", _RECURRENT)
 refuse_layer("LayerNormalization", "nnet_layernorm.h is not reproduced", "use BatchNormalization")
 refuse_layer("Embedding", "nnet_embed.h is not reproduced", "look the vectors up before the model and feed them")
-refuse_layer("DepthwiseConv1D, SeparableConv1D", "nnet_sepconv1d.h is not reproduced",
-             "use Conv1D (a depthwise conv is a grouped Conv1D), or SeparableConv2D on (1, width) images")
-refuse_layer("DepthwiseConv2D with the Resource strategy or a depth multiplier other than 1",
-             "nnet_sepconv2d_resource.h is not reproduced", "use the Latency strategy and depth multiplier 1")
+refuse_layer("DepthwiseConv1D/2D (and SeparableConv1D/2D) with the Resource strategy or a depth multiplier other "
+             "than 1", "the depthwise resource kernels are not reproduced",
+             "use the Latency strategy and depth multiplier 1")
 refuse_layer("XNOR dense (binary inputs into binary weights: product both_binary) and binary inputs into other "
              "weights (data_binary)", "these products of nnet_mult.h are not reproduced (binary and ternary weights "
              "on fixed-point inputs, binary_tanh, ternary_tanh and BatchNormalizationQuantizedTanh are)",

@@ -462,14 +462,17 @@ def test_auto_po2_without_an_input_quantizer_falls_back_to_the_name_configuratio
 # ---- the kinds of hls4ml's own test suite (test_pooling, test_globalpooling, test_zeropadding, test_cropping,
 # test_upsampling, test_activations, test_softsign, test_merge): issue 31 item 5 -------------------------------------
 def test_qkeras_1d_and_2d_reshaping_and_pooling_layers(tmp_path):
-    """One QKeras model with hls4ml's reshaping and pooling kinds, 1-D and 2-D: ZeroPadding1D/2D, Max/AveragePooling1D
-    ('same' and 'valid'), Cropping1D/2D, UpSampling1D/2D, MaxPooling2D, GlobalMax/AveragePooling1D/2D. hls4ml's
+    """One QKeras model with hls4ml's reshaping and pooling kinds, 1-D and 2-D: ZeroPadding1D/2D, DepthwiseConv1D and
+    SeparableConv1D (test_depthconv1d, test_sepconv1d), Max/AveragePooling1D ('same' and 'valid'), Cropping1D/2D,
+    UpSampling1D/2D, MaxPooling2D, GlobalMax/AveragePooling1D/2D. hls4ml's
     bit-exact inference does not know Cropping and Resize: l1forge converts with the name configuration (a note)."""
     from qkeras import QConv1D, QConv2D
 
     inp = L.Input((12, 4), name="x")
     h = QActivation(quantized_bits(8, 3, alpha=1), name="qin")(inp)
-    a = QConv1D(3, 3, name="c1", **_q())(L.ZeroPadding1D((1, 2), name="zp1")(h))
+    a = L.SeparableConv1D(4, 3, name="sep1")(L.DepthwiseConv1D(3, padding="same", name="dw1")(
+        L.ZeroPadding1D((1, 2), name="zp1")(h)))
+    a = QConv1D(3, 3, name="c1", **_q())(a)
     a = QActivation(quantized_relu(8, 3), name="r1")(a)
     a = L.AveragePooling1D(2, name="ap1")(L.MaxPooling1D(3, strides=2, padding="same", name="mp1")(a))
     a = L.UpSampling1D(2, name="up1")(L.Cropping1D((1, 0), name="cr1")(a))
