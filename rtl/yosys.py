@@ -221,7 +221,9 @@ def synthesize_cells(cells_file, work_dir, jobs: int | None = None, timeout_s: f
         else:
             modules.append((name, text, ports))
     jobs = max(1, jobs or os.cpu_count() or 1)
-    n_batches = min(len(modules), jobs) or 1  # one per process: each Yosys start reads the cell library (~5 s)
+    # each Yosys start reads the cell library (~3 s CPU), so few batches; with the top module beside them, two per
+    # process so that the processes end together (the top takes a batch's time or less)
+    n_batches = min(len(modules), jobs * (2 if top_file is not None and jobs > 1 and len(modules) > 200 else 1)) or 1
     bins: list[list] = [[] for _ in range(n_batches)]
     load = [0] * n_batches
     for mod in sorted(modules, key=lambda m: -len(m[1])):  # largest first into the lightest batch
