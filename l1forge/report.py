@@ -197,6 +197,7 @@ def write_report(root: pathlib.Path, summary: dict, task_dirs: dict | None = Non
                 **_emulation_section(run_dir, block.get("emulation"), own.get("classes")),
                 **_firmware_section(run_dir, block.get("firmware")),
                 "rtl": block.get("rtl"),
+                "anchors": block.get("side_by_side"),
                 **_trigger_section(run_dir, block.get("trigger")),
                 **_scan_section(block.get("scan")),
             }
