@@ -36,7 +36,8 @@ def merge_deposits(event: np.ndarray, layer: np.ndarray, eta: np.ndarray, phi: n
     """Sum deposits (flat arrays: crossing, layer ECAL/HCAL, eta, phi, ET in GeV, from the primary interaction) in
     towers. Returns the hit tower-layers, ordered by (event, layer, ieta, iphi): "event", "layer", "ieta", "iphi"
     (int64), "et" (summed ET, float64, GeV), "pv_et" (its primary-vertex part), "eta" and "phi" (ET-weighted
-    centroid, inside the tower) and "cell" ((n_deposits,) index of each deposit's tower-layer). Energy is conserved: et.sum() == the deposits' sum, per crossing and per layer."""
+    centroid, inside the tower) and "cell" ((n_deposits,) index of each deposit's tower-layer). Energy is
+    conserved: et.sum() == the deposits' sum, per crossing and per layer."""
     ieta, iphi = tower_index(eta, phi)
     key = ((np.asarray(event, np.int64) * 2 + np.asarray(layer, np.int64)) * N_ETA + ieta) * N_PHI + iphi
     keys, cell = np.unique(key, return_inverse=True)

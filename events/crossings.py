@@ -183,10 +183,11 @@ def generate_crossings(out: pathlib.Path, n_zero_bias: int, n_signal: int, pileu
     weight = np.array([per_event[f"{mu:g}", names[s]] for mu, s in zip(pileup.tolist(), sample.tolist())])
     n_candidates = np.concatenate([r["counts"] for r in results])
     particles, _, schema = stored_arrays(results, calorimeter, False)
-    arrays = {**particles, "process": sample, "pileup": pileup, "split": _split(sample, pileup, signal, reference, seed),
-              "weight": weight,
+    arrays = {**particles, "process": sample, "pileup": pileup,
+              "split": _split(sample, pileup, signal, reference, seed), "weight": weight,
               **{f: np.concatenate([r[f] for r in results]) for f in ("n_pileup", "true_met", "truth_jets")}}
-    attrs = {"schema": SCHEMA if schema.endswith("/1") else SCHEMA_2, "seed": seed, "sqrt_s_gev": SQRT_S_GEV, "process_names": names,
+    attrs = {"schema": SCHEMA if schema.endswith("/1") else SCHEMA_2, "seed": seed, "sqrt_s_gev": SQRT_S_GEV,
+             "process_names": names,
              "sample_is_signal": signal.astype(np.int8), "pileups": pileups, "reference_pileup": reference,
              "crossing_fraction": json.dumps(fractions), "sigma_inel_mb": library["sigma_inel_mb"],
              "cross_section_mb": json.dumps({MINBIAS: library["sigma_inel_mb"], **sigma}),

@@ -174,7 +174,8 @@ class NoPileup:
         """(n_events, 2) float64 MET of the no-pileup candidates, GeV."""
         event, n = np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets)), len(self.offsets) - 1
         pt = self.pt.astype(np.float64)
-        return -np.stack([np.bincount(event, pt * np.cos(self.phi), n), np.bincount(event, pt * np.sin(self.phi), n)], 1)
+        return -np.stack([np.bincount(event, pt * np.cos(self.phi), n),
+                          np.bincount(event, pt * np.sin(self.phi), n)], 1)
 
 
 def _charges(pid: np.ndarray) -> np.ndarray:
@@ -201,9 +202,9 @@ def candidates(crossing: Particles, vertex: np.ndarray, n_pileup: np.ndarray, rn
     `calorimeter` "particles" each is one candidate (e/gamma -> photon, hadrons -> neutral hadron, pT smeared, true
     pT > CALO_TRUE_PT_MIN); with "merged" the deposits of every interaction are summed per trigger tower and layer
     (events/calorimeter.py), the sum smeared, and each tower-layer above PT_MIN is one candidate (ECAL -> photon,
-    HCAL -> neutral hadron) at the ET-weighted centroid of its deposits. Returns flat arrays _PARTICLE_FIELDS, 'pv_fraction' (float32: the
-    primary interaction's share of the candidate's true ET; 0 or 1 but for merged towers; is_pv = pv_fraction >= 0.5)
-    and 'counts'.
+    HCAL -> neutral hadron) at the ET-weighted centroid of its deposits. Returns flat arrays _PARTICLE_FIELDS,
+    'pv_fraction' (float32: the primary interaction's share of the candidate's true ET; 0 or 1 but for merged
+    towers; is_pv = pv_fraction >= 0.5) and 'counts'.
     """
     if calorimeter not in CALORIMETERS:
         raise ValueError(f"calorimeter must be one of {CALORIMETERS}, not {calorimeter!r}")

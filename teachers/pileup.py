@@ -4,8 +4,9 @@ Data are flat candidate arrays as events.pfcands.read_pileup gives them: feature
 event e owning rows offsets[e]:offsets[e + 1], per-candidate truth (the primary-vertex fraction in [0, 1]: is_pv,
 or a merged tower's PV share) and per-event split (0 train, 1 val, 2 test). Two trainings (TRAININGS): "truth"
 fits the truth fraction (binary cross-entropy with soft targets); "optimal_transport" never sees it and fits the
-weighted event to the paired no-pileup event (teachers/pileup_ot.py), the truth serving for evaluation only. Events are sorted by size into batches padded to their longest event, so padding stays small; padded slots
-never change a real candidate's output (teachers/pileup_models.py) and carry no loss. The models are in
+weighted event to the paired no-pileup event (teachers/pileup_ot.py), the truth serving for evaluation only.
+Events are sorted by size into batches padded to their longest event, so padding stays small; padded slots never
+change a real candidate's output (teachers/pileup_models.py) and carry no loss. The models are in
 teachers/pileup_models.py.
 """
 
@@ -137,7 +138,8 @@ def paired_targets(paired: dict, n_events: int) -> tuple[np.ndarray, np.ndarray]
     pt, phi = np.asarray(paired["pt"], np.float64), np.asarray(paired["phi"], np.float64)
     g = len(cell_points())
     grid = np.bincount(event * g + cell_index(paired["eta"], phi), pt, n_events * g).reshape(n_events, g)
-    vector = -np.stack([np.bincount(event, pt * np.cos(phi), n_events), np.bincount(event, pt * np.sin(phi), n_events)], 1)
+    vector = -np.stack([np.bincount(event, pt * np.cos(phi), n_events),
+                        np.bincount(event, pt * np.sin(phi), n_events)], 1)
     return grid.astype(np.float32), vector.astype(np.float32)
 
 
@@ -154,7 +156,8 @@ def ot_event_losses(weight: np.ndarray, features: np.ndarray, offsets: np.ndarra
         phi = features[rows, 2].astype(np.float64)
         g = paired[0].shape[1]
         grid = np.bincount(local * g + cell_index(features[rows, 1], phi), ptw, len(ev) * g).reshape(len(ev), g)
-        vector = -np.stack([np.bincount(local, ptw * np.cos(phi), len(ev)), np.bincount(local, ptw * np.sin(phi), len(ev))], 1)
+        vector = -np.stack([np.bincount(local, ptw * np.cos(phi), len(ev)),
+                            np.bincount(local, ptw * np.sin(phi), len(ev))], 1)
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
         with torch.no_grad():
             out.append(ot_loss(t(grid), t(paired[0][ev]), t(vector), t(paired[1][ev])).numpy())

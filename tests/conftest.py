@@ -43,6 +43,18 @@ def pileup_path(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def merged_path(tmp_path_factory):
+    """Path of a tiny merged-calorimeter, paired pileup.h5 (schema l1forge.pileup/2): 6 crossings at pileup 30
+    (train/val), 3 test crossings at pileup 0."""
+    from l1forge.events.pfcands import generate_pileup
+
+    path = tmp_path_factory.mktemp("merged") / "pileup.h5"
+    generate_pileup(path, 6, 3, seed=5, train_pileup=30, test_pileups=(0,), workers=1, hard_mpi=False,
+                    library_events=200, progress=False, calorimeter="merged", paired=True)
+    return path
+
+
 @contextlib.contextmanager
 def extra_task(folder, monkeypatch, module: str, text: str):
     """The task package (and the configuration model) with one more module, ``module``.py holding ``text``, in

@@ -9,8 +9,8 @@ import pytest
 
 from l1forge.events import calorimeter
 from l1forge.events.l1objects import Particles
-from l1forge.events.pfcands import (CHARGED_HADRON, NEUTRAL_HADRON, PHOTON, SCHEMA_2, candidates, generate_pileup,
-                                    read_pileup, require_paired)
+from l1forge.events.pfcands import (CHARGED_HADRON, NEUTRAL_HADRON, PHOTON, SCHEMA_2, candidates, read_pileup,
+                                    require_paired)
 from l1forge.events.schema import DataError
 
 # sha256 of the datasets and attributes (version attributes aside) of conftest's PILEUP_SMALL sample, recorded with
@@ -85,18 +85,6 @@ def test_merged_candidates_of_a_hand_built_crossing():
     assert np.all(np.diff(out["pt"]) <= 0)
     with pytest.raises(ValueError, match="calorimeter must be one of"):
         candidates(crossing, vertex, np.array([1]), np.random.default_rng(0), calorimeter="towers")
-
-
-MERGED_SMALL = dict(n_train=6, n_test=3, seed=5, train_pileup=30, test_pileups=(0,), workers=1, hard_mpi=False,
-                    library_events=200, progress=False, calorimeter="merged", paired=True)
-
-
-@pytest.fixture(scope="session")
-def merged_path(tmp_path_factory):
-    """A tiny merged, paired pileup.h5: 6 crossings at pileup 30 (train/val), 3 test crossings at pileup 0."""
-    path = tmp_path_factory.mktemp("merged") / "pileup.h5"
-    generate_pileup(path, **MERGED_SMALL)
-    return path
 
 
 @pytest.fixture(scope="module")

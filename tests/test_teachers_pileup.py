@@ -155,8 +155,6 @@ def test_bad_inputs(sample, tmp_path):
 
 
 # ---- optimal-transport training (teachers/pileup_ot.py) on a merged, paired sample --------------------------------
-from test_events_pileup_merged import MERGED_SMALL, merged_path  # noqa: E402,F401  (session fixture)
-
 from l1forge.teachers import pileup_ot  # noqa: E402
 from l1forge.teachers.pileup import ot_event_losses, paired_targets  # noqa: E402
 

@@ -162,7 +162,8 @@ class Pileup(Task):
 
     def teach(self) -> dict:
         """Every teacher kind with every training of ``pileup.trainings``: teach.<kind> (truth), teach.<kind>_ot."""
-        return {teacher_name(k, t): self.teach_one(k, t) for k in self.cfg.teachers.kinds for t in self.cfg.pileup.trainings}
+        p = self.cfg.pileup
+        return {teacher_name(k, t): self.teach_one(k, t) for k in self.cfg.teachers.kinds for t in p.trainings}
 
     def teach_one(self, kind: str, training: str = "truth") -> dict:
         from l1forge.events.pfcands import require_paired
