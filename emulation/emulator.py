@@ -226,7 +226,7 @@ def _aligned(a: np.ndarray, fa: int, b: np.ndarray, fb: int) -> tuple[np.ndarray
 
 
 def _product(layer: Layer) -> str | None:
-    return None if layer["product"] == "mult" else f"product {layer['product']!r}"
+    return None if layer["product"] in ("mult", "data_binary", "both_binary") else f"product {layer['product']!r}"
 
 
 class Emulator:
@@ -331,9 +331,28 @@ class Emulator:
         wt, bt, at = self._types_of(layer, "weight_t", "bias_t", "accum_t")
         w = wt.from_float(weights[f"{layer.name}/weight"])
         b = bt.from_float(weights[f"{layer.name}/bias"])
-        layer.params = {"w": w, "w_t": wt, "b_acc": at.from_codes(b, bt.frac), "acc_t": at}
+        x_t, x_bound, binary = in_types[0], self._in_bound(layer), layer.spec.get("product")
+        if binary in ("data_binary", "both_binary"):
+            # nnet_mult.h on 1-bit data a: data_binary a == 0 ? -w : w, the product of w by 2a - 1 (int<2>);
+            # both_binary (XNOR) a == w: w ? a : 1 - a, a product of [a, 1 - a] by rows [w, 1 - w] interleaved (the
+            # zero product of each pair adds nothing, so the partial sums are the C++ ones)
+            if (x_t.width, x_t.signed, x_t.frac) != (1, False, 0):
+                raise FixedTypeError(f"product {binary} on {x_t.hls()} data (expected ap_uint<1>)")
+            if binary == "both_binary":
+                w = np.stack([w, 1 - w], axis=1).reshape(-1, w.shape[1])
+            else:
+                x_t = FixedType(2, 2, True)
+            x_bound = 1
+        # nnet_mult.h cast: ap_uint<1> data and ap_uint<1> weights (XNOR) give (ap_int<ceillog2(n_in) + 2>)(2 acc - n_in)
+        xnor = binary == "both_binary" and wt.is_int and (wt.width, wt.signed) == (1, False)
+        n_in = len(weights[f"{layer.name}/weight"])
+        layer.params = {"w": w, "w_t": wt, "b_acc": at.from_codes(b, bt.frac), "acc_t": at, "binary": binary,
+                        "x_t": x_t, "xnor": FixedType.parse(f"int<{ceillog2(n_in) + 2}>") if xnor else None,
+                        "n_in": n_in}
         layer.exact = False  # the plan decides where Python ints are needed
-        self._plan_dense(layer, in_types[0], self._in_bound(layer), self.force_wide)
+        self._plan_dense(layer, x_t, x_bound, self.force_wide)
+        if xnor:
+            layer.bound = layer.result.code_bound
 
     def _accumulate_bound(self, layer: _Layer, in_types: list, weights: dict):
         """pool2d (average) and global_average: the sum of the accumulator and the aligned input."""
@@ -636,6 +655,10 @@ class Emulator:
         x, x_type = src
         x = x.reshape(len(x), -1)
         p = layer.params
+        if p["binary"] == "data_binary":  # 1-bit data: the sign 2a - 1 (see _prepare_dense)
+            x, x_type = 2 * x - 1, p["x_t"]
+        elif p["binary"] == "both_binary":  # XNOR: [a, 1 - a] per input
+            x = np.stack([x, 1 - x], axis=-1).reshape(len(x), -1)
         acc_t = p["acc_t"]
         if p["fast"] and not is_exact(x):
             prod = np.rint(x.astype(np.float64) @ p["w_float"]).astype(np.int64) if p["float_ok"] else x @ p["w"]
@@ -644,6 +667,8 @@ class Emulator:
             acc = self._dense_sum(x, layer)
         else:
             acc = self._dense_stepwise(x, x_type, layer)
+        if p["xnor"] is not None:  # (ap_int<K>)(2 acc - n_in), then (res_t)
+            return layer.result.from_codes(p["xnor"].from_codes(2 * acc - (p["n_in"] << acc_t.frac), acc_t.frac), 0)
         return layer.result.from_codes(acc, acc_t.frac)
 
     @staticmethod

@@ -231,10 +231,9 @@ refuse_layer("Embedding", "nnet_embed.h is not reproduced", "look the vectors up
 refuse_layer("DepthwiseConv1D/2D (and SeparableConv1D/2D) with the Resource strategy or a depth multiplier other "
              "than 1", "the depthwise resource kernels are not reproduced",
              "use the Latency strategy and depth multiplier 1")
-refuse_layer("XNOR dense (binary inputs into binary weights: product both_binary) and binary inputs into other "
-             "weights (data_binary)", "these products of nnet_mult.h are not reproduced (binary and ternary weights "
-             "on fixed-point inputs, binary_tanh, ternary_tanh and BatchNormalizationQuantizedTanh are)",
-             "put a quantized_bits(2) or wider activation between binary layers")
+refuse_layer("XNOR dense (product both_binary) and binary data into other weights (data_binary) in the RTL "
+             "writer and the estimate's products (the emulator reproduces them)", "these products of nnet_mult.h "
+             "have no Verilog lowering", "put a quantized_bits(2) or wider activation between binary layers")
 refuse_layer("power-of-two kernels (quantized_po2)", "the exponent product (nnet_mult.h weight_exponential) is not "
              "reproduced outside batchnorm/ApplyAlpha", "use quantized_bits kernels (alpha='auto_po2' is fine)")
 refuse_layer("conv dilation, channels_first data", "not reproduced", "use dilation 1 and channels_last")

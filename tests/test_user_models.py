@@ -535,10 +535,12 @@ def test_several_model_inputs_as_hls4ml_test_merge_builds_them(tmp_path):
 
 
 def test_binary_and_ternary_networks_as_hls4ml_test_qkeras_builds_them(tmp_path):
-    """hls4ml's test_btnn kinds in one model, three heads: ternary(alpha=1) weights into binary_tanh; binary weights,
+    """hls4ml's test_btnn kinds in one model, four heads: ternary(alpha=1) weights into binary_tanh; binary weights,
     BatchNormalization and a binary() activation (hls4ml: BatchNormalizationQuantizedTanh, normalize_binary_tanh);
-    ternary(alpha='auto') weights, BatchNormalization and 'ternary' (normalize_ternary_tanh). The binary and ternary
-    weights are hls4ml's weight_binary / weight_ternary products. Bit-exact against the C-sim."""
+    ternary(alpha='auto') weights, BatchNormalization and 'ternary' (normalize_ternary_tanh); the binary outputs into
+    binary weights (XNOR: both_binary, and nnet_mult.h's cast (ap_int)(2 acc - n_in)) and into 6-bit weights
+    (data_binary). hls4ml's bit-exact inference breaks on the alpha scale of binary weights: converted with the name
+    configuration (a note). Bit-exact against the C-sim."""
     from qkeras import binary, ternary
 
     inp = L.Input((10,), name="x")
@@ -550,8 +552,12 @@ def test_binary_and_ternary_networks_as_hls4ml_test_qkeras_builds_them(tmp_path)
         6, kernel_quantizer=binary(), bias_quantizer=b5, name="d2")(h)))
     o3 = QActivation("ternary", name="tt")(L.BatchNormalization(name="bn3")(QDense(
         6, kernel_quantizer=ternary(alpha="auto"), bias_quantizer=b5, name="d3")(h)))
-    model = _randomize(tf.keras.Model(inp, [o1, o2, o3]), 44)
+    xnor = QDense(4, kernel_quantizer=binary(), bias_quantizer=b5, name="xnor")(o2)  # binary data, binary weights
+    dbin = QDense(4, kernel_quantizer=quantized_bits(6, 1, alpha=1), bias_quantizer=b5, name="dbin")(o2)
+    model = _randomize(tf.keras.Model(inp, [o1, o3, xnor, dbin]), 44)
     stats = _run(tmp_path, "btnn", model, _inputs((10,), 44), output=tmp_path / "btnn.h5")
     graph = json.loads((tmp_path / "btnn_project" / "graph.json").read_text())
     assert {"binary_tanh", "bn_quantized_tanh"} <= {layer["op"] for layer in graph["layers"]}
+    products = {layer["name"]: layer.get("product") for layer in graph["layers"]}
+    assert products["xnor"] == "both_binary" and products["dbin"] == "data_binary", products
     assert stats["events_checked"] == N
