@@ -1,4 +1,5 @@
-"""Bit-accurate numpy emulator of an hls4ml io_parallel design: the firmware graph's reference interpreter.
+"""Bit-accurate numpy emulator of an hls4ml io_parallel or io_stream design (the stream kernels compute the same
+arithmetic; Clone layers are aliases in the graph, Repack a cast): the firmware graph's reference interpreter.
 
 Its kernels register on the op table (``l1forge.graph.ops``, backend ``"emulate"``); an op without one is refused
 in one line generated there.
@@ -244,8 +245,9 @@ class Emulator:
         self.force_wide = wide
         self.input_names = list(graph.inputs)
         self.output_names = list(graph.outputs)
-        if graph.io_type != "io_parallel":
-            raise EmulationError(f"the emulator reproduces io_parallel designs, this firmware is {graph.io_type}")
+        if graph.io_type not in ("io_parallel", "io_stream"):
+            raise EmulationError(f"the emulator reproduces io_parallel and io_stream designs, this firmware is "
+                                 f"{graph.io_type}")
         self.layers, self._types, self._bounds = [], {}, {}
         for spec in graph.layers:
             layer = self._prepare(spec, graph.weights)

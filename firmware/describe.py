@@ -79,7 +79,7 @@ def _unsupported(layer, why: str = "") -> UnsupportedLayerError:
     """One line naming the layer, its type, why and what to do (``l1forge.graph.ops.REFUSED`` where it is listed)."""
     detail = f" ({layer.get_attr('activation')})" if layer.get_attr("activation") else ""
     why = f": {why}" if why else ""
-    todo = ops.hint(layer.class_name) or ops.hint(str(layer.get_attr("class_name", ""))) or (
+    todo = ops.hint(layer.class_name) or ops.hint(str(layer.get_attr("class_name") or layer.class_name)) or (
         "replace it with a layer `l1forge ops` lists, or build this model with hls4ml alone (no bit-exact check)")
     return UnsupportedLayerError(
         f"layer '{layer.name}' of type {layer.class_name}{detail} is not supported by the l1forge emulator{why}; {todo}"
@@ -291,6 +291,8 @@ def _describe(layer, backend) -> tuple[dict, dict]:
         entry.update(op="zeropad1d", **{k: int(layer.get_attr(k)) for k in _PAD1D_KEYS})
     elif cls == "Reshape":
         entry["op"] = "reshape"
+    elif cls == "Repack":  # io_stream reshape (nnet_stream.h repack_stream): each value assigned to result_t
+        entry["op"] = "linear"
     elif cls == "Transpose":  # Keras Permute: nnet_transpose.h, res[i] = data[from(i)] (a cast to result_t)
         entry.update(op="transpose", perm=[int(p) for p in layer.get_attr("perm")])
     else:
@@ -307,8 +309,13 @@ def describe_model(hls_model) -> Graph:
 
     backend = get_backend("vivado")
     layers, weights = [], {}
+    alias = {}  # io_stream: the copies a Clone layer makes (nnet_stream.h clone_stream: values unchanged) -> its input
     for layer in hls_model.get_layers():
+        if layer.class_name == "Clone":
+            alias.update({out: alias.get(layer.inputs[0], layer.inputs[0]) for out in layer.outputs})
+            continue
         entry, w = _describe(layer, backend)
+        entry["inputs"] = [alias.get(name, name) for name in entry["inputs"]]
         _check_widths(entry)
         layers.append(entry)
         weights.update(w)

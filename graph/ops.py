@@ -101,7 +101,7 @@ def refuse_layer(kind: str, why: str, todo: str) -> Refused:
 
 def hint(class_name: str) -> str | None:
     """'why; what to do' of the refused kind that names hls4ml layer class ``class_name``, or None."""
-    r = next((r for r in REFUSED.values() if re.search(rf"\b{re.escape(class_name)}\b", r.kind)), None)
+    r = next((r for r in REFUSED.values() if class_name and re.search(rf"\b{re.escape(class_name)}\b", r.kind)), None)
     return f"{r.why}; {r.todo}" if r else None
 
 
@@ -169,7 +169,8 @@ declare("pool2d", "nnet_pooling.h pooling2d_cl (channels last): max in the input
 declare("leaky_relu", "nnet_activation.h leaky_relu: x > 0 ? x : alpha * x, alpha in param_t",
         ("LeakyReLU", "ParametrizedActivation"), alpha="float", param_t="type")
 declare("relu", "nnet_activation.h relu: x > 0 ? (res_t)x : 0", ("Activation", "ReLU"))
-declare("linear", "nnet_activation.h linear: (res_t)x", ("Activation",))
+declare("linear", "nnet_activation.h linear: (res_t)x; io_stream's repack_stream (Repack) assigns the same way",
+        ("Activation", "Repack"))
 declare("reshape", "Flatten / Reshape: the same values in a new shape", ("Reshape",))
 declare("transpose", "nnet_transpose.h (Keras Permute): the axes of one event permuted by perm, cast to result_t",
         ("Transpose",), perm="ints")
@@ -243,6 +244,7 @@ refuse_layer("types wider than 1024 bits", "ap_fixed compiles up to AP_INT_MAX_W
              "set a narrower type for the layer in the hls4ml config")
 refuse_layer("several model inputs in the RTL writer (the emulator takes them: a tuple of arrays)",
              "the Verilog top has one input port group", "concatenate the inputs into one tensor in the model")
-refuse_layer("io_stream", "the emulator reproduces io_parallel designs", "convert with io_parallel")
+refuse_layer("io_stream in the RTL writer (the emulator reproduces io_stream designs: the same arithmetic, Clone "
+             "and Repack included)", "the Verilog is written for io_parallel designs", "convert with io_parallel")
 refuse_layer("custom layers, Garnet, einsum, multi-head attention", "not reproduced",
              "build the model with hls4ml alone (no bit-exact check)")

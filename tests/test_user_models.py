@@ -561,3 +561,24 @@ def test_binary_and_ternary_networks_as_hls4ml_test_qkeras_builds_them(tmp_path)
     products = {layer["name"]: layer.get("product") for layer in graph["layers"]}
     assert products["xnor"] == "both_binary" and products["dbin"] == "data_binary", products
     assert stats["events_checked"] == N
+
+
+def test_io_stream_cnn_with_branches(tmp_path):
+    """io_stream (hls4ml's stream kernels: the same arithmetic as io_parallel, with Clone layers where a tensor
+    feeds two layers and Repack for reshapes): QConv2D 'same' (hls4ml pads in a layer of its own), pooling, a
+    branch added back, Flatten, QDense, softmax; bit-exact against the C-sim."""
+    from qkeras import QConv2D
+
+    from l1forge.firmware.hls import FirmwareSettings
+
+    inp = L.Input((6, 6, 2), name="x")
+    h = QActivation(quantized_bits(8, 3, alpha=1), name="qin")(inp)
+    h = L.MaxPooling2D((2, 2), name="mp")(QActivation(quantized_relu(8, 3), name="r1")(
+        QConv2D(2, (3, 3), padding="same", name="c1", **_q())(h)))
+    a = QActivation(quantized_relu(8, 3), name="ra")(QConv2D(2, (1, 1), name="ca", **_q())(h))
+    h = L.Flatten(name="flat")(L.Add(name="add")([a, h]))
+    out = L.Activation("softmax", name="sm")(QDense(3, name="d", **_q())(h))
+    model = _randomize(tf.keras.Model(inp, out), 45)
+    _run(tmp_path, "io_stream", model, _inputs((6, 6, 2), 45), settings=FirmwareSettings(io_type="io_stream"))
+    graph = json.loads((tmp_path / "io_stream_project" / "graph.json").read_text())
+    assert graph["io_type"] == "io_stream" and "Clone" not in {layer["class_name"] for layer in graph["layers"]}
