@@ -166,8 +166,9 @@ def test_qkeras_alpha_scales(tmp_path, alpha):
     assert stats["mismatches"] == 0
 
 
-def test_io_stream_firmware_is_refused():
-    graph = {"inputs": ["x"], "outputs": ["x"], "io_type": "io_stream",
+def test_an_unknown_io_type_is_refused():
+    """io_parallel and io_stream are emulated (test_user_models.py has an io_stream model); anything else is one line."""
+    graph = {"inputs": ["x"], "outputs": ["x"], "io_type": "io_serial",
              "layers": [{"name": "x", "op": "input", "shape": [4], "result_t": "fixed<8,3>"}]}
-    with pytest.raises(EmulationError, match="io_parallel designs, this firmware is io_stream"):
+    with pytest.raises(EmulationError, match="io_parallel and io_stream designs, this firmware is io_serial"):
         Emulator(graph, {})
