@@ -72,6 +72,7 @@ def train_student(
     model=None,
     preprocess=None,
     augment=None,
+    n_classes: int | None = None,
 ) -> dict:
     """Train on split 0, keep the weights with the best validation loss, write model, logits and history.
 
@@ -81,11 +82,13 @@ def train_student(
     students/deepsets.py ``build_deepsets``) is trained in place if given; otherwise an MLP is built from ``hidden``
     and ``precision``. ``augment`` (students/augment.py ``rotate_about_axis``, or None) transforms the raw training
     jets afresh each epoch (validation and predictions see them untouched); history.json records its name.
+    ``n_classes``: the outputs (the data's class names, so that a class a small sample lacks keeps its output);
+    None: the largest label + 1.
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(seed)
-    n_classes = int(labels.max()) + 1
+    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
     train, val = split == 0, split == 1
     scaler = preprocess if preprocess is not None else Standardizer.fit(features[train], feature_names)
     x = scaler(features)

@@ -54,3 +54,19 @@ def test_what_does_not_fit_is_one_line(tmp_path):
         with pytest.raises(StudentError) as err:
             build_user_student(spec, shape, n, seed=0)
         assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_class_missing_from_a_small_sample_keeps_its_output(tmp_path):
+    """A user's small file may lack a class (400 JetClass jets without Tbl): the student still has one output per
+    class name and distils from a teacher with as many, instead of a shape error in the loss."""
+    from l1forge.students.distill import train_student
+
+    rng = np.random.default_rng(0)
+    labels, x = rng.integers(0, 9, 120), rng.normal(size=(120, 16)).astype(np.float32)
+    result = train_student(x, [f"f{k}" for k in range(16)], labels, np.tile([0, 0, 1, 2], 30), tmp_path,
+                           teacher_logits=rng.normal(size=(120, 10)), hidden=(8,), epochs=1, progress=False,
+                           n_classes=10)
+    import h5py
+
+    with h5py.File(tmp_path / "predictions.h5") as f:
+        assert f["logits"].shape == (120, 10) and result["params"] == 16 * 8 + 8 + 8 * 10 + 10

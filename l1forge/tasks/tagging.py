@@ -59,7 +59,7 @@ def distill_seed(data: str, teacher: str | None, teacher_predictions: str | None
     result = train_student(
         features, names, jets.labels, jets.split, out, teacher_logits=logits,
         precision=precision, hidden=tuple(s.hidden), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-        alpha=s.alpha, seed=seed, progress=progress, model=model, preprocess=preprocess,
+        alpha=s.alpha, seed=seed, progress=progress, model=model, preprocess=preprocess, n_classes=n_classes,
         **family_settings(s.family, s.temperature, s.augment),
     )
     result.update(teacher=teacher, family=s.family, **({"model": s.model} if s.model else {}))

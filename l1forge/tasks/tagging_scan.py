@@ -41,7 +41,7 @@ class DistilledAccuracy:
             train_student(
                 features, names, jets.labels, jets.split, pathlib.Path(tmp), teacher_logits,
                 epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], alpha=s["alpha"], seed=s["seed"],
-                progress=False, model=model, preprocess=preprocess,
+                progress=False, model=model, preprocess=preprocess, n_classes=len(jets.class_names),
                 **family_settings(family, s["temperature"], s["augment"]),
             )
             logits = read_array(pathlib.Path(tmp) / "predictions.h5", "logits")
