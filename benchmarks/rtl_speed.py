@@ -20,7 +20,9 @@ Measured with the timing-driven pipeline (rtl/datapath.py, rtl/delay.py; 2026-12
 with other sessions, load average 9-10; random weights as below; ``--warm``): 12 cycles = 50.0 ns (29 before), 0
 mismatches in 100 000 events; Yosys 45 988 LUT, 15 168 FF (52 208 before), 14 780 CARRY4, 0 DSP, 13 logic levels,
 3.85 ns, 244 MHz achievable (>= 240); 813 distinct leaf modules (1 598 before); Yosys with an empty cache 453 s
-wall / 180 s CPU (847 s CPU before), 75 s wall on the filled cache. The anomaly student's shape (``--inputs 57
+wall / 180 s CPU (847 s CPU before), 75 s wall on the filled cache; with the leaf batches by synth_xilinx's script
+less its flip-flop passes (rtl/yosys.py LEAF_SCRIPT, the same netlist): 118 s CPU with an empty cache, 43 s CPU on a
+filled one (rtl.yosys.synthesize on the same RTL, same machine and day). The anomaly student's shape (``--inputs 57
 --outputs 1 --hidden 32,16``): 9 cycles, 0 mismatches in 100 000 events. docs/hardware.md has the table.
 
 Measured with da4ml's CMVM adder graph (rtl/cmvm.py; 2026-11-30, 2 cores shared with another engineer's

