@@ -563,6 +563,7 @@ def test_binary_and_ternary_networks_as_hls4ml_test_qkeras_builds_them(tmp_path)
     assert stats["events_checked"] == N
 
 
+@pytest.mark.slow  # the stream C-sim compiles for 20-30 s on 2 shared cores: make test-slow
 def test_io_stream_cnn_with_branches(tmp_path):
     """io_stream (hls4ml's stream kernels: the same arithmetic as io_parallel, with Clone layers where a tensor
     feeds two layers and Repack for reshapes): QConv2D 'same' (hls4ml pads in a layer of its own), pooling, a
