@@ -217,7 +217,7 @@ def _describe(layer, backend) -> tuple[dict, dict]:
             raise _unsupported(layer, f"conv implementation '{entry['implementation']}' or dilation")
         if layer.get_attr("data_format", "channels_last") != "channels_last":
             raise _unsupported(layer, "channels_first data")
-        values = _weight_values(w, layer)
+        values = _binary_weights(entry, _weight_values(w, layer))
         if layer.get_attr("_weights_transposed", False):  # Resource strategy: (F, H, W, C) -> (H, W, C, F)
             values = np.transpose(values, (1, 2, 3, 0))
         if cls == "DepthwiseConv2D":  # depthwise_conv_2d_latency_cl: acc[c] += x[tap, c] * w[tap, c], taps outer

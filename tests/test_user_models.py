@@ -583,3 +583,22 @@ def test_io_stream_cnn_with_branches(tmp_path):
     _run(tmp_path, "io_stream", model, _inputs((6, 6, 2), 45), settings=FirmwareSettings(io_type="io_stream"))
     graph = json.loads((tmp_path / "io_stream_project" / "graph.json").read_text())
     assert graph["io_type"] == "io_stream" and "Clone" not in {layer["class_name"] for layer in graph["layers"]}
+
+
+def test_binary_cnn_as_hls4ml_test_binary_cnn_builds_it(tmp_path):
+    """hls4ml's test_binary_cnn kind: binary QConv2D kernels (weight_binary), BatchNormalization + binary()
+    (normalize_binary_tanh), a binary conv on binary data (XNOR: both_binary and the (ap_int)(2 acc - n_in) cast),
+    MaxPooling2D on 1-bit data, Flatten and an XNOR QDense; bit-exact against the C-sim."""
+    from qkeras import QConv2D, binary
+
+    b5 = quantized_bits(5, 2)
+    inp = L.Input((6, 6, 1), name="x")
+    h = QActivation(quantized_bits(8, 3, alpha=1), name="qin")(inp)
+    h = QActivation(binary(), name="a1")(L.BatchNormalization(name="bn1")(
+        QConv2D(3, (3, 3), kernel_quantizer=binary(), bias_quantizer=b5, name="c1")(h)))
+    h = QActivation(binary(), name="a2")(L.BatchNormalization(name="bn2")(
+        QConv2D(2, (2, 2), kernel_quantizer=binary(), bias_quantizer=b5, name="c2")(h)))
+    h = L.Flatten(name="f")(L.MaxPooling2D((2, 2), name="mp")(h))
+    model = _randomize(tf.keras.Model(inp, QDense(3, kernel_quantizer=binary(), bias_quantizer=b5, name="d")(h)), 7)
+    stats = _run(tmp_path, "binary_cnn", model, _inputs((6, 6, 1), 7))
+    assert "bit_exact off" in stats["conversion_note"]
