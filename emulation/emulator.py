@@ -187,6 +187,40 @@ def _exact_matmul(x: np.ndarray, plan: dict, mode: str):
     return Limbs(hi, total) if mode == "limbs" else total
 
 
+def resource_schedule(n_in: int, n_out: int, rf: int) -> list:
+    """The accumulation order of ``nnet_dense_resource.h`` (Resource strategy, reuse factor ``rf``): a list of
+    (output, [input]) steps, each ``acc[output] += (accum_t)product``; the loops of dense_resource_rf_leq_nin and
+    _rf_gt_nin_rem0 as written (weights transposed: w_index = output * n_in + input). Only an accumulator that
+    can overflow needs it (otherwise the order does not matter)."""
+    steps, nw = [], n_in * n_out
+    block = -(-nw // rf)
+    if rf <= n_in:
+        multscale = -(-nw // min(n_in, rf)) // n_out
+        for ir in range(rf):
+            w, i, out, step = ir, ir, 0, 0
+            for _ in range(block):
+                steps.append((out, [i]))
+                w, i = w + rf, i + rf
+                i = ir if i >= n_in else i
+                out, step = (out + 1, 0) if step + 1 >= multscale else (out, step + 1)
+    elif rf % n_in == 0:
+        outscale, i = rf // n_in, 0
+        for ir in range(rf):
+            w, out = ir, ir // n_in
+            for _ in range(block):
+                steps.append((out, [i]))
+                w += rf
+                if w >= nw:
+                    break
+                out += outscale
+            i = (i + 1) % n_in
+    else:  # dense_resource_rf_gt_nin (partial sums per reuse step): hls4ml's valid reuse factors avoid it in tests
+        raise FixedTypeError(f"a Resource-strategy dense with reuse factor {rf} > n_in {n_in}, not a multiple of it, "
+                             "whose accumulator can overflow (dense_resource_rf_gt_nin is not reproduced); use 'auto' "
+                             "or a wider accum type")
+    return steps
+
+
 def _unsigned(bits: int):
     return next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if np.iinfo(t).bits >= bits)
 
@@ -462,6 +496,12 @@ class Emulator:
                  and magnitude(p["b_acc"]) < INT64_SAFE)
         sum_ok = (acc_t.overflow == "WRAP" or in_range) and s + 1 <= 64 and s + n_bits <= 61
         p["path"] = "sum" if sum_ok else "stepwise"
+        spec = layer.spec
+        if p["path"] == "stepwise" and spec.get("strategy") == "resource" and spec.get("reuse_factor", 1) > 1:
+            if spec.op != "dense":  # the conv resource kernels accumulate in their own order
+                raise FixedTypeError("a Resource-strategy conv with reuse factor > 1 whose accumulator can overflow "
+                                     "(its order of additions is not reproduced); use 'auto' or a wider accum type")
+            p["schedule"] = resource_schedule(w.shape[0], w.shape[1], spec["reuse_factor"])
         mode = "int64" if int64 and (residue or sum_int64) else "limbs" if int64 and limbs else "object"
         p["sum"] = {"limbs": _limb_plan(x_max, w), "s": s, "mode": mode}
         if s and p["path"] == "sum":
@@ -750,6 +790,10 @@ class Emulator:
             x, w, b_acc = as_exact(x), as_exact(w), as_exact(b_acc)
         prod_frac = x_type.frac + p["w_t"].frac
         acc = np.broadcast_to(b_acc, (x.shape[0], w.shape[1])).copy()
+        if "schedule" in p:  # Resource strategy: the order of its loops
+            for j, (i,) in p["schedule"]:
+                acc[:, j] = acc_t.from_codes(acc[:, j] + acc_t.from_codes(x[:, i] * w[i, j], prod_frac), acc_t.frac)
+            return acc
         for i in range(w.shape[0]):
             mult = acc_t.from_codes(x[:, i : i + 1] * w[i], prod_frac)
             acc = acc_t.from_codes(acc + mult, acc_t.frac)

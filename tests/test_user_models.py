@@ -602,3 +602,27 @@ def test_binary_cnn_as_hls4ml_test_binary_cnn_builds_it(tmp_path):
     model = _randomize(tf.keras.Model(inp, QDense(3, kernel_quantizer=binary(), bias_quantizer=b5, name="d")(h)), 7)
     stats = _run(tmp_path, "binary_cnn", model, _inputs((6, 6, 1), 7))
     assert "bit_exact off" in stats["conversion_note"]
+
+
+def test_resource_strategy_with_saturating_accumulators_follows_its_order(tmp_path):
+    """hls4ml's Resource strategy adds the products in the order of nnet_dense_resource.h's loops, not input order:
+    with narrow saturating accumulators that order decides the result. Reuse factor 2 (dense_resource_rf_leq_nin)
+    and 12 on 6 inputs (dense_resource_rf_gt_nin_rem0), each accumulator fixed<7,3,RND,SAT>: bit-exact."""
+    import hls4ml
+
+    from l1forge.emulation.emulator import Emulator
+
+    inp = L.Input((8,), name="x")
+    h = QActivation(quantized_bits(8, 3, alpha=1), name="qin")(inp)
+    h = QActivation(quantized_relu(8, 3), name="r")(QDense(6, name="d1", **_q(8, 2))(h))
+    model = _randomize(tf.keras.Model(inp, QDense(4, name="d2", **_q(8, 2))(h)), 46)
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    config["Model"].update(Strategy="Resource", ReuseFactor=2)
+    for name, reuse in (("d1", 2), ("d2", 12)):
+        config["LayerName"][name].update(Strategy="Resource", ReuseFactor=reuse)
+        config["LayerName"][name]["Precision"]["accum"] = "fixed<7,3,RND,SAT>"
+    _run(tmp_path, "resource_order", model, _inputs((8,), 46), hls_config_path=_write_config(tmp_path, "r", config))
+    emulator = Emulator.from_file(tmp_path / "resource_order_project" / "graph.json")
+    dense = {layer.name: layer for layer in emulator.layers if layer.op == "dense"}
+    assert [dense[k].spec["reuse_factor"] for k in ("d1", "d2")] == [2, 12]
+    assert all("schedule" in layer.params for layer in dense.values())  # the accumulators can saturate
