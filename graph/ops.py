@@ -238,6 +238,9 @@ refuse_layer("XNOR dense (product both_binary) and binary data into other weight
 refuse_layer("power-of-two kernels (quantized_po2)", "the exponent product (nnet_mult.h weight_exponential) is not "
              "reproduced outside batchnorm/ApplyAlpha", "use quantized_bits kernels (alpha='auto_po2' is fine)")
 refuse_layer("conv dilation, channels_first data", "not reproduced", "use dilation 1 and channels_last")
+refuse_layer("Resource-strategy convs (and dense layers at a reuse factor above n_in, not a multiple of it) whose "
+             "accumulator can overflow", "their order of additions is not reproduced (Resource dense layers follow "
+             "nnet_dense_resource.h's order)", "use hls4ml's 'auto' accum type or a wider one")
 refuse_layer("softmax on an axis other than the last, bilinear UpSampling", "not reproduced",
              "softmax on the last axis; nearest UpSampling")
 refuse_layer("types wider than 1024 bits", "ap_fixed compiles up to AP_INT_MAX_W = 1024 bits",
