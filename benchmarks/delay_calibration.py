@@ -65,6 +65,14 @@ def cases() -> list[dict]:
                     text, _ = cells.cast("CELL", wa, True, plan, t)
                     out.append({"kind": f"cast_{rounding}_{overflow}" + ("_relu" if relu else ""), "width": wa,
                                 "model_ns": delay.cast_ns(plan, t, wa), "text": text})
+    for wa in (8, 12, 13, 14, 16, 20):  # saturation without rounding: LUTs up to 12 bits, a carry chain beyond
+        lo, hi = -(1 << (wa - 1)), (1 << (wa - 1)) - 1
+        for relu in (False, True):
+            t = FixedType(6, 1, not relu, "TRN", "SAT")
+            plan = cells.plan_cast(lo, hi, -5, t, relu)
+            text, _ = cells.cast("CELL", wa, True, plan, t)
+            out.append({"kind": "sat_nodrop" + ("_relu" if relu else ""), "width": wa,
+                        "model_ns": delay.cast_ns(plan, t, wa), "text": text})
     for wc in (8, 16, 24):
         out.append({"kind": "select", "width": wc, "model_ns": delay.select_ns(wc),
                     "text": cells.select("CELL", (wc, True), (8, False, 0), (8, False, 0), 8)})

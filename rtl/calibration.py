@@ -6,7 +6,7 @@ the writer's prediction (``model_ns``), which must not be below it.
 """
 
 CALIBRATION = {'command': 'python benchmarks/delay_calibration.py --write',
- 'date': '2026-12-07',
+ 'date': '2026-12-08',
  'machine': 'AMD EPYC, 2 cores',
  'tool': 'yosys 0.23 synth_xilinx -family xcup, one keep_hierarchy module per cell',
  'primitive_delays': {'T_LUT': 0.1,
@@ -91,6 +91,18 @@ CELLS = [
   {"kind": "cast_RND_CONV_WRAP_relu", "width": 24, "netlist_ns": 1.79, "lut_levels": 3, "carry_segments": 2, "luts": 12, "model_ns": 1.93},
   {"kind": "cast_RND_CONV_SAT", "width": 24, "netlist_ns": 2.33, "lut_levels": 4, "carry_segments": 3, "luts": 13, "model_ns": 2.47},
   {"kind": "cast_RND_CONV_SAT_relu", "width": 24, "netlist_ns": 2.33, "lut_levels": 4, "carry_segments": 3, "luts": 13, "model_ns": 2.43},
+  {"kind": "sat_nodrop", "width": 8, "netlist_ns": 0.5, "lut_levels": 1, "carry_segments": 0, "luts": 5, "model_ns": 0.5},
+  {"kind": "sat_nodrop_relu", "width": 8, "netlist_ns": 0.5, "lut_levels": 1, "carry_segments": 0, "luts": 6, "model_ns": 0.5},
+  {"kind": "sat_nodrop", "width": 12, "netlist_ns": 0.7, "lut_levels": 1, "carry_segments": 0, "luts": 10, "model_ns": 1.0},
+  {"kind": "sat_nodrop_relu", "width": 12, "netlist_ns": 0.6, "lut_levels": 1, "carry_segments": 0, "luts": 6, "model_ns": 1.0},
+  {"kind": "sat_nodrop", "width": 13, "netlist_ns": 1.25, "lut_levels": 2, "carry_segments": 1, "luts": 14, "model_ns": 1.37},
+  {"kind": "sat_nodrop_relu", "width": 13, "netlist_ns": 1.25, "lut_levels": 2, "carry_segments": 1, "luts": 9, "model_ns": 1.37},
+  {"kind": "sat_nodrop", "width": 14, "netlist_ns": 1.25, "lut_levels": 2, "carry_segments": 1, "luts": 16, "model_ns": 1.37},
+  {"kind": "sat_nodrop_relu", "width": 14, "netlist_ns": 1.25, "lut_levels": 2, "carry_segments": 1, "luts": 11, "model_ns": 1.37},
+  {"kind": "sat_nodrop", "width": 16, "netlist_ns": 1.25, "lut_levels": 2, "carry_segments": 1, "luts": 16, "model_ns": 1.41},
+  {"kind": "sat_nodrop_relu", "width": 16, "netlist_ns": 1.25, "lut_levels": 2, "carry_segments": 1, "luts": 11, "model_ns": 1.41},
+  {"kind": "sat_nodrop", "width": 20, "netlist_ns": 1.25, "lut_levels": 2, "carry_segments": 1, "luts": 20, "model_ns": 1.45},
+  {"kind": "sat_nodrop_relu", "width": 20, "netlist_ns": 1.25, "lut_levels": 2, "carry_segments": 1, "luts": 13, "model_ns": 1.45},
   {"kind": "select", "width": 8, "netlist_ns": 1.2, "lut_levels": 2, "carry_segments": 0, "luts": 9, "model_ns": 2.0},
   {"kind": "max", "width": 8, "netlist_ns": 1.25, "lut_levels": 2, "carry_segments": 1, "luts": 14, "model_ns": 1.33},
   {"kind": "select", "width": 16, "netlist_ns": 1.1, "lut_levels": 2, "carry_segments": 0, "luts": 11, "model_ns": 2.0},
@@ -99,5 +111,5 @@ CELLS = [
   {"kind": "max", "width": 24, "netlist_ns": 1.29, "lut_levels": 2, "carry_segments": 2, "luts": 40, "model_ns": 1.49},
   {"kind": "rom", "width": 6, "netlist_ns": 0.5, "lut_levels": 1, "carry_segments": 0, "luts": 8, "model_ns": 0.5},
   {"kind": "rom", "width": 8, "netlist_ns": 0.7, "lut_levels": 1, "carry_segments": 0, "luts": 32, "model_ns": 1.0},
-  {"kind": "rom", "width": 10, "netlist_ns": 1.4, "lut_levels": 2, "carry_segments": 0, "luts": 143, "model_ns": 1.5}
+  {"kind": "rom", "width": 10, "netlist_ns": 1.4, "lut_levels": 2, "carry_segments": 0, "luts": 163, "model_ns": 1.5}
 ]

@@ -241,13 +241,24 @@ class Datapath:
             assert lo <= elo <= ehi <= hi, (lo, hi, elo, ehi)
             lo, hi = elo, ehi
         wo = width_of(lo, hi)
-        stage, t, tm, lv = self._place([a.sig, b.sig], lambda ins: delay.adder_times(ins, wo), 2, f"{wo}-bit adder",
-                                       -(-wo // 4) - 1)
         spec = lambda term: (term.sig.width, term.sig.signed, term.lsb - at, term.sign * sign)  # noqa: E731
         (u, su), (v, sv) = ((a, spec(a)), (b, spec(b))) if spec(a)[2] == 0 else ((b, spec(b)), (a, spec(a)))
         shift = sv[2]
+        passes = shift > 0 and su[3] > 0 and wo > shift
+        # with u's low bits passed through, the carry chain starts at u's bit ``shift``, which arrives that many
+        # carry segments after u's low bits; the sum's bits are timed from its bit 0 (``t``) on the same slope
+        skew = delay.T_CARRY4 * (shift // 4) if passes else 0.0
+
+        def times(ins):
+            if len(ins) == 2 and skew:
+                k = 0 if u is a else 1
+                ins = [(ti + skew, mi) if j == k else (ti, mi) for j, (ti, mi) in enumerate(ins)]
+            t_, tm_ = delay.adder_times(ins, wo - shift if passes else wo)
+            return t_ - skew, tm_
+
+        stage, t, tm, lv = self._place([a.sig, b.sig], times, 2, f"{wo}-bit adder", -(-wo // 4) - 1)
         out = self._wire(at, lo, hi, stage, t, tm, lv)
-        if shift > 0 and su[3] > 0 and wo > shift:
+        if passes:
             # u + (+-v << shift): u's low bits pass through as wiring here; the cell adds the overlapping bits
             # only, so adders that differ in the shift alone share one module (fewer distinct cells for Yosys)
             wu, uname = su[0], self.at(u.sig, stage)

@@ -100,9 +100,11 @@ def cast_times(plan: dict, t, wa: int, t_in: float, tm_in: float) -> tuple[float
         t_lo = max(inc, t_in + ADDER_ENTRY)
         t_hi = max(t_lo + ripple_ns(nq + 1), tm_in + ADDER_ENTRY)
     muxed = False
-    if plan["overflow"] and t.overflow != "WRAP":  # the bits above the type's range against its limits (LUTs), the
-        above = nq - t.width + 3                     # multiplexer merged into the last level
-        t_hi = t_hi + lut_levels_ns(reduce_levels(max(above, 2)))
+    if plan["overflow"] and t.overflow != "WRAP":  # the bits above the type's range against its limits: a LUT
+        above = nq - t.width + 3                     # reduction with the multiplexer in its last level, or (Yosys
+        lut = lut_levels_ns(reduce_levels(max(above, 2)))  # maps comparisons of more than 12 bits so) a carry
+        chain = ADDER_ENTRY + ripple_ns(nq + 2) + LUT_LEVEL  # chain, then the multiplexer (rtl/calibration.py)
+        t_hi = t_hi + (max(lut, chain) if wa - max(drop, 0) > 12 else lut)
         muxed = True
     if plan["relu"]:  # the input's sign bit into the multiplexer (or a LUT level of its own)
         t_hi = max(t_hi if muxed else t_hi + lut_levels_ns(1), tm_in + lut_levels_ns(1))
