@@ -17,9 +17,10 @@ inputs, 6-bit weights: the reference point of da4ml's own Verilog). Yosys's wall
 processes and the highest load average seen are recorded (``yosys_cpu_s``, ``load_average_max``).
 
 Measured with the timing-driven pipeline (rtl/datapath.py, rtl/delay.py; 2026-12-07, 2-core AMD EPYC 24 GB, shared
-with other sessions, load average 9-10; random weights as below; ``--warm``): 12 cycles = 50.0 ns (29 before), 0
-mismatches in 100 000 events; Yosys 45 988 LUT, 15 168 FF (52 208 before), 14 780 CARRY4, 0 DSP, 13 logic levels,
-3.85 ns, 244 MHz achievable (>= 240); 813 distinct leaf modules (1 598 before); Yosys with an empty cache 453 s
+with other sessions, load average 5-10; random weights as below; ``--warm``; commit 417e9eb): 12 cycles = 50.0 ns
+(29 before), 0 mismatches in 100 000 events; Yosys 45 988 LUT, 14 379 FF (52 208 before), 14 780 CARRY4, 0 DSP,
+15 logic levels, 3.68 ns, 254 MHz achievable (>= 240); 813 distinct leaf modules (1 598 before); at 4fe7765 (same
+leaf modules): Yosys with an empty cache 453 s
 wall / 180 s CPU (847 s CPU before), 75 s wall on the filled cache; with the leaf batches by synth_xilinx's script
 less its flip-flop passes (rtl/yosys.py LEAF_SCRIPT, the same netlist): 118 s CPU with an empty cache, 43 s CPU on a
 filled one (rtl.yosys.synthesize on the same RTL, same machine and day). The anomaly student's shape (``--inputs 57
