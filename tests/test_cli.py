@@ -279,8 +279,8 @@ def test_anomaly_student_and_autoencoder_over_seeds(all_run, tmp_path):
     the seeds."""
     from l1forge.core.artifacts import read_array
     from l1forge.events.anomaly import read_anomaly
-    from l1forge.tasks.anomaly import mean_auc, test_metrics
-    from l1forge.tasks.base import median_seed
+    from l1forge.tasks.anomaly import test_metrics
+    from l1forge.tasks.base import mean_auc, median_seed
     from l1forge.tasks.base_report import paired_over_seeds
 
     out = tmp_path / "anomaly"

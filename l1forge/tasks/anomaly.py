@@ -13,7 +13,7 @@ import pydantic
 from l1forge.config import Strict
 from l1forge.core.artifacts import read_array, write_arrays_atomic
 from l1forge.metrics import anomaly_metrics
-from l1forge.tasks.base import Task
+from l1forge.tasks.base import Task, mean_auc
 
 
 class AnomalyConfig(Strict):
@@ -46,11 +46,6 @@ def test_metrics(sample, score: np.ndarray, rates_khz, n_bunches: int) -> dict:
     score = score[sample.split == 2]
     bkg = ~test.is_signal
     return anomaly_metrics(score[bkg], test.weight[bkg], _by_signal(test, score), tuple(rates_khz), n_bunches)
-
-
-def mean_auc(result: dict) -> float:
-    """The mean AUC over the signals of a training's test ``metrics`` (which seed is the median one)."""
-    return float(np.mean([m["auc"] for m in result["metrics"]["signals"].values()]))
 
 
 def train_seed(data: str, teacher: str | None, teacher_scores: tuple[str, str] | None, anomaly: AnomalyConfig,

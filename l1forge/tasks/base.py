@@ -54,6 +54,11 @@ def keep_median_seed(out: pathlib.Path, seeds: list[int], results: list[dict], r
             "seeds": {str(seed): r["metrics"] for seed, r in zip(seeds, results)}}
 
 
+def mean_auc(result: dict) -> float:
+    """The mean AUC over the signals of a training's test ``metrics`` (which seed is the median one)."""
+    return float(np.mean([m["auc"] for m in result["metrics"]["signals"].values()]))
+
+
 def seed_dirs(model: pathlib.Path, result: dict) -> list[pathlib.Path]:
     """The directories of a model's trainings: ``model``/seeds/<seed>/ of each seed its stage trained (``seeds: k >
     1``), else ``model`` itself."""

@@ -20,7 +20,7 @@ import pydantic
 
 from l1forge.config import Strict
 from l1forge.core.artifacts import read_array, write_arrays_atomic
-from l1forge.tasks.base import Task
+from l1forge.tasks.base import Task, mean_auc
 
 # truth: primary-vertex candidates only, the limit of perfect mitigation. Its rate still grows with pileup, because
 # the share of crossings that hold a hard interaction grows with the interactions per crossing (at a fixed bunch
@@ -275,8 +275,6 @@ class Chain(Task):
         """An autoencoder (``train_autoencoder``) per mitigation, on the zero-bias training crossings of
         chain.train_pileups, each trained ``seeds`` times (``Task.seeded``: the median seed by mean AUC at the
         reference pileup); the student chain's is the anomaly student that goes to firmware."""
-        from l1forge.tasks.anomaly import mean_auc
-
         c, s = self.cfg.chain, self.cfg.student
         train = functools.partial(train_autoencoder, str(self.data_path.resolve()), str(self.objects_path.resolve()))
         common = (c, s, self.precision(), self.cfg.data.seed, self.cfg.trigger.n_bunches)
