@@ -23,7 +23,8 @@ with other sessions, load average 5-10; random weights as below; ``--warm``; com
 leaf modules): Yosys with an empty cache 453 s
 wall / 180 s CPU (847 s CPU before), 75 s wall on the filled cache; with the leaf batches by synth_xilinx's script
 less its flip-flop passes (rtl/yosys.py LEAF_SCRIPT, the same netlist): 118 s CPU with an empty cache, 43 s CPU on a
-filled one (rtl.yosys.synthesize on the same RTL, same machine and day). The anomaly student's shape (``--inputs 57
+filled one (rtl.yosys.synthesize on the same RTL, same machine and day); at 417e9eb with the machine quiet (load
+about 1): 58.7 s wall / 94.5 s CPU with an empty cache, 32.4 s on a filled one. The anomaly student's shape (``--inputs 57
 --outputs 1 --hidden 32,16``): 9 cycles, 0 mismatches in 100 000 events. docs/hardware.md has the table.
 
 Measured with da4ml's CMVM adder graph (rtl/cmvm.py; 2026-11-30, 2 cores shared with another engineer's
