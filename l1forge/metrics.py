@@ -227,11 +227,14 @@ def paired_difference(labels, logits_a, logits_b, class_names, metric: str = "ac
     """A minus B on the same test jets, with the spread of the difference over paired bootstrap resamples.
 
     ``metric``: "accuracy" or "top_vs_qcd_auc". Returns {"metric", "difference", "difference_err", "n_sigma",
-    "verdict"}: verdict "A" or "B" when |difference| > n_sigma x difference_err, else "tie". Resampling the jets
+    "verdict"}: verdict "A" or "B" when |difference| > n_sigma x difference_err, else "tie"; None for
+    "top_vs_qcd_auc" where the classes name no top and QCD (a user's bkg/sig) or the jets hold only one of them. Resampling the jets
     once for both models keeps their correlation, so a 0.01 accuracy difference is resolved with far fewer jets
     than two independent binomial errors need (docs/formats.md, "Metrics and uncertainties").
     """
     labels = np.asarray(labels).astype(np.int64)
+    if metric == "top_vs_qcd_auc" and _top_vs_qcd(labels, logits_a, class_names) is None:
+        return None
     value = {
         "accuracy": lambda lg, w: np.average(np.asarray(lg).argmax(axis=1) == labels, weights=w),
         "top_vs_qcd_auc": lambda lg, w: _weighted_top_auc(labels, lg, class_names, w),

@@ -98,6 +98,8 @@ def _paired(data: pathlib.Path, a: list[pathlib.Path], b: list[pathlib.Path], n_
     for m in ("accuracy", "top_vs_qcd_auc"):
         each = [paired_difference(labels[test], logits[x / "predictions.h5"], logits[y / "predictions.h5"],
                                   class_names(data), m, n_sigma=n_sigma) for x, y in pairs]
+        if None in each:  # no top-vs-QCD AUC for these classes
+            continue
         if len(each) == 1:
             out[m] = each[0]
             continue
