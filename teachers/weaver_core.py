@@ -27,6 +27,8 @@ import shutil
 import subprocess
 import sys
 
+from l1forge.core.artifacts import cache_root
+
 WEAVER_CORE = "weaver-core==0.4.17"
 REQUIREMENTS = (WEAVER_CORE, "torch==2.13.0", "onnxscript", "numpy<2")
 BUILD_TIMEOUT_S = 900
@@ -45,14 +47,10 @@ class WeaverUnavailable(RuntimeError):
     """weaver-core's environment cannot be built here (no package index, or a requirement that does not install)."""
 
 
-def cache_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("L1FORGE_CACHE") or pathlib.Path.home() / ".cache" / "l1forge")
-
-
 def weaver_venv(path: pathlib.Path | None = None) -> pathlib.Path:
     """The virtual environment with weaver-core, built on first use (`READY` marks a finished build); its path.
     WeaverUnavailable (one line: pip's last) where it cannot be built."""
-    path = pathlib.Path(path or cache_dir() / WEAVER_CORE.replace("==", "-"))
+    path = pathlib.Path(path or cache_root() / WEAVER_CORE.replace("==", "-"))
     if (path / "READY").is_file():
         return path
     shutil.rmtree(path, ignore_errors=True)  # an unfinished build

@@ -336,20 +336,21 @@ class Chain(Task):
         beyond 2 sigma; the error of each difference adds both intervals' half-widths in quadrature). The student
         chain's firmware seed is scored by the emulator (``firmware_score``), every other training by its QKeras
         model."""
-        from l1forge.tasks.base import SEEDS
+        from l1forge.tasks.base import seed_dirs
         from l1forge.tasks.base_report import paired_over_seeds, spread
 
         results = {m: self.run.result(self._distill_stage(m)) for m in METHODS}
+        folders = {m: seed_dirs(self._ae_dir(m), results[m]) for m in METHODS}  # in the order of the seeds
         seeds = list(results["student"]["seeds"])
-        firmware = str(results["student"]["median_seed"])
+        firmware = seeds.index(str(results["student"]["median_seed"]))
         measured = []
-        for seed in seeds:
-            scores = {m: firmware_score if (m, seed) == ("student", firmware) else
-                      self._keras_score(m, self._ae_dir(m) / SEEDS / seed) for m in METHODS}
+        for i in range(len(seeds)):
+            scores = {m: firmware_score if (m, i) == ("student", firmware) else self._keras_score(m, folders[m][i])
+                      for m in METHODS}
             measured.append(self._measure(crossings, scores)["methods"])
         half = lambda r: float(np.mean(r["rate_khz_err"]))  # noqa: E731
         pileups = list(measured[0]["none"]["rates"])
-        block = {"seeds": [int(seed) for seed in seeds], "firmware_seed": int(firmware),
+        block = {"seeds": [int(seed) for seed in seeds], "firmware_seed": int(seeds[firmware]),
                  "scores": "student chain: the firmware seed by the emulator, the other trainings by their QKeras "
                            "models; every other chain: QKeras models",
                  "rates": {m: {mu: spread([r[m]["rates"][mu]["rate_khz"] for r in measured],
